@@ -1,0 +1,295 @@
+/**
+ * The stack config: one zod schema for every `keel:*` key, parsed before any resource exists.
+ *
+ * Every rejection names the full config key (`keel:adminKeys[1]`), the expected form, the value
+ * found (never for a secret) and how to fix it. Unknown `keel:*` keys are rejected, so a typo is
+ * never silently ignored. Defaults live here and only here (Pulumi.yaml declares the same defaults
+ * for the CLI's benefit; a test keeps the two equal).
+ */
+import { z } from "zod";
+
+/** Hetzner Cloud locations (https://docs.hetzner.com/cloud/general/locations/). */
+export const LOCATIONS = ["fsn1", "nbg1", "hel1", "ash", "hil", "sin"] as const;
+/** Images keel renders a first boot for. Ubuntu 24.04 is the seed's ruling; Debian for the VM tests. */
+export const IMAGES = ["ubuntu-24.04", "debian-12", "debian-13"] as const;
+/** Server types Hetzner no longer sells; ordering one fails late, so reject it early. */
+export const RETIRED_SERVER_TYPES = ["cx11", "cx21", "cx22", "cx31", "cx32", "cx41", "cx42", "cx51", "cx52", "cpx11"];
+
+/** GitHub's published SSH host keys, pinned so the first clone trusts nothing on first use. */
+export const GITHUB_KNOWN_HOSTS = [
+  "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
+];
+
+const ED25519_KEY = /^ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]{43}( [^\r\n]*)?$/;
+const LINUX_NAME = /^[a-z_][a-z0-9_-]{0,30}$/;
+const RESERVED_USERS = ["root", "daemon", "bin", "sys", "sync", "nobody", "sshd", "systemd-network", "_apt"];
+const ENV_NAME = /^[A-Z_][A-Z0-9_]*$/;
+const COMMIT_SHA = /^[0-9a-f]{40}$/;
+
+function isCidr(s: string): boolean {
+  const [addr, bits, ...rest] = s.split("/");
+  if (rest.length || bits === undefined || !/^\d{1,3}$/.test(bits)) return false;
+  const n = Number(bits);
+  const v4 = addr.split(".");
+  if (v4.length === 4 && v4.every((p) => /^\d{1,3}$/.test(p) && Number(p) <= 255)) return n <= 32;
+  return /^[0-9a-fA-F:]+$/.test(addr) && addr.includes(":") && (addr.match(/::/g) ?? []).length <= 1 && n <= 128;
+}
+
+function isTimeZone(tz: string): boolean {
+  try {
+    new Intl.DateTimeFormat("en-US", { timeZone: tz });
+    return tz === "UTC" || tz.includes("/");
+  } catch {
+    return false;
+  }
+}
+
+/** A plain relative path inside the repository: no leading slash, no `..`. */
+const repoRelativePath = z
+  .string()
+  .regex(/^(?!\/)(?!.*(^|\/)\.\.(\/|$))[A-Za-z0-9._/-]+$/, "a path relative to the repository root, without '..'");
+
+const sshPublicKey = z.string().trim().regex(ED25519_KEY, "an ED25519 public key line: 'ssh-ed25519 AAAAC3Nza… comment'");
+
+/**
+ * The schema. Keys are the `keel:<key>` names without the namespace. Described keys appear in
+ * docs/CONFIG.md; keep the descriptions short and operator-facing.
+ */
+export const configSchema = z
+  .object({
+    location: z.enum(LOCATIONS).default("fsn1").describe("Hetzner location."),
+    serverType: z
+      .string()
+      .regex(/^(cx|cpx|cax|ccx)[0-9]{2,3}$/, "a Hetzner server type such as cx23, cpx22, cax11 (arm) or ccx13")
+      .refine((t) => !RETIRED_SERVER_TYPES.includes(t), "a server type Hetzner still sells (e.g. cx23; cx22 and older are retired)")
+      .default("cx23")
+      .describe("Hetzner server type; arm64 types are cax*."),
+    image: z.enum(IMAGES).default("ubuntu-24.04").describe("OS image; changing it replaces the server."),
+    ipv4: z.boolean().default(true).describe("Attach a public IPv4 (IPv6-only is cheaper)."),
+    hetznerBackups: z.boolean().default(false).describe("Hetzner's own daily server backups (paid)."),
+    protect: z.boolean().default(true).describe("Pulumi protect + Hetzner delete/rebuild protection."),
+    adminKeys: z.array(sshPublicKey).min(1, "at least one admin key").describe("Admin SSH public keys (ED25519, passphrase-protected)."),
+    retiredKeys: z.array(sshPublicKey).default([]).describe("Admin keys removed from the host on the next up."),
+    sshPort: z.number().int().min(1).max(65535).default(22).describe("SSH port on the host."),
+    allowedSshCidrs: z
+      .array(z.string().refine(isCidr, "a CIDR such as 203.0.113.7/32 or 2001:db8::/48"))
+      .min(1, "at least one CIDR")
+      .describe("Source CIDRs allowed to reach SSH (Hetzner firewall, UFW, fail2ban ignoreip)."),
+    deployUser: z
+      .string()
+      .regex(LINUX_NAME, "a Linux user name (lowercase letters, digits, _ or -)")
+      .refine((u) => !RESERVED_USERS.includes(u), "a non-system user name (not root)")
+      .default("deploy")
+      .describe("Non-root admin/deploy user."),
+    appName: z
+      .string()
+      .regex(/^[a-z][a-z0-9-]{1,30}$/, "a short lowercase name (letters, digits, -), used for the unit, user and paths")
+      .default("engine")
+      .describe("Service name: unit, system user and paths."),
+    repoUrl: z
+      .string()
+      .regex(/^(git@[A-Za-z0-9.-]+:[A-Za-z0-9._/-]+|ssh:\/\/[^\s'"]+|file:\/\/\/[^\s'"]+)$/, "an SSH git URL (git@github.com:org/repo.git or ssh://…) or file:///path")
+      .describe("Git repository of the engine, cloned with the read-only deploy key."),
+    repoRef: z.string().regex(COMMIT_SHA, "a full 40-character commit SHA (pin the exact commit)").describe("Pinned commit to deploy."),
+    gitKnownHosts: z
+      .array(z.string().regex(/^[^\s]+ (ssh-ed25519|ecdsa-sha2-nistp256|ssh-rsa) [A-Za-z0-9+/=]+$/, "a known_hosts line 'host type key'"))
+      .optional()
+      .describe("known_hosts lines for the git host; defaults to GitHub's published keys for github.com URLs."),
+    pythonVersion: z.string().regex(/^3\.[0-9]{1,2}$/, "a Python minor version such as 3.12").describe("The system Python the engine is pinned to."),
+    requirementsFile: repoRelativePath.default("requirements.txt").describe("Locked requirements file in the repo."),
+    startCommand: z
+      .string()
+      .regex(/^[A-Za-z0-9_./-]+( [A-Za-z0-9_./=:,-]+)*$/, "a command line such as 'python -m engine' (run from the venv; no shell syntax)")
+      .describe("Engine command, resolved in the venv's bin/."),
+    settings: z.record(z.string(), z.unknown()).default({}).describe("Non-secret engine settings, written as YAML."),
+    secretEnvNames: z.array(z.string().regex(ENV_NAME, "an environment variable name (A-Z, 0-9, _)")).optional(),
+    dbFile: z
+      .string()
+      .regex(/^[A-Za-z0-9._-]+\.(db|sqlite|sqlite3)$/, "a file name ending in .db, .sqlite or .sqlite3")
+      .optional()
+      .describe("DB file name under /var/lib/<app>/; defaults to <app>.db."),
+    migrateFrom: z.string().min(1).optional().describe("Local path of an SQLite DB to migrate on first deploy."),
+    migrateFallbackDir: z.string().min(1).optional().describe("Local directory of backups to use if migrateFrom fails its gate."),
+    backupSchedule: z
+      .string()
+      .regex(/^[A-Za-z0-9*:.,~/ -]+$/, "a systemd OnCalendar expression such as '*-*-* 03:17:00' or 'hourly'")
+      .default("*-*-* 03:17:00")
+      .describe("systemd OnCalendar for the backup timer."),
+    backupRetention: z.number().int().min(1).max(1000).default(14).describe("Verified backups kept on the host."),
+    timezone: z.string().refine(isTimeZone, "an IANA time zone such as UTC or Europe/Berlin").default("UTC").describe("Host time zone."),
+    minFreeDiskGiB: z.number().min(1).max(10000).default(5).describe("Free disk the host must have for DB + backups + logs."),
+  })
+  .strict();
+
+/** The raw schema output. */
+type ParsedConfig = z.output<typeof configSchema>;
+
+/** The validated stack config with derived values filled in. */
+export interface KeelConfig extends Omit<ParsedConfig, "gitKnownHosts" | "dbFile" | "secretEnvNames"> {
+  /** known_hosts lines pinned for the git host. */
+  readonly gitKnownHosts: string[];
+  readonly dbFile: string;
+  /** Names of the secret environment variables (from the keys of the secret `keel:secretEnv`). */
+  readonly secretEnvNames: string[];
+}
+
+/** Keys that hold secrets: read with requireSecret, their values never parsed here or echoed. */
+export const SECRET_KEYS = ["secretEnv"] as const;
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`keel: invalid stack config (${problems.length} problem${problems.length === 1 ? "" : "s"}):\n` + problems.map((p) => `  - ${p}`).join("\n"));
+    this.name = "ConfigError";
+  }
+}
+
+function keyPath(path: PropertyKey[]): string {
+  return path.reduce<string>((acc, p) => (typeof p === "number" ? `${acc}[${p}]` : `${acc}.${String(p)}`), "keel").replace("keel.", "keel:");
+}
+
+function shown(value: unknown): string {
+  if (value === undefined) return "nothing (the key is not set)";
+  const s = JSON.stringify(value);
+  return s.length > 80 ? `${s.slice(0, 77)}…` : s;
+}
+
+function valueAt(raw: unknown, path: PropertyKey[]): unknown {
+  return path.reduce<unknown>((v, p) => (v !== null && typeof v === "object" ? (v as Record<PropertyKey, unknown>)[p] : undefined), raw);
+}
+
+function howToFix(path: PropertyKey[]): string {
+  const key = keyPath(path);
+  return path.length === 1
+    ? `fix: pulumi config set ${key} <value>  (or edit Pulumi.<stack>.yaml)`
+    : `fix: pulumi config set --path '${key}' <value>  (or edit Pulumi.<stack>.yaml)`;
+}
+
+/**
+ * Parses the raw `keel:*` config map (values as the Pulumi engine hands them over: strings, JSON for
+ * objects and arrays). `isSecret(key)` tells which keys were set with `--secret`.
+ * Throws ConfigError listing every problem; nothing is created before this returns.
+ */
+export function parseConfig(raw: Record<string, string>, isSecret: (key: string) => boolean = () => false): KeelConfig {
+  const problems: string[] = [];
+  const known = new Set<string>([...Object.keys(configSchema.shape), ...SECRET_KEYS]);
+  const values: Record<string, unknown> = {};
+  for (const [fullKey, text] of Object.entries(raw)) {
+    const key = fullKey.replace(/^keel:/, "");
+    if (!known.has(key) || key === "secretEnvNames") {
+      problems.push(`keel:${key}: unknown key. Known keys: ${[...known].filter((k) => k !== "secretEnvNames").sort().join(", ")}. fix: pulumi config rm keel:${key} (a typo?)`);
+      continue;
+    }
+    if ((SECRET_KEYS as readonly string[]).includes(key)) {
+      if (!isSecret(fullKey)) {
+        problems.push(`keel:${key}: must be a secret, found a plaintext value. fix: pulumi config rm keel:${key}, then pulumi config set --secret --path 'keel:${key}.NAME' <value> for each variable`);
+        continue;
+      }
+      values.secretEnvNames = secretEnvNames(text, problems);
+      continue;
+    }
+    if (isSecret(fullKey)) {
+      problems.push(`keel:${key}: is not a secret setting, found a secret value. fix: pulumi config set keel:${key} <value> (without --secret)`);
+      continue;
+    }
+    values[key] = isTextKey(key) ? text : decode(text);
+  }
+  if (problems.length) throw new ConfigError(problems);
+
+  const result = configSchema.safeParse(values);
+  if (!result.success) {
+    throw new ConfigError(
+      result.error.issues.map((issue) => {
+        const found = issue.path.length ? shown(valueAt(values, issue.path)) : "";
+        if (issue.path.length === 1 && valueAt(values, issue.path) === undefined) {
+          const about = configSchema.shape[issue.path[0] as keyof typeof configSchema.shape]?.description ?? "";
+          return `${keyPath(issue.path)}: required, found nothing (the key is not set): ${about} ${howToFix(issue.path)}`;
+        }
+        return `${keyPath(issue.path)}: expected ${expected(issue)}; found ${found}. ${howToFix(issue.path)}`;
+      }),
+    );
+  }
+  return finish(result.data, problems);
+}
+
+/** Cross-key rules and derived defaults. */
+function finish(c: ParsedConfig, problems: string[]): KeelConfig {
+  const retiredActive = c.retiredKeys.filter((k) => c.adminKeys.some((a) => keyBody(a) === keyBody(k)));
+  for (const k of retiredActive) {
+    problems.push(`keel:retiredKeys: the key ${shown(keyBody(k).slice(0, 40))} is also in keel:adminKeys. fix: remove it from one of the two lists`);
+  }
+  let gitKnownHosts = c.gitKnownHosts;
+  if (!gitKnownHosts) {
+    if (/^git@github\.com:|^ssh:\/\/git@github\.com[/:]/.test(c.repoUrl)) gitKnownHosts = GITHUB_KNOWN_HOSTS;
+    else if (c.repoUrl.startsWith("file://")) gitKnownHosts = [];
+    else problems.push(`keel:gitKnownHosts: expected the git host's known_hosts lines for ${shown(c.repoUrl)}; found nothing (the key is not set). fix: pulumi config set --path 'keel:gitKnownHosts[0]' "$(ssh-keyscan -t ed25519 <host>)" after checking the fingerprint out of band`);
+  }
+  if (c.sshPort !== 22 && c.sshPort < 1024) {
+    problems.push(`keel:sshPort: expected 22 or a port from 1024 to 65535; found ${c.sshPort}. fix: pulumi config set keel:sshPort 2222`);
+  }
+  if (c.migrateFallbackDir && !c.migrateFrom) {
+    problems.push(`keel:migrateFallbackDir: only used together with keel:migrateFrom; found it alone. fix: set keel:migrateFrom or pulumi config rm keel:migrateFallbackDir`);
+  }
+  if (problems.length) throw new ConfigError(problems);
+  return {
+    ...c,
+    gitKnownHosts: gitKnownHosts ?? [],
+    dbFile: c.dbFile ?? `${c.appName}.db`,
+    secretEnvNames: [...(c.secretEnvNames ?? [])].sort(),
+  };
+}
+
+/** The key material of a public key line (type + base64), without its comment. */
+export function keyBody(line: string): string {
+  return line.trim().split(/\s+/).slice(0, 2).join(" ");
+}
+
+/** Keys whose value is plain text: the engine hands "3.12" over as text, and text it stays. */
+function isTextKey(key: string): boolean {
+  let schema = configSchema.shape[key as keyof typeof configSchema.shape] as z.ZodType;
+  while (schema instanceof z.ZodDefault || schema instanceof z.ZodOptional) schema = schema.unwrap() as z.ZodType;
+  return schema instanceof z.ZodString || schema instanceof z.ZodEnum;
+}
+
+/** What a key expects, in an operator's words: our own messages, or zod's issue rephrased. */
+function expected(issue: z.core.$ZodIssue): string {
+  switch (issue.code) {
+    case "invalid_type":
+      return `${/^[aeiou]/.test(issue.expected) ? "an" : "a"} ${issue.expected}`;
+    case "invalid_value":
+      return `one of ${issue.values.map((v) => String(v)).join(", ")}`;
+    case "too_small":
+      return issue.origin === "array" ? issue.message : `a number >= ${String(issue.minimum)}`;
+    case "too_big":
+      return `a number <= ${String(issue.maximum)}`;
+    default:
+      return issue.message;
+  }
+}
+
+function decode(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+/** Validates the shape of the secret env object without ever echoing a value. */
+function secretEnvNames(text: string, problems: string[]): string[] {
+  const value = decode(text);
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    problems.push(`keel:secretEnv: expected an object of NAME: value pairs; found a secret that is not an object (value not shown). fix: pulumi config set --secret --path 'keel:secretEnv.NAME' <value>`);
+    return [];
+  }
+  const names: string[] = [];
+  for (const [name, v] of Object.entries(value)) {
+    if (!ENV_NAME.test(name)) {
+      problems.push(`keel:secretEnv.${name}: expected an environment variable name (A-Z, 0-9, _); found ${shown(name)}. fix: rename it with pulumi config set --secret --path 'keel:secretEnv.${name.toUpperCase().replace(/[^A-Z0-9_]/g, "_")}' …`);
+    } else if (typeof v !== "string" || v.length === 0 || /[\n\r\0]/.test(v)) {
+      problems.push(`keel:secretEnv.${name}: expected a non-empty single-line string; found another value (not shown). fix: pulumi config set --secret --path 'keel:secretEnv.${name}' <value>`);
+    } else {
+      names.push(name);
+    }
+  }
+  return names;
+}

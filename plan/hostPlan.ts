@@ -1,0 +1,52 @@
+import type { KeelConfig } from "../config";
+import { hostPaths } from "./layout";
+import { placeStep, readinessStep } from "./steps";
+import { toolFiles } from "./tools";
+import type { Bundle, HostFile, HostPlan } from "./types";
+
+/** The engine's system user, its directories (DESIGN.md "Host layout") and keel's own state dir. */
+export function layoutBundle(cfg: KeelConfig): Bundle {
+  const p = hostPaths(cfg);
+  const app = cfg.appName;
+  const deploy = cfg.deployUser;
+  return {
+    users: [{ name: app, home: p.stateDir }],
+    dirs: [
+      { path: `/opt/${app}`, owner: "root", group: "root", mode: "0755" },
+      { path: p.appDir, owner: deploy, group: deploy, mode: "0755" },
+      { path: p.venv, owner: deploy, group: deploy, mode: "0755" },
+      { path: p.configDir, owner: "root", group: app, mode: "0750" },
+      { path: p.stateDir, owner: app, group: app, mode: "0700" },
+      { path: p.backupDir, owner: app, group: app, mode: "0700" },
+      { path: p.keelState, owner: "root", group: "root", mode: "0700" },
+    ],
+    files: [],
+  };
+}
+
+/** The deploy user's authorized_keys: exactly the admin keys, so a retired key is gone after the next up. */
+export function authorizedKeysFile(cfg: KeelConfig): HostFile {
+  return {
+    path: `/home/${cfg.deployUser}/.ssh/authorized_keys`,
+    owner: cfg.deployUser,
+    group: cfg.deployUser,
+    mode: "0600",
+    content: cfg.adminKeys.map((k) => k.trim() + "\n").join(""),
+  };
+}
+
+/** Everything keel puts on the host after first boot, as ordered idempotent steps. */
+export function buildHostPlan(cfg: KeelConfig): HostPlan {
+  const tools = toolFiles();
+  const keys = authorizedKeysFile(cfg);
+  const steps = [
+    readinessStep(),
+    placeStep("tools", "install keel's host tools (/usr/local/sbin/keel-*)", { files: tools }),
+    placeStep("layout", "create the engine's system user and the directory layout", layoutBundle(cfg)),
+    placeStep("admin-keys", "set the deploy user's authorized_keys to exactly the admin keys", { files: [keys] }),
+  ];
+  const names = steps.map((s) => s.name);
+  const dup = names.find((n, i) => names.indexOf(n) !== i);
+  if (dup) throw new Error(`host plan: two steps are named ${dup}`);
+  return { files: [...tools, keys], steps };
+}

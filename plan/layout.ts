@@ -1,0 +1,47 @@
+import type { KeelConfig } from "../config";
+
+/** Where things live on the host (DESIGN.md "Host layout"; seed 000 §12). */
+export interface HostPaths {
+  /** Git checkout at the pinned commit; owned by the deploy user, read-only for the service. */
+  readonly appDir: string;
+  /** venv built from the system Python. */
+  readonly venv: string;
+  readonly configDir: string;
+  /** Non-secret settings as YAML (root:<app> 0640). */
+  readonly configFile: string;
+  /** Secrets as a systemd EnvironmentFile (root:root 0600). */
+  readonly envFile: string;
+  /** The live SQLite DB's directory (<app> 0700, local disk only). */
+  readonly stateDir: string;
+  readonly db: string;
+  /** Verified backups, apart from the live DB (<app> 0700). */
+  readonly backupDir: string;
+  readonly unit: string;
+  /** keel's own host tools (keel-place and friends). */
+  readonly toolsDir: string;
+  /** keel's own state: the manifest of placed files, step records. */
+  readonly keelState: string;
+  /** The read-only deploy key for the git host. */
+  readonly deployKey: string;
+  readonly gitKnownHosts: string;
+}
+
+export function hostPaths(cfg: Pick<KeelConfig, "appName" | "dbFile" | "deployUser">): HostPaths {
+  const app = cfg.appName;
+  const home = `/home/${cfg.deployUser}`;
+  return {
+    appDir: `/opt/${app}/app`,
+    venv: `/opt/${app}/venv`,
+    configDir: `/etc/${app}`,
+    configFile: `/etc/${app}/config.yaml`,
+    envFile: `/etc/${app}/${app}.env`,
+    stateDir: `/var/lib/${app}`,
+    db: `/var/lib/${app}/${cfg.dbFile}`,
+    backupDir: `/var/backups/${app}`,
+    unit: `${app}.service`,
+    toolsDir: "/usr/local/sbin",
+    keelState: "/var/lib/keel",
+    deployKey: `${home}/.ssh/keel_deploy_ed25519`,
+    gitKnownHosts: `${home}/.ssh/keel_git_known_hosts`,
+  };
+}

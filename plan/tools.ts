@@ -1,0 +1,30 @@
+import { readStatic } from "./static";
+import type { HostFile } from "./types";
+
+/**
+ * keel's host tools: scripts from this repository installed as /usr/local/sbin/keel-<name>. The
+ * deploy user's sudo is limited to these (see cloud-init/), so every root action on the host is one
+ * of them and shows up by name in the auth log.
+ */
+export const TOOLS = {
+  place: "scripts/keel-place.py",
+} as const;
+
+export type Tool = keyof typeof TOOLS;
+
+export const TOOLS_DIR = "/usr/local/sbin";
+
+export function toolPath(tool: Tool): string {
+  return `${TOOLS_DIR}/keel-${tool}`;
+}
+
+/** The tool files as keel places them (root-owned, not writable by anyone else). */
+export function toolFiles(): HostFile[] {
+  return (Object.keys(TOOLS) as Tool[]).sort().map((tool) => ({
+    path: toolPath(tool),
+    owner: "root",
+    group: "root",
+    mode: "0755",
+    content: readStatic(TOOLS[tool]),
+  }));
+}

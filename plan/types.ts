@@ -1,0 +1,76 @@
+/**
+ * The host plan is plain data: everything keel puts on the host, produced by pure functions of the
+ * validated config. Two executors run it: the Pulumi components (one @pulumi/command resource per
+ * step) and the local VM runner (the same steps over ssh).
+ */
+
+/** A file keel places on the host. `content` is the exact bytes (UTF-8). */
+export interface HostFile {
+  /** Absolute path on the host. */
+  readonly path: string;
+  readonly owner: string;
+  readonly group: string;
+  /** Octal mode as a string, e.g. "0644". */
+  readonly mode: string;
+  readonly content: string;
+}
+
+/** Names of the secrets a step may receive on stdin; each executor knows how to produce them. */
+export type SecretName = "envFile" | "deployKey";
+
+/** A directory keel ensures (created if missing; owner and mode enforced). */
+export interface HostDir {
+  readonly path: string;
+  readonly owner: string;
+  readonly group: string;
+  readonly mode: string;
+}
+
+/** A system user keel ensures exists (no login shell, no password). */
+export interface SystemUser {
+  readonly name: string;
+  readonly home: string;
+}
+
+/**
+ * What keel-place receives on stdin: files to place atomically, an optional check that must pass
+ * after placing (otherwise every file is rolled back), and commands run only when a file changed.
+ * See scripts/keel-place.py.
+ */
+export interface Bundle {
+  readonly users?: SystemUser[];
+  readonly dirs?: HostDir[];
+  readonly files: HostFile[];
+  /** argv run after placing; a non-zero exit rolls the files back and fails the step. */
+  readonly check?: string[];
+  /** argv lists run, in order, only when at least one file changed. */
+  readonly onChange?: string[][];
+}
+
+/** One ordered remote step. Steps are idempotent and re-run only when `hash` changes. */
+export interface Step {
+  /** Unique, kebab-case; the Pulumi resource is named `${component}-${name}`. */
+  readonly name: string;
+  /** One line for the operator: what the step does. */
+  readonly description: string;
+  /** Shell command run as the deploy user over SSH. Never holds a secret. */
+  readonly command: string;
+  /** Non-secret standard input (a script or a bundle). */
+  readonly stdin?: string;
+  /**
+   * A secret sent on stdin instead of `stdin`: the executor builds `secretBundle(secretValue)` and
+   * the step runs with logging off. The command text and its output never contain the secret.
+   */
+  readonly secret?: { readonly name: SecretName; readonly bundle: (value: string) => Bundle };
+  /** Seconds before the executor gives up on the step. */
+  readonly timeoutSeconds: number;
+  /** sha256 over the step's own inputs (command, stdin, secret file metadata). */
+  readonly hash: string;
+}
+
+export interface HostPlan {
+  /** Every file keel places (the secret ones excluded: they travel only on a secret step's stdin). */
+  readonly files: HostFile[];
+  /** The converge steps, in order. */
+  readonly steps: Step[];
+}
