@@ -6,6 +6,7 @@
  * never silently ignored. Defaults live here and only here (Pulumi.yaml declares the same defaults
  * for the CLI's benefit; a test keeps the two equal).
  */
+import * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 
 /** Hetzner Cloud locations (https://docs.hetzner.com/cloud/general/locations/). */
@@ -174,7 +175,8 @@ export function parseConfig(raw: Record<string, string>, isSecret: (key: string)
   const known = new Set<string>([...Object.keys(configSchema.shape), ...SECRET_KEYS]);
   const values: Record<string, unknown> = {};
   for (const [fullKey, text] of Object.entries(raw)) {
-    const key = fullKey.replace(/^keel:/, "");
+    if (!fullKey.startsWith("keel:")) continue; // other namespaces (hcloud:token, …) belong to providers
+    const key = fullKey.slice("keel:".length);
     if (!known.has(key) || key === "secretEnvNames") {
       problems.push(`keel:${key}: unknown key. Known keys: ${[...known].filter((k) => k !== "secretEnvNames").sort().join(", ")}. fix: pulumi config rm keel:${key} (a typo?)`);
       continue;
@@ -292,4 +294,18 @@ function secretEnvNames(text: string, problems: string[]): string[] {
     }
   }
   return names;
+}
+
+/** Pulumi's own check of whether a config key was set with --secret (internal to the SDK, stable since 3.x). */
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { isConfigSecret } = require("@pulumi/pulumi/runtime/config") as { isConfigSecret: (key: string) => boolean };
+
+/**
+ * Reads and validates the stack's `keel:*` config from the Pulumi engine. Throws ConfigError before
+ * any resource exists. Secret values stay Outputs.
+ */
+export function loadStackConfig(): { config: KeelConfig; secretEnv: pulumi.Output<Record<string, string>> } {
+  const config = parseConfig(pulumi.runtime.allConfig(), isConfigSecret);
+  const secretEnv = new pulumi.Config("keel").getSecretObject<Record<string, string>>("secretEnv") ?? pulumi.secret<Record<string, string>>({});
+  return { config, secretEnv };
 }

@@ -1,5 +1,6 @@
 import type { KeelConfig } from "../config";
 import { hostPaths } from "./layout";
+import { secretSteps } from "./secrets";
 import { placeStep, readinessStep } from "./steps";
 import { toolFiles } from "./tools";
 import type { Bundle, HostFile, HostPlan } from "./types";
@@ -44,6 +45,7 @@ export function buildHostPlan(cfg: KeelConfig): HostPlan {
     placeStep("tools", "install keel's host tools (/usr/local/sbin/keel-*)", { files: tools }),
     placeStep("layout", "create the engine's system user and the directory layout", layoutBundle(cfg)),
     placeStep("admin-keys", "set the deploy user's authorized_keys to exactly the admin keys", { files: [keys] }),
+    ...secretSteps(cfg),
   ];
   const names = steps.map((s) => s.name);
   const dup = names.find((n, i) => names.indexOf(n) !== i);

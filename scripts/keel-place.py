@@ -181,11 +181,10 @@ def main(args):
 
     changed = [f"user {u['name']}" for u in bundle.get("users", []) if ensure_user(u)]
     changed += [f"dir {d['path']}" for d in bundle.get("dirs", []) if ensure_dir(d)]
+    # Resolve every owner before writing anything: a bad bundle changes no file.
+    planned = [(f, f["content"].encode(), int(f["mode"], 8), *ids(f)) for f in files]
     before = {}
-    for f in files:
-        data = f["content"].encode()
-        mode = int(f["mode"], 8)
-        uid, gid = ids(f)
+    for f, data, mode, uid, gid in planned:
         old = current(f["path"])
         if old == (data, mode, uid, gid):
             continue

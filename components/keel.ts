@@ -1,0 +1,101 @@
+import * as pulumi from "@pulumi/pulumi";
+import { renderCloudConfig } from "../cloud-init/userData";
+import type { KeelConfig } from "../config";
+import { buildHostPlan } from "../plan/hostPlan";
+import { hostPaths, type HostPaths } from "../plan/layout";
+import { renderEnvFile } from "../plan/secrets";
+import { Firewall } from "./firewall";
+import { HostSteps } from "./hostSteps";
+import { Server } from "./server";
+import { SshAccess } from "./sshAccess";
+
+export interface KeelArgs {
+  /** The validated stack config (config.ts). */
+  readonly config: KeelConfig;
+  /** The engine's secret environment variables (secret `keel:secretEnv`). */
+  readonly secretEnv: pulumi.Input<Record<string, string>>;
+  /** Stack name, used in the server's name and in labels. */
+  readonly stack: string;
+}
+
+/**
+ * One hardened VPS running one Python service: SSH identities, the Hetzner firewall, the server
+ * with its first-boot cloud-config, and the host plan's converge steps over SSH.
+ */
+export class Keel extends pulumi.ComponentResource {
+  public readonly ipv4: pulumi.Output<string | undefined>;
+  public readonly ipv6: pulumi.Output<string>;
+  /** `host[,host] ssh-ed25519 AAAA…` for the operator's known_hosts: the pinned host key. */
+  public readonly knownHosts: pulumi.Output<string>;
+  /** A complete ssh command line that trusts only the pinned key (see docs/RUNBOOK.md). */
+  public readonly sshCommand: pulumi.Output<string>;
+  public readonly deployPublicKey: pulumi.Output<string>;
+  public readonly paths: HostPaths;
+
+  constructor(name: string, args: KeelArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("keel:index:Keel", name, {}, opts);
+    const cfg = args.config;
+    const labels = { "managed-by": "keel", stack: args.stack, service: cfg.appName };
+
+    const ssh = new SshAccess(`${name}-ssh`, { adminKey: cfg.adminKeys[0], labels }, { parent: this });
+    const firewall = new Firewall(`${name}-firewall`, { sshPort: cfg.sshPort, allowedSshCidrs: cfg.allowedSshCidrs, labels }, { parent: this });
+    const userData = pulumi.secret(
+      pulumi.all([ssh.hostPrivateKey, ssh.hostPublicKey]).apply(([privateKey, publicKey]) => renderCloudConfig(cfg, { privateKey, publicKey })),
+    );
+    const server = new Server(
+      `${name}-host`,
+      {
+        serverName: `${cfg.appName}-${args.stack}`,
+        location: cfg.location,
+        serverType: cfg.serverType,
+        image: cfg.image,
+        userData,
+        sshKeyIds: ssh.hcloudKeyIds,
+        firewallId: firewall.firewallId,
+        ipv4: cfg.ipv4,
+        backups: cfg.hetznerBackups,
+        protect: cfg.protect,
+        labels,
+      },
+      { parent: this },
+    );
+
+    const plan = buildHostPlan(cfg);
+    new HostSteps(
+      `${name}-step`,
+      {
+        steps: plan.steps,
+        host: server.address,
+        port: cfg.sshPort,
+        user: cfg.deployUser,
+        hostKey: ssh.hostPublicKey,
+        secrets: {
+          envFile: pulumi.output(args.secretEnv).apply(renderEnvFile),
+          deployKey: ssh.deployPrivateKey,
+        },
+      },
+      { parent: this, dependsOn: [server] },
+    );
+
+    this.ipv4 = server.ipv4;
+    this.ipv6 = server.ipv6;
+    this.knownHosts = pulumi
+      .all([server.ipv4, server.ipv6, ssh.hostPublicKey])
+      .apply(([v4, v6, key]) => knownHostsLine([v4, v6].filter((a): a is string => !!a), cfg.sshPort, key));
+    this.sshCommand = server.address.apply((address) => sshCommandLine(address, cfg.sshPort, cfg.deployUser));
+    this.deployPublicKey = ssh.deployPublicKey;
+    this.paths = hostPaths(cfg);
+    this.registerOutputs({ ipv4: this.ipv4, ipv6: this.ipv6, knownHosts: this.knownHosts, sshCommand: this.sshCommand, deployPublicKey: this.deployPublicKey });
+  }
+}
+
+/** A known_hosts line; OpenSSH writes non-22 ports as `[host]:port`. */
+export function knownHostsLine(addresses: string[], port: number, hostKey: string): string {
+  const hosts = addresses.map((a) => (port === 22 ? a : `[${a}]:${port}`));
+  return `${hosts.join(",")} ${hostKey.trim()}`;
+}
+
+/** The ssh command the runbook uses: the pinned known_hosts file only, never trust on first use. */
+export function sshCommandLine(address: string, port: number, user: string): string {
+  return `ssh -o StrictHostKeyChecking=yes -o UserKnownHostsFile=keel_known_hosts -p ${port} ${user}@${address}`;
+}

@@ -1,0 +1,28 @@
+/**
+ * keel: one boring, hardened Hetzner VPS for one Python service and its SQLite database.
+ *
+ *   stack config ──zod──► KeelConfig ──► host plan (plan/): cloud-config, files, ordered steps
+ *                                          └─ executed by components/ (Hetzner + @pulumi/command)
+ *
+ * Read DESIGN.md in ../shared for the why; docs/ for the runbook and every config key.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import { Keel } from "./components/keel";
+import { loadStackConfig } from "./config";
+
+// 1. Validate every keel:* key before anything is created.
+const { config, secretEnv } = loadStackConfig();
+
+// 2. The server, its firewall and SSH identities, and the converge steps.
+const keel = new Keel("keel", { config, secretEnv, stack: pulumi.getStack() });
+
+// 3. What the runbook reads with `pulumi stack output --json`.
+export const ipv4 = keel.ipv4;
+export const ipv6 = keel.ipv6;
+export const sshPort = config.sshPort;
+export const deployUser = config.deployUser;
+export const sshCommand = keel.sshCommand;
+export const knownHosts = keel.knownHosts;
+export const deployPublicKey = keel.deployPublicKey;
+export const serviceName = keel.paths.unit;
+export const paths = keel.paths;

@@ -1,0 +1,46 @@
+import type { KeelConfig } from "../config";
+import { hostPaths } from "./layout";
+import { secretPlaceStep } from "./steps";
+import type { Bundle, Step } from "./types";
+
+/**
+ * The EnvironmentFile systemd reads (seed 000 §6): one NAME="value" line per secret, sorted.
+ * Values are single-line (the config schema refuses newlines); `\` and `"` are escaped the way
+ * systemd unquotes double-quoted values, and systemd does no `$` expansion in EnvironmentFile.
+ */
+export function renderEnvFile(env: Record<string, string>): string {
+  return Object.keys(env)
+    .sort()
+    .map((name) => `${name}="${env[name].replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"\n`)
+    .join("");
+}
+
+/** Bundle for the env file (root:root 0600); a changed file restarts a running engine. */
+export function envFileBundle(cfg: KeelConfig, content: string): Bundle {
+  const p = hostPaths(cfg);
+  return {
+    files: [{ path: p.envFile, owner: "root", group: "root", mode: "0600", content }],
+    onChange: [["systemctl", "try-restart", p.unit]],
+  };
+}
+
+/** Bundle for the read-only deploy key (deploy user, 0600) and the git host's pinned known_hosts. */
+export function deployKeyBundle(cfg: KeelConfig, privateKey: string): Bundle {
+  const p = hostPaths(cfg);
+  const u = cfg.deployUser;
+  return {
+    dirs: [{ path: `/home/${u}/.ssh`, owner: u, group: u, mode: "0700" }],
+    files: [
+      { path: p.deployKey, owner: u, group: u, mode: "0600", content: privateKey.endsWith("\n") ? privateKey : privateKey + "\n" },
+      { path: p.gitKnownHosts, owner: u, group: u, mode: "0644", content: cfg.gitKnownHosts.map((l) => l + "\n").join("") },
+    ],
+  };
+}
+
+/** The steps that carry secrets: each secret only ever travels on a step's stdin. */
+export function secretSteps(cfg: KeelConfig): Step[] {
+  return [
+    secretPlaceStep("deploy-key", "install the read-only deploy key and the git host's pinned known_hosts", "deployKey", (key) => deployKeyBundle(cfg, key)),
+    secretPlaceStep("secrets", `write the EnvironmentFile ${hostPaths(cfg).envFile} (0600 root)`, "envFile", (content) => envFileBundle(cfg, content)),
+  ];
+}

@@ -1,0 +1,104 @@
+import { spawnSync } from "node:child_process";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { Bundle } from "../../plan/types";
+import { REPO } from "../support/stack";
+
+const PLACE = join(REPO, "scripts", "keel-place.py");
+
+/** keel-place as the host runs it: the system python3, the bundle on stdin, as root. */
+function place(input: Bundle | string, manifest: string, args: string[] = []) {
+  const r = spawnSync("/usr/bin/python3", [PLACE, ...args], {
+    input: typeof input === "string" ? input : JSON.stringify(input),
+    encoding: "utf8",
+    env: { PATH: process.env.PATH, KEEL_MANIFEST: manifest },
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe("keel-place (real python3, real files)", () => {
+  let dir: string;
+  let manifest: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), "keel-place-"));
+    manifest = join(dir, "state", "manifest.json");
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  const file = (name: string, content: string, mode = "0640") => ({ path: join(dir, name), owner: "root", group: "root", mode, content });
+
+  it("places files with their mode, then changes nothing on a second run", () => {
+    const bundle: Bundle = { dirs: [{ path: join(dir, "etc"), owner: "root", group: "root", mode: "0750" }], files: [file("etc/a.conf", "a=1\n"), file("b.txt", "b\n", "0600")] };
+    const first = place(bundle, manifest);
+    expect(first.code).toBe(0);
+    expect(first.stdout).toContain(`changed ${join(dir, "etc/a.conf")}`);
+    expect(readFileSync(join(dir, "etc/a.conf"), "utf8")).toBe("a=1\n");
+    expect(statSync(join(dir, "etc/a.conf")).mode & 0o7777).toBe(0o640);
+    expect(statSync(join(dir, "b.txt")).mode & 0o7777).toBe(0o600);
+    expect(statSync(join(dir, "etc")).mode & 0o7777).toBe(0o750);
+
+    const before = statSync(join(dir, "etc/a.conf")).mtimeMs;
+    const second = place(bundle, manifest);
+    expect(second.code).toBe(0);
+    expect(second.stdout).toBe("keel-place: 0 changed, 2 file(s) already as planned\n");
+    expect(statSync(join(dir, "etc/a.conf")).mtimeMs).toBe(before);
+  });
+
+  it("repairs a mode changed by hand", () => {
+    const bundle: Bundle = { files: [file("c.conf", "c\n", "0600")] };
+    place(bundle, manifest);
+    chmodSync(join(dir, "c.conf"), 0o644);
+    expect(place(bundle, manifest).stdout).toContain(`changed ${join(dir, "c.conf")}`);
+    expect(statSync(join(dir, "c.conf")).mode & 0o7777).toBe(0o600);
+  });
+
+  it("rolls every file back when the check fails, and says so", () => {
+    writeFileSync(join(dir, "old.conf"), "good\n");
+    const bundle: Bundle = { files: [file("old.conf", "bad\n"), file("new.conf", "new\n")], check: ["false"] };
+    const r = place(bundle, manifest);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("check 'false' failed");
+    expect(r.stderr).toContain("rolled back 2 file(s); the host keeps its previous configuration");
+    expect(readFileSync(join(dir, "old.conf"), "utf8")).toBe("good\n");
+    expect(existsSync(join(dir, "new.conf"))).toBe(false);
+  });
+
+  it("runs onChange commands only when something changed", () => {
+    const marker = join(dir, "reloaded");
+    const bundle: Bundle = { files: [file("d.conf", "d\n")], onChange: [["sh", "-c", `echo x >> ${marker}`]] };
+    place(bundle, manifest);
+    place(bundle, manifest);
+    expect(readFileSync(marker, "utf8")).toBe("x\n");
+  });
+
+  it("never prints a file's content (a bundle may carry a secret)", () => {
+    const r = place({ files: [file("env", 'API_KEY="canary-never-printed"\n', "0600")] }, manifest);
+    expect(r.code).toBe(0);
+    expect(r.stdout + r.stderr).not.toContain("canary-never-printed");
+    expect(readFileSync(manifest, "utf8")).not.toContain("canary-never-printed");
+    expect(statSync(manifest).mode & 0o777).toBe(0o600);
+  });
+
+  it("reports drift: a file edited or removed by hand since it was placed", () => {
+    place({ files: [file("e.conf", "e\n"), file("f.conf", "f\n")] }, manifest);
+    expect(place("", manifest, ["--drift"]).code).toBe(0);
+    writeFileSync(join(dir, "e.conf"), "edited by hand\n");
+    rmSync(join(dir, "f.conf"));
+    const r = place("", manifest, ["--drift"]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe(`changed ${join(dir, "e.conf")} (content)\nmissing ${join(dir, "f.conf")}\n`);
+  });
+
+  it("refuses a bad bundle with exit 2 and changes nothing", () => {
+    expect(place("not json", manifest)).toMatchObject({ code: 2, stderr: expect.stringContaining("stdin is not a JSON bundle") });
+    const relative = place({ files: [{ path: "relative/x", owner: "root", group: "root", mode: "0644", content: "" }] }, manifest);
+    expect(relative).toMatchObject({ code: 2, stderr: expect.stringContaining("is not a clean absolute path") });
+    const badMode = place({ files: [file("g", "g", "644")] }, manifest);
+    expect(badMode).toMatchObject({ code: 2, stderr: expect.stringContaining("is not an octal mode") });
+    const noUser = place({ files: [file("ok", "ok"), { ...file("h", "h"), owner: "no-such-user-keel" }] }, manifest);
+    expect(noUser).toMatchObject({ code: 2, stderr: expect.stringContaining("owner 'no-such-user-keel' or group 'root' does not exist") });
+    for (const name of ["g", "h", "ok"]) expect(existsSync(join(dir, name)), name).toBe(false);
+  });
+});

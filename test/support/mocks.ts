@@ -1,0 +1,67 @@
+import * as pulumi from "@pulumi/pulumi";
+
+/** A resource as the program registered it: inputs as the engine sees them, and its options. */
+export interface Registered {
+  readonly type: string;
+  readonly name: string;
+  readonly inputs: Record<string, unknown>;
+  readonly opts: pulumi.CustomResourceOptions & pulumi.ComponentResourceOptions;
+  readonly resource: pulumi.Resource;
+}
+
+// Test stand-ins for keys the tls provider would generate. Split so no private-key marker is in git.
+const PEM = ["-----BEGIN", "OPENSSH PRIVATE KEY-----"].join(" ");
+export const FAKE_PRIVATE_KEY = (role: string) => `${PEM}\nfake-${role}-private-key\n-----END OPENSSH PRIVATE KEY-----\n`;
+export const FAKE_HOST_PUBLIC = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeHostKeyForTestsOnly000000000000000000";
+export const FAKE_DEPLOY_PUBLIC = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeDeployKeyForTestsOnly0000000000000000";
+
+let nextId = 1000;
+
+/** Outputs a provider would compute, for the resource types keel creates. */
+function providerState(type: string, name: string, inputs: Record<string, unknown>): Record<string, unknown> {
+  switch (type) {
+    case "tls:index/privateKey:PrivateKey": {
+      const role = name.endsWith("-host") ? "host" : "deploy";
+      return { privateKeyOpenssh: FAKE_PRIVATE_KEY(role), publicKeyOpenssh: (role === "host" ? FAKE_HOST_PUBLIC : FAKE_DEPLOY_PUBLIC) + "\n" };
+    }
+    case "hcloud:index/primaryIp:PrimaryIp":
+      return { ipAddress: inputs.type === "ipv4" ? "198.51.100.7" : "2001:db8:4f8::/64" };
+    case "hcloud:index/server:Server":
+      return { ipv6Address: "2001:db8:4f8::1", status: "running" };
+    default:
+      return {};
+  }
+}
+
+/**
+ * Installs Pulumi's mock runtime with the given config, recording every resource and its options.
+ * Invokes are not mocked: keel makes none, and one appearing must fail the test.
+ */
+export async function installMocks(stack: string, config: Record<string, string>, secretKeys: string[]): Promise<Registered[]> {
+  const registered: Registered[] = [];
+  pulumi.runtime.setAllConfig(config, secretKeys);
+  await pulumi.runtime.setMocks(
+    {
+      newResource(args) {
+        const id = args.custom === false ? undefined : String(nextId++);
+        return { id, state: { ...args.inputs, ...providerState(args.type, args.name, args.inputs) } };
+      },
+      call(args) {
+        throw new Error(`keel made an unmocked invoke: ${args.token}`);
+      },
+    },
+    "keel",
+    stack,
+    false,
+  );
+  pulumi.runtime.registerStackTransformation((args) => {
+    registered.push({ type: args.type, name: args.name, inputs: args.props, opts: args.opts, resource: args.resource });
+    return undefined;
+  });
+  return registered;
+}
+
+/** The value of an Output (or plain value), awaited. */
+export function promiseOf<T>(value: pulumi.Input<T>): Promise<T> {
+  return new Promise((resolve) => pulumi.output(value).apply((v) => resolve(v as T)));
+}

@@ -1,0 +1,22 @@
+import { join } from "node:path";
+import { readStackFile } from "../../plan/stackFile";
+
+export const REPO = join(__dirname, "..", "..");
+
+/** Public keys from the checked-in stack files (test keys; their private halves were discarded). */
+export const ADMIN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINpzgnwZh5ywx8tiek0lsVZw1cOAxPtCo80isgK9oh64 alice@ops-laptop";
+export const OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF5XdL/xgzAh0FU7i8672uDW9JrkMtgcaXYmVIpCfH0z old-admin@2025";
+
+/** A canary secret: tests assert it appears nowhere but where secrets belong. */
+export const CANARY = "canary-7f3d9e1b-secret-value";
+
+/**
+ * A checked-in stack's config as the Pulumi engine hands it to the program, plus the secrets a real
+ * stack holds encrypted (set with `pulumi config set --secret`, which needs the CLI).
+ */
+export function stackConfig(stack: string): { raw: Record<string, string>; secretKeys: string[] } {
+  const { raw, secretKeys } = readStackFile(join(REPO, `Pulumi.${stack}.yaml`));
+  raw["hcloud:token"] = "test-hcloud-token";
+  raw["keel:secretEnv"] = JSON.stringify({ ENGINE_API_KEY: CANARY, ENGINE_DB_KEY: "second-secret" });
+  return { raw, secretKeys: [...secretKeys, "hcloud:token", "keel:secretEnv"] };
+}

@@ -1,0 +1,176 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { parse as parseYaml } from "yaml";
+import { ConfigError, configSchema, parseConfig } from "../../config";
+import { stackConfig, REPO, ADMIN_KEY, OTHER_KEY } from "../support/stack";
+
+/** Minimal valid raw config, as the Pulumi engine hands it over (strings, JSON for lists). */
+function minimal(overrides: Record<string, string> = {}): Record<string, string> {
+  return {
+    "keel:adminKeys": JSON.stringify([ADMIN_KEY]),
+    "keel:allowedSshCidrs": JSON.stringify(["203.0.113.10/32"]),
+    "keel:repoUrl": "git@github.com:example-org/engine.git",
+    "keel:repoRef": "3f9c2a1d4b5e6f708192a3b4c5d6e7f8091a2b3c",
+    "keel:pythonVersion": "3.12",
+    "keel:startCommand": "python -m engine",
+    ...overrides,
+  };
+}
+
+function problems(raw: Record<string, string>, isSecret?: (k: string) => boolean): string[] {
+  try {
+    parseConfig(raw, isSecret);
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return (e as ConfigError).problems;
+  }
+  throw new Error("expected the config to be rejected");
+}
+
+describe("stack config", () => {
+  it("fills every default and derives the rest", () => {
+    const cfg = parseConfig(minimal());
+    expect(cfg).toMatchObject({
+      location: "fsn1",
+      serverType: "cx23",
+      image: "ubuntu-24.04",
+      ipv4: true,
+      hetznerBackups: false,
+      protect: true,
+      sshPort: 22,
+      deployUser: "deploy",
+      appName: "engine",
+      dbFile: "engine.db",
+      timezone: "UTC",
+      backupRetention: 14,
+      retiredKeys: [],
+      secretEnvNames: [],
+    });
+    // GitHub URLs get GitHub's published host key pinned: no trust on first use.
+    expect(cfg.gitKnownHosts).toEqual([expect.stringMatching(/^github\.com ssh-ed25519 AAAA/)]);
+  });
+
+  it("keeps a version like 3.12 as text (the engine hands scalars over as strings)", () => {
+    expect(parseConfig(minimal({ "keel:pythonVersion": "3.10" })).pythonVersion).toBe("3.10");
+  });
+
+  it("accepts both checked-in stack files", () => {
+    for (const stack of ["prod", "staging"]) {
+      const { raw, secretKeys } = stackConfig(stack);
+      const cfg = parseConfig(raw, (k) => secretKeys.includes(k));
+      expect(cfg.adminKeys.length).toBeGreaterThan(0);
+    }
+    expect(parseConfig(stackConfig("prod").raw, (k) => k === "keel:secretEnv").protect).toBe(true);
+    expect(parseConfig(stackConfig("staging").raw, (k) => k === "keel:secretEnv").protect).toBe(false);
+  });
+
+  it("accepts arm server types and Debian images", () => {
+    const cfg = parseConfig(minimal({ "keel:serverType": "cax11", "keel:image": "debian-13" }));
+    expect([cfg.serverType, cfg.image]).toEqual(["cax11", "debian-13"]);
+  });
+
+  it("names the key, the expected form, the value found and the fix for each problem", () => {
+    const found = problems(minimal({ "keel:adminKeys": JSON.stringify([ADMIN_KEY, "ssh-rsa AAAAB3NzaC1yc2E bob"]) }));
+    expect(found).toEqual([
+      "keel:adminKeys[1]: expected an ED25519 public key line: 'ssh-ed25519 AAAAC3Nza… comment'; found \"ssh-rsa AAAAB3NzaC1yc2E bob\". fix: pulumi config set --path 'keel:adminKeys[1]' <value>  (or edit Pulumi.<stack>.yaml)",
+    ]);
+  });
+
+  it("reports every problem at once, in one error", () => {
+    const raw = minimal({
+      "keel:location": "mars1",
+      "keel:serverType": "cx22",
+      "keel:ipv4": "maybe",
+      "keel:sshPort": "70000",
+      "keel:allowedSshCidrs": JSON.stringify(["203.0.113.10/33"]),
+      "keel:timezone": "Mars/Olympus",
+      "keel:deployUser": "root",
+    });
+    let message = "";
+    try {
+      parseConfig(raw);
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).toMatch(/^keel: invalid stack config \(7 problems\):/);
+    expect(message).toContain('keel:location: expected one of fsn1, nbg1, hel1, ash, hil, sin; found "mars1"');
+    expect(message).toContain('keel:serverType: expected a server type Hetzner still sells (e.g. cx23; cx22 and older are retired); found "cx22"');
+    expect(message).toContain('keel:ipv4: expected a boolean; found "maybe"');
+    expect(message).toContain("keel:sshPort: expected a number <= 65535; found 70000");
+    expect(message).toContain('keel:allowedSshCidrs[0]: expected a CIDR such as 203.0.113.7/32 or 2001:db8::/48; found "203.0.113.10/33"');
+    expect(message).toContain('keel:timezone: expected an IANA time zone such as UTC or Europe/Berlin; found "Mars/Olympus"');
+    expect(message).toContain('keel:deployUser: expected a non-system user name (not root); found "root"');
+  });
+
+  it("says which required key is missing and what it is for", () => {
+    const raw = minimal();
+    delete raw["keel:repoRef"];
+    expect(problems(raw)).toEqual([
+      "keel:repoRef: required, found nothing (the key is not set): Pinned commit to deploy. fix: pulumi config set keel:repoRef <value>  (or edit Pulumi.<stack>.yaml)",
+    ]);
+  });
+
+  it("requires at least one admin key and one CIDR", () => {
+    const found = problems(minimal({ "keel:adminKeys": "[]", "keel:allowedSshCidrs": "[]" }));
+    expect(found).toEqual([
+      expect.stringMatching(/^keel:adminKeys: expected at least one admin key; found \[\]/),
+      expect.stringMatching(/^keel:allowedSshCidrs: expected at least one CIDR; found \[\]/),
+    ]);
+  });
+
+  it("rejects an unknown key instead of ignoring a typo", () => {
+    expect(problems(minimal({ "keel:sshport": "2222" }))).toEqual([expect.stringMatching(/^keel:sshport: unknown key\. Known keys: .*sshPort.*fix: pulumi config rm keel:sshport/)]);
+  });
+
+  it("rejects a secret given in plaintext, and never echoes a secret value", () => {
+    const plaintext = problems(minimal({ "keel:secretEnv": JSON.stringify({ API_KEY: "hunter2-canary" }) }));
+    expect(plaintext).toEqual([expect.stringMatching(/^keel:secretEnv: must be a secret, found a plaintext value\. fix: pulumi config rm keel:secretEnv/)]);
+    expect(plaintext.join("\n")).not.toContain("hunter2-canary");
+
+    const badShape = problems(minimal({ "keel:secretEnv": JSON.stringify({ "api-key": "hunter2-canary", EMPTY: "" }) }), (k) => k === "keel:secretEnv");
+    expect(badShape).toHaveLength(2);
+    expect(badShape[0]).toMatch(/^keel:secretEnv\.api-key: expected an environment variable name/);
+    expect(badShape[1]).toMatch(/^keel:secretEnv\.EMPTY: expected a non-empty single-line string; found another value \(not shown\)/);
+    expect(badShape.join("\n")).not.toContain("hunter2-canary");
+  });
+
+  it("takes the secret variable names from the secret, sorted", () => {
+    const cfg = parseConfig(minimal({ "keel:secretEnv": JSON.stringify({ ZED: "1", API_KEY: "2" }) }), (k) => k === "keel:secretEnv");
+    expect(cfg.secretEnvNames).toEqual(["API_KEY", "ZED"]);
+  });
+
+  it("rejects a non-secret key set as a secret (it would be hidden from review)", () => {
+    expect(problems(minimal(), (k) => k === "keel:repoUrl")).toEqual([expect.stringMatching(/^keel:repoUrl: is not a secret setting/)]);
+  });
+
+  it("requires pinned known_hosts for a git host other than GitHub", () => {
+    expect(problems(minimal({ "keel:repoUrl": "git@git.example.com:org/engine.git" }))).toEqual([
+      expect.stringMatching(/^keel:gitKnownHosts: expected the git host's known_hosts lines for "git@git.example.com:org\/engine.git"; found nothing/),
+    ]);
+  });
+
+  it("refuses a retired key that is still an admin key", () => {
+    expect(problems(minimal({ "keel:retiredKeys": JSON.stringify([ADMIN_KEY.replace(/ \S+$/, " renamed")]) }))).toEqual([
+      expect.stringMatching(/^keel:retiredKeys: the key .* is also in keel:adminKeys/),
+    ]);
+    expect(parseConfig(minimal({ "keel:retiredKeys": JSON.stringify([OTHER_KEY]) })).retiredKeys).toEqual([OTHER_KEY]);
+  });
+
+  it("refuses a privileged SSH port other than 22", () => {
+    expect(problems(minimal({ "keel:sshPort": "80" }))).toEqual([expect.stringMatching(/^keel:sshPort: expected 22 or a port from 1024 to 65535; found 80/)]);
+  });
+
+  it("refuses an unpinned ref", () => {
+    expect(problems(minimal({ "keel:repoRef": "main" }))).toEqual([expect.stringMatching(/^keel:repoRef: expected a full 40-character commit SHA/)]);
+  });
+
+  it("declares the same defaults in Pulumi.yaml as in the schema", () => {
+    const project = parseYaml(readFileSync(join(REPO, "Pulumi.yaml"), "utf8")) as { config: Record<string, { default?: unknown }> };
+    const cfg = parseConfig(minimal()) as unknown as Record<string, unknown>;
+    for (const [key, decl] of Object.entries(project.config)) {
+      expect(key in configSchema.shape, `Pulumi.yaml declares ${key}, which the schema does not know`).toBe(true);
+      if (decl.default !== undefined) expect(decl.default, `default of ${key}`).toEqual(cfg[key]);
+    }
+  });
+});
