@@ -66,9 +66,9 @@ set -E
 
 keel_cleanup_add() { KEEL_CLEANUP+=("$1"); }
 keel_cleanup_forget() {
-  local keep=() p
-  for p in ${KEEL_CLEANUP[@]+"${KEEL_CLEANUP[@]}"}; do [[ $p == "$1" ]] || keep+=("$p"); done
-  KEEL_CLEANUP=(${keep[@]+"${keep[@]}"})
+  local rest=() p
+  for p in ${KEEL_CLEANUP[@]+"${KEEL_CLEANUP[@]}"}; do [[ $p == "$1" ]] || rest+=("$p"); done
+  KEEL_CLEANUP=(${rest[@]+"${rest[@]}"})
 }
 
 keel_require_tools() {
@@ -380,22 +380,22 @@ keel_u32() {
 # KEEL_SHM_BACKFILL (frames already copied into the DB) and KEEL_SHM_SALT (the -wal's salt bytes).
 KEEL_SHM_MXFRAME=0 KEEL_SHM_NPAGE=0 KEEL_SHM_BACKFILL=0 KEEL_SHM_SALT=""
 keel_shm_header() {
-  local shm=$1 s order
+  local shm=$1 hb order
   [[ -f $shm && $(keel_size "$shm") -ge 136 ]] || return 1
-  read -r -a s <<<"$(keel_bytes "$shm" 0 136)"
+  read -r -a hb <<<"$(keel_bytes "$shm" 0 136)"
   # Two copies of the 48-byte header that agree, and isInit set.
-  [[ "${s[*]:0:48}" == "${s[*]:48:48}" && ${s[12]} -eq 1 ]] || return 1
-  if [[ $(keel_u32 le "${s[@]:0:4}") -eq 3007000 ]]; then
+  [[ "${hb[*]:0:48}" == "${hb[*]:48:48}" && ${hb[12]} -eq 1 ]] || return 1
+  if [[ $(keel_u32 le "${hb[@]:0:4}") -eq 3007000 ]]; then
     order=le
-  elif [[ $(keel_u32 be "${s[@]:0:4}") -eq 3007000 ]]; then
+  elif [[ $(keel_u32 be "${hb[@]:0:4}") -eq 3007000 ]]; then
     order=be
   else
     return 1
   fi
-  KEEL_SHM_MXFRAME=$(keel_u32 "$order" "${s[@]:16:4}")
-  KEEL_SHM_NPAGE=$(keel_u32 "$order" "${s[@]:20:4}")
-  KEEL_SHM_BACKFILL=$(keel_u32 "$order" "${s[@]:96:4}")
-  KEEL_SHM_SALT="${s[*]:32:8}"
+  KEEL_SHM_MXFRAME=$(keel_u32 "$order" "${hb[@]:16:4}")
+  KEEL_SHM_NPAGE=$(keel_u32 "$order" "${hb[@]:20:4}")
+  KEEL_SHM_BACKFILL=$(keel_u32 "$order" "${hb[@]:96:4}")
+  KEEL_SHM_SALT="${hb[*]:32:8}"
 }
 
 # keel_check_shm DB WAL-SALT-BYTES WAL-SIZE PAGE-SIZE — a -shm left by a writer that stopped without

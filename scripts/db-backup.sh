@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# db-backup.sh — an online, verified backup of keel's SQLite DB (seed 000 §11C), with retention and
+# a status file for the health report. Installed on the host as /usr/local/sbin/keel-db-backup.
+# shellcheck source-path=SCRIPTDIR
+set -euo pipefail
+
+KEEL_PROG=$(basename -- "$0")
+self=$(readlink -f -- "${BASH_SOURCE[0]}" 2>/dev/null || printf '%s' "${BASH_SOURCE[0]}")
+KEEL_DB_HERE=$(cd -P -- "$(dirname -- "$self")" && pwd)
+for lib in "$KEEL_DB_HERE/db-lib.sh" "$KEEL_DB_HERE/keel-db-lib" ""; do [[ -r $lib ]] && break; done
+[[ -n $lib ]] || { echo "$KEEL_PROG: cannot find db-lib.sh or keel-db-lib beside $self" >&2; exit 5; }
+# shellcheck source=db-lib.sh
+. "$lib"
+
+usage() {
+  cat <<EOF
+usage: $KEEL_PROG [--keep N] DB DIR
+       $KEEL_PROG -h
+
+Copies DB into DIR while the engine keeps writing: one read transaction of a read-only connection
+(VACUUM INTO) gives a consistent snapshot without blocking the writer (WAL mode). The copy is
+written under a temporary name (.NAME-<utc>.partial.*), verified (db-gate.sh verify), fsynced and
+renamed to NAME-<utc>.db (UTC, e.g. app-20261122T031700Z.db, so names sort by time); then only the
+newest N such files are kept (--keep N, else \$KEEL_DB_BACKUP_KEEP, else 14). NAME is DB's file
+name without its extension. DIR is created (mode 0700) if missing; backups are mode 0600.
+
+Every run, ok or failed, writes DIR/NAME.status.json for the health report:
+  {"version":1,"db":…,"time":"<start, UTC ISO 8601>","finished":…,"result":"ok"|"failed",
+   "exit_code":…,"file":…|null,"size":<bytes>|null,"sha256":…|null,"reason":"…","keep":N,"count":…}
+A failure (a kill, a full disk, a copy that fails verify) leaves no file under a final name and
+exits non-zero with the reason; a temporary file left by a killed run is removed by the next run.
+The live DB is only read. Runs on one DIR exclude each other through flock(1) where present.
+On success, prints the backup's path.
+$KEEL_EXIT_CODES_HELP
+EOF
+}
+
+keep=${KEEL_DB_BACKUP_KEEP:-14}
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    -h | --help) usage; exit 0 ;;
+    --keep) [[ $# -ge 2 ]] || keel_usage_error "--keep needs a number"; keep=$2; shift 2 ;;
+    --) shift; break ;;
+    -*) keel_usage_error "unknown option $1" ;;
+    *) break ;;
+  esac
+done
+[[ $# -eq 2 ]] || keel_usage_error "expected DB and DIR"
+[[ $keep =~ ^[1-9][0-9]*$ ]] || keel_usage_error "the number of backups to keep must be a whole number >= 1, not '$keep'"
+keel_require_tools sqlite3 od awk
+
+db=$(keel_abspath "$1")
+name=$(basename -- "$db")
+base=${name%.*}
+[[ -n $base ]] || base=$name
+
+# DIR: local, created if missing; from here on every outcome is recorded in the status file.
+if [[ -d $2 ]]; then
+  keel_require_local "$2/."
+else
+  keel_require_local "$2"
+  mkdir -m 0700 -- "$2" || keel_die "$KEEL_EX_FAIL" "cannot create the backup directory $2"
+fi
+dir=$(cd -P -- "$2" && pwd)
+status=$dir/$base.status.json
+started=$(keel_utc_stamp)
+final="" tmp="" size="" sha=""
+umask 077
+
+write_status() { # write_status RESULT EXIT-CODE REASON
+  local st count
+  count=$(list_backups | wc -l | tr -d ' ')
+  st=$(mktemp "$dir/.$base.status.XXXXXX") || return 1
+  {
+    printf '{"version":1,"db":%s,' "$(keel_json_str "$db")"
+    printf '"time":"%s","finished":"%s",' "$(iso "$started")" "$(keel_utc_iso)"
+    printf '"result":"%s","exit_code":%d,' "$1" "$2"
+    if [[ $1 == ok ]]; then
+      printf '"file":%s,"size":%d,"sha256":"%s",' "$(keel_json_str "$final")" "$size" "$sha"
+    else
+      printf '"file":null,"size":null,"sha256":null,'
+    fi
+    printf '"reason":%s,"keep":%d,"count":%d}\n' "$(keel_json_str "$3")" "$keep" "$count"
+  } >"$st" || { rm -f -- "$st"; return 1; }
+  mv -f -- "$st" "$status" || { rm -f -- "$st"; return 1; }
+}
+
+iso() { # 20261122T031700Z -> 2026-11-22T03:17:00Z
+  local t=$1
+  printf '%s-%s-%sT%s:%s:%sZ\n' "${t:0:4}" "${t:4:2}" "${t:6:2}" "${t:9:2}" "${t:11:2}" "${t:13:2}"
+}
+
+# Final-named backups of this DB in DIR, oldest first.
+list_backups() {
+  local f n
+  for f in "$dir/$base"-*.db; do
+    n=${f##*/}
+    n=${n#"$base"-}
+    [[ -f $f && ${n%.db} =~ ^[0-9]{8}T[0-9]{6}Z$ ]] && printf '%s\n' "$f"
+  done
+  return 0
+}
+
+keel_exit_hook() {
+  [[ $1 -ne 0 ]] || return 0
+  [[ -z $tmp ]] || rm -f -- "$tmp" "$tmp-journal"
+  write_status failed "$1" "${KEEL_LAST_ERROR:-failed with exit code $1}" ||
+    keel_err "could not write the status file $status"
+}
+
+keel_require_local "$db"
+[[ -f $db ]] || keel_die "$KEEL_EX_GATE" "$db: no such DB file" "check the path"
+
+if command -v flock >/dev/null 2>&1; then
+  exec 9>>"$dir/.$base.backup.lock"
+  flock -n 9 || keel_die "$KEEL_EX_BUSY" "another backup of $base into $dir is running" "wait for it to finish"
+  # Under the lock, any temporary file is the leftover of a killed run.
+  rm -f -- "$dir/.$base-"*.partial.*
+fi
+
+# One name per second; a second run within the same second waits for the next one.
+for _ in 1 2 3; do
+  started=$(keel_utc_stamp)
+  final=$dir/$base-$started.db
+  [[ -e $final ]] || break
+  sleep 1
+done
+[[ ! -e $final ]] || keel_die "$KEEL_EX_FAIL" "$final already exists" "run again in a second"
+
+tmp=$(mktemp "$dir/.$base-$started.partial.XXXXXX") || keel_die "$KEEL_EX_FAIL" "cannot create a file in $dir"
+keel_vacuum_into "$db" "$tmp"
+keel_verify "$tmp"
+size=$(keel_size "$tmp")
+sha=$(keel_sha256 "$tmp")
+keel_fsync "$tmp"
+[[ ! -e $final ]] || keel_die "$KEEL_EX_FAIL" "$final appeared meanwhile" "run again"
+mv -f -- "$tmp" "$final" || keel_die "$KEEL_EX_FAIL" "cannot rename $tmp to $final"
+tmp=""
+keel_fsync "$dir"
+
+# Retention: the newest $keep final-named backups of this DB stay.
+backups=()
+while IFS= read -r f; do backups+=("$f"); done < <(list_backups)
+for ((i = 0; i < ${#backups[@]} - keep; i++)); do
+  rm -f -- "${backups[i]}" "${backups[i]}-wal" "${backups[i]}-shm" "${backups[i]}-journal"
+done
+keel_fsync "$dir"
+
+write_status ok 0 "" || keel_die "$KEEL_EX_FAIL" "the backup $final is complete, but the status file $status could not be written"
+printf '%s\n' "$final"
