@@ -173,4 +173,11 @@ describe("stack config", () => {
       if (decl.default !== undefined) expect(decl.default, `default of ${key}`).toEqual(cfg[key]);
     }
   });
+
+  it("documents every key in docs/CONFIG.md", () => {
+    const doc = readFileSync(join(REPO, "docs", "CONFIG.md"), "utf8");
+    for (const key of [...Object.keys(configSchema.shape).filter((k) => k !== "secretEnvNames"), "secretEnv"]) {
+      expect(doc, `docs/CONFIG.md documents ${key}`).toContain(`| \`${key}\` |`);
+    }
+  });
 });
