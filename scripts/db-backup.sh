@@ -54,18 +54,16 @@ name=$(basename -- "$db")
 base=${name%.*}
 [[ -n $base ]] || base=$name
 
-# DIR: local, created if missing; from here on every outcome is recorded in the status file.
-if [[ -d $2 ]]; then
-  keel_require_local "$2/."
-else
-  keel_require_local "$2"
-  mkdir -m 0700 -- "$2" || keel_die "$KEEL_EX_FAIL" "cannot create the backup directory $2"
-fi
-dir=$(cd -P -- "$2" && pwd)
-status=$dir/$base.status.json
+# DIR must be local (or, if missing, its parent). Once DIR exists, every outcome is recorded in the
+# status file, a refused DB included; a missing DIR is created only for a DB that is accepted.
+if [[ -d $2 ]]; then keel_require_local "$2/."; else keel_require_local "$2"; fi
+dir="" status="" final="" tmp="" size="" sha=""
 started=$(keel_utc_stamp)
-final="" tmp="" size="" sha=""
 umask 077
+if [[ -d $2 ]]; then
+  dir=$(cd -P -- "$2" && pwd)
+  status=$dir/$base.status.json
+fi
 
 write_status() { # write_status RESULT EXIT-CODE REASON
   local st count
@@ -102,13 +100,18 @@ list_backups() {
 }
 
 keel_exit_hook() {
-  [[ $1 -ne 0 ]] || return 0
+  [[ $1 -ne 0 && -n $status ]] || return 0
   [[ -z $tmp ]] || rm -f -- "$tmp" "$tmp-journal"
   write_status failed "$1" "${KEEL_LAST_ERROR:-failed with exit code $1}" ||
     keel_err "could not write the status file $status"
 }
 
 keel_require_local "$db"
+if [[ -z $dir ]]; then
+  mkdir -m 0700 -- "$2" || keel_die "$KEEL_EX_FAIL" "cannot create the backup directory $2"
+  dir=$(cd -P -- "$2" && pwd)
+  status=$dir/$base.status.json
+fi
 [[ -f $db ]] || keel_die "$KEEL_EX_GATE" "$db: no such DB file" "check the path"
 
 if command -v flock >/dev/null 2>&1; then

@@ -149,7 +149,7 @@ keel_fs_type() {
   fi
   # BSD/macOS: the mount point from df, its type from mount(8): "dev on /mp (apfs, local, …)".
   mp=$(df -P -- "$dir" | awk 'NR == 2 { print $NF }')
-  mount | awk -v mp="$mp" '{ i = index($0, " on " mp " ("); if (i) { s = substr($0, i + length(mp) + 6); sub(/[,)].*/, "", s); print s; exit } }'
+  mount | awk -v mp="$mp" '!found { i = index($0, " on " mp " ("); if (i) { s = substr($0, i + length(mp) + 6); sub(/[,)].*/, "", s); print s; found = 1 } }'
 }
 
 # Prints local, network or unknown for a filesystem type name.
@@ -259,6 +259,9 @@ keel_gate_fail() { # keel_gate_fail DB REASON [WHAT-TO-DO]
     "${3:-do not carry this DB forward: use the newest backup that passes verify (db-restore.sh)}"
 }
 
+# The first five lines of a text, joined with "; ".
+keel_first_lines() { printf '%s\n' "$1" | awk 'NR > 1 && NR <= 5 { printf "; " } NR <= 5 { printf "%s", $0 } END { print "" }'; }
+
 # Runs integrity_check and foreign_key_check through a URI. Returns 1 with the findings (the first
 # lines of SQLite's answer) in KEEL_FINDINGS if either reports anything.
 KEEL_FINDINGS=""
@@ -267,12 +270,12 @@ keel_integrity() {
   KEEL_FINDINGS=""
   out=$(keel_sqlite -readonly "$uri" 'PRAGMA integrity_check;' 2>&1) || rc=$?
   if [[ $rc -ne 0 || $out != ok ]]; then
-    KEEL_FINDINGS="integrity_check: $(printf '%s\n' "$out" | head -n 5 | paste -sd';' -)"
+    KEEL_FINDINGS="integrity_check: $(keel_first_lines "$out")"
     return 1
   fi
   out=$(keel_sqlite -readonly "$uri" 'PRAGMA foreign_key_check;' 2>&1) || rc=$?
   if [[ $rc -ne 0 || -n $out ]]; then
-    KEEL_FINDINGS="foreign_key_check: $(printf '%s\n' "$out" | head -n 5 | paste -sd';' -)"
+    KEEL_FINDINGS="foreign_key_check (table|rowid|parent|fkid): $(keel_first_lines "$out")"
     return 1
   fi
   return 0
@@ -466,9 +469,9 @@ keel_checkpoint() {
       *) keel_die "$KEEL_EX_FAIL" "checkpoint of $db failed: $out" ;;
     esac
   fi
-  [[ ${2:-} != wal || $(printf '%s\n' "$out" | head -n 1) == wal ]] ||
+  [[ ${2:-} != wal || ${out%%$'\n'*} == wal ]] ||
     keel_die "$KEEL_EX_FAIL" "could not switch $db to WAL mode: $out"
-  last=$(printf '%s\n' "$out" | tail -n 1)
+  last=${out##*$'\n'}
   [[ ${last%%|*} == 0 ]] ||
     keel_die "$KEEL_EX_BUSY" "checkpoint of $db could not complete (busy|log|checkpointed = $last): another connection is reading it" \
       "stop every process using the DB, then run again"

@@ -1,0 +1,237 @@
+/**
+ * scripts/db-backup.sh on real files (issue 5): an online backup while a writer commits, a kill
+ * midway, retention, a full disk, and the status file the health report reads.
+ */
+import { ChildProcess, spawn, spawnSync } from "node:child_process";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { exited, fingerprint, gate, makeDb, mount, removeDir, script, SCRIPTS, sha256, sql, startWriter, tempDir } from "./db-helpers";
+
+const FINAL = /^app-\d{8}T\d{6}Z\.db$/;
+const finals = (dir: string) => readdirSync(dir).filter((f) => FINAL.test(f)).sort();
+const status = (dir: string) => JSON.parse(readFileSync(join(dir, "app.status.json"), "utf8"));
+const backup = (...args: string[]) => script("backup", args);
+
+let dir: string;
+let out: string;
+beforeEach(() => {
+  dir = tempDir();
+  out = join(dir, "backups");
+});
+afterEach(() => removeDir(dir));
+
+/** Committed ids from db-writer.py's log; only complete lines count. */
+function committedIds(log: string): number[] {
+  const text = existsSync(log) ? readFileSync(log, "utf8") : "";
+  return text.slice(0, text.lastIndexOf("\n") + 1).split("\n").filter(Boolean).map(Number);
+}
+
+describe("db-backup.sh", () => {
+  it("makes a verified, fsynced, final-named copy, prints its path and records it in the status file", () => {
+    const db = makeDb(join(dir, "app.db"), { rows: 1000, wal: true });
+    const before = fingerprint(db);
+    const r = backup(db, out);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const [name] = finals(out);
+    expect(r.stdout).toBe(`${join(out, name)}\n`);
+    expect(statSync(join(out, name)).mode & 0o7777).toBe(0o600);
+    expect(statSync(out).mode & 0o7777).toBe(0o700);
+    expect(gate("verify", join(out, name)).code).toBe(0);
+    expect(sql(join(out, name), "SELECT count(*) FROM t;")).toBe("1000");
+    expect(fingerprint(db)["db"]).toBe(before["db"]);
+
+    const s = status(out);
+    expect(s).toMatchObject({ version: 1, db, result: "ok", exit_code: 0, file: join(out, name), reason: "", keep: 14, count: 1 });
+    expect(s.size).toBe(statSync(join(out, name)).size);
+    expect(s.sha256).toBe(sha256(join(out, name)));
+    expect(s.time).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+    expect(name).toBe(`app-${s.time.replace(/[-:]/g, "")}.db`);
+    expect(readdirSync(out).filter((f) => f.includes(".partial."))).toEqual([]);
+  });
+
+  it("copies a live DB while a writer commits: the copy verifies, holds every row committed before it began, and the writer never fails", async () => {
+    const db = makeDb(join(dir, "app.db"), { rows: 200_000, blob: 200, wal: true }); // ~50 MB: the copy takes a while
+    const log = join(dir, "committed.log");
+    const writer = await startWriter("loop", db, log, "60");
+    try {
+      for (let i = 0; i < 400 && committedIds(log).length < 200; i++) await new Promise((r) => setTimeout(r, 25));
+      const before = committedIds(log);
+      expect(before.length).toBeGreaterThanOrEqual(200);
+
+      const r = backup(db, out);
+      const during = committedIds(log).length - before.length;
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      writer.kill("SIGTERM");
+      const w = await exited(writer);
+      const summary = JSON.parse(w.stdout.trim().split("\n").pop()!);
+      expect(summary.errors, summary.first_error ?? "").toBe(0);
+      expect(w.code).toBe(0);
+      expect(during).toBeGreaterThan(0); // the writer really was committing while the copy was made
+
+      const copy = r.stdout.trim();
+      expect(gate("verify", copy).code).toBe(0);
+      const ids = new Set(sql(copy, "SELECT id FROM w;").split("\n").map(Number));
+      expect(before.filter((id) => !ids.has(id))).toEqual([]);
+      expect(gate("verify", db).code).toBe(0);
+    } finally {
+      writer.kill("SIGKILL");
+    }
+  }, 120_000);
+
+  describe("killed midway", () => {
+    let child: ChildProcess | undefined;
+    afterEach(() => {
+      if (child?.pid && child.exitCode === null && child.signalCode === null) process.kill(-child.pid, "SIGKILL");
+    });
+
+    /** Starts a backup in its own process group; resolves once its temporary copy is being written. */
+    async function backupUnderway(db: string): Promise<ChildProcess> {
+      child = spawn(join(SCRIPTS, "db-backup.sh"), [db, out], { detached: true, stdio: ["ignore", "pipe", "pipe"] });
+      for (let i = 0; i < 2000; i++) {
+        const partial = existsSync(out) ? readdirSync(out).find((f) => f.includes(".partial.") && !f.endsWith("-journal")) : undefined;
+        if (partial && statSync(join(out, partial)).size > 0) return child;
+        if (child.exitCode !== null) throw new Error("the backup finished before it could be killed");
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      throw new Error("the backup never started writing");
+    }
+
+    it("by SIGKILL leaves no final-named file, and the next run cleans up and succeeds", async () => {
+      const db = makeDb(join(dir, "app.db"), { rows: 400_000, blob: 400, wal: true }); // ~180 MB
+      const before = fingerprint(db)["db"];
+      const c = await backupUnderway(db);
+      process.kill(-c.pid!, "SIGKILL");
+      await exited(c);
+      expect(finals(out)).toEqual([]);
+      expect(existsSync(join(out, "app.status.json"))).toBe(false);
+
+      const again = backup(db, out);
+      expect(again.code).toBe(0);
+      expect(finals(out)).toHaveLength(1);
+      expect(readdirSync(out).filter((f) => f.includes(".partial."))).toEqual([]);
+      expect(fingerprint(db)["db"]).toBe(before);
+    }, 120_000);
+
+    it("by SIGTERM exits non-zero, says so in the status file and leaves neither a final-named nor a temporary file", async () => {
+      const db = makeDb(join(dir, "app.db"), { rows: 400_000, blob: 400, wal: true });
+      const c = await backupUnderway(db);
+      let stderr = "";
+      c.stderr!.on("data", (d) => (stderr += d));
+      process.kill(-c.pid!, "SIGTERM");
+      const { code } = await exited(c);
+      expect(code).toBe(5);
+      expect(stderr).toMatch(/interrupted by SIGTERM/);
+      expect(finals(out)).toEqual([]);
+      expect(readdirSync(out).filter((f) => f.includes(".partial."))).toEqual([]);
+      expect(status(out)).toMatchObject({ result: "failed", exit_code: 5, file: null, size: null, sha256: null });
+      expect(status(out).reason).toMatch(/interrupted by SIGTERM/);
+    }, 120_000);
+  });
+
+  it("keeps exactly the newest N backups of this DB and touches nothing else", () => {
+    const db = makeDb(join(dir, "app.db"));
+    mkdirSync(out);
+    const old = ["app-20250101T000000Z.db", "app-20250102T000000Z.db", "app-20250103T000000Z.db", "app-20250104T000000Z.db"];
+    const others = ["other-20240101T000000Z.db", "app-notes.txt", "app-2025.db"];
+    for (const f of [...old, ...others]) writeFileSync(join(out, f), f);
+
+    const r = backup("--keep", "3", db, out);
+    expect(r.code).toBe(0);
+    expect(finals(out)).toEqual(["app-20250103T000000Z.db", "app-20250104T000000Z.db", r.stdout.trim().split("/").pop()]);
+    for (const f of others) expect(readFileSync(join(out, f), "utf8")).toBe(f);
+    expect(status(out)).toMatchObject({ keep: 3, count: 3 });
+
+    const env = script("backup", [db, out], { KEEL_DB_BACKUP_KEEP: "2" });
+    expect(env.code).toBe(0);
+    expect(finals(out)).toHaveLength(2);
+    expect(finals(out)).toContain(env.stdout.trim().split("/").pop());
+  });
+
+  it("gives two backups within one second distinct names", () => {
+    const db = makeDb(join(dir, "app.db"));
+    expect(backup(db, out).code).toBe(0);
+    expect(backup(db, out).code).toBe(0);
+    expect(finals(out)).toHaveLength(2);
+  });
+
+  it("rejects a retention that is not a whole number >= 1", () => {
+    const db = makeDb(join(dir, "app.db"));
+    for (const keep of ["0", "-1", "x"]) expect(backup("--keep", keep, db, out).code).toBe(2);
+    expect(script("backup", [db, out], { KEEL_DB_BACKUP_KEEP: "zero" }).code).toBe(2);
+  });
+
+  it("refuses to run beside another backup of the same DB into the same directory (exit 3)", async () => {
+    const db = makeDb(join(dir, "app.db"));
+    mkdirSync(out);
+    const holder = spawn("flock", [join(out, ".app.backup.lock"), "sleep", "30"], { stdio: "ignore" });
+    try {
+      for (let i = 0; i < 200; i++) {
+        const probe = spawnSync("flock", ["-n", join(out, ".app.backup.lock"), "true"]);
+        if (probe.status !== 0) break;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      const r = backup(db, out);
+      expect(r.code).toBe(3);
+      expect(r.stderr).toMatch(/another backup of app into .* is running/);
+      expect(finals(out)).toEqual([]);
+    } finally {
+      holder.kill("SIGKILL");
+    }
+  });
+
+  it("fails a damaged live DB with exit 1, records why, and leaves no final-named file", () => {
+    const db = makeDb(join(dir, "app.db"), { rows: 300 });
+    sql(db, "PRAGMA writable_schema=ON; UPDATE sqlite_schema SET sql = 'CREATE INDEX t_k ON t(v)' WHERE name = 't_k';");
+    const before = fingerprint(db);
+    const r = backup(db, out);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/integrity_check: row \d+ missing from index t_k/);
+    expect(finals(out)).toEqual([]);
+    expect(readdirSync(out).filter((f) => f.includes(".partial."))).toEqual([]);
+    expect(status(out)).toMatchObject({ result: "failed", exit_code: 1, file: null });
+    expect(status(out).reason).toMatch(/missing from index t_k/);
+    expect(fingerprint(db)).toEqual(before);
+  });
+
+  it("fails visibly on a full disk: exit 5, the reason in the status file, no final-named file, the live DB intact", () => {
+    const db = makeDb(join(dir, "app.db"), { rows: 4000, blob: 1000, wal: true }); // ~4.5 MB of random bytes
+    const before = fingerprint(db)["db"];
+    mkdirSync(out);
+    const umount = mount(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", out], out);
+    try {
+      writeFileSync(join(out, "app-20250101T000000Z.db"), "an older backup");
+      const r = backup(db, out);
+      expect(r.code).toBe(5);
+      expect(r.stderr).toMatch(/writing the copy failed: .* is full/);
+      expect(finals(out)).toEqual(["app-20250101T000000Z.db"]);
+      expect(readFileSync(join(out, "app-20250101T000000Z.db"), "utf8")).toBe("an older backup");
+      expect(readdirSync(out).filter((f) => f.includes(".partial."))).toEqual([]);
+      expect(status(out)).toMatchObject({ result: "failed", exit_code: 5, file: null, sha256: null });
+      expect(status(out).reason).toMatch(/is full/);
+    } finally {
+      umount();
+    }
+    expect(fingerprint(db)["db"]).toBe(before);
+    expect(gate("verify", db).code).toBe(0);
+    expect(sql(db, "SELECT count(*) FROM t;")).toBe("4000");
+  });
+
+  it("refuses a DB that does not exist (exit 1) and records it", () => {
+    const r = backup(join(dir, "app.db"), out);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/no such DB file/);
+    expect(status(out)).toMatchObject({ result: "failed", exit_code: 1 });
+  });
+
+  it("keeps backups of a DB named without an extension apart from the status file", () => {
+    const db = join(dir, "engine");
+    copyFileSync(makeDb(join(dir, "x.db")), db);
+    const r = backup(db, out);
+    expect(r.code).toBe(0);
+    expect(readdirSync(out).filter((f) => /^engine-\d{8}T\d{6}Z\.db$/.test(f))).toHaveLength(1);
+    expect(existsSync(join(out, "engine.status.json"))).toBe(true);
+  });
+});
