@@ -1,0 +1,227 @@
+/**
+ * keel's policies, as plain data and pure checks so they can be unit-tested without the Pulumi
+ * engine (index.ts only wraps them in a PolicyPack). Every message names the resource or config key,
+ * what was found and how to fix it; none ever contains a config value.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import type { ResourceValidationArgs, ResourceValidationPolicy, ReportViolation, StackValidationPolicy } from "@pulumi/policy";
+import { parse as parseYaml } from "yaml";
+
+export const FIREWALL = "hcloud:index/firewall:Firewall";
+export const SERVER = "hcloud:index/server:Server";
+/** Stacks whose servers must be protected and backed up. */
+export const PROD_STACKS = ["prod"];
+
+/** The stack and project named in a URN (`urn:pulumi:<stack>::<project>::<type>::<name>`). */
+export function parseUrn(urn: string): { stack: string; project: string } {
+  const m = /^urn:pulumi:([^:]+)::([^:]+)::/.exec(urn);
+  if (!m) throw new Error(`not a Pulumi URN: ${urn}`);
+  return { stack: m[1], project: m[2] };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Firewall: inbound is SSH from the admin CIDRs plus ICMP, nothing else.
+
+interface FirewallRule {
+  direction?: string;
+  protocol?: string;
+  port?: string;
+  sourceIps?: string[];
+}
+
+/** A CIDR whose prefix length is 0 matches every address of its family. */
+function isAnywhere(cidr: string): boolean {
+  return /\/0+$/.test(cidr.trim());
+}
+
+/**
+ * Problems with a firewall's inbound rules. The SSH port itself is the stack's choice
+ * (keel:sshPort), so the rule is "one TCP port, never from anywhere", not "port 22".
+ */
+export function firewallProblems(rules: readonly FirewallRule[] | undefined): string[] {
+  const problems: string[] = [];
+  const tcpPorts = new Set<string>();
+  for (const [i, rule] of (rules ?? []).entries()) {
+    if (rule.direction !== "in") continue;
+    const at = `rules[${i}]`;
+    if (rule.protocol === "icmp") continue;
+    if (rule.protocol !== "tcp") {
+      problems.push(`${at} opens inbound ${String(rule.protocol).toUpperCase()}${rule.port ? ` port ${rule.port}` : ""}: only TCP on the SSH port and ICMP may be open. fix: remove the rule`);
+      continue;
+    }
+    const port = String(rule.port ?? "any");
+    if (!/^[0-9]+$/.test(port)) {
+      problems.push(`${at} opens inbound TCP port "${port}": only the single SSH port may be open (a range or "any" opens more). fix: set keel:sshPort and let keel render the rule`);
+    }
+    tcpPorts.add(port);
+    for (const cidr of (rule.sourceIps ?? []).filter(isAnywhere)) {
+      problems.push(`${at} opens inbound TCP port ${port} to ${cidr} (the whole internet): SSH must be limited to the admin CIDRs. fix: pulumi config set --path 'keel:allowedSshCidrs[0]' <your address>/32`);
+    }
+  }
+  if (tcpPorts.size > 1) {
+    problems.push(`inbound TCP is open on ${tcpPorts.size} ports (${[...tcpPorts].sort().join(", ")}): only the SSH port may be open. fix: remove the other rules; the engine is reached through SSH, never directly`);
+  }
+  return problems;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Servers.
+
+/** Server problems that hold for every stack. */
+export function serverProblems(props: Record<string, unknown>, opts: { ignoreChanges?: string[] }): { firewall: string[]; ignoreChanges: string[] } {
+  const firewall: string[] = [];
+  // Only the array's length is read: the IDs themselves are unknown during a first preview.
+  const ids = props.firewallIds;
+  if (!Array.isArray(ids) || ids.length === 0) {
+    firewall.push("the server has no firewallIds: it would boot with every port open until a firewall is attached. fix: attach the firewall at creation through firewallIds (a FirewallAttachment comes too late)");
+  }
+  const ignoreChanges: string[] = [];
+  const missing = ["userData", "sshKeys"].filter((p) => !(opts.ignoreChanges ?? []).includes(p));
+  if (missing.length) {
+    ignoreChanges.push(`the server's ignoreChanges lacks ${missing.join(" and ")}: Hetzner replaces a server (and its disk, with the database) whenever ${missing.join(" or ")} change. fix: ignoreChanges: ["userData", "sshKeys"]; later changes reach the host through keel's converge steps`);
+  }
+  return { firewall, ignoreChanges };
+}
+
+/** Problems with a server of a production stack: it must be protected everywhere and backed up. */
+export function prodServerProblems(props: Record<string, unknown>, opts: { protect?: boolean }): string[] {
+  const problems: string[] = [];
+  if (opts.protect !== true) problems.push("Pulumi protect is off");
+  if (props.deleteProtection !== true) problems.push("deleteProtection is off at Hetzner");
+  if (props.rebuildProtection !== true) problems.push("rebuildProtection is off at Hetzner");
+  if (props.backups !== true) problems.push("Hetzner backups are off");
+  return problems.length
+    ? [`production server: ${problems.join("; ")} (a destroy, a replacement or a lost disk would take the database with it). fix: pulumi config set keel:protect true and pulumi config set keel:hetznerBackups true`]
+    : [];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config: no secret in plaintext in the stack file.
+
+/** Keys whose every value is a secret, whatever it looks like. */
+export const SECRET_CONFIG_KEYS = ["keel:secretEnv", "hcloud:token"];
+/** A key (or nested key) with one of these in its name holds a secret. */
+const SECRET_NAME = /token|passw(or)?d|passphrase|secret|private[-_]?key|api[-_]?key|credential/i;
+/** Values that are secrets whatever their key is called. */
+const SECRET_VALUES: Array<[RegExp, string]> = [
+  [/-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/, "a private key"],
+  [/^[A-Za-z0-9]{64}$/, "a Hetzner API token"],
+  [/^pul-[0-9a-f]{40}$/, "a Pulumi access token"],
+  [/^(gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})$/, "a GitHub token"],
+];
+
+function isSecure(value: unknown): boolean {
+  return value !== null && typeof value === "object" && !Array.isArray(value) && typeof (value as { secure?: unknown }).secure === "string";
+}
+
+/**
+ * Plaintext secrets in a stack file's `config:` map (as written by the CLI: a secret is
+ * `{secure: v1:…}`, at the top or, with `--path`, at any leaf). Returns one message per leak.
+ */
+export function plaintextSecretProblems(config: Record<string, unknown>): string[] {
+  const problems: string[] = [];
+  const visit = (top: string, path: string, names: string[], value: unknown): void => {
+    if (isSecure(value)) return;
+    if (Array.isArray(value)) return value.forEach((v, i) => visit(top, `${path}[${i}]`, names, v));
+    if (value !== null && typeof value === "object") {
+      for (const [k, v] of Object.entries(value)) visit(top, `${path}.${k}`, [...names, k], v);
+      return;
+    }
+    const fix = path === top ? `pulumi config set --secret ${top} <value>` : `pulumi config set --secret --path '${path}' <value>`;
+    const looksLike = typeof value === "string" ? SECRET_VALUES.find(([re]) => re.test(value))?.[1] : undefined;
+    const why = SECRET_CONFIG_KEYS.includes(top)
+      ? `${top} only ever holds secrets`
+      : names.some((n) => SECRET_NAME.test(n))
+        ? "its name says it holds a secret"
+        : looksLike && `it looks like ${looksLike}`;
+    if (why) problems.push(`${path} is plaintext in the stack file, but ${why} (value not shown). fix: ${fix}, and rotate the secret if the file was ever committed`);
+  };
+  for (const [key, value] of Object.entries(config)) visit(key, key, [key.slice(key.indexOf(":") + 1)], value);
+  return problems;
+}
+
+/** The directory holding Pulumi.yaml, searched upwards from `from`. */
+export function findProjectDir(from: string): string | undefined {
+  for (let dir = from; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, "Pulumi.yaml"))) return dir;
+    if (dirname(dir) === dir) return undefined;
+  }
+}
+
+/**
+ * Reads the stack file's config map for `stack` of `project`, or explains why it cannot.
+ * A policy pack sees the stack config only decrypted (PULUMI_CONFIG) and without the list of secret
+ * keys, so the stack file in the repository is the one place that tells plaintext from secret.
+ */
+export function readStackConfig(projectDir: string | undefined, project: string, stack: string): { config: Record<string, unknown> } | { error: string } {
+  if (!projectDir || !existsSync(join(projectDir, "Pulumi.yaml"))) return { error: `no Pulumi.yaml in ${projectDir ?? "the policy pack's directory or above"}` };
+  const declared = (parseYaml(readFileSync(join(projectDir, "Pulumi.yaml"), "utf8")) as { name?: string } | null)?.name;
+  if (declared !== project) return { error: `the policy pack belongs to project ${String(declared)}, not ${project}` };
+  const file = join(projectDir, `Pulumi.${stack}.yaml`);
+  if (!existsSync(file)) return { error: `no stack file Pulumi.${stack}.yaml in ${projectDir}` };
+  const parsed = (parseYaml(readFileSync(file, "utf8")) ?? {}) as { config?: Record<string, unknown> };
+  return { config: parsed.config ?? {} };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The policies.
+
+function forType(type: string, check: (args: ResourceValidationArgs) => string[]) {
+  return (args: ResourceValidationArgs, report: ReportViolation): void => {
+    if (args.type !== type) return;
+    for (const problem of check(args)) report(problem);
+  };
+}
+
+export const firewallSshOnly: ResourceValidationPolicy = {
+  name: "hcloud-firewall-ssh-only",
+  description: "Inbound firewall rules allow only TCP on one port (SSH) from limited CIDRs, and ICMP.",
+  enforcementLevel: "mandatory",
+  validateResource: forType(FIREWALL, (args) => firewallProblems(args.props.rules as FirewallRule[] | undefined)),
+};
+
+export const serverFirewallAtCreation: ResourceValidationPolicy = {
+  name: "hcloud-server-firewall-at-creation",
+  description: "Every server is attached to a firewall at creation (non-empty firewallIds).",
+  enforcementLevel: "mandatory",
+  validateResource: forType(SERVER, (args) => serverProblems(args.props, args.opts).firewall),
+};
+
+export const serverIgnoresForceNewInputs: ResourceValidationPolicy = {
+  name: "hcloud-server-ignore-changes",
+  description: "Every server ignores changes to userData and sshKeys, which would replace it.",
+  enforcementLevel: "mandatory",
+  validateResource: forType(SERVER, (args) => serverProblems(args.props, args.opts).ignoreChanges),
+};
+
+export const prodServerProtected: ResourceValidationPolicy = {
+  name: "hcloud-prod-server-protected",
+  description: "Production servers have Pulumi protect, Hetzner delete and rebuild protection, and backups.",
+  enforcementLevel: "mandatory",
+  validateResource: forType(SERVER, (args) => (PROD_STACKS.includes(parseUrn(args.urn).stack) ? prodServerProblems(args.props, args.opts) : [])),
+};
+
+/** `projectDir` is where Pulumi.yaml and the stack files live; by default, found above this pack. */
+export function noPlaintextSecretConfig(projectDir: string | undefined = findProjectDir(__dirname)): StackValidationPolicy {
+  return {
+    name: "config-no-plaintext-secrets",
+    description: "No secret is stored in plaintext in the stack's config file.",
+    enforcementLevel: "mandatory",
+    validateStack: (args, report) => {
+      const urn = args.resources[0]?.urn;
+      if (!urn) return args.notApplicable("the stack has no resources");
+      const { stack, project } = parseUrn(urn);
+      const read = readStackConfig(projectDir, project, stack);
+      if ("error" in read) {
+        report(`cannot check the stack config for plaintext secrets: ${read.error}. fix: run the pack from keel's repository with the stack file checked in`);
+        return;
+      }
+      for (const problem of plaintextSecretProblems(read.config)) report(problem);
+    },
+  };
+}
+
+export function keelPolicies(projectDir?: string): Array<ResourceValidationPolicy | StackValidationPolicy> {
+  return [firewallSshOnly, serverFirewallAtCreation, serverIgnoresForceNewInputs, prodServerProtected, noPlaintextSecretConfig(projectDir)];
+}
