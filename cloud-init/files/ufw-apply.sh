@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# keel: makes UFW deny every inbound connection except SSH from the allowed sources, allow outgoing,
+# and be enabled. Keel owns UFW's rule list: a rule added by hand is removed on the next run.
+# Installed as /usr/local/lib/keel/ufw-apply; run by cloud-init on first boot and by `pulumi up`
+# whenever /etc/keel/ufw-ssh.conf changes. Idempotent: a second run changes nothing.
+# Usage: ufw-apply FILE   (FILE: one "port N" line, then one "allow CIDR" line per source)
+# Exit: 0 applied; 1 ufw failed; 2 usage or a malformed FILE.
+set -euo pipefail
+
+fail() {
+  echo "keel ufw-apply: $*" >&2
+  exit 2
+}
+
+[[ $# -eq 1 ]] || fail "usage: ufw-apply FILE (see /etc/keel/ufw-ssh.conf)"
+[[ -r $1 ]] || fail "cannot read $1; it is placed by keel (cloud-init or pulumi up)"
+
+port=""
+sources=()
+while read -r word value extra; do
+  [[ -z $word || $word == \#* ]] && continue
+  [[ -z $extra ]] || fail "$1: unexpected text after '$word $value'"
+  case $word in
+    port)
+      if ! [[ $value =~ ^[0-9]{1,5}$ ]] || ((value < 1 || value > 65535)); then
+        fail "$1: bad port '$value'"
+      fi
+      port=$value
+      ;;
+    allow)
+      [[ $value =~ ^[0-9A-Fa-f.:]+/[0-9]{1,3}$ ]] || fail "$1: bad source '$value' (a CIDR such as 203.0.113.7/32)"
+      sources+=("$value")
+      ;;
+    *) fail "$1: unknown line '$word'" ;;
+  esac
+done <"$1"
+[[ -n $port ]] || fail "$1: no 'port' line"
+((${#sources[@]})) || fail "$1: no 'allow' line; refusing to lock SSH out"
+
+# The rules as `ufw show added` prints them, so what exists can be compared with what is wanted.
+# ufw prints sources in its own form (no /32 or /128, IPv4 networks without host bits): ask ufw's
+# own code, with the interpreter ufw itself runs on.
+ufw_form() {
+  /usr/bin/python3 -c 'import sys; from ufw.util import normalize_address; a = sys.argv[1]; print(normalize_address(a, ":" in a)[0])' "$1"
+}
+wanted=()
+for src in "${sources[@]}"; do
+  wanted+=("allow from $(ufw_form "$src") to any port $port proto tcp comment 'keel-ssh'")
+done
+
+ufw default deny incoming >/dev/null
+ufw default allow outgoing >/dev/null
+ufw default deny routed >/dev/null
+for src in "${sources[@]}"; do
+  ufw allow proto tcp from "$src" to any port "$port" comment keel-ssh >/dev/null
+done
+
+mapfile -t existing < <(ufw show added | sed -n 's/^ufw //p')
+for rule in "${existing[@]}"; do
+  keep=no
+  for want in "${wanted[@]}"; do
+    [[ $rule == "$want" ]] && keep=yes
+  done
+  if [[ $keep == no ]]; then
+    echo "keel ufw-apply: removing a rule that is not keel's: ufw $rule" >&2
+    # ufw matches a rule without its comment; the rest is ufw's own printout, one word per field.
+    read -ra words <<<"${rule% comment *}"
+    ufw delete "${words[@]}" >/dev/null
+  fi
+done
+
+ufw --force enable >/dev/null
+echo "keel ufw-apply: inbound denied except tcp/$port from ${sources[*]}; UFW enabled"

@@ -1,0 +1,201 @@
+import type { KeelConfig } from "../config";
+import { readStatic } from "../plan/static";
+import { placeStep } from "../plan/steps";
+import type { HostFile, Step } from "../plan/types";
+
+/**
+ * The hardening keel puts on the host (seed 000 §1, §8): drop-ins, a firewall file and small
+ * scripts, grouped into units that each converge with one keel-place step. cloud-init writes the
+ * same files on first boot (cloud-init/userData.ts); `pulumi up` re-converges them on a running
+ * server through hardeningSteps. Static parts live in cloud-init/files/; only the lines that
+ * depend on the stack config are rendered here.
+ */
+
+export type Image = KeelConfig["image"];
+
+/** The OpenSSH major.minor each image ships (security updates keep it). Decides the KEX list. */
+export const OPENSSH_VERSION: Record<Image, string> = {
+  "debian-12": "9.2",
+  "ubuntu-24.04": "9.6",
+  "debian-13": "10.0",
+};
+
+/** Where keel's hardening files live on the host. */
+export const HARDENING_PATHS = {
+  sshdDropIn: "/etc/ssh/sshd_config.d/00-keel.conf",
+  sshBanner: "/etc/ssh/keel-banner",
+  consoleBanner: "/etc/issue.d/keel.issue",
+  ufwConf: "/etc/keel/ufw-ssh.conf",
+  ufwApply: "/usr/local/lib/keel/ufw-apply",
+  fail2banJail: "/etc/fail2ban/jail.d/keel.local",
+  metadataGuardRules: "/etc/keel/metadata-guard.nft",
+  metadataGuardUnit: "/etc/systemd/system/keel-metadata-guard.service",
+  sysctl: "/etc/sysctl.d/90-keel.conf",
+  coreLimits: "/etc/security/limits.d/90-keel-no-core.conf",
+  coredump: "/etc/systemd/coredump.conf.d/90-keel.conf",
+  journald: "/etc/systemd/journald.conf.d/90-keel.conf",
+  aptPeriodic: "/etc/apt/apt.conf.d/20keel-auto-upgrades",
+  aptUnattended: "/etc/apt/apt.conf.d/52keel-unattended-upgrades",
+  checkFreeDisk: "/usr/local/lib/keel/check-free-disk",
+} as const;
+
+/** The systemd unit that keeps the metadata endpoint root-only (see cloud-init/files/metadata-guard.nft). */
+export const METADATA_GUARD_UNIT = "keel-metadata-guard.service";
+
+/** A group of files converged together, with the check that must pass and the reloads they need. */
+export interface HardeningUnit {
+  /** kebab-case; the step is named `harden-<name>`. */
+  readonly name: string;
+  readonly description: string;
+  readonly files: HostFile[];
+  /** argv run after placing; a failure rolls the files back (keel-place). */
+  readonly check?: string[];
+  /** argv lists run only when a file changed. */
+  readonly onChange?: string[][];
+}
+
+function versionAtLeast(version: string, min: string): boolean {
+  const [a, b] = version.split(".").map(Number);
+  const [c, d] = min.split(".").map(Number);
+  return a > c || (a === c && b >= d);
+}
+
+/**
+ * Key exchange algorithms for the image's OpenSSH, post-quantum hybrids first. sshd refuses to
+ * start on a name it does not know, so each one is listed only from the version that has it:
+ * sntrup761x25519-sha512@openssh.com from 8.5, mlkem768x25519-sha256 and the unsuffixed
+ * sntrup761x25519-sha512 from 9.9. curve25519-sha256 stays for clients without sntrup761, such as
+ * the Go x/crypto/ssh client inside @pulumi/command (docs/HARDENING.md).
+ */
+export function kexAlgorithms(image: Image): string[] {
+  const v = OPENSSH_VERSION[image];
+  const pq = [
+    ...(versionAtLeast(v, "9.9") ? ["mlkem768x25519-sha256", "sntrup761x25519-sha512"] : []),
+    ...(versionAtLeast(v, "8.5") ? ["sntrup761x25519-sha512@openssh.com"] : []),
+  ];
+  return [...pq, "curve25519-sha256", "curve25519-sha256@libssh.org"];
+}
+
+/** The sshd drop-in: the static hardening plus the lines that depend on the config. */
+export function sshdDropIn(cfg: KeelConfig): string {
+  const opensshVersion = OPENSSH_VERSION[cfg.image];
+  const lines = [
+    "",
+    `# Rendered from the stack config (keel:sshPort, keel:deployUser, keel:image = ${cfg.image} with OpenSSH ${opensshVersion}).`,
+    `Port ${cfg.sshPort}`,
+    `AllowUsers ${cfg.deployUser}`,
+    `KexAlgorithms ${kexAlgorithms(cfg.image).join(",")}`,
+  ];
+  if (versionAtLeast(opensshVersion, "9.8")) {
+    // OpenSSH 9.8+ penalises sources that fail to log in; never the operator's own addresses.
+    lines.push(`PerSourcePenaltyExemptList ${cfg.allowedSshCidrs.join(",")}`);
+  }
+  return readStatic("cloud-init/files/sshd-keel.conf") + lines.join("\n") + "\n";
+}
+
+/** The fail2ban jail: static settings plus the SSH port and the addresses never to ban. */
+export function fail2banJail(cfg: KeelConfig): string {
+  return (
+    readStatic("cloud-init/files/fail2ban-sshd.local") +
+    [
+      "# Rendered from the stack config (keel:sshPort, keel:allowedSshCidrs): never ban loopback or the admins.",
+      `port = ${cfg.sshPort}`,
+      `ignoreip = ${["127.0.0.1/8", "::1", ...cfg.allowedSshCidrs].join(" ")}`,
+    ].join("\n") +
+    "\n"
+  );
+}
+
+/** The input of ufw-apply: the SSH port and the sources allowed to reach it. */
+export function ufwSshConf(cfg: KeelConfig): string {
+  return [
+    "# keel: SSH is allowed on this port from these sources only (keel:sshPort, keel:allowedSshCidrs).",
+    `# Applied by ${HARDENING_PATHS.ufwApply}; change the stack config and run pulumi up instead of editing this file.`,
+    `port ${cfg.sshPort}`,
+    ...cfg.allowedSshCidrs.map((cidr) => `allow ${cidr}`),
+    "",
+  ].join("\n");
+}
+
+function rootFile(path: string, content: string, mode = "0644"): HostFile {
+  return { path, owner: "root", group: "root", mode, content };
+}
+
+function staticFile(path: string, source: string, mode = "0644"): HostFile {
+  return rootFile(path, readStatic(`cloud-init/files/${source}`), mode);
+}
+
+/** The hardening, unit by unit, in the order first boot and `pulumi up` apply it. */
+export function hardeningUnits(cfg: KeelConfig): HardeningUnit[] {
+  const p = HARDENING_PATHS;
+  return [
+    {
+      name: "metadata-guard",
+      description: "keep the cloud metadata endpoint (it serves the user-data with the host key) root-only",
+      files: [staticFile(p.metadataGuardRules, "metadata-guard.nft"), staticFile(p.metadataGuardUnit, "keel-metadata-guard.service")],
+      check: ["nft", "-c", "-f", p.metadataGuardRules],
+      onChange: [
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "enable", METADATA_GUARD_UNIT],
+        ["systemctl", "restart", METADATA_GUARD_UNIT],
+      ],
+    },
+    {
+      name: "kernel",
+      description: "sysctl network and kernel hardening, core dumps off",
+      files: [staticFile(p.sysctl, "sysctl-keel.conf"), staticFile(p.coreLimits, "limits-no-core.conf"), staticFile(p.coredump, "coredump-keel.conf")],
+      onChange: [["systemctl", "restart", "systemd-sysctl.service"]],
+    },
+    {
+      name: "journald",
+      description: "keep the journal across reboots with a size cap",
+      files: [staticFile(p.journald, "journald-keel.conf")],
+      onChange: [["systemctl", "restart", "systemd-journald.service"]],
+    },
+    {
+      name: "login-banner",
+      description: "login banner for SSH and the console",
+      files: [staticFile(p.sshBanner, "banner.txt"), staticFile(p.consoleBanner, "banner.txt")],
+    },
+    {
+      name: "sshd",
+      description: "SSH server: keys only, deploy user only, modern algorithms, pinned ED25519 host key",
+      files: [rootFile(p.sshdDropIn, sshdDropIn(cfg))],
+      check: ["sshd", "-t"],
+      onChange: [["systemctl", "reload-or-restart", "ssh.service"]],
+    },
+    {
+      name: "firewall",
+      description: "UFW: deny inbound except SSH from the allowed CIDRs, allow outbound",
+      files: [rootFile(p.ufwConf, ufwSshConf(cfg)), staticFile(p.ufwApply, "ufw-apply.sh", "0755")],
+      onChange: [[p.ufwApply, p.ufwConf]],
+    },
+    {
+      name: "fail2ban",
+      description: "fail2ban sshd jail with incremental bans, admin CIDRs never banned",
+      files: [rootFile(p.fail2banJail, fail2banJail(cfg))],
+      check: ["fail2ban-client", "--test"],
+      onChange: [["systemctl", "reload-or-restart", "fail2ban.service"]],
+    },
+    {
+      name: "updates",
+      description: "unattended security updates with an automatic reboot window",
+      files: [staticFile(p.aptPeriodic, "apt-auto-upgrades.conf"), staticFile(p.aptUnattended, "apt-unattended-upgrades.conf")],
+    },
+    {
+      name: "disk-check",
+      description: "the free-disk check (keel:minFreeDiskGiB)",
+      files: [staticFile(p.checkFreeDisk, "check-free-disk.sh", "0755")],
+    },
+  ];
+}
+
+/** Every hardening file keel places; cloud-init's write_files is built from this list. */
+export function hardeningFiles(cfg: KeelConfig): HostFile[] {
+  return hardeningUnits(cfg).flatMap((u) => u.files);
+}
+
+/** The converge steps that keep the hardening in place on a running server (`pulumi up`). */
+export function hardeningSteps(cfg: KeelConfig): Step[] {
+  return hardeningUnits(cfg).map((u) => placeStep(`harden-${u.name}`, u.description, { files: u.files, check: u.check, onChange: u.onChange }));
+}
