@@ -1,4 +1,5 @@
 import type { KeelConfig } from "../config";
+import { engineSteps } from "./engine";
 import { hostPaths } from "./layout";
 import { secretSteps } from "./secrets";
 import { placeStep, readinessStep } from "./steps";
@@ -46,6 +47,7 @@ export function buildHostPlan(cfg: KeelConfig): HostPlan {
     placeStep("layout", "create the engine's system user and the directory layout", layoutBundle(cfg)),
     placeStep("admin-keys", "set the deploy user's authorized_keys to exactly the admin keys", { files: [keys] }),
     ...secretSteps(cfg),
+    ...engineSteps(cfg),
   ];
   const names = steps.map((s) => s.name);
   const dup = names.find((n, i) => names.indexOf(n) !== i);

@@ -8,6 +8,8 @@ import type { HostFile } from "./types";
  */
 export const TOOLS = {
   place: "scripts/keel-place.py",
+  "engine-venv": "scripts/keel-engine-venv.sh",
+  "engine-start": "scripts/keel-engine-start.sh",
 } as const;
 
 export type Tool = keyof typeof TOOLS;

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# keel-engine-start (seed 000 §5): enable the engine's unit, (re)start it only when something it
+# runs from changed, and confirm it stays up. Installed as /usr/local/sbin/keel-engine-start.
+#
+# Usage: keel-engine-start unit=NAME.service unit-file=PATH unit-sha256=HEX config=PATH
+#          config-sha256=HEX app-dir=DIR commit=SHA venv=DIR requirements=REL python=X.Y
+#          stamp=PATH settle=SECONDS
+#
+# First it checks that the earlier steps converged: the unit file and config have the planned
+# sha256, the checkout is at COMMIT, and the venv was built with python X.Y from that commit's lock
+# file. The stamp file records what the running engine was started from (commit, venv, config,
+# unit); when that changed, or the unit is not active, the unit is (re)started, otherwise it is
+# left alone.
+# Secrets are not in the stamp: the secrets step restarts the engine when the env file changes.
+# Then the unit must stay active, with the same main PID and no restart, for SETTLE seconds.
+#
+# Exit: 0 active and steady (says what it did, or that nothing changed); 1 not active or
+#       restarting after the (re)start (the unit's last journal lines on stderr); 2 usage; 3 an
+#       input is not as planned (an earlier step must run first).
+set -euo pipefail
+
+PROG=keel-engine-start
+KEYS=(unit unit-file unit-sha256 config config-sha256 app-dir commit venv requirements python stamp settle)
+usage() {
+  echo "usage: $PROG ${KEYS[*]/%/=…}" >&2
+  exit 2
+}
+fail() {
+  local code=$1
+  shift
+  echo "$PROG: $*" >&2
+  exit "$code"
+}
+
+declare -A arg=()
+for a in "$@"; do
+  key=${a%%=*}
+  [[ $a == *=* && " ${KEYS[*]} " == *" $key "* ]] || usage
+  arg[$key]=${a#*=}
+done
+for key in "${KEYS[@]}"; do [[ -n ${arg[$key]:-} ]] || usage; done
+unit=${arg[unit]}
+[[ $unit =~ ^[a-z][a-z0-9-]*\.service$ && ${arg[settle]} =~ ^[0-9]+$ && ${arg[commit]} =~ ^[0-9a-f]{40}$ ]] || usage
+[[ $(id -u) -eq 0 ]] || fail 2 "run as root (sudo $PROG ...)"
+
+sha() { sha256sum -- "$1" 2>/dev/null | cut -d' ' -f1 || true; }
+not_planned() { fail 3 "$1; the $2 step must run first (run pulumi up again). If someone edited it by hand, keel-place --drift shows what"; }
+
+[[ $(sha "${arg[unit-file]}") == "${arg[unit-sha256]}" ]] || not_planned "${arg[unit-file]} is not the planned unit" engine-unit
+[[ $(sha "${arg[config]}") == "${arg[config-sha256]}" ]] || not_planned "${arg[config]} is not the planned config" engine-config
+head=$(cat -- "${arg[app-dir]}/.git/HEAD" 2>/dev/null || true)
+[[ $head == "${arg[commit]}" ]] || not_planned "${arg[app-dir]} is at ${head:-no commit}, not ${arg[commit]}" engine-source
+venv=${arg[venv]}
+lock_sha=$(sha "${arg[app-dir]}/${arg[requirements]}")
+if ! grep -qxF -- "requirements ${arg[requirements]} sha256 $lock_sha" "$venv/keel-venv.txt" 2>/dev/null ||
+  ! grep -qxF -- "python ${arg[python]}" "$venv/keel-venv.txt"; then
+  not_planned "$venv was not built with python ${arg[python]} from ${arg[requirements]} of ${arg[commit]}" engine-venv
+fi
+
+stamp_now="commit ${arg[commit]}
+venv $(cat -- "$venv/keel-venv.txt" "$venv/keel-freeze.txt" | sha256sum | cut -d' ' -f1)
+config ${arg[config-sha256]}
+unit ${arg[unit-sha256]}"
+stamp_then=$(cat -- "${arg[stamp]}" 2>/dev/null || true)
+
+show() { systemctl show --property="$1" --value -- "$unit"; }
+actions=()
+if [[ $(show NeedDaemonReload) == yes ]]; then
+  systemctl daemon-reload
+  actions+=("reloaded systemd's unit files")
+fi
+if [[ $(systemctl is-enabled -- "$unit" 2>/dev/null || true) != enabled ]]; then
+  systemctl enable --quiet -- "$unit"
+  actions+=("enabled $unit")
+fi
+state=$(show ActiveState)
+if [[ $stamp_then != "$stamp_now" || $state != active ]]; then
+  if [[ -z $stamp_then ]]; then
+    why="first deploy"
+  elif [[ $stamp_then != "$stamp_now" ]]; then
+    why="$(diff <(printf '%s\n' "$stamp_then") <(printf '%s\n' "$stamp_now") | sed -n 's/^> \([a-z]*\) .*/\1/p' | paste -sd, -) changed"
+  else
+    why="it was $state"
+  fi
+  verb=started
+  [[ $state != active ]] || verb=restarted
+  # A failed unit (or one that hit its start limit) starts again only after reset-failed.
+  [[ $state != failed ]] || systemctl reset-failed -- "$unit"
+  systemctl restart -- "$unit"
+  actions+=("$verb $unit ($why)")
+fi
+
+# Steady means: still active and running, same main PID, no automatic restart meanwhile.
+pid=$(show MainPID)
+restarts=$(show NRestarts)
+sleep "${arg[settle]}"
+state=$(show ActiveState)
+sub=$(show SubState)
+if [[ $state != active || $sub != running || $(show MainPID) != "$pid" || $(show NRestarts) != "$restarts" || $pid == 0 ]]; then
+  status=$(show ExecMainStatus)
+  echo "$PROG: $unit is not steady ${arg[settle]}s after start: $state/$sub, result $(show Result), last exit status $status, restarts $restarts -> $(show NRestarts)." >&2
+  if [[ $status == 78 ]]; then
+    echo "$PROG: exit status 78 is the engine's failed startup gate (it stays stopped on purpose); the journal says which gate. Fix that (a missing secret: pulumi config set --secret --path 'keel:secretEnv.NAME' ...), then run pulumi up again." >&2
+  else
+    echo "$PROG: read the journal lines below (or journalctl -u $unit on the host), fix the engine or its config, then run pulumi up again." >&2
+  fi
+  journalctl --unit="$unit" --lines=30 --no-pager --output=short-iso >&2 || true
+  exit 1
+fi
+
+if [[ $stamp_then != "$stamp_now" ]]; then
+  umask 077
+  printf '%s\n' "$stamp_now" >"${arg[stamp]}.tmp"
+  mv -f -- "${arg[stamp]}.tmp" "${arg[stamp]}"
+fi
+since=$(show ActiveEnterTimestamp)
+if ((${#actions[@]})); then
+  printf 'start: %s\n' "${actions[@]}"
+  echo "start: $unit active and steady (pid $pid, since $since)"
+else
+  echo "start: $unit already active (pid $pid, since $since), nothing changed"
+fi
