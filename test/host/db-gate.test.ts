@@ -89,7 +89,7 @@ const damaged: Array<[string, RegExp, () => string]> = [
   ],
   [
     "a DB that violates a foreign key",
-    /foreign_key_check: /,
+    /foreign_key_check \(table\|rowid\|parent\|fkid\): c\|1\|p\|0/,
     () => {
       const db = join(dir, "app.db");
       sql(db, "CREATE TABLE p(id INTEGER PRIMARY KEY); CREATE TABLE c(pid INTEGER REFERENCES p(id)); INSERT INTO c VALUES (42);");

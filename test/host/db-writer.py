@@ -11,7 +11,7 @@ usage: db-writer.py hold DB          open DB in WAL mode, commit one row, print 
        db-writer.py loop DB LOG SECS commit one small row per transaction until SIGTERM (or SECS
                                      seconds), appending each committed id to LOG after COMMIT
                                      returns; on exit print {"committed","errors","max_ms",
-                                     "first_error"} as JSON and exit 1 if any commit failed
+                                     "secs","first_error"} as JSON and exit 1 if any commit failed
 
 Rows go into table w(id INTEGER PRIMARY KEY, v BLOB).
 """
@@ -75,7 +75,8 @@ def loop(path, log_path, secs):
     committed = errors = 0
     max_ms = 0.0
     first_error = None
-    deadline = time.monotonic() + secs
+    started = time.monotonic()
+    deadline = started + secs
     with open(log_path, "a", buffering=1) as log:
         ready()
         while not stop and time.monotonic() < deadline:
@@ -94,7 +95,8 @@ def loop(path, log_path, secs):
             committed += 1
             log.write(f"{cur.lastrowid}\n")
     con.close()
-    print(json.dumps({"committed": committed, "errors": errors, "max_ms": round(max_ms, 2), "first_error": first_error}))
+    elapsed = round(time.monotonic() - started, 3)
+    print(json.dumps({"committed": committed, "errors": errors, "max_ms": round(max_ms, 2), "secs": elapsed, "first_error": first_error}))
     sys.exit(1 if errors else 0)
 
 
