@@ -70,6 +70,7 @@ cmd_adopt() {
     esac
   done
   [[ $# -eq 2 ]] || keel_usage_error "adopt needs SRC and DEST"
+  [[ ! -L $1 ]] || keel_die "$KEEL_EX_FAIL" "$1 is a symlink; adopt consumes SRC" "give the real path of the file"
   [[ ! -L $2 ]] || keel_die "$KEEL_EX_FAIL" "$2 is a symlink" "give the real path of the DB"
   if [[ -n $owner ]]; then
     id -u -- "${owner%%:*}" >/dev/null 2>&1 || keel_usage_error "--owner: no such user '${owner%%:*}'"

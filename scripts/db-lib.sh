@@ -90,12 +90,14 @@ keel_sibling() {
 
 # ---- portable file facts (GNU coreutils on Linux, BSD tools on macOS) ---------------------------
 
-keel_stat() { # keel_stat GNU-FORMAT BSD-FORMAT FILE
-  stat -L -c "$1" -- "$3" 2>/dev/null || stat -L -f "$2" -- "$3"
-}
+# keel_stat GNU-FORMAT BSD-FORMAT FILE
+if stat -c %s / >/dev/null 2>&1; then
+  keel_stat() { stat -L -c "$1" -- "$3"; }
+else
+  keel_stat() { stat -L -f "$2" -- "$3"; }
+fi
 keel_size() { keel_stat %s %z "$1"; }
 keel_owner() { keel_stat %u:%g %u:%g "$1"; }
-keel_dev() { keel_stat %d %d "$1"; }
 
 keel_sha256() {
   local out
@@ -483,9 +485,10 @@ keel_checkpoint() {
 # keel_copy_db SRC DEST — a byte copy of a verified, unused DB with its -wal (SQLite rebuilds the
 # -shm), for keel_checkpoint to fold into one file.
 keel_copy_db() {
+  keel_cleanup_add "$2-wal"
+  keel_cleanup_add "$2-shm"
   cp -- "$1" "$2" || keel_die "$KEEL_EX_FAIL" "cannot copy $1 to $2 (disk full?)"
   if [[ -s $1-wal ]]; then
-    keel_cleanup_add "$2-wal"
     cp -- "$1-wal" "$2-wal" || keel_die "$KEEL_EX_FAIL" "cannot copy $1-wal to $2-wal (disk full?)"
   fi
 }
@@ -518,15 +521,18 @@ keel_vacuum_into() {
 # to the aside path (empty if there was nothing to keep).
 KEEL_ASIDE=""
 keel_install_db() {
-  local tmp=$1 db=$2 tag=$3 aside="" ext stamp
-  stamp=$(keel_utc_stamp)
+  local tmp=$1 db=$2 tag=$3 aside="" ext try
   for ext in "" -wal -shm -journal; do
-    if [[ -e $db$ext ]]; then aside="$db.$tag-$stamp"; fi
+    if [[ -e $db$ext ]]; then aside=1; fi
   done
-  # shellcheck disable=SC2034 # read by the scripts that source this file
-  KEEL_ASIDE=$aside
   if [[ -n $aside ]]; then
-    [[ ! -e $aside ]] || keel_die "$KEEL_EX_FAIL" "$aside already exists" "wait a second and run again"
+    # One name per second; a second run within the same second waits for the next one.
+    for try in 1 2 3; do
+      aside="$db.$tag-$(keel_utc_stamp)"
+      [[ -e $aside || -e $aside-wal ]] || break
+      [[ $try -eq 3 ]] || sleep 1
+    done
+    [[ ! -e $aside && ! -e $aside-wal ]] || keel_die "$KEEL_EX_FAIL" "$aside already exists" "wait a second and run again"
     if [[ -e $db ]]; then
       ln -- "$db" "$aside" || keel_die "$KEEL_EX_FAIL" "cannot keep $db aside as $aside (hard link failed)"
     fi
@@ -536,6 +542,8 @@ keel_install_db() {
       fi
     done
   fi
+  # shellcheck disable=SC2034 # read by the scripts that source this file
+  KEEL_ASIDE=$aside
   mv -f -- "$tmp" "$db" || keel_die "$KEEL_EX_FAIL" "cannot rename $tmp to $db" "the previous DB is kept as $aside"
   keel_cleanup_forget "$tmp"
   keel_fsync "$(dirname -- "$db")"

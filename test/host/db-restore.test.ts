@@ -58,6 +58,17 @@ describe("db-restore.sh", () => {
     expect(sql(join(dir, aside), "SELECT count(*) FROM w;")).toBe("1");
   });
 
+  it("is repeatable: restoring twice in a row keeps each previous DB aside under its own name", () => {
+    const db = makeDb(join(dir, "app.db"), { rows: 1 });
+    const backup = makeDb(join(dir, "backup.db"), { rows: 2 });
+    expect(script("restore", [backup, db]).code).toBe(0);
+    expect(script("restore", [backup, db]).code).toBe(0);
+    const asides = listing(dir).filter((f) => /^app\.db\.pre-restore-\d{8}T\d{6}Z$/.test(f));
+    expect(asides).toHaveLength(2);
+    expect(asides.map((f) => sql(join(dir, f), "SELECT count(*) FROM t;"))).toEqual(["1", "2"]);
+    expect(sql(db, "SELECT count(*) FROM t;")).toBe("2");
+  });
+
   it("restores into a place where no DB exists yet", () => {
     const backup = makeDb(join(dir, "backup.db"), { rows: 9 });
     const r = script("restore", [backup, join(dir, "new.db")]);
