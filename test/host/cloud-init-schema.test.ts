@@ -1,11 +1,11 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IMAGES, parseConfig, type KeelConfig } from "../../config";
 import { REPO_ROOT } from "../../plan/static";
-import { hardeningFiles, HARDENING_PATHS } from "../../cloud-init/hardening";
+import { hardeningFiles, HARDENING_PATHS, ufwSshConf } from "../../cloud-init/hardening";
 import { renderCloudConfig, type HostKeyPair } from "../../cloud-init/userData";
 
 // The rendered user-data against Debian's own cloud-init (`cloud-init schema`), and the files it
@@ -16,8 +16,8 @@ const ADMIN_KEYS = [
   "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOcBI0mC9MGwYXOO5rE3Cf0j8sx+6JbpeR0+mJzhHtJj admin2@example",
 ];
 
-function config(image: string): KeelConfig {
-  return parseConfig({
+function raw(image: string): Record<string, string> {
+  return {
     "keel:image": image,
     "keel:sshPort": "2222",
     "keel:adminKeys": JSON.stringify(ADMIN_KEYS),
@@ -26,7 +26,11 @@ function config(image: string): KeelConfig {
     "keel:repoRef": "0123456789abcdef0123456789abcdef01234567",
     "keel:pythonVersion": "3.12",
     "keel:startCommand": "python -m engine",
-  });
+  };
+}
+
+function config(image: string): KeelConfig {
+  return parseConfig(raw(image));
 }
 
 let dir: string;
@@ -102,4 +106,48 @@ describe("the files the first boot writes, checked by the tools that read them",
     expect(short.status).toBe(1);
     expect(short.stderr).toMatch(/keel:minFreeDiskGiB needs 1000000 GiB for the database, backups and logs/);
   });
+
+  it("ufw-apply converges real UFW: only SSH from the allowed sources, hand-added rules removed, idempotent, port moves", () => {
+    // Real ufw and iptables, inside a private network namespace (the rules never touch this
+    // machine's firewall) and a private mount namespace (copies of /etc/ufw and /lib/ufw).
+    if (spawnSync("ufw", ["--version"]).status !== 0) {
+      execFileSync("apt-get", ["install", "-y", "-q", "--no-install-recommends", "ufw"], { env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" }, timeout: 300_000 });
+    }
+    cpSync("/etc/ufw", join(dir, "etc-ufw"), { recursive: true });
+    cpSync("/lib/ufw", join(dir, "lib-ufw"), { recursive: true });
+    const conf = (image: string, port: string, cidrs: string[]) =>
+      ufwSshConf(parseConfig({ ...raw(image), "keel:sshPort": port, "keel:allowedSshCidrs": JSON.stringify(cidrs) }));
+    writeFileSync(join(dir, "ufw-1.conf"), conf("debian-12", "2222", ["203.0.113.7/32", "2001:DB8:0::/48", "198.51.100.7/24"]));
+    writeFileSync(join(dir, "ufw-2.conf"), conf("debian-12", "2200", ["198.51.100.0/24"]));
+    const apply = join(REPO_ROOT, "cloud-init", "files", "ufw-apply.sh");
+    const script = [
+      "set -e",
+      `mount --bind ${join(dir, "etc-ufw")} /etc/ufw`,
+      `mount --bind ${join(dir, "lib-ufw")} /lib/ufw`,
+      "ufw allow 80/tcp >/dev/null",
+      `bash ${apply} ${join(dir, "ufw-1.conf")} 2>/dev/null`,
+      "echo '== first'; ufw show added",
+      `bash ${apply} ${join(dir, "ufw-1.conf")} 2>/dev/null`,
+      "echo '== again'; ufw show added",
+      "echo '== status'; ufw status verbose",
+      `bash ${apply} ${join(dir, "ufw-2.conf")} 2>/dev/null`,
+      "echo '== moved'; ufw show added",
+    ].join("\n");
+    const r = spawnSync("unshare", ["--net", "--mount", "--propagation", "private", "bash", "-c", script], { encoding: "utf8", timeout: 120_000 });
+    expect(r.stderr).toBe("");
+    expect(r.status).toBe(0);
+    const section = (name: string) => r.stdout.split(`== ${name}\n`)[1].split("\n== ")[0];
+    const wanted = [
+      "ufw allow from 203.0.113.7 to any port 2222 proto tcp comment 'keel-ssh'",
+      "ufw allow from 198.51.100.0/24 to any port 2222 proto tcp comment 'keel-ssh'",
+      "ufw allow from 2001:db8::/48 to any port 2222 proto tcp comment 'keel-ssh'",
+    ];
+    const rules = (text: string) => text.split("\n").filter((l) => l.startsWith("ufw ")).sort();
+    expect(rules(section("first"))).toEqual([...wanted].sort());
+    expect(rules(section("again"))).toEqual([...wanted].sort());
+    expect(section("status")).toContain("Status: active");
+    // Routed shows "disabled" in a namespace without forwarding; ufw-apply sets it to deny.
+    expect(section("status")).toContain("Default: deny (incoming), allow (outgoing)");
+    expect(rules(section("moved"))).toEqual(["ufw allow from 198.51.100.0/24 to any port 2200 proto tcp comment 'keel-ssh'"]);
+  }, 180_000);
 });

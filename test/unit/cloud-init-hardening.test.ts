@@ -1,0 +1,72 @@
+import { describe, expect, it } from "vitest";
+import { parseConfig, type KeelConfig } from "../../config";
+import type { Bundle } from "../../plan/types";
+import { HARDENING_PATHS, hardeningFiles, hardeningSteps, hardeningUnits, kexAlgorithms } from "../../cloud-init/hardening";
+
+function config(overrides: Record<string, string> = {}): KeelConfig {
+  return parseConfig({
+    "keel:adminKeys": JSON.stringify(["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINqq0Bv8sC7o5PLFDEsS8SQAds+XBFfF5FEvGdrrefNn admin1@example"]),
+    "keel:allowedSshCidrs": JSON.stringify(["203.0.113.7/32", "2001:db8::/48"]),
+    "keel:repoUrl": "git@github.com:example/engine.git",
+    "keel:repoRef": "0123456789abcdef0123456789abcdef01234567",
+    "keel:pythonVersion": "3.12",
+    "keel:startCommand": "python -m engine",
+    ...overrides,
+  });
+}
+
+const bundleOf = (cfg: KeelConfig, name: string): Bundle => JSON.parse(hardeningSteps(cfg).find((s) => s.name === `harden-${name}`)!.stdin!);
+
+describe("hardeningSteps (pulumi up re-converges the first boot's hardening)", () => {
+  it("runs one keel-place step per unit, with unique kebab-case names", () => {
+    const steps = hardeningSteps(config());
+    expect(steps.map((s) => s.name)).toEqual(hardeningUnits(config()).map((u) => `harden-${u.name}`));
+    expect(new Set(steps.map((s) => s.name)).size).toBe(steps.length);
+    for (const step of steps) expect(step.command).toBe("sudo /usr/local/sbin/keel-place");
+  });
+
+  it("places exactly the files the first boot writes", () => {
+    const cfg = config();
+    const placed = hardeningSteps(cfg).flatMap((s) => (JSON.parse(s.stdin!) as Bundle).files);
+    expect(placed).toEqual(hardeningFiles(cfg));
+    expect(new Set(placed.map((f) => f.path)).size).toBe(placed.length);
+  });
+
+  it("rolls back an sshd drop-in that fails sshd -t, and reloads sshd only when it changed", () => {
+    const sshd = bundleOf(config(), "sshd");
+    expect(sshd.files.map((f) => f.path)).toEqual([HARDENING_PATHS.sshdDropIn]);
+    expect(sshd.check).toEqual(["sshd", "-t"]);
+    expect(sshd.onChange).toEqual([["systemctl", "reload-or-restart", "ssh.service"]]);
+  });
+
+  it("tests the fail2ban jail before keeping it, and re-applies UFW when the allowed sources change", () => {
+    expect(bundleOf(config(), "fail2ban").check).toEqual(["fail2ban-client", "--test"]);
+    expect(bundleOf(config(), "firewall").onChange).toEqual([[HARDENING_PATHS.ufwApply, HARDENING_PATHS.ufwConf]]);
+    expect(bundleOf(config(), "metadata-guard").check).toEqual(["nft", "-c", "-f", HARDENING_PATHS.metadataGuardRules]);
+  });
+
+  it("re-runs a step only when its own inputs change", () => {
+    const before = hardeningSteps(config());
+    const after = hardeningSteps(config({ "keel:allowedSshCidrs": JSON.stringify(["198.51.100.0/24"]) }));
+    const changed = after.filter((s, i) => s.hash !== before[i].hash).map((s) => s.name);
+    expect(changed.sort()).toEqual(["harden-fail2ban", "harden-firewall"]);
+    const debian13 = hardeningSteps(config({ "keel:image": "debian-13" }));
+    expect(debian13.filter((s, i) => s.hash !== before[i].hash).map((s) => s.name)).toEqual(["harden-sshd"]);
+  });
+
+  it("keeps every file root-owned, scripts executable and nothing world-writable", () => {
+    for (const f of hardeningFiles(config())) {
+      expect([f.owner, f.group]).toEqual(["root", "root"]);
+      expect(f.mode).toBe(f.path.startsWith("/usr/local/lib/keel/") ? "0755" : "0644");
+    }
+  });
+});
+
+describe("kexAlgorithms", () => {
+  it("lists post-quantum hybrids first and only from the OpenSSH version that has them", () => {
+    expect(kexAlgorithms("debian-12")[0]).toBe("sntrup761x25519-sha512@openssh.com");
+    expect(kexAlgorithms("ubuntu-24.04")).not.toContain("mlkem768x25519-sha256");
+    expect(kexAlgorithms("debian-13")[0]).toBe("mlkem768x25519-sha256");
+    for (const image of ["debian-12", "ubuntu-24.04", "debian-13"] as const) expect(kexAlgorithms(image)).toContain("curve25519-sha256");
+  });
+});
