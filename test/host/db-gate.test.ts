@@ -3,11 +3,11 @@
  * ones fail with a clear reason and stay byte-for-byte untouched; prepare folds a -wal into the DB;
  * adopt installs a DB atomically; a DB held open by a process is refused.
  */
-import { ChildProcess, execFileSync } from "node:child_process";
-import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from "node:fs";
+import { ChildProcess, execFileSync, spawnSync } from "node:child_process";
+import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { fingerprint, gate, listing, makeDb, removeDir, script, sql, startWriter, tempDir, writerOnce } from "./db-helpers";
+import { fingerprint, gate, listing, makeDb, removeDir, script, SCRIPTS, sql, startWriter, tempDir, writerOnce } from "./db-helpers";
 
 let dir: string;
 beforeEach(() => {
@@ -368,3 +368,28 @@ describe("a DB held open by a process (the engine still running)", () => {
     expect(fingerprint(db)).toEqual(before);
   });
 });
+
+describe("installed as the host has them (/usr/local/sbin/keel-db-*, without .sh)", () => {
+  it("finds keel-db-lib and keel-db-backup beside itself, whether copied or symlinked", () => {
+    const sbin = join(dir, "sbin");
+    mkdirSync(sbin);
+    for (const name of ["gate", "backup", "restore", "snapshot"]) copyFileSync(join(SCRIPTS, `db-${name}.sh`), join(sbin, `keel-db-${name}`));
+    copyFileSync(join(SCRIPTS, "db-lib.sh"), join(sbin, "keel-db-lib"));
+    for (const name of ["gate", "backup", "restore", "snapshot"]) chmodSync(join(sbin, `keel-db-${name}`), 0o755);
+    symlinkSync(join(SCRIPTS, "db-gate.sh"), join(dir, "linked-gate"));
+
+    const src = makeDb(join(dir, "incoming.db"), { rows: 4 });
+    const dest = makeDb(join(dir, "app.db"), { rows: 2 });
+    const run = (cmd: string, ...args: string[]) => spawnSync(cmd, args, { encoding: "utf8", timeout: 60_000 });
+    const verify = run(join(sbin, "keel-db-gate"), "verify", src);
+    expect(verify.stdout).toBe("ok\n");
+    expect(verify.stderr).toBe("");
+    expect(run(join(dir, "linked-gate"), "verify", src).stdout).toBe("ok\n");
+    const adopt = run(join(sbin, "keel-db-gate"), "adopt", "--replace", "--backup-dir", join(dir, "backups"), src, dest);
+    expect(adopt.stderr).toMatch(/^keel-db-gate: /m);
+    expect(adopt.status).toBe(0);
+    expect(sql(dest, "SELECT count(*) FROM t;")).toBe("4");
+    expect(JSON.parse(readFileSync(join(dir, "backups", "app.status.json"), "utf8")).result).toBe("ok");
+  });
+});
+
