@@ -11,9 +11,9 @@ export interface Registered {
 
 // Test stand-ins for keys the tls provider would generate. Split so no private-key marker is in git.
 const PEM = ["-----BEGIN", "OPENSSH PRIVATE KEY-----"].join(" ");
-export const FAKE_PRIVATE_KEY = (role: string) => `${PEM}\nfake-${role}-private-key\n-----END OPENSSH PRIVATE KEY-----\n`;
-export const FAKE_HOST_PUBLIC = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeHostKeyForTestsOnly000000000000000000";
-export const FAKE_DEPLOY_PUBLIC = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeDeployKeyForTestsOnly0000000000000000";
+export const FAKE_PRIVATE_KEY = (role: string) => `${PEM}\n${Buffer.from(`fake ${role} private key`).toString("base64")}\n-----END OPENSSH PRIVATE KEY-----\n`;
+export const FAKE_HOST_PUBLIC = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeHostKeyForTestsOnly00000000000000000000";
+export const FAKE_DEPLOY_PUBLIC = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeDeployKeyForTestsOnly000000000000000000";
 
 let nextId = 1000;
 
@@ -34,11 +34,10 @@ function providerState(type: string, name: string, inputs: Record<string, unknow
 }
 
 /**
- * Installs Pulumi's mock runtime with the given config, recording every resource and its options.
- * Invokes are not mocked: keel makes none, and one appearing must fail the test.
+ * Installs Pulumi's mock runtime with the given config. Invokes are not mocked: keel makes none, and
+ * one appearing must fail the test.
  */
-export async function installMocks(stack: string, config: Record<string, string>, secretKeys: string[]): Promise<Registered[]> {
-  const registered: Registered[] = [];
+export async function installMocks(stack: string, config: Record<string, string>, secretKeys: string[]): Promise<void> {
   pulumi.runtime.setAllConfig(config, secretKeys);
   await pulumi.runtime.setMocks(
     {
@@ -54,11 +53,24 @@ export async function installMocks(stack: string, config: Record<string, string>
     stack,
     false,
   );
-  pulumi.runtime.registerStackTransformation((args) => {
-    registered.push({ type: args.type, name: args.name, inputs: args.props, opts: args.opts, resource: args.resource });
-    return undefined;
+}
+
+/**
+ * Runs a program the way the Pulumi runtime does (inside the root stack resource), recording every
+ * resource it registers with its inputs and options. Returns the stack outputs and the resources.
+ */
+export async function runInStack(program: () => Promise<Record<string, unknown>>): Promise<{ outputs: Record<string, unknown>; registered: Registered[] }> {
+  const registered: Registered[] = [];
+  let exports: Record<string, unknown> = {};
+  await pulumi.runtime.runInPulumiStack(async () => {
+    pulumi.runtime.registerStackTransformation((args) => {
+      registered.push({ type: args.type, name: args.name, inputs: args.props, opts: args.opts, resource: args.resource });
+      return undefined;
+    });
+    exports = await program();
+    return exports;
   });
-  return registered;
+  return { outputs: exports, registered };
 }
 
 /** The value of an Output (or plain value), awaited. */

@@ -1,5 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { installMocks, promiseOf, type Registered } from "./mocks";
+import { installMocks, promiseOf, runInStack, type Registered } from "./mocks";
 import { stackConfig } from "./stack";
 
 export interface ProgramRun {
@@ -16,8 +16,8 @@ export interface ProgramRun {
  */
 export async function runProgram(stack: string, overrides: Record<string, string> = {}): Promise<ProgramRun> {
   const { raw, secretKeys } = stackConfig(stack);
-  const resources = await installMocks(stack, { ...raw, ...overrides }, secretKeys);
-  const outputs = (await import("../../index")) as Record<string, unknown>;
+  await installMocks(stack, { ...raw, ...overrides }, secretKeys);
+  const { outputs, registered: resources } = await runInStack(async () => ({ ...((await import("../../index")) as Record<string, unknown>) }));
   // Settle: wait for every output and every resource's URN.
   await Promise.all(Object.values(outputs).map((o) => (pulumi.Output.isInstance(o) ? promiseOf(o) : o)));
   await Promise.all(resources.map((r) => promiseOf(r.resource.urn)));
@@ -36,6 +36,11 @@ export async function runProgram(stack: string, overrides: Record<string, string
 /** Resolves an input property that may be an Output (or nested Outputs). */
 export async function resolved<T = unknown>(value: unknown): Promise<T> {
   return promiseOf(pulumi.output(value as pulumi.Input<T>)) as Promise<T>;
+}
+
+/** The provider-assigned ID of a custom resource. */
+export function idOf(r: Registered): Promise<string> {
+  return promiseOf((r.resource as pulumi.CustomResource).id);
 }
 
 export async function isSecret(value: unknown): Promise<boolean> {

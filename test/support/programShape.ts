@@ -1,7 +1,6 @@
-import * as pulumi from "@pulumi/pulumi";
 import { expect } from "vitest";
 import { FAKE_HOST_PUBLIC, FAKE_PRIVATE_KEY } from "./mocks";
-import { isSecret, resolved, type ProgramRun } from "./program";
+import { idOf, isSecret, resolved, type ProgramRun } from "./program";
 import { CANARY } from "./stack";
 
 /** Checks every stack must pass, whatever its config. */
@@ -11,7 +10,7 @@ export async function expectCommonShape(run: ProgramRun, stack: string): Promise
   expect(new Set(names).size).toBe(names.length);
   for (const r of run.resources) {
     const parent = r.opts.parent;
-    if (parent && !(parent instanceof pulumi.Stack) && run.resources.some((p) => p.resource === parent)) {
+    if (parent && run.resources.some((p) => p.resource === parent)) {
       const parentName = run.resources.find((p) => p.resource === parent)!.name;
       expect(r.name.startsWith(`${parentName}-`), `${r.name} is a child of ${parentName}`).toBe(true);
     }
@@ -22,15 +21,15 @@ export async function expectCommonShape(run: ProgramRun, stack: string): Promise
 
   // The server is closed from first boot: its firewall is attached at creation.
   const server = run.one("hcloud:index/server:Server");
-  const firewallId = await resolved<string>(run.one("hcloud:index/firewall:Firewall").resource.id);
+  const firewallId = await idOf(run.one("hcloud:index/firewall:Firewall"));
   expect(await resolved(server.inputs.firewallIds)).toEqual([Number(firewallId)]);
-  const sshKeyId = await resolved<string>(run.one("hcloud:index/sshKey:SshKey").resource.id);
+  const sshKeyId = await idOf(run.one("hcloud:index/sshKey:SshKey"));
   expect(await resolved(server.inputs.sshKeys)).toEqual([sshKeyId]);
   expect(await resolved(server.inputs.labels)).toEqual({ "managed-by": "keel", stack, service: "engine" });
 
   // The user-data carries the host's private key: secret on the way in and in state.
   expect(await isSecret(server.inputs.userData)).toBe(true);
-  expect(await resolved(server.inputs.userData)).toContain("fake-host-private-key");
+  expect(await resolved(server.inputs.userData)).toContain(FAKE_PRIVATE_KEY("host").split("\n")[1]);
   expect(server.opts.additionalSecretOutputs).toContain("userData");
 
   // Program-generated ED25519 keys.

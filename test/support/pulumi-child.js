@@ -20,11 +20,11 @@ require(tsnodeRequire).register({
 
 async function main() {
   const stack = process.argv[2];
-  const { installMocks, promiseOf } = require("./mocks");
+  const { installMocks, promiseOf, runInStack } = require("./mocks");
   const { stackConfig } = require("./stack");
   const { raw, secretKeys } = stackConfig(stack);
-  const resources = await installMocks(stack, raw, secretKeys);
-  const program = require(path.join(repo, "index.ts"));
+  await installMocks(stack, raw, secretKeys);
+  const { outputs: program, registered: resources } = await runInStack(async () => ({ ...require(path.join(repo, "index.ts")) }));
   const outputs = {};
   for (const [name, value] of Object.entries(program)) outputs[name] = await promiseOf(value);
   await Promise.all(resources.map((r) => promiseOf(r.resource.urn)));

@@ -2,7 +2,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { buildHostPlan } from "../../plan/hostPlan";
 import { parseConfig } from "../../config";
 import { FAKE_DEPLOY_PUBLIC, FAKE_HOST_PUBLIC } from "../support/mocks";
-import { isSecret, resolved, runProgram, type ProgramRun } from "../support/program";
+import { idOf, isSecret, resolved, runProgram, type ProgramRun } from "../support/program";
 import { CANARY, stackConfig } from "../support/stack";
 import { expectCommonShape } from "../support/programShape";
 
@@ -40,7 +40,7 @@ describe("the prod stack under Pulumi mocks", () => {
     expect(await resolved(server.inputs.location)).toBe("fsn1");
     const ips = run.byType("hcloud:index/primaryIp:PrimaryIp");
     expect((await Promise.all(ips.map((ip) => resolved(ip.inputs.type)))).sort()).toEqual(["ipv4", "ipv6"]);
-    const ipIds = await Promise.all(ips.map((ip) => resolved<string>(ip.resource.id)));
+    const ipIds = await Promise.all(ips.map(idOf));
     const [net] = await resolved<Array<Record<string, unknown>>>(server.inputs.publicNets);
     expect(net).toEqual({ ipv4Enabled: true, ipv4: expect.any(Number), ipv6Enabled: true, ipv6: expect.any(Number) });
     expect([String(net.ipv4), String(net.ipv6)].sort()).toEqual(ipIds.sort());
