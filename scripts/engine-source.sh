@@ -50,8 +50,11 @@ fi
 
 has_commit() { git cat-file -e "$commit^{commit}" 2>/dev/null; }
 if ! has_commit; then
-  git fetch -q --prune origin '+refs/heads/*:refs/remotes/origin/*' '+refs/tags/*:refs/tags/*' ||
+  if ! git fetch -q --prune origin '+refs/heads/*:refs/remotes/origin/*' '+refs/tags/*:refs/tags/*'; then
+    [[ $url != file://* ]] ||
+      fail "cannot fetch $url (error above). It must be a git repository the deploy user can read and owns (git refuses other users' repositories)"
     fail "cannot fetch $url (error above). Check that the deploy key (pulumi stack output deployPublicKey) is a read-only deploy key of the repository and that keel:gitKnownHosts holds the git host's keys"
+  fi
   # A commit on no branch or tag: ask for it by id (GitHub serves reachable commits this way).
   has_commit || git fetch -q origin "$commit" 2>/dev/null || true
   has_commit || fail "commit $commit is not in $url; push it, or set keel:repoRef to a commit that is, then run pulumi up again"

@@ -41,6 +41,8 @@ as_user() {
 }
 
 self=$(readlink -f -- "${BASH_SOURCE[0]}")
+# The engine's user reads the venv: whatever umask sudo passed on, the venv is world-readable.
+umask 022
 
 # Phase 2, inside the private mount namespace: the empty new directory is mounted on VENV.
 if [[ ${1:-} == --build-in-namespace ]]; then
