@@ -12,6 +12,8 @@ describe("the policy pack on keel's prod stack", () => {
     resources = await Promise.all(run.resources.map(plainResource));
   });
 
+  const nameOf = (type: string) => resources.find((r) => r.type === type)!.name;
+
   /** The stack with the one resource of `type` replaced by `change(copy)`. */
   function mutated(type: string, change: (r: PlainResource) => void): PlainResource[] {
     return resources.map((r) => {
@@ -33,7 +35,7 @@ describe("the policy pack on keel's prod stack", () => {
       s.props.deleteProtection = false;
     });
     expect(await allViolations(policies, unprotected)).toEqual([
-      expect.stringMatching(/^hcloud-prod-server-protected: keel-server-server: production server: Pulumi protect is off; deleteProtection is off at Hetzner \(/),
+      expect.stringMatching(new RegExp(`^hcloud-prod-server-protected: ${nameOf(SERVER)}: production server: Pulumi protect is off; deleteProtection is off at Hetzner \\(`)),
     ]);
     const noBackups = mutated(SERVER, (s) => (s.props.backups = false));
     expect(await allViolations(policies, noBackups)).toEqual([expect.stringContaining("production server: Hetzner backups are off")]);
@@ -42,22 +44,22 @@ describe("the policy pack on keel's prod stack", () => {
   it("fails when the server boots without its firewall", async () => {
     const bare = mutated(SERVER, (s) => delete s.props.firewallIds);
     expect(await allViolations(policies, bare)).toEqual([
-      expect.stringContaining("hcloud-server-firewall-at-creation: keel-server-server: the server has no firewallIds"),
+      expect.stringContaining(`hcloud-server-firewall-at-creation: ${nameOf(SERVER)}: the server has no firewallIds`),
     ]);
   });
 
   it("fails when the server could be replaced for userData", async () => {
     const replaceable = mutated(SERVER, (s) => (s.opts.ignoreChanges = ["sshKeys"]));
     expect(await allViolations(policies, replaceable)).toEqual([
-      expect.stringContaining("hcloud-server-ignore-changes: keel-server-server: the server's ignoreChanges lacks userData"),
+      expect.stringContaining(`hcloud-server-ignore-changes: ${nameOf(SERVER)}: the server's ignoreChanges lacks userData`),
     ]);
   });
 
   it("fails when the firewall opens another port or SSH to everyone", async () => {
     const web = mutated(FIREWALL, (f) => (f.props.rules as unknown[]).push({ direction: "in", protocol: "tcp", port: "80", sourceIps: ["0.0.0.0/0"] }));
     expect(await allViolations(policies, web)).toEqual([
-      expect.stringContaining("hcloud-firewall-ssh-only: keel-firewall-fw: rules[2] opens inbound TCP port 80 to 0.0.0.0/0"),
-      expect.stringContaining("hcloud-firewall-ssh-only: keel-firewall-fw: inbound TCP is open on 2 ports (22, 80)"),
+      expect.stringContaining(`hcloud-firewall-ssh-only: ${nameOf(FIREWALL)}: rules[2] opens inbound TCP port 80 to 0.0.0.0/0`),
+      expect.stringContaining(`hcloud-firewall-ssh-only: ${nameOf(FIREWALL)}: inbound TCP is open on 2 ports (22, 80)`),
     ]);
     const open = mutated(FIREWALL, (f) => ((f.props.rules as Array<{ sourceIps: string[] }>)[0].sourceIps = ["::/0"]));
     expect(await allViolations(policies, open)).toEqual([expect.stringContaining("rules[0] opens inbound TCP port 22 to ::/0 (the whole internet)")]);

@@ -20,10 +20,11 @@ describe("the policy pack on keel's staging stack", () => {
   });
 
   it("would fail as a prod stack: the prod rule reads the stack from the URN", async () => {
+    const server = resources.find((r) => r.type === SERVER)!;
     const asProd = resources.map((r) => (r.type === SERVER ? { ...r, urn: r.urn.replace("urn:pulumi:staging::", "urn:pulumi:prod::") } : r));
     expect(await allViolations(policies, asProd)).toEqual([
       expect.stringContaining(
-        "hcloud-prod-server-protected: keel-server-server: production server: Pulumi protect is off; deleteProtection is off at Hetzner; rebuildProtection is off at Hetzner; Hetzner backups are off",
+        `hcloud-prod-server-protected: ${server.name}: production server: Pulumi protect is off; deleteProtection is off at Hetzner; rebuildProtection is off at Hetzner; Hetzner backups are off`,
       ),
     ]);
   });
