@@ -29,11 +29,17 @@ function forkTriggerProblems(w: Workflow): string[] {
   return ["pull_request_target", "workflow_run"].filter((t) => t in w.on).map((t) => `triggers on ${t}, which runs with secrets for forks' pull requests`);
 }
 
-/** Least privilege: the token's scopes are set at the top, exactly as expected, and never widened by a job. */
-function permissionProblems(w: Workflow, expected: Record<string, string>): string[] {
+const READ_ONLY = { contents: "read" };
+/**
+ * Least privilege: the workflow's token can only read the repository; a job may be granted more
+ * only where `grants` says so, and exactly that.
+ */
+function permissionProblems(w: Workflow, grants: Record<string, Record<string, string>> = {}): string[] {
   const problems: string[] = [];
-  if (JSON.stringify(w.permissions) !== JSON.stringify(expected)) problems.push(`permissions are ${JSON.stringify(w.permissions)}, expected ${JSON.stringify(expected)}`);
-  for (const [id, job] of Object.entries(w.jobs)) if (job.permissions !== undefined) problems.push(`job ${id} sets its own permissions`);
+  if (JSON.stringify(w.permissions) !== JSON.stringify(READ_ONLY)) problems.push(`permissions are ${JSON.stringify(w.permissions)}, expected ${JSON.stringify(READ_ONLY)}`);
+  for (const [id, job] of Object.entries(w.jobs)) {
+    if (JSON.stringify(job.permissions) !== JSON.stringify(grants[id])) problems.push(`job ${id} has permissions ${JSON.stringify(job.permissions)}, expected ${JSON.stringify(grants[id])}`);
+  }
   return problems;
 }
 
@@ -140,12 +146,17 @@ describe("the GitHub workflows", () => {
     ]);
   });
 
-  it("grant the token the least it needs", () => {
-    expect(permissionProblems(load("preview.yml"), { contents: "read", "pull-requests": "write" })).toEqual([]);
-    expect(permissionProblems(load("deploy-prod.yml"), { contents: "read" })).toEqual([]);
-    expect(permissionProblems(load("staging.yml"), { contents: "read" })).toEqual([]);
+  it("grant the token the least it needs: read, and pull-request comments for the preview job only", () => {
+    expect(permissionProblems(load("preview.yml"), { preview: { contents: "read", "pull-requests": "write" } })).toEqual([]);
+    expect(permissionProblems(load("deploy-prod.yml"))).toEqual([]);
+    expect(permissionProblems(load("staging.yml"))).toEqual([]);
     const wide = { ...load("staging.yml"), permissions: "write-all" as const };
-    expect(permissionProblems(wide, { contents: "read" })).toEqual(['permissions are "write-all", expected {"contents":"read"}']);
+    expect(permissionProblems(wide)).toEqual(['permissions are "write-all", expected {"contents":"read"}']);
+    const tests = load("preview.yml");
+    tests.jobs.test.permissions = { contents: "read", "pull-requests": "write" };
+    expect(permissionProblems(tests, { preview: { contents: "read", "pull-requests": "write" } })).toEqual([
+      'job test has permissions {"contents":"read","pull-requests":"write"}, expected undefined',
+    ]);
   });
 
   it("pin every action, and docs/CI.md lists every tag pin", () => {
