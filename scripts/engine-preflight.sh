@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# keel engine preflight gates (seed 000 §1 free space, §2 pinned Python), run as the deploy user
-# before the engine is deployed. Changes nothing on the host.
+# keel engine preflight gates (seed 000 §1 free space, §2 pinned Python; and the venv module and
+# git the next steps use), run as the deploy user before the engine is deployed. Changes nothing.
 # Usage: engine-preflight.sh PYTHON_VERSION MIN_FREE_GIB DIR...
 #   PYTHON_VERSION  major.minor the system python3 must be (keel:pythonVersion)
 #   MIN_FREE_GIB    free space each filesystem holding a DIR must have (keel:minFreeDiskGiB)
@@ -28,6 +28,8 @@ found=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/nu
   fail "the system python3 is $found, keel:pythonVersion pins $want. Test the engine on $found and set pulumi config set keel:pythonVersion $found, or use an image whose python3 is $want"
 python3 -c 'import ensurepip, venv' 2>/dev/null ||
   fail "python3 $found cannot create a venv (no ensurepip): install the python3-venv package (cloud-init's package list), then run pulumi up again"
+command -v git >/dev/null ||
+  fail "git is not installed; the engine's source is a git checkout. Install the git package (cloud-init's package list), then run pulumi up again"
 
 need_kib=$(awk -v g="$min_gib" 'BEGIN { printf "%d", g * 1024 * 1024 }')
 declare -A checked=()
