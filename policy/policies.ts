@@ -106,7 +106,8 @@ const SECRET_NAME = /token|passw(or)?d|passphrase|secret|private[-_]?key|api[-_]
 /** Values that are secrets whatever their key is called. */
 const SECRET_VALUES: Array<[RegExp, string]> = [
   [/-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/, "a private key"],
-  [/^[A-Za-z0-9]{64}$/, "a Hetzner API token"],
+  // 64 letters and digits; a lowercase-hex SHA-256 (a pinned checksum) is not one.
+  [/^(?![0-9a-f]{64}$)[A-Za-z0-9]{64}$/, "a Hetzner API token"],
   [/^pul-[0-9a-f]{40}$/, "a Pulumi access token"],
   [/^(gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})$/, "a GitHub token"],
 ];

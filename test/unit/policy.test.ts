@@ -206,6 +206,13 @@ describe("config-no-plaintext-secrets", () => {
     expect(found.join("\n")).not.toContain("b3BlbnNzaC1rZXktdjEAAAAA");
   });
 
+  it("lets ordinary values through: checksums, commits, public keys", async () => {
+    const dir = projectWith((c) => {
+      c["keel:settings"] = { modelSha256: "0123456789abcdef".repeat(4), pinnedCommit: "3f9c2a1d4b5e6f708192a3b4c5d6e7f8091a2b3c" };
+    });
+    expect(await check(dir)).toEqual([]);
+  });
+
   it("fails closed when it cannot read the stack's config", async () => {
     const dir = projectWith(() => undefined);
     expect(await check(dir, "qa")).toEqual([expect.stringContaining(`cannot check the stack config for plaintext secrets: no stack file Pulumi.qa.yaml in ${dir}`)]);
