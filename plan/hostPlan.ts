@@ -1,6 +1,7 @@
 import type { KeelConfig } from "../config";
 import { engineSteps } from "./engine";
 import { hostPaths } from "./layout";
+import { hardeningSteps } from "../cloud-init/hardening";
 import { secretSteps } from "./secrets";
 import { placeStep, readinessStep } from "./steps";
 import { toolFiles } from "./tools";
@@ -39,18 +40,17 @@ export function authorizedKeysFile(cfg: KeelConfig): HostFile {
 
 /** Everything keel puts on the host after first boot, as ordered idempotent steps. */
 export function buildHostPlan(cfg: KeelConfig): HostPlan {
-  const tools = toolFiles();
-  const keys = authorizedKeysFile(cfg);
   const steps = [
     readinessStep(),
-    placeStep("tools", "install keel's host tools (/usr/local/sbin/keel-*)", { files: tools }),
+    placeStep("tools", "install keel's host tools (/usr/local/sbin/keel-*)", { files: toolFiles() }),
     placeStep("layout", "create the engine's system user and the directory layout", layoutBundle(cfg)),
-    placeStep("admin-keys", "set the deploy user's authorized_keys to exactly the admin keys", { files: [keys] }),
+    placeStep("admin-keys", "set the deploy user's authorized_keys to exactly the admin keys", { files: [authorizedKeysFile(cfg)] }),
+    ...hardeningSteps(cfg),
     ...secretSteps(cfg),
     ...engineSteps(cfg),
   ];
   const names = steps.map((s) => s.name);
   const dup = names.find((n, i) => names.indexOf(n) !== i);
   if (dup) throw new Error(`host plan: two steps are named ${dup}`);
-  return { files: [...tools, keys], steps };
+  return { files: steps.flatMap((s) => s.bundle?.files ?? []), steps };
 }

@@ -10,6 +10,7 @@ interface StepSpec {
   readonly description: string;
   readonly command: string;
   readonly stdin?: string;
+  readonly bundle?: Bundle;
   readonly secret?: Step["secret"];
   readonly timeoutSeconds?: number;
   /** Other inputs the step depends on (e.g. the bytes of the tool it runs): part of the hash only. */
@@ -32,7 +33,7 @@ export function step(spec: StepSpec): Step {
 
 /** A step that converges files (and their users and directories) through keel-place. */
 export function placeStep(name: string, description: string, bundle: Bundle): Step {
-  return step({ name, description, command: `sudo ${KEEL_PLACE}`, stdin: stableJson(bundle) });
+  return step({ name, description, command: `sudo ${KEEL_PLACE}`, stdin: stableJson(bundle), bundle });
 }
 
 /** A step that places a secret file: the secret travels only on stdin, inside the bundle. */

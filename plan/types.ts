@@ -57,6 +57,8 @@ export interface Step {
   readonly command: string;
   /** Non-secret standard input (a script or a bundle). */
   readonly stdin?: string;
+  /** For a keel-place step: the bundle its stdin carries, as data (the plan's file list reads it). */
+  readonly bundle?: Bundle;
   /**
    * A secret sent on stdin instead of `stdin`: the executor builds `secretBundle(secretValue)` and
    * the step runs with logging off. The command text and its output never contain the secret.
@@ -69,7 +71,7 @@ export interface Step {
 }
 
 export interface HostPlan {
-  /** Every file keel places (the secret ones excluded: they travel only on a secret step's stdin). */
+  /** Every file the steps place, in step order (secret files excluded: they travel only on a secret step's stdin). */
   readonly files: HostFile[];
   /** The converge steps, in order. */
   readonly steps: Step[];

@@ -200,7 +200,7 @@ describe("sshd drop-in", () => {
       "KbdInteractiveAuthentication no",
       "PermitRootLogin no",
       "AllowUsers deploy",
-      "MaxAuthTries 3",
+      "MaxAuthTries 6",
       "LoginGraceTime 20",
       "MaxStartups 20:30:60",
       "AllowTcpForwarding no",
