@@ -3,6 +3,7 @@ import type { KeelConfig } from "../config";
 import { sha256 } from "./hash";
 import { hostPaths } from "./layout";
 import { placeStep, scriptStep, toolStep } from "./steps";
+import { toolPath } from "./tools";
 import type { HostFile, Step } from "./types";
 
 /**
@@ -167,6 +168,15 @@ export function configFile(cfg: KeelConfig): HostFile {
 
 export function unitFile(cfg: KeelConfig): HostFile {
   return { path: unitFilePath(cfg), owner: "root", group: "root", mode: "0644", content: renderUnit(cfg) };
+}
+
+/**
+ * What the secrets step runs when the EnvironmentFile changed: restart the engine if it is enabled,
+ * a unit its startup gate stopped included (`systemctl try-restart` leaves a failed unit alone), and
+ * confirm it stays up. Before the first deploy it does nothing: the engine-start step starts it.
+ */
+export function secretsChangedCommand(cfg: KeelConfig): string[] {
+  return [toolPath("engine-start"), "secrets-changed", `unit=${hostPaths(cfg).unit}`, `settle=${SETTLE_SECONDS}`];
 }
 
 /**

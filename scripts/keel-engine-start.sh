@@ -5,14 +5,20 @@
 # Usage: keel-engine-start unit=NAME.service unit-file=PATH unit-sha256=HEX config=PATH
 #          config-sha256=HEX app-dir=DIR commit=SHA venv=DIR requirements=REL python=X.Y
 #          stamp=PATH settle=SECONDS
+#        keel-engine-start secrets-changed unit=NAME.service settle=SECONDS
 #
-# First it checks that the earlier steps converged: the unit file and config have the planned
-# sha256, the checkout is at COMMIT, and the venv was built with python X.Y from that commit's lock
-# file. The stamp file records what the running engine was started from (commit, venv, config,
-# unit); when that changed, or the unit is not active, the unit is (re)started, otherwise it is
-# left alone.
-# Secrets are not in the stamp: the secrets step restarts the engine when the env file changes.
-# Then the unit must stay active, with the same main PID and no restart, for SETTLE seconds.
+# Deploy (the engine-start step): first it checks that the earlier steps converged: the unit file
+# and config have the planned sha256, the checkout is at COMMIT, and the venv was built with python
+# X.Y from that commit's lock file. The stamp file records what the running engine was started
+# from (commit, venv, config, unit); when that changed, or the unit is not active, the unit is
+# (re)started, otherwise it is left alone.
+#
+# secrets-changed (the secrets step's on-change command; secrets are not in the stamp): restarts
+# the unit if it is enabled, a failed one included (e.g. stopped by its startup gate for want of
+# the secret just added); before the first deploy enabled it, does nothing.
+#
+# Either way, a unit that was (re)started must then stay active, with the same main PID and no
+# automatic restart, for SETTLE seconds.
 #
 # Exit: 0 active and steady (says what it did, or that nothing changed); 1 not active or
 #       restarting after the (re)start (the unit's last journal lines on stderr); 2 usage; 3 an
@@ -20,9 +26,11 @@
 set -euo pipefail
 
 PROG=keel-engine-start
-KEYS=(unit unit-file unit-sha256 config config-sha256 app-dir commit venv requirements python stamp settle)
+DEPLOY_KEYS=(unit unit-file unit-sha256 config config-sha256 app-dir commit venv requirements python stamp settle)
+SECRETS_KEYS=(unit settle)
 usage() {
-  echo "usage: $PROG ${KEYS[*]/%/=…}" >&2
+  echo "usage: $PROG ${DEPLOY_KEYS[*]/%/=…}" >&2
+  echo "       $PROG secrets-changed ${SECRETS_KEYS[*]/%/=…}" >&2
   exit 2
 }
 fail() {
@@ -32,16 +40,82 @@ fail() {
   exit "$code"
 }
 
+mode=deploy
+keys=("${DEPLOY_KEYS[@]}")
+if [[ ${1:-} == secrets-changed ]]; then
+  mode=secrets-changed
+  keys=("${SECRETS_KEYS[@]}")
+  shift
+fi
 declare -A arg=()
 for a in "$@"; do
   key=${a%%=*}
-  [[ $a == *=* && " ${KEYS[*]} " == *" $key "* ]] || usage
+  [[ $a == *=* && " ${keys[*]} " == *" $key "* ]] || usage
   arg[$key]=${a#*=}
 done
-for key in "${KEYS[@]}"; do [[ -n ${arg[$key]:-} ]] || usage; done
+for key in "${keys[@]}"; do [[ -n ${arg[$key]:-} ]] || usage; done
 unit=${arg[unit]}
-[[ $unit =~ ^[a-z][a-z0-9-]*\.service$ && ${arg[settle]} =~ ^[0-9]+$ && ${arg[commit]} =~ ^[0-9a-f]{40}$ ]] || usage
+[[ $unit =~ ^[a-z][a-z0-9-]*\.service$ && ${arg[settle]} =~ ^[0-9]+$ ]] || usage
+[[ $mode == secrets-changed || ${arg[commit]} =~ ^[0-9a-f]{40}$ ]] || usage
 [[ $(id -u) -eq 0 ]] || fail 2 "run as root (sudo $PROG ...)"
+
+show() { systemctl show --property="$1" --value -- "$unit"; }
+
+# Restarts the unit (out of a failed state too) and records why.
+restart() {
+  local state verb=started
+  state=$(show ActiveState)
+  [[ $state != active ]] || verb=restarted
+  # A failed unit (or one that hit its start limit) starts again only after reset-failed.
+  [[ $state != failed ]] || systemctl reset-failed -- "$unit"
+  systemctl restart -- "$unit"
+  actions+=("$verb $unit ($1)")
+}
+
+# Steady: still active and running, same main PID, no automatic restart meanwhile.
+steady_or_fail() {
+  local pid restarts state sub status
+  pid=$(show MainPID)
+  restarts=$(show NRestarts)
+  sleep "${arg[settle]}"
+  state=$(show ActiveState)
+  sub=$(show SubState)
+  if [[ $state == active && $sub == running && $(show MainPID) == "$pid" && $(show NRestarts) == "$restarts" && $pid != 0 ]]; then
+    return 0
+  fi
+  status=$(show ExecMainStatus)
+  echo "$PROG: $unit is not steady ${arg[settle]}s after start: $state/$sub, result $(show Result), last exit status $status, restarts $restarts -> $(show NRestarts)." >&2
+  if [[ $status == 78 ]]; then
+    echo "$PROG: exit status 78 is the engine's failed startup gate (it stays stopped on purpose); the journal says which gate. Fix that (a missing secret: pulumi config set --secret --path 'keel:secretEnv.NAME' ...), then run pulumi up again." >&2
+  else
+    echo "$PROG: read the journal lines below (or journalctl -u $unit on the host), fix the engine or its config, then run pulumi up again." >&2
+  fi
+  journalctl --unit="$unit" --lines=30 --no-pager --output=short-iso >&2 || true
+  exit 1
+}
+
+report() {
+  local since
+  since=$(show ActiveEnterTimestamp)
+  if ((${#actions[@]})); then
+    printf 'start: %s\n' "${actions[@]}"
+    echo "start: $unit active and steady (pid $(show MainPID), since $since)"
+  else
+    echo "start: $unit already active (pid $(show MainPID), since $since), nothing changed"
+  fi
+}
+
+actions=()
+if [[ $mode == secrets-changed ]]; then
+  if [[ $(systemctl is-enabled -- "$unit" 2>/dev/null || true) != enabled ]]; then
+    echo "start: $unit is not deployed yet; the engine-start step starts it with these secrets"
+    exit 0
+  fi
+  restart "its secrets changed"
+  steady_or_fail
+  report
+  exit 0
+fi
 
 sha() { sha256sum -- "$1" 2>/dev/null | cut -d' ' -f1 || true; }
 not_planned() { fail 3 "$1; the $2 step must run first (run pulumi up again). If someone edited it by hand, keel-place --drift shows what"; }
@@ -63,8 +137,6 @@ config ${arg[config-sha256]}
 unit ${arg[unit-sha256]}"
 stamp_then=$(cat -- "${arg[stamp]}" 2>/dev/null || true)
 
-show() { systemctl show --property="$1" --value -- "$unit"; }
-actions=()
 if [[ $(show NeedDaemonReload) == yes ]]; then
   systemctl daemon-reload
   actions+=("reloaded systemd's unit files")
@@ -73,50 +145,18 @@ if [[ $(systemctl is-enabled -- "$unit" 2>/dev/null || true) != enabled ]]; then
   systemctl enable --quiet -- "$unit"
   actions+=("enabled $unit")
 fi
-state=$(show ActiveState)
-if [[ $stamp_then != "$stamp_now" || $state != active ]]; then
-  if [[ -z $stamp_then ]]; then
-    why="first deploy"
-  elif [[ $stamp_then != "$stamp_now" ]]; then
-    why="$(diff <(printf '%s\n' "$stamp_then") <(printf '%s\n' "$stamp_now") | sed -n 's/^> \([a-z]*\) .*/\1/p' | paste -sd, -) changed"
-  else
-    why="it was $state"
-  fi
-  verb=started
-  [[ $state != active ]] || verb=restarted
-  # A failed unit (or one that hit its start limit) starts again only after reset-failed.
-  [[ $state != failed ]] || systemctl reset-failed -- "$unit"
-  systemctl restart -- "$unit"
-  actions+=("$verb $unit ($why)")
+if [[ -z $stamp_then ]]; then
+  restart "first deploy"
+elif [[ $stamp_then != "$stamp_now" ]]; then
+  restart "$(diff <(printf '%s\n' "$stamp_then") <(printf '%s\n' "$stamp_now") | sed -n 's/^> \([a-z]*\) .*/\1/p' | paste -sd, -) changed"
+elif [[ $(show ActiveState) != active ]]; then
+  restart "it was $(show ActiveState)"
 fi
-
-# Steady means: still active and running, same main PID, no automatic restart meanwhile.
-pid=$(show MainPID)
-restarts=$(show NRestarts)
-sleep "${arg[settle]}"
-state=$(show ActiveState)
-sub=$(show SubState)
-if [[ $state != active || $sub != running || $(show MainPID) != "$pid" || $(show NRestarts) != "$restarts" || $pid == 0 ]]; then
-  status=$(show ExecMainStatus)
-  echo "$PROG: $unit is not steady ${arg[settle]}s after start: $state/$sub, result $(show Result), last exit status $status, restarts $restarts -> $(show NRestarts)." >&2
-  if [[ $status == 78 ]]; then
-    echo "$PROG: exit status 78 is the engine's failed startup gate (it stays stopped on purpose); the journal says which gate. Fix that (a missing secret: pulumi config set --secret --path 'keel:secretEnv.NAME' ...), then run pulumi up again." >&2
-  else
-    echo "$PROG: read the journal lines below (or journalctl -u $unit on the host), fix the engine or its config, then run pulumi up again." >&2
-  fi
-  journalctl --unit="$unit" --lines=30 --no-pager --output=short-iso >&2 || true
-  exit 1
-fi
+steady_or_fail
 
 if [[ $stamp_then != "$stamp_now" ]]; then
   umask 077
   printf '%s\n' "$stamp_now" >"${arg[stamp]}.tmp"
   mv -f -- "${arg[stamp]}.tmp" "${arg[stamp]}"
 fi
-since=$(show ActiveEnterTimestamp)
-if ((${#actions[@]})); then
-  printf 'start: %s\n' "${actions[@]}"
-  echo "start: $unit active and steady (pid $pid, since $since)"
-else
-  echo "start: $unit already active (pid $pid, since $since), nothing changed"
-fi
+report

@@ -12,6 +12,7 @@ import {
   execStart,
   renderConfigYaml,
   renderUnit,
+  secretsChangedCommand,
   unitFile,
 } from "../../plan/engine";
 import { buildHostPlan } from "../../plan/hostPlan";
@@ -232,6 +233,10 @@ describe("engine steps", () => {
 
   it("re-run on a new Python pin: preflight and venv, which gate on it, and start (a new venv)", () => {
     expect(rerun(cfg, config({ "keel:pythonVersion": "3.13" }))).toEqual(["engine-preflight", "engine-venv", "engine-start"]);
+  });
+
+  it("give the secrets step a restart that also brings back an engine its gate stopped", () => {
+    expect(secretsChangedCommand(cfg)).toEqual(["/usr/local/sbin/keel-engine-start", "secrets-changed", "unit=engine.service", "settle=5"]);
   });
 
   it("take a file:/// repository as it is", () => {
