@@ -119,6 +119,15 @@ export const configSchema = z
     backupRetention: z.number().int().min(1).max(1000).default(14).describe("Verified backups kept on the host."),
     timezone: z.string().refine(isTimeZone, "an IANA time zone such as UTC or Europe/Berlin").default("UTC").describe("Host time zone."),
     minFreeDiskGiB: z.number().min(1).max(10000).default(5).describe("Free disk the host must have for DB + backups + logs."),
+    healthSchedule: z
+      .string()
+      .regex(/^[A-Za-z0-9*:.,~/ -]+$/, "a systemd OnCalendar expression such as '*:0/15'")
+      .default("*:0/15")
+      .describe("systemd OnCalendar for the health check timer."),
+    healthBackupMaxAgeHours: z.number().int().min(1).max(24 * 90).default(26).describe("A newer verified backup than this is expected; older is degraded."),
+    healthDiskWarnPercent: z.number().int().min(1).max(99).default(80).describe("Disk use at or above this percentage is degraded."),
+    healthDiskCritPercent: z.number().int().min(2).max(100).default(95).describe("Disk use at or above this percentage is down."),
+    alertWebhook: z.boolean().optional(),
   })
   .strict();
 
@@ -126,16 +135,27 @@ export const configSchema = z
 type ParsedConfig = z.output<typeof configSchema>;
 
 /** The validated stack config with derived values filled in. */
-export interface KeelConfig extends Omit<ParsedConfig, "gitKnownHosts" | "dbFile" | "secretEnvNames"> {
+export interface KeelConfig extends Omit<ParsedConfig, "gitKnownHosts" | "dbFile" | "secretEnvNames" | "alertWebhook"> {
   /** known_hosts lines pinned for the git host. */
   readonly gitKnownHosts: string[];
   readonly dbFile: string;
   /** Names of the secret environment variables (from the keys of the secret `keel:secretEnv`). */
   readonly secretEnvNames: string[];
+  /** Whether the secret `keel:alertWebhookUrl` is set (its value stays an Output). */
+  readonly alertWebhook: boolean;
 }
 
 /** Keys that hold secrets: read with requireSecret, their values never parsed here or echoed. */
-export const SECRET_KEYS = ["secretEnv"] as const;
+export const SECRET_KEYS = ["secretEnv", "alertWebhookUrl"] as const;
+
+/** Schema fields filled from secret keys, never set directly. */
+const DERIVED_KEYS = ["secretEnvNames", "alertWebhook"];
+
+/** How to set each secret key; used in the messages. */
+const SECRET_FIX: Record<(typeof SECRET_KEYS)[number], string> = {
+  secretEnv: "pulumi config set --secret --path 'keel:secretEnv.NAME' <value> for each variable",
+  alertWebhookUrl: "pulumi config set --secret keel:alertWebhookUrl https://…",
+};
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -177,16 +197,19 @@ export function parseConfig(raw: Record<string, string>, isSecret: (key: string)
   for (const [fullKey, text] of Object.entries(raw)) {
     if (!fullKey.startsWith("keel:")) continue; // other namespaces (hcloud:token, …) belong to providers
     const key = fullKey.slice("keel:".length);
-    if (!known.has(key) || key === "secretEnvNames") {
-      problems.push(`keel:${key}: unknown key. Known keys: ${[...known].filter((k) => k !== "secretEnvNames").sort().join(", ")}. fix: pulumi config rm keel:${key} (a typo?)`);
+    if (!known.has(key) || DERIVED_KEYS.includes(key)) {
+      problems.push(`keel:${key}: unknown key. Known keys: ${[...known].filter((k) => !DERIVED_KEYS.includes(k)).sort().join(", ")}. fix: pulumi config rm keel:${key} (a typo?)`);
       continue;
     }
     if ((SECRET_KEYS as readonly string[]).includes(key)) {
       if (!isSecret(fullKey)) {
-        problems.push(`keel:${key}: must be a secret, found a plaintext value. fix: pulumi config rm keel:${key}, then pulumi config set --secret --path 'keel:${key}.NAME' <value> for each variable`);
+        problems.push(`keel:${key}: must be a secret, found a plaintext value. fix: pulumi config rm keel:${key}, then ${SECRET_FIX[key as (typeof SECRET_KEYS)[number]]}`);
         continue;
       }
-      values.secretEnvNames = secretEnvNames(text, problems);
+      if (key === "secretEnv") values.secretEnvNames = secretEnvNames(text, problems);
+      else if (!/^https:\/\/[^\s]+$/.test(text)) {
+        problems.push(`keel:alertWebhookUrl: expected an https:// URL; found another value (not shown). fix: ${SECRET_FIX.alertWebhookUrl}`);
+      } else values.alertWebhook = true;
       continue;
     }
     if (isSecret(fullKey)) {
@@ -228,6 +251,9 @@ function finish(c: ParsedConfig, problems: string[]): KeelConfig {
   if (c.sshPort !== 22 && c.sshPort < 1024) {
     problems.push(`keel:sshPort: expected 22 or a port from 1024 to 65535; found ${c.sshPort}. fix: pulumi config set keel:sshPort 2222`);
   }
+  if (c.healthDiskWarnPercent >= c.healthDiskCritPercent) {
+    problems.push(`keel:healthDiskWarnPercent: expected less than keel:healthDiskCritPercent (${c.healthDiskCritPercent}); found ${c.healthDiskWarnPercent}. fix: pulumi config set keel:healthDiskWarnPercent 80`);
+  }
   if (c.migrateFallbackDir && !c.migrateFrom) {
     problems.push(`keel:migrateFallbackDir: only used together with keel:migrateFrom; found it alone. fix: set keel:migrateFrom or pulumi config rm keel:migrateFallbackDir`);
   }
@@ -237,6 +263,7 @@ function finish(c: ParsedConfig, problems: string[]): KeelConfig {
     gitKnownHosts: gitKnownHosts ?? [],
     dbFile: c.dbFile ?? `${c.appName}.db`,
     secretEnvNames: [...(c.secretEnvNames ?? [])].sort(),
+    alertWebhook: c.alertWebhook ?? false,
   };
 }
 
@@ -304,8 +331,10 @@ const { isConfigSecret } = require("@pulumi/pulumi/runtime/config") as { isConfi
  * Reads and validates the stack's `keel:*` config from the Pulumi engine. Throws ConfigError before
  * any resource exists. Secret values stay Outputs.
  */
-export function loadStackConfig(): { config: KeelConfig; secretEnv: pulumi.Output<Record<string, string>> } {
+export function loadStackConfig(): { config: KeelConfig; secretEnv: pulumi.Output<Record<string, string>>; alertWebhookUrl: pulumi.Output<string> } {
   const config = parseConfig(pulumi.runtime.allConfig(), isConfigSecret);
-  const secretEnv = new pulumi.Config("keel").getSecretObject<Record<string, string>>("secretEnv") ?? pulumi.secret<Record<string, string>>({});
-  return { config, secretEnv };
+  const keel = new pulumi.Config("keel");
+  const secretEnv = keel.getSecretObject<Record<string, string>>("secretEnv") ?? pulumi.secret<Record<string, string>>({});
+  const alertWebhookUrl = keel.getSecret("alertWebhookUrl") ?? pulumi.secret("");
+  return { config, secretEnv, alertWebhookUrl };
 }

@@ -14,6 +14,8 @@ export interface KeelArgs {
   readonly config: KeelConfig;
   /** The engine's secret environment variables (secret `keel:secretEnv`). */
   readonly secretEnv: pulumi.Input<Record<string, string>>;
+  /** Webhook the health check calls on a transition to degraded or down; "" for none. */
+  readonly alertWebhookUrl: pulumi.Input<string>;
   /** Stack name, used in the server's name and in labels. */
   readonly stack: string;
 }
@@ -72,6 +74,7 @@ export class Keel extends pulumi.ComponentResource {
         secrets: {
           envFile: pulumi.output(args.secretEnv).apply(renderEnvFile),
           deployKey: ssh.deployPrivateKey,
+          alertWebhook: pulumi.secret(args.alertWebhookUrl),
         },
       },
       { parent: this, dependsOn: [server] },

@@ -16,7 +16,7 @@ export interface HostFile {
 }
 
 /** Names of the secrets a step may receive on stdin; each executor knows how to produce them. */
-export type SecretName = "envFile" | "deployKey";
+export type SecretName = "envFile" | "deployKey" | "alertWebhook";
 
 /** A directory keel ensures (created if missing; owner and mode enforced). */
 export interface HostDir {

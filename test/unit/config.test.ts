@@ -176,8 +176,26 @@ describe("stack config", () => {
 
   it("documents every key in docs/CONFIG.md", () => {
     const doc = readFileSync(join(REPO, "docs", "CONFIG.md"), "utf8");
-    for (const key of [...Object.keys(configSchema.shape).filter((k) => k !== "secretEnvNames"), "secretEnv"]) {
+    const derived = ["secretEnvNames", "alertWebhook"];
+    for (const key of [...Object.keys(configSchema.shape).filter((k) => !derived.includes(k)), "secretEnv", "alertWebhookUrl"]) {
       expect(doc, `docs/CONFIG.md documents ${key}`).toContain(`| \`${key}\` |`);
     }
+  });
+
+  it("takes the alert webhook only as a secret https URL, never echoing it", () => {
+    const url = "https://hooks.example.com/T000/canary-webhook";
+    expect(parseConfig(minimal({ "keel:alertWebhookUrl": url }), (k) => k === "keel:alertWebhookUrl").alertWebhook).toBe(true);
+    expect(parseConfig(minimal()).alertWebhook).toBe(false);
+    const plaintext = problems(minimal({ "keel:alertWebhookUrl": url }));
+    expect(plaintext).toEqual([expect.stringMatching(/^keel:alertWebhookUrl: must be a secret, found a plaintext value\. fix: pulumi config rm keel:alertWebhookUrl, then pulumi config set --secret keel:alertWebhookUrl/)]);
+    const http = problems(minimal({ "keel:alertWebhookUrl": "http://hooks.example.com/canary-webhook" }), (k) => k === "keel:alertWebhookUrl");
+    expect(http).toEqual([expect.stringMatching(/^keel:alertWebhookUrl: expected an https:\/\/ URL; found another value \(not shown\)/)]);
+    expect([...plaintext, ...http].join("\n")).not.toContain("canary-webhook");
+  });
+
+  it("refuses a disk warning level at or above the critical one", () => {
+    expect(problems(minimal({ "keel:healthDiskWarnPercent": "95", "keel:healthDiskCritPercent": "90" }))).toEqual([
+      expect.stringMatching(/^keel:healthDiskWarnPercent: expected less than keel:healthDiskCritPercent \(90\); found 95/),
+    ]);
   });
 });
