@@ -15,8 +15,23 @@ import { HARDENING_PATHS, hardeningFiles, hardeningUnits, type HardeningUnit } f
  * user-data changes.
  */
 
-/** Debian packages the first boot installs. The VM runner bakes exactly these into its offline repository. */
-export const FIRST_BOOT_PACKAGES = ["fail2ban", "nftables", "python3-systemd", "systemd-timesyncd", "ufw", "unattended-upgrades"] as const;
+/**
+ * Debian packages the first boot installs: the hardening (fail2ban, nftables, ufw, timesyncd,
+ * unattended-upgrades) and what the converge steps use (git for the checkout, python3-venv for the
+ * venv, sqlite3 for the DB gates and backups). The VM runner bakes exactly these into its offline
+ * repository.
+ */
+export const FIRST_BOOT_PACKAGES = [
+  "fail2ban",
+  "git",
+  "nftables",
+  "python3-systemd",
+  "python3-venv",
+  "sqlite3",
+  "systemd-timesyncd",
+  "ufw",
+  "unattended-upgrades",
+] as const;
 
 /** Hetzner rejects user-data larger than 32 KiB. */
 export const USER_DATA_MAX_BYTES = 32 * 1024;
