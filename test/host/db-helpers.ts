@@ -101,14 +101,16 @@ export function startWriter(mode: "hold" | "loop", ...args: string[]): Promise<C
   });
 }
 
-/** Waits for a child to exit (bounded); resolves with its code and its whole stdout after "ready". */
+/**
+ * Waits (bounded) until a child has exited and its output pipes are drained ("close", not "exit",
+ * which can come before the last output); resolves with its code and its stdout from now on.
+ */
 export function exited(child: ChildProcess, ms = 30_000): Promise<{ code: number | null; stdout: string }> {
   return new Promise((resolve, reject) => {
     let out = "";
     child.stdout?.on("data", (d) => (out += d));
-    if (child.exitCode !== null || child.signalCode !== null) return resolve({ code: child.exitCode, stdout: out });
     const timer = setTimeout(() => reject(new Error(`process ${child.pid} did not exit in ${ms} ms`)), ms);
-    child.on("exit", (code) => {
+    child.on("close", (code) => {
       clearTimeout(timer);
       resolve({ code, stdout: out });
     });
