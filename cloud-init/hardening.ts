@@ -93,14 +93,30 @@ export function sshdDropIn(cfg: KeelConfig): string {
   return readStatic("cloud-init/files/sshd-keel.conf") + lines.join("\n") + "\n";
 }
 
+/** Narrowest prefixes still treated as "the admins' own addresses" (and so never banned). */
+export const FAIL2BAN_EXEMPT_MIN_PREFIX = { ipv4: 16, ipv6: 48 } as const;
+
+/**
+ * The allowed SSH sources fail2ban never bans: the admin CIDRs, but only those narrow enough to be
+ * the admins' own networks. An allow-list as broad as 0.0.0.0/0 (admins on the road) holds the
+ * attackers too, and exempting it would switch fail2ban off exactly where it is the last gate.
+ */
+export function fail2banExemptCidrs(cfg: Pick<KeelConfig, "allowedSshCidrs">): string[] {
+  return cfg.allowedSshCidrs.filter((cidr) => {
+    const bits = Number(cidr.split("/")[1]);
+    return cidr.includes(":") ? bits >= FAIL2BAN_EXEMPT_MIN_PREFIX.ipv6 : bits >= FAIL2BAN_EXEMPT_MIN_PREFIX.ipv4;
+  });
+}
+
 /** The fail2ban jail: static settings plus the SSH port and the addresses never to ban. */
 export function fail2banJail(cfg: KeelConfig): string {
   return (
     readStatic("cloud-init/files/fail2ban-sshd.local") +
     [
-      "# Rendered from the stack config (keel:sshPort, keel:allowedSshCidrs): never ban loopback or the admins.",
+      `# Rendered from the stack config (keel:sshPort, keel:allowedSshCidrs): never ban loopback or the admins'`,
+      `# own networks (allowed CIDRs of /${FAIL2BAN_EXEMPT_MIN_PREFIX.ipv4} or narrower for IPv4, /${FAIL2BAN_EXEMPT_MIN_PREFIX.ipv6} for IPv6; broader ones are banned as usual).`,
       `port = ${cfg.sshPort}`,
-      `ignoreip = ${["127.0.0.1/8", "::1", ...cfg.allowedSshCidrs].join(" ")}`,
+      `ignoreip = ${["127.0.0.1/8", "::1", ...fail2banExemptCidrs(cfg)].join(" ")}`,
     ].join("\n") +
     "\n"
   );

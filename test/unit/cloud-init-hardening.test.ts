@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { parseConfig, type KeelConfig } from "../../config";
 import type { Bundle } from "../../plan/types";
-import { HARDENING_PATHS, hardeningFiles, hardeningSteps, hardeningUnits, kexAlgorithms } from "../../cloud-init/hardening";
+import { HARDENING_PATHS, fail2banExemptCidrs, hardeningFiles, hardeningSteps, hardeningUnits, kexAlgorithms } from "../../cloud-init/hardening";
 
 function config(overrides: Record<string, string> = {}): KeelConfig {
   return parseConfig({
@@ -68,5 +68,15 @@ describe("kexAlgorithms", () => {
     expect(kexAlgorithms("ubuntu-24.04")).not.toContain("mlkem768x25519-sha256");
     expect(kexAlgorithms("debian-13")[0]).toBe("mlkem768x25519-sha256");
     for (const image of ["debian-12", "ubuntu-24.04", "debian-13"] as const) expect(kexAlgorithms(image)).toContain("curve25519-sha256");
+  });
+});
+
+describe("fail2ban exemptions", () => {
+  it("exempts narrow admin networks but never an allow-list broad enough to hold attackers", () => {
+    expect(fail2banExemptCidrs({ allowedSshCidrs: ["0.0.0.0/0", "::/0", "10.0.0.0/8", "172.16.0.0/16", "203.0.113.7/32", "2001:db8::/32", "2001:db8:1::/48"] })).toEqual([
+      "172.16.0.0/16",
+      "203.0.113.7/32",
+      "2001:db8:1::/48",
+    ]);
   });
 });
