@@ -47,12 +47,23 @@ export interface Bundle {
   readonly onChange?: string[][];
 }
 
-/** One ordered remote step. Steps are idempotent and re-run only when `hash` changes. */
-export interface Step {
+interface StepCommon {
   /** Unique, kebab-case; the Pulumi resource is named `${component}-${name}`. */
   readonly name: string;
   /** One line for the operator: what the step does. */
   readonly description: string;
+  /** Seconds before the executor gives up on the step. */
+  readonly timeoutSeconds: number;
+  /** sha256 over the step's own inputs (command, stdin, secret file metadata). */
+  readonly hash: string;
+}
+
+/**
+ * One ordered step run on the host over SSH as the deploy user (the default kind). Steps are
+ * idempotent and re-run only when `hash` changes.
+ */
+export interface RemoteStep extends StepCommon {
+  readonly kind?: "remote";
   /** Shell command run as the deploy user over SSH. Never holds a secret. */
   readonly command: string;
   /** Non-secret standard input (a script or a bundle). */
@@ -64,11 +75,48 @@ export interface Step {
    * the step runs with logging off. The command text and its output never contain the secret.
    */
   readonly secret?: { readonly name: SecretName; readonly bundle: (value: string) => Bundle };
-  /** Seconds before the executor gives up on the step. */
-  readonly timeoutSeconds: number;
-  /** sha256 over the step's own inputs (command, stdin, secret file metadata). */
-  readonly hash: string;
+  /**
+   * Instead of `stdin`: the result (standard output) of the earlier local step of this name, known
+   * only when that step has run. Non-secret by construction: a local step prints a path and a hash.
+   */
+  readonly stdinFrom?: string;
 }
+
+/**
+ * A step run on the operator's machine, where `pulumi up` runs: `command` by /bin/sh in the
+ * repository root. Its standard output is its result, which later steps may use (`stdinFrom`,
+ * `UploadStep.from`); its messages go to stderr. It never sees a secret.
+ */
+export interface LocalStep extends StepCommon {
+  readonly kind: "local";
+  readonly command: string;
+  readonly stdin?: never;
+  readonly bundle?: never;
+  readonly secret?: never;
+  readonly stdinFrom?: never;
+}
+
+/**
+ * A step that copies one file from the operator's machine to the host, as the deploy user over the
+ * same pinned SSH connection: the file named in the result of the local step `from` (see
+ * `parseFileResult`), to `remotePath`. The file's bytes travel only over that connection: they are
+ * never in a command, a stdin or the executor's state.
+ */
+export interface UploadStep extends StepCommon {
+  readonly kind: "upload";
+  /** The earlier local step whose result names the file (`<sha256>  <absolute path>`). */
+  readonly from: string;
+  /** Absolute path on the host, in a directory the deploy user owns. */
+  readonly remotePath: string;
+  readonly command?: never;
+  readonly stdin?: never;
+  readonly bundle?: never;
+  readonly secret?: never;
+  readonly stdinFrom?: never;
+}
+
+/** One ordered step of the host plan. Each re-runs only when its `hash` changes. */
+export type Step = RemoteStep | LocalStep | UploadStep;
 
 export interface HostPlan {
   /** Every file the steps place, in step order (secret files excluded: they travel only on a secret step's stdin). */
