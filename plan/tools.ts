@@ -10,6 +10,14 @@ export const TOOLS = {
   place: "scripts/keel-place.py",
   "engine-venv": "scripts/keel-engine-venv.sh",
   "engine-start": "scripts/keel-engine-start.sh",
+  // The DB scripts (docs/DATABASE.md) find their library beside them as keel-db-lib.
+  "db-lib": "scripts/db-lib.sh",
+  "db-gate": "scripts/db-gate.sh",
+  "db-backup": "scripts/db-backup.sh",
+  "db-restore": "scripts/db-restore.sh",
+  "db-snapshot": "scripts/db-snapshot.sh",
+  "db-session-backup": "scripts/db-session-backup.sh",
+  "db-migrate": "scripts/db-migrate.sh",
 } as const;
 
 export type Tool = keyof typeof TOOLS;

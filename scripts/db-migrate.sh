@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# db-migrate.sh — the host's side of keel's migration (seed 000 §4): check that the uploaded copy
+# is byte for byte the file the operator's machine proved clean, then adopt it as the live DB —
+# only if there is no live DB yet. Installed on the host as /usr/local/sbin/keel-db-migrate.
+# shellcheck source-path=SCRIPTDIR
+set -euo pipefail
+
+KEEL_PROG=$(basename -- "$0")
+self=$(readlink -f -- "${BASH_SOURCE[0]}" 2>/dev/null || printf '%s' "${BASH_SOURCE[0]}")
+KEEL_DB_HERE=$(cd -P -- "$(dirname -- "$self")" && pwd)
+for lib in "$KEEL_DB_HERE/db-lib.sh" "$KEEL_DB_HERE/keel-db-lib" ""; do [[ -r $lib ]] && break; done
+[[ -n $lib ]] || { echo "$KEEL_PROG: cannot find db-lib.sh or keel-db-lib beside $self" >&2; exit 5; }
+# shellcheck source=db-lib.sh
+. "$lib"
+
+usage() {
+  cat <<EOF
+usage: $KEEL_PROG --owner USER[:GROUP] --unit NAME.service STAGED DB  < "<sha256>  <origin>"
+       $KEEL_PROG -h
+
+Reads one line on stdin, the result of the operator's side (db-migrate-source.sh): the sha256 of
+the file it proved clean and that file's path there. Then, as root:
+- DB (or a -wal/-shm/-journal of it) exists: keel never replaces a live DB. Nothing changes; a
+  staged copy left at STAGED is kept for a manual adopt --replace and the command to run is
+  printed. Exit 0.
+- otherwise STAGED must exist and its sha256 must be the one on stdin (else exit 1: the copy is
+  not the file that passed the gate), the unit must be stopped (else exit 3), and then
+  db-gate.sh adopt --owner USER[:GROUP] STAGED DB: verify, WAL mode, checkpoint, verify, atomic
+  rename, mode 0600; STAGED is removed.
+$KEEL_EXIT_CODES_HELP
+EOF
+}
+
+owner="" unit=""
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    -h | --help) usage; exit 0 ;;
+    --owner) [[ $# -ge 2 ]] || keel_usage_error "--owner needs a user"; owner=$2; shift 2 ;;
+    --unit) [[ $# -ge 2 ]] || keel_usage_error "--unit needs a unit name"; unit=$2; shift 2 ;;
+    --) shift; break ;;
+    -*) keel_usage_error "unknown option $1" ;;
+    *) break ;;
+  esac
+done
+[[ $# -eq 2 ]] || keel_usage_error "expected STAGED and DB"
+[[ -n $owner ]] || keel_usage_error "--owner is required"
+[[ $unit =~ ^[a-z][a-z0-9-]*\.service$ ]] || keel_usage_error "--unit: expected NAME.service, not '$unit'"
+[[ $(id -u) -eq 0 ]] || keel_die "$KEEL_EX_USAGE" "run as root" "sudo $KEEL_PROG …"
+staged=$1 db=$2
+
+line=""
+IFS= read -r line || [[ -n $line ]] || true
+[[ $line =~ ^([0-9a-f]{64})\ \ (/.*)$ ]] ||
+  keel_usage_error "expected '<sha256>  <path>' on stdin (the result of db-migrate-source.sh), found '${line:0:100}'"
+expected=${BASH_REMATCH[1]} origin=${BASH_REMATCH[2]}
+
+for f in "$db" "$db-wal" "$db-shm" "$db-journal"; do
+  [[ -e $f ]] || continue
+  keel_info "$f exists: keel never replaces a live DB, so the migration of $origin changes nothing (it ran before, or the engine started first)"
+  if [[ -e $staged ]]; then
+    keel_info "the uploaded copy stays at $staged; to replace the live DB with it after all: sudo systemctl stop $unit && sudo keel-db-gate adopt --replace --backup-dir <backup dir> --owner $owner $staged $db && sudo systemctl start $unit; otherwise: rm $staged"
+  fi
+  echo "migrate: $db already exists, nothing changed"
+  exit 0
+done
+
+[[ -f $staged ]] || keel_die "$KEEL_EX_GATE" "no uploaded copy at $staged" \
+  "the upload step must run first: run pulumi up again"
+actual=$(keel_sha256 "$staged")
+[[ $actual == "$expected" ]] || keel_die "$KEEL_EX_GATE" \
+  "the copy at $staged (sha256 $actual) is not the file that passed the gate on the operator's machine ($origin, sha256 $expected): it changed after the gate or the transfer broke; nothing was adopted" \
+  "keep the engine on the operator's machine stopped and run the migration's source step again: pulumi up --replace <URN of keel-step-db-migrate-source> (pulumi stack --show-urns)"
+if systemctl is-active --quiet -- "$unit"; then
+  keel_die "$KEEL_EX_BUSY" "$unit is running; a DB is adopted only before the engine's first start" "sudo systemctl stop $unit, then run pulumi up again"
+fi
+
+keel_info "the copy at $staged has the sha256 of $origin ($expected)"
+"$(keel_sibling gate)" adopt --owner "$owner" "$staged" "$db" >/dev/null
+echo "migrate: adopted $origin (sha256 $expected) as $db"
