@@ -1,11 +1,12 @@
 import type { KeelConfig } from "../config";
+import { databaseSteps, migrationSteps } from "./database";
 import { engineSteps } from "./engine";
 import { hostPaths } from "./layout";
 import { hardeningSteps } from "../cloud-init/hardening";
 import { secretSteps } from "./secrets";
 import { placeStep, readinessStep } from "./steps";
 import { toolFiles } from "./tools";
-import type { Bundle, HostFile, HostPlan } from "./types";
+import type { Bundle, HostFile, HostPlan, Step } from "./types";
 
 /** The engine's system user, its directories (DESIGN.md "Host layout") and keel's own state dir. */
 export function layoutBundle(cfg: KeelConfig): Bundle {
@@ -38,6 +39,17 @@ export function authorizedKeysFile(cfg: KeelConfig): HostFile {
   };
 }
 
+/**
+ * The engine's steps with the database's before its start step: the session-backup drop-in must be
+ * in place for the first start, and a migrated DB must be adopted before it.
+ */
+function engineWithDatabase(cfg: KeelConfig): Step[] {
+  const engine = engineSteps(cfg);
+  const start = engine.findIndex((s) => s.name === "engine-start");
+  if (start < 0) throw new Error("host plan: the engine's steps have no engine-start step");
+  return [...engine.slice(0, start), ...databaseSteps(cfg), ...migrationSteps(cfg), ...engine.slice(start)];
+}
+
 /** Everything keel puts on the host after first boot, as ordered idempotent steps. */
 export function buildHostPlan(cfg: KeelConfig): HostPlan {
   const steps = [
@@ -47,7 +59,7 @@ export function buildHostPlan(cfg: KeelConfig): HostPlan {
     placeStep("admin-keys", "set the deploy user's authorized_keys to exactly the admin keys", { files: [authorizedKeysFile(cfg)] }),
     ...hardeningSteps(cfg),
     ...secretSteps(cfg),
-    ...engineSteps(cfg),
+    ...engineWithDatabase(cfg),
   ];
   const names = steps.map((s) => s.name);
   const dup = names.find((n, i) => names.indexOf(n) !== i);

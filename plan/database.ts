@@ -1,0 +1,239 @@
+import type { KeelConfig } from "../config";
+import { hostPaths } from "./layout";
+import { localStep, placeStep, toolStep, uploadStep } from "./steps";
+import { toolPath } from "./tools";
+import type { HostFile, Step } from "./types";
+
+/**
+ * The engine's database on the host (seed 000 §4, §11; docs/DATABASE.md): the backup timer, the
+ * pre- and post-session backups around every start and stop of the engine, and the optional
+ * migration of a DB from the operator's machine before the engine's first start.
+ */
+
+/** The timer's random delay: spreads a schedule such as `*-*-* 03:17:00` over ten minutes. */
+export const BACKUP_RANDOMIZED_DELAY = "10min";
+
+/**
+ * How long a start may take, the pre-session backup included (systemd's default is 90 s). The
+ * backup verifies the whole DB: about 19 s per GiB measured (docs/DATABASE.md "Benchmark").
+ */
+export const START_TIMEOUT = "15min";
+
+export function backupServiceName(cfg: KeelConfig): string {
+  return `${cfg.appName}-backup.service`;
+}
+
+export function backupTimerName(cfg: KeelConfig): string {
+  return `${cfg.appName}-backup.timer`;
+}
+
+/**
+ * The pre- and post-session backups' own directory inside the backup directory: their own
+ * retention and their own lock, so neither a restart (two backups) eats the scheduled ones nor a
+ * scheduled backup running at a start makes the pre-session backup wait or fail.
+ */
+export function sessionBackupDir(cfg: KeelConfig): string {
+  return `${hostPaths(cfg).backupDir}/sessions`;
+}
+
+/** The deploy user's directory where a migrated DB lands before it is adopted (0700). */
+export function incomingDir(cfg: KeelConfig): string {
+  return `/home/${cfg.deployUser}/keel-incoming`;
+}
+
+/** Where the migration step uploads the operator's DB. */
+export function stagedDbPath(cfg: KeelConfig): string {
+  return `${incomingDir(cfg)}/${cfg.dbFile}`;
+}
+
+export function dropInPath(cfg: KeelConfig): string {
+  return `/etc/systemd/system/${hostPaths(cfg).unit}.d/keel-session-backups.conf`;
+}
+
+/**
+ * The sandbox of the backup service, the engine's minus the network: the backup reads the live DB
+ * (and, like any SQLite reader, may create its -wal and -shm when the engine is stopped) and
+ * writes the backup directory, nothing else.
+ */
+function backupSandbox(cfg: KeelConfig): string[] {
+  const p = hostPaths(cfg);
+  return [
+    "ProtectSystem=strict",
+    `ReadWritePaths=${p.stateDir} ${p.backupDir}`,
+    "ProtectHome=yes",
+    "PrivateTmp=yes",
+    "PrivateDevices=yes",
+    "PrivateNetwork=yes",
+    "PrivateUsers=yes",
+    "PrivateMounts=yes",
+    "PrivateIPC=yes",
+    "ProtectProc=invisible",
+    "ProcSubset=pid",
+    "ProtectKernelTunables=yes",
+    "ProtectKernelModules=yes",
+    "ProtectKernelLogs=yes",
+    "ProtectControlGroups=yes",
+    "ProtectClock=yes",
+    "ProtectHostname=yes",
+    "NoNewPrivileges=yes",
+    "CapabilityBoundingSet=",
+    "AmbientCapabilities=",
+    "RestrictSUIDSGID=yes",
+    "RestrictNamespaces=yes",
+    "RestrictRealtime=yes",
+    "LockPersonality=yes",
+    "MemoryDenyWriteExecute=yes",
+    "KeyringMode=private",
+    "DevicePolicy=closed",
+    "RestrictAddressFamilies=none",
+    "IPAddressDeny=any",
+    "SystemCallArchitectures=native",
+    "SystemCallFilter=@system-service",
+    "SystemCallFilter=~@privileged @resources",
+    "SystemCallErrorNumber=EPERM",
+  ];
+}
+
+/**
+ * `<app>-backup.service`: one verified backup (keel-db-backup) as the engine's user — a reader, so
+ * the engine keeps writing meanwhile — with the configured retention.
+ */
+export function renderBackupService(cfg: KeelConfig): string {
+  const p = hostPaths(cfg);
+  const lines = [
+    "# Written by keel (plan/database.ts); edits are overwritten on the next pulumi up.",
+    "[Unit]",
+    `Description=verified backup of ${cfg.appName}'s SQLite DB into ${p.backupDir} (docs/DATABASE.md)`,
+    "",
+    "[Service]",
+    "Type=oneshot",
+    `User=${cfg.appName}`,
+    `Group=${cfg.appName}`,
+    `ExecStart=${toolPath("db-backup")} --keep ${cfg.backupRetention} ${p.db} ${p.backupDir}`,
+    `SyslogIdentifier=${cfg.appName}-backup`,
+    "UMask=0077",
+    "Nice=10",
+    "IOSchedulingClass=best-effort",
+    "IOSchedulingPriority=7",
+    "",
+    "# Sandbox: read the DB, write the backup directory; no network, no privileges.",
+    ...backupSandbox(cfg),
+  ];
+  return lines.join("\n") + "\n";
+}
+
+/** `<app>-backup.timer`: keel:backupSchedule, a random delay, and a missed run caught up at boot. */
+export function renderBackupTimer(cfg: KeelConfig): string {
+  const lines = [
+    "# Written by keel (plan/database.ts); edits are overwritten on the next pulumi up.",
+    "[Unit]",
+    `Description=backups of ${cfg.appName}'s SQLite DB on ${cfg.backupSchedule} (docs/DATABASE.md)`,
+    "",
+    "[Timer]",
+    `OnCalendar=${cfg.backupSchedule}`,
+    `RandomizedDelaySec=${BACKUP_RANDOMIZED_DELAY}`,
+    "# A run missed while the host was off happens at the next boot.",
+    "Persistent=true",
+    `Unit=${backupServiceName(cfg)}`,
+    "",
+    "[Install]",
+    "WantedBy=timers.target",
+  ];
+  return lines.join("\n") + "\n";
+}
+
+/**
+ * The drop-in that puts a verified backup around every session of the engine (seed 000 §11C):
+ * before each start, a crash's automatic restart included, and after each stop. Both run as the
+ * engine's user inside the engine's own sandbox, which may write the backup directory.
+ *
+ * The pre-session backup is an ExecCondition=, not an ExecStartPre=: systemd restarts a unit whose
+ * ExecStartPre= failed (Restart=on-failure; RestartPreventExitStatus= applies to the main process
+ * only), but a failed ExecCondition= (exit 1–254) leaves the unit stopped, with no restart.
+ */
+export function renderSessionDropIn(cfg: KeelConfig): string {
+  const p = hostPaths(cfg);
+  const backup = (phase: string) => `${toolPath("db-session-backup")} ${phase} --keep ${cfg.backupRetention} ${p.db} ${sessionBackupDir(cfg)}`;
+  const lines = [
+    "# Written by keel (plan/database.ts); edits are overwritten on the next pulumi up.",
+    "# Pre- and post-session backups (seed 000 §11C; docs/DATABASE.md).",
+    "[Service]",
+    "# Before every start: a verified backup of the DB as it is (nothing before the first start).",
+    "# If it fails the engine stays stopped: a failed ExecCondition= is not restarted.",
+    `ExecCondition=${backup("pre")}`,
+    "# After every stop, a crash included: the session just ended. It must finish within TimeoutStopSec=.",
+    `ExecStopPost=${backup("post")}`,
+    "# The pre-session backup verifies the whole DB: room for a large one.",
+    `TimeoutStartSec=${START_TIMEOUT}`,
+  ];
+  return lines.join("\n") + "\n";
+}
+
+function unitFile(path: string, content: string): HostFile {
+  return { path, owner: "root", group: "root", mode: "0644", content };
+}
+
+/**
+ * The database's converge steps, after the engine's unit and before its start: the backup timer
+ * and service, then the session-backup drop-in (in place before the engine's first start).
+ */
+export function databaseSteps(cfg: KeelConfig): Step[] {
+  const app = cfg.appName;
+  const service = unitFile(`/etc/systemd/system/${backupServiceName(cfg)}`, renderBackupService(cfg));
+  const timer = unitFile(`/etc/systemd/system/${backupTimerName(cfg)}`, renderBackupTimer(cfg));
+  const dropIn = unitFile(dropInPath(cfg), renderSessionDropIn(cfg));
+  return [
+    placeStep("db-backup-timer", `install ${backupServiceName(cfg)} and ${backupTimerName(cfg)} (${cfg.backupSchedule}, keep ${cfg.backupRetention}) and start the timer`, {
+      files: [service, timer],
+      check: ["systemd-analyze", "verify", service.path, timer.path],
+      onChange: [
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "enable", "--now", backupTimerName(cfg)],
+      ],
+    }),
+    placeStep("db-session-backups", `back up the DB before every start and after every stop of ${hostPaths(cfg).unit} (into ${sessionBackupDir(cfg)})`, {
+      dirs: [{ path: sessionBackupDir(cfg), owner: app, group: app, mode: "0700" }],
+      files: [dropIn],
+      check: ["systemd-analyze", "verify", `/etc/systemd/system/${hostPaths(cfg).unit}`],
+      onChange: [["systemctl", "daemon-reload"]],
+    }),
+  ];
+}
+
+/** Seconds for each migration step: a GiB-sized DB is verified twice on each side and copied once. */
+export const MIGRATION_TIMEOUT_SECONDS = 3600;
+
+/**
+ * The migration of keel:migrateFrom (seed 000 §4), when it is set: the staging directory; on the
+ * operator's machine, the source gate (or the newest clean backup of keel:migrateFallbackDir);
+ * the copy of that one file; on the host, the sha256 comparison and adopt, only while there is no
+ * live DB. Placed before the engine's start step, so the engine's first start opens the adopted DB.
+ */
+export function migrationSteps(cfg: KeelConfig): Step[] {
+  if (!cfg.migrateFrom) return [];
+  const p = hostPaths(cfg);
+  const staged = stagedDbPath(cfg);
+  const fallback = cfg.migrateFallbackDir;
+  return [
+    placeStep("db-migrate-staging", `create ${incomingDir(cfg)} (the deploy user's, 0700), where the migrated DB lands`, {
+      dirs: [{ path: incomingDir(cfg), owner: cfg.deployUser, group: cfg.deployUser, mode: "0700" }],
+      files: [],
+    }),
+    localStep(
+      "db-migrate-source",
+      `on this machine: prove ${cfg.migrateFrom} clean (db-gate.sh prepare)` +
+        (fallback ? `, else take the newest backup in ${fallback} that passes the gate` : "; stop if it fails"),
+      "scripts/db-migrate-source.sh",
+      [...(fallback ? ["--fallback-dir", fallback] : []), cfg.migrateFrom],
+      { alsoScripts: ["scripts/db-gate.sh", "scripts/db-lib.sh"], timeoutSeconds: MIGRATION_TIMEOUT_SECONDS },
+    ),
+    uploadStep("db-migrate-upload", `copy the DB file chosen on this machine to ${staged} on the host`, "db-migrate-source", staged, MIGRATION_TIMEOUT_SECONDS),
+    toolStep(
+      "db-migrate-adopt",
+      `if ${p.db} does not exist yet: compare the copy's sha256 with this machine's and adopt it (db-gate.sh adopt, owner ${cfg.appName})`,
+      "db-migrate",
+      ["--owner", `${cfg.appName}:${cfg.appName}`, "--unit", p.unit, staged, p.db],
+      { stdinFrom: "db-migrate-source", alsoTools: ["db-gate", "db-lib"], timeoutSeconds: MIGRATION_TIMEOUT_SECONDS },
+    ),
+  ];
+}
