@@ -17,6 +17,12 @@ export const FAKE_DEPLOY_PUBLIC = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeDepl
 
 let nextId = 1000;
 
+/**
+ * What each local.Command prints, by resource name: a test sets the result its local step would
+ * print on the operator's machine (the mock runs nothing).
+ */
+export const localCommandResults = new Map<string, string>();
+
 /** Outputs a provider would compute, for the resource types keel creates. */
 function providerState(type: string, name: string, inputs: Record<string, unknown>): Record<string, unknown> {
   switch (type) {
@@ -28,6 +34,8 @@ function providerState(type: string, name: string, inputs: Record<string, unknow
       return { ipAddress: inputs.type === "ipv4" ? "198.51.100.7" : "2001:db8:4f8::/64" };
     case "hcloud:index/server:Server":
       return { ipv6Address: "2001:db8:4f8::1", status: "running" };
+    case "command:local:Command":
+      return { stdout: localCommandResults.get(name) ?? "", stderr: "" };
     default:
       return {};
   }
