@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# keel-ops: the runbook's root actions on the host (docs/RUNBOOK.md). Installed as
+# /usr/local/sbin/keel-ops, so the deploy user runs it with `sudo keel-ops …` (its sudo covers
+# keel's tools only); the operator scripts beside this file call it over SSH. Reads the host's
+# paths from /etc/keel/host.conf (plan/health.ts), or the file named by $KEEL_HOST_CONF.
+#
+# Usage: keel-ops backups                 list the verified backups, oldest first
+#        keel-ops backup                  take a verified backup now: the backup timer's own service
+#                                         (keel-db-backup as the engine's user, configured retention)
+#        keel-ops restore NAME|latest     stop the engine, put backup NAME in place of the DB, start it
+#        keel-ops snapshot                a read-only copy of the live DB for analysis, owned by the
+#                                         deploy user in ~/keel-snapshots/ (prints its path)
+#        keel-ops adopt FILE              migrate: FILE (in ~/keel-incoming/ of the deploy user) passes
+#                                         the integrity gate and replaces the DB (after a verified
+#                                         backup of it, as the engine's user), the engine stopped meanwhile
+#        keel-ops stop | start | restart  the engine's unit; start and restart confirm it stays up
+#
+# The DB work is keel-db-backup/-restore/-snapshot/-gate (docs/DATABASE.md); this tool adds the
+# engine's stop and start around it and checks every name it is given.
+#
+# Exit: 0 done; 1 failed (the DB tool's or the unit's reason on stderr); 2 usage; 3 an input is
+#       not as expected (no such backup, a file outside the incoming directory, no config).
+set -euo pipefail
+shopt -s nullglob
+
+PROG=keel-ops
+CONFIG=${KEEL_HOST_CONF:-/etc/keel/host.conf}
+
+usage() {
+  sed -n 's/^# \{0,1\}//; /^Usage:/,/^$/p' "$0" | sed '/^$/d' >&2
+  exit 2
+}
+fail() {
+  local code=$1
+  shift
+  echo "$PROG: $*" >&2
+  exit "$code"
+}
+
+[[ $# -ge 1 ]] || usage
+cmd=$1
+shift
+case $cmd in
+  backups | backup | snapshot | stop | start | restart) [[ $# -eq 0 ]] || usage ;;
+  restore | adopt) [[ $# -eq 1 ]] || usage ;;
+  -h | --help | *) usage ;;
+esac
+[[ $EUID -eq 0 ]] || fail 2 "run as root: sudo $PROG $cmd"
+
+declare -A conf=()
+[[ -r $CONFIG ]] || fail 3 "cannot read $CONFIG; keel writes it on pulumi up (the health-config step)"
+while IFS= read -r line || [[ -n $line ]]; do
+  [[ $line =~ ^([a-z0-9_]+)=([A-Za-z0-9._/@-]*)$ ]] && conf[${BASH_REMATCH[1]}]=${BASH_REMATCH[2]}
+done <"$CONFIG"
+for k in unit db app_user deploy_user backup_dir backup_keep backup_service tools_dir settle_seconds; do
+  [[ -n ${conf[$k]:-} ]] || fail 3 "$CONFIG has no $k; run pulumi up"
+done
+unit=${conf[unit]} db=${conf[db]} dir=${conf[backup_dir]} tools=${conf[tools_dir]}
+name=${db##*/}
+base=${name%.*}
+deploy_home=$(getent passwd "${conf[deploy_user]}" | cut -d: -f6) || fail 3 "no user ${conf[deploy_user]}"
+
+tool() { # the path of keel-<name>, which must be installed
+  [[ -x $tools/keel-$1 ]] || fail 1 "$tools/keel-$1 is not installed; run pulumi up"
+  printf '%s' "$tools/keel-$1"
+}
+show() { systemctl show --property="$1" --value -- "$unit"; }
+
+# Final-named backups of the DB, oldest first (the names keel-db-backup gives them).
+backups() {
+  local f n
+  for f in "$dir/$base"-*.db; do
+    n=${f##*/}
+    n=${n#"$base"-}
+    [[ -f $f && ${n%.db} =~ ^[0-9]{8}T[0-9]{6}Z$ ]] && printf '%s\n' "$f"
+  done
+  return 0
+}
+
+stop_engine() {
+  if [[ $(show ActiveState) == active || $(show ActiveState) == activating ]]; then
+    systemctl stop -- "$unit"
+    echo "$PROG: stopped $unit"
+  fi
+}
+
+# Starts the unit (out of a failed state too) and requires it to stay active, with the same main
+# PID and no automatic restart, for settle_seconds.
+start_engine() {
+  local pid restarts
+  [[ $(show ActiveState) != failed ]] || systemctl reset-failed -- "$unit"
+  systemctl "${1:-start}" -- "$unit"
+  pid=$(show MainPID)
+  restarts=$(show NRestarts)
+  sleep "${conf[settle_seconds]}"
+  if [[ $(show ActiveState) == active && $(show MainPID) == "$pid" && $(show NRestarts) == "$restarts" && $pid != 0 ]]; then
+    echo "$PROG: $unit active and steady (pid $pid)"
+    return 0
+  fi
+  echo "$PROG: $unit did not stay up: $(show ActiveState)/$(show SubState), result $(show Result), exit status $(show ExecMainStatus); its journal:" >&2
+  journalctl --unit="$unit" --lines=20 --no-pager --output=short-iso >&2 || true
+  return 1
+}
+
+case $cmd in
+  backups)
+    backups | while IFS= read -r f; do printf '%s\t%s\n' "${f##*/}" "$(stat -c %s -- "$f")"; done
+    ;;
+  backup)
+    # The timer's service: the same user, sandbox and retention as every scheduled backup. A oneshot:
+    # systemctl returns when it finished, non-zero when it failed (its reason is in its journal).
+    service=${conf[backup_service]}
+    if ! systemctl start -- "$service"; then
+      echo "$PROG: the backup failed; its reason:" >&2
+      journalctl --unit="$service" --lines=5 --no-pager --output=cat >&2 || true
+      exit 1
+    fi
+    newest=$(backups | tail -n 1)
+    [[ -n $newest ]] || fail 1 "$service succeeded but $dir holds no backup of $db"
+    printf '%s\n' "$newest"
+    ;;
+  restore)
+    want=$1
+    if [[ $want == latest ]]; then
+      want=$(backups | tail -n 1)
+      [[ -n $want ]] || fail 3 "no backup of $db in $dir"
+      want=${want##*/}
+    fi
+    [[ $want =~ ^$base-[0-9]{8}T[0-9]{6}Z\.db$ && -f $dir/$want ]] ||
+      fail 3 "no backup named '$want' in $dir; list them with: sudo keel-ops backups"
+    # Verify while the engine still runs: a bad backup costs no downtime.
+    "$(tool db-gate)" verify "$dir/$want" >/dev/null || fail 1 "$want fails the integrity gate; pick an older one (sudo keel-ops backups)"
+    stop_engine
+    rc=0
+    "$(tool db-restore)" --owner "${conf[app_user]}:${conf[app_user]}" "$dir/$want" "$db" >/dev/null || rc=$?
+    if [[ $rc -ne 0 ]]; then
+      echo "$PROG: the restore failed (exit $rc); $db is as it was. Starting $unit again." >&2
+      start_engine || true
+      exit 1
+    fi
+    echo "$PROG: restored $want into $db (the previous DB is kept beside it as ${name}.pre-restore-*)"
+    start_engine
+    ;;
+  snapshot)
+    out_dir=$deploy_home/keel-snapshots
+    install -d -m 0700 -o "${conf[deploy_user]}" -g "${conf[deploy_user]}" -- "$out_dir"
+    out=$out_dir/$base-snapshot-$(date -u +%Y%m%dT%H%M%SZ).db
+    "$(tool db-snapshot)" --owner "${conf[deploy_user]}:${conf[deploy_user]}" "$db" "$out" >/dev/null
+    printf '%s\n' "$out"
+    ;;
+  adopt)
+    incoming=$deploy_home/keel-incoming
+    src=$(realpath -e -- "$1" 2>/dev/null) || fail 3 "no such file: $1"
+    [[ $src == "$incoming"/* && ! -L $1 && -f $src ]] ||
+      fail 3 "$1: adopt takes a file uploaded into $incoming/ (scripts/runbook/migrate.sh puts it there)"
+    "$(tool db-gate)" verify "$src" >/dev/null || fail 1 "$src fails the integrity gate: it is not carried forward (seed 000 §4); nothing changed"
+    stop_engine
+    # adopt runs as the DB's owner, like every backup: the verified backup it takes of the current
+    # DB, its lock and status file then belong to the engine's user as the timer's do. So it gets
+    # its own copy of the upload beside the DB (the upload is in the deploy user's home).
+    owner=${conf[app_user]}
+    copy=$(mktemp "$(dirname -- "$db")/.keel-ops-adopt.XXXXXX")
+    install -m 0600 -o "$owner" -g "$owner" -- "$src" "$copy"
+    replace=()
+    [[ ! -e $db ]] || replace=(--replace --backup-dir "$dir")
+    rc=0
+    # The backup of the current DB keeps the configured retention, not db-backup's default.
+    setpriv --reuid="$owner" --regid="$owner" --clear-groups -- env KEEL_DB_BACKUP_KEEP="${conf[backup_keep]}" \
+      "$(tool db-gate)" adopt ${replace[@]+"${replace[@]}"} "$copy" "$db" >/dev/null || rc=$?
+    rm -f -- "$copy"
+    if [[ $rc -ne 0 ]]; then
+      echo "$PROG: adopt failed (exit $rc); $db is as it was. Starting $unit again." >&2
+      start_engine || true
+      exit 1
+    fi
+    rm -f -- "$src"
+    echo "$PROG: adopted $1 as $db (a verified backup of the previous DB is in $dir)"
+    start_engine
+    ;;
+  stop)
+    stop_engine
+    echo "$PROG: $unit is $(show ActiveState)"
+    ;;
+  start)
+    start_engine
+    ;;
+  restart)
+    start_engine restart
+    ;;
+esac
