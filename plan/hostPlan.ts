@@ -3,6 +3,7 @@ import { databaseSteps, migrationSteps } from "./database";
 import { engineSteps } from "./engine";
 import { hostPaths } from "./layout";
 import { hardeningSteps } from "../cloud-init/hardening";
+import { healthSteps } from "./health";
 import { secretSteps } from "./secrets";
 import { placeStep, readinessStep } from "./steps";
 import { toolFiles } from "./tools";
@@ -60,6 +61,7 @@ export function buildHostPlan(cfg: KeelConfig): HostPlan {
     ...hardeningSteps(cfg),
     ...secretSteps(cfg),
     ...engineWithDatabase(cfg),
+    ...healthSteps(cfg),
   ];
   const names = steps.map((s) => s.name);
   const dup = names.find((n, i) => names.indexOf(n) !== i);

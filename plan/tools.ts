@@ -18,6 +18,9 @@ export const TOOLS = {
   "db-snapshot": "scripts/db-snapshot.sh",
   "db-session-backup": "scripts/db-session-backup.sh",
   "db-migrate": "scripts/db-migrate.sh",
+  health: "scripts/keel-health.sh",
+  "health-alert": "scripts/health-alert.py",
+  ops: "scripts/runbook/keel-ops.sh",
 } as const;
 
 export type Tool = keyof typeof TOOLS;
