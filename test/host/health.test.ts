@@ -1,0 +1,518 @@
+// keel-health on this machine against a layout of its own: real SQLite DBs, real backups written by
+// scripts/db-backup.sh (status file included), real keel-place drift, a real tmpfs for the disk
+// thresholds, real apt-get on a constructed package state, a real HTTP listener for the alert
+// webhook. host.conf is the one plan/health.ts renders, with its paths moved into the temp dir.
+// The unit-state parts (engine, time, timer) need systemd as PID 1: they run on the VM
+// (test/vm/health.test.ts); here they must fail closed. Needs root (tmpfs, chown).
+import { execFile, spawnSync } from "node:child_process";
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseConfig } from "../../config";
+import { renderHostConf } from "../../plan/health";
+import { stableJson } from "../../plan/hash";
+import { makeDb, sha256, tempDir } from "./db-helpers";
+import { REPO, stackConfig } from "../support/stack";
+
+const HEALTH = join(REPO, "scripts", "keel-health.sh");
+const DB_BACKUP = join(REPO, "scripts", "db-backup.sh");
+const NOBODY = 65534;
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+interface Report {
+  version: number;
+  host: string;
+  app: string;
+  time: string;
+  status: "healthy" | "degraded" | "down";
+  exit_code: number;
+  checks: Record<string, { status: string; summary: string; todo: string | null; details: Record<string, unknown> }>;
+}
+
+/** A host layout in `root`: the DB's dir, backups, journal, keel's state, tools, and host.conf. */
+class Layout {
+  readonly lib: string;
+  readonly backups: string;
+  readonly keel: string;
+  readonly tools: string;
+  readonly conf: string;
+  readonly db: string;
+  constructor(readonly root: string, overrides: Record<string, string> = {}) {
+    this.lib = join(root, "lib");
+    this.backups = join(root, "backups");
+    this.keel = join(root, "keel");
+    this.tools = join(root, "tools");
+    for (const d of [this.lib, this.backups, this.keel, this.tools, join(root, "journal")]) mkdirSync(d, { recursive: true });
+    symlinkSync(join(REPO, "scripts", "keel-place.py"), join(this.tools, "keel-place"));
+    symlinkSync(join(REPO, "scripts", "health-alert.py"), join(this.tools, "keel-health-alert"));
+    this.db = join(this.lib, "engine.db");
+    this.conf = join(root, "host.conf");
+    this.writeConf(overrides);
+  }
+
+  /** The rendered host.conf of the prod stack, its paths moved here, then `overrides`. */
+  writeConf(overrides: Record<string, string> = {}): void {
+    const { raw, secretKeys } = stackConfig("prod");
+    const moved: Record<string, string> = {
+      db: this.db,
+      backup_dir: this.backups,
+      journal_dir: join(this.root, "journal"),
+      manifest: join(this.keel, "manifest.json"),
+      state_file: join(this.keel, "health.state"),
+      tools_dir: this.tools,
+      webhook_file: join(this.keel, "alert-webhook"),
+      // No such unit anywhere: the systemd checks find nothing, whatever this machine runs.
+      unit: "keel-test-absent.service",
+      health_timer: "keel-test-absent.timer",
+      ...overrides,
+    };
+    const lines = renderHostConf(parseConfig(raw, (k) => secretKeys.includes(k))).split("\n").map((line) => {
+      const key = line.slice(0, line.indexOf("="));
+      return key in moved ? `${key}=${moved[key]}` : line;
+    });
+    writeFileSync(this.conf, lines.join("\n"));
+  }
+
+  health(args: string[], env: Record<string, string> = {}): Promise<Run> {
+    return new Promise((resolve) => {
+      execFile(HEALTH, args, { env: { ...process.env, KEEL_HOST_CONF: this.conf, ...env }, timeout: 120_000, encoding: "utf8" }, (error, stdout, stderr) => {
+        const code = error ? (typeof error.code === "number" ? error.code : -1) : 0;
+        resolve({ code, stdout, stderr });
+      });
+    });
+  }
+
+  async report(checks: string, env: Record<string, string> = {}): Promise<Report & { run: Run }> {
+    const run = await this.health(["--json", "--only", checks], env);
+    expect(run.code, run.stderr).toBeGreaterThanOrEqual(0);
+    return { ...(JSON.parse(run.stdout) as Report), run };
+  }
+
+  /** A real backup with the real script (status file included); its exit code. */
+  backup(): number {
+    return spawnSync(DB_BACKUP, ["--keep", "3", this.db, this.backups], { encoding: "utf8" }).status ?? -1;
+  }
+}
+
+const roots: string[] = [];
+function layout(overrides: Record<string, string> = {}): Layout {
+  const root = tempDir("keel-health-");
+  roots.push(root);
+  return new Layout(root, overrides);
+}
+afterAll(() => roots.forEach((r) => rmSync(r, { recursive: true, force: true })));
+
+/** Overwrites page `page` (1-based) of a DB with garbage: what a bad disk or a stray write does. */
+function damagePage(db: string, page: number): void {
+  const bytes = readFileSync(db);
+  const size = bytes.readUInt16BE(16);
+  bytes.fill(0x5a, (page - 1) * size + 8, page * size - 8);
+  writeFileSync(db, bytes);
+}
+
+describe("keel-health: exit codes for constructed states", { timeout: 120_000 }, () => {
+  it("is healthy (0) with a clean DB and a fresh verified backup, and says so per check", async () => {
+    const l = layout();
+    makeDb(l.db, { wal: true });
+    expect(l.backup()).toBe(0);
+    const r = await l.report("db,backup,disk");
+    expect(r.run.code).toBe(0);
+    expect(r.status).toBe("healthy");
+    expect(r.checks.db).toMatchObject({ status: "ok", todo: null, details: { path: l.db, quick_check: "ok" } });
+    expect(r.checks.backup.status).toBe("ok");
+    expect(r.checks.backup.details).toMatchObject({ count: 1, max_age_hours: 26, last_run: { result: "ok", exit_code: 0, keep: 3, count: 1 } });
+    expect(r.checks.backup.summary).toMatch(/^newest backup 0\.0 h ago \(.*engine-\d{8}T\d{6}Z\.db\), 1 kept; last run ok$/);
+  });
+
+  it("is degraded (1) when the newest backup is older than keel:healthBackupMaxAgeHours", async () => {
+    const l = layout();
+    makeDb(l.db);
+    expect(l.backup()).toBe(0);
+    const [fresh] = JSON.parse(readFileSync(join(l.backups, "engine.status.json"), "utf8")).file.split("/").slice(-1);
+    renameSync(join(l.backups, fresh), join(l.backups, "engine-20250101T000000Z.db"));
+    const r = await l.report("backup");
+    expect(r.run.code).toBe(1);
+    expect(r.checks.backup.status).toBe("degraded");
+    expect(r.checks.backup.summary).toMatch(/^the newest backup is \d+\.\d h old \(more than 26 h\): .*engine-20250101T000000Z\.db$/);
+    expect(r.checks.backup.todo).toContain("scripts/runbook/backup-now.sh");
+    // The threshold is the config's: with 1,000,000 hours the same backup is fresh enough.
+    l.writeConf({ backup_max_age_hours: "1000000" });
+    expect((await l.report("backup")).run.code).toBe(0);
+  });
+
+  it("is degraded (1) when the last backup run failed, even with a fresh older backup, and names the reason", async () => {
+    const l = layout();
+    makeDb(l.db, { rows: 2000 });
+    expect(l.backup()).toBe(0);
+    damagePage(l.db, 4);
+    expect(l.backup()).toBe(1);
+    const r = await l.report("backup");
+    expect(r.run.code).toBe(1);
+    expect(r.checks.backup.summary).toMatch(/^the last backup run \(\d{4}-\d\d-\d\dT[\d:]+Z\) failed: .*integrity/);
+    expect(r.checks.backup.details).toMatchObject({ count: 1, last_run: { result: "failed", exit_code: 1 } });
+  });
+
+  it("is degraded (1) without any backup of an old DB, and ok without one while the DB is younger than the limit", async () => {
+    const l = layout({ backup_max_age_hours: "0" });
+    makeDb(l.db);
+    const none = await l.report("backup");
+    expect([none.run.code, none.checks.backup.summary]).toEqual([1, `no backup of ${l.db} in ${l.backups}`]);
+    l.writeConf();
+    const young = await l.report("backup");
+    expect(young.run.code).toBe(0);
+    expect(young.checks.backup.summary).toMatch(/^no backup yet; the DB is 0\.0 h old/);
+  });
+
+  it("is down (2) when PRAGMA quick_check finds damage, and down when there is no DB at all", async () => {
+    const l = layout();
+    makeDb(l.db, { rows: 2000 });
+    damagePage(l.db, 6);
+    const r = await l.report("db");
+    expect(r.run.code).toBe(2);
+    expect(r.checks.db.status).toBe("down");
+    expect(r.checks.db.summary).toMatch(/^quick_check on .*engine\.db failed: /);
+    expect(r.checks.db.todo).toContain("restore");
+    rmSync(l.db);
+    const gone = await l.report("db");
+    expect([gone.run.code, gone.checks.db.summary]).toEqual([2, `no DB at ${l.db}`]);
+  });
+
+  it("never writes the live DB, and opens it as the DB's owner (SQLite's -shm is the owner's, not root's)", async () => {
+    const l = layout();
+    makeDb(l.db, { wal: true });
+    chmodSync(l.root, 0o755); // like /var/lib: the DB's owner can reach its own directory
+    chownSync(l.lib, NOBODY, NOBODY);
+    chownSync(l.db, NOBODY, NOBODY);
+    const before = sha256(l.db);
+    expect((await l.report("db")).run.code).toBe(0);
+    expect(sha256(l.db)).toBe(before);
+    for (const ext of ["-wal", "-shm"]) if (existsSync(l.db + ext)) expect(statSync(l.db + ext).uid, ext).toBe(NOBODY);
+  });
+
+  it("fails closed: an unreadable backup status is 'unknown' and counts as degraded, never as ok", async () => {
+    const l = layout();
+    makeDb(l.db);
+    expect(l.backup()).toBe(0);
+    writeFileSync(join(l.backups, "engine.status.json"), "{not json");
+    const r = await l.report("backup");
+    expect([r.run.code, r.checks.backup.status]).toEqual([1, "unknown"]);
+  });
+
+  it("fails closed on the systemd checks where systemd cannot answer for the unit (here: no such unit)", async () => {
+    const l = layout();
+    const r = await l.report("engine,timer");
+    // With systemd as PID 1 the unit is not-found (engine: down); without, systemctl fails (unknown).
+    expect(["down", "unknown"]).toContain(r.checks.engine.status);
+    expect(["degraded", "unknown"]).toContain(r.checks.timer.status);
+    expect(r.run.code).toBeGreaterThanOrEqual(1);
+  });
+
+  it("exits 3 for a config it cannot trust and for an unknown check, naming what is wrong", async () => {
+    const l = layout({ disk_warn_percent: "eighty" });
+    const r = await l.health([]);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toContain("disk_warn_percent must be a whole number, found 'eighty'");
+    const l2 = layout();
+    const unknown = await l2.health(["--only", "db,cpu"]);
+    expect([unknown.code, unknown.stderr.trim()]).toEqual([3, "keel-health: unknown check 'cpu' (known: engine db backup disk time updates fail2ban drift timer)"]);
+    const missing = await l2.health([], { KEEL_HOST_CONF: join(l2.root, "nope.conf") });
+    expect(missing.code).toBe(3);
+    expect(missing.stderr).toContain("cannot read the config");
+  });
+});
+
+describe("keel-health: disk thresholds on a real small filesystem", { timeout: 120_000 }, () => {
+  let l: Layout;
+  let mnt: string;
+  beforeAll(() => {
+    const root = tempDir("keel-health-disk-");
+    roots.push(root);
+    mnt = join(root, "fs");
+    mkdirSync(mnt);
+    const r = spawnSync("mount", ["-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt], { encoding: "utf8" });
+    if (r.status !== 0) throw new Error(`mount tmpfs (needs root): ${r.stderr}`);
+    l = new Layout(mnt);
+    makeDb(l.db);
+  });
+  afterAll(() => {
+    if (mnt) spawnSync("umount", [mnt]);
+  });
+
+  /** Fills the filesystem to about `percent` % (df's own rounding decides the exact figure). */
+  function fillTo(percent: number): number {
+    const filler = join(l.lib, "filler");
+    rmSync(filler, { force: true });
+    const total = 4 * 1024 * 1024;
+    const used = Number(spawnSync("df", ["-P", "-B1", mnt], { encoding: "utf8" }).stdout.split("\n")[1].split(/\s+/)[2]);
+    writeFileSync(filler, Buffer.alloc(Math.floor((total * percent) / 100) - used, 1));
+    return Number(spawnSync("df", ["-P", mnt], { encoding: "utf8" }).stdout.split("\n")[1].split(/\s+/)[4].replace("%", ""));
+  }
+
+  it("is healthy below keel:healthDiskWarnPercent, degraded (1) from it, down (2) from keel:healthDiskCritPercent", async () => {
+    const low = fillTo(50);
+    expect(low).toBeLessThan(80);
+    const ok = await l.report("disk");
+    expect(ok.run.code).toBe(0);
+    const locations = ok.checks.disk.details.locations as Array<Record<string, unknown>>;
+    expect(locations.map((x) => [x.name, x.mount, x.use_percent])).toEqual([
+      ["db", mnt, low],
+      ["backups", mnt, low],
+      ["journal", mnt, low],
+    ]);
+
+    const warn = fillTo(88);
+    expect(warn).toBeGreaterThanOrEqual(80);
+    expect(warn).toBeLessThan(95);
+    const degraded = await l.report("disk");
+    expect([degraded.run.code, degraded.checks.disk.status]).toEqual([1, "degraded"]);
+    expect(degraded.checks.disk.summary).toContain(`${warn}% of ${mnt} used`);
+    // The thresholds are the config's.
+    l.writeConf({ disk_warn_percent: String(warn + 1), disk_crit_percent: "100" });
+    expect((await l.report("disk")).run.code).toBe(0);
+    l.writeConf();
+
+    expect(fillTo(98)).toBeGreaterThanOrEqual(95);
+    const down = await l.report("disk");
+    expect([down.run.code, down.checks.disk.status]).toEqual([2, "down"]);
+    expect(down.checks.disk.todo).toContain("Disk full");
+  });
+});
+
+describe("keel-health: drift, security updates, fail2ban", { timeout: 120_000 }, () => {
+  it("reports files keel placed that were changed or removed by hand (keel-place's real manifest)", async () => {
+    const l = layout();
+    const placed = [join(l.root, "etc", "a.conf"), join(l.root, "etc", "b.conf")];
+    const bundle = { files: placed.map((path) => ({ path, owner: "root", group: "root", mode: "0644", content: "as keel wrote it\n" })) };
+    const env = { ...process.env, KEEL_MANIFEST: join(l.keel, "manifest.json") };
+    expect(spawnSync(join(l.tools, "keel-place"), [], { input: stableJson(bundle), env, encoding: "utf8" }).status).toBe(0);
+    expect((await l.report("drift")).run.code).toBe(0);
+    writeFileSync(placed[0], "edited by hand at 3 a.m.\n");
+    rmSync(placed[1]);
+    const r = await l.report("drift");
+    expect([r.run.code, r.checks.drift.status]).toEqual([1, "degraded"]);
+    expect(r.checks.drift.details.drifted).toEqual([`changed ${placed[0]} (content)`, `missing ${placed[1]}`]);
+    rmSync(join(l.keel, "manifest.json"));
+    expect((await l.report("drift")).checks.drift.status).toBe("unknown");
+  });
+
+  it("counts pending security updates from apt's cached lists, and degrades only after the grace period", async () => {
+    const l = layout();
+    const apt = fakeAptState(join(l.root, "apt"));
+    const fresh = await l.report("updates", { APT_CONFIG: apt });
+    expect(fresh.run.code).toBe(0);
+    expect(fresh.checks.updates.details).toMatchObject({ pending: 1, packages: ["keel-fake-a"], grace_hours: 48 });
+    expect(fresh.checks.updates.summary).toMatch(/^1 security update\(s\) pending since .* \(unattended-upgrades installs them; degraded after 48 h\): keel-fake-a/);
+    // --record notes when they were first seen; 49 hours later the host is degraded.
+    await l.health(["--record", "--only", "updates"], { APT_CONFIG: apt });
+    const state = readFileSync(join(l.keel, "health.state"), "utf8");
+    const since = Number(/security_pending_since=(\d+)/.exec(state)![1]);
+    expect(Math.abs(since - Date.now() / 1000)).toBeLessThan(120);
+    writeFileSync(join(l.keel, "health.state"), state.replace(/security_pending_since=\d+/, `security_pending_since=${since - 49 * 3600}`));
+    const late = await l.report("updates", { APT_CONFIG: apt });
+    expect([late.run.code, late.checks.updates.status]).toEqual([1, "degraded"]);
+    expect(late.checks.updates.summary).toMatch(/^1 security update\(s\) pending for 49\.\d h: keel-fake-a/);
+  });
+
+  it("reports apt failing as unknown, not as 'no updates'", async () => {
+    const l = layout();
+    const broken = join(l.root, "broken-apt.conf");
+    writeFileSync(broken, "Dir::State::status {{ not apt's syntax\n");
+    const r = await l.report("updates", { APT_CONFIG: broken });
+    expect([r.run.code, r.checks.updates.status]).toEqual([1, "unknown"]);
+  });
+
+  it("reports fail2ban not running (this machine runs none) as degraded", async () => {
+    const r = await layout().report("fail2ban");
+    expect([r.run.code, r.checks.fail2ban.status]).toEqual([1, "degraded"]);
+    expect(r.checks.fail2ban.summary).toMatch(/^fail2ban (jail sshd is not running|is not installed)/);
+  });
+});
+
+/**
+ * An apt state of its own: two installed packages at 1.0, and two repositories (a file: URI each)
+ * with 1.1 — one whose Release says Debian-Security/stable-security, one plain stable. Real apt
+ * reads it through APT_CONFIG; `apt-get update` on file: URIs needs no network.
+ */
+function fakeAptState(dir: string): string {
+  for (const d of ["repo/sec", "repo/main", "lists/partial", "cache/archives/partial", "parts"]) mkdirSync(join(dir, d), { recursive: true });
+  const installed = (name: string) =>
+    `Package: ${name}\nStatus: install ok installed\nPriority: optional\nSection: misc\nInstalled-Size: 1\nMaintainer: keel <keel@example.invalid>\nArchitecture: all\nVersion: 1.0\nDescription: keel test package\n\n`;
+  writeFileSync(join(dir, "status"), installed("keel-fake-a") + installed("keel-fake-b"));
+  const available = (name: string) =>
+    `Package: ${name}\nVersion: 1.1\nArchitecture: all\nMaintainer: keel <keel@example.invalid>\nFilename: pool/${name}_1.1_all.deb\nSize: 100\nSHA256: ${"0".repeat(64)}\nDescription: keel test package\n\n`;
+  writeFileSync(join(dir, "repo/sec/Packages"), available("keel-fake-a"));
+  writeFileSync(join(dir, "repo/main/Packages"), available("keel-fake-b"));
+  writeFileSync(join(dir, "repo/sec/Release"), "Origin: Debian\nLabel: Debian-Security\nSuite: stable-security\nCodename: sec\n");
+  writeFileSync(join(dir, "repo/main/Release"), "Origin: Debian\nLabel: Debian\nSuite: stable\nCodename: main\n");
+  writeFileSync(join(dir, "sources.list"), `deb [trusted=yes] file:${dir}/repo sec/\ndeb [trusted=yes] file:${dir}/repo main/\n`);
+  const conf = join(dir, "apt.conf");
+  writeFileSync(
+    conf,
+    [
+      `Dir::State::status "${dir}/status";`,
+      `Dir::State::Lists "${dir}/lists";`,
+      `Dir::Cache "${dir}/cache";`,
+      `Dir::Etc::SourceList "${dir}/sources.list";`,
+      `Dir::Etc::SourceParts "${dir}/parts";`,
+      `Dir::Etc::PreferencesParts "${dir}/parts";`,
+      "",
+    ].join("\n"),
+  );
+  const update = spawnSync("apt-get", ["-q", "update"], { env: { ...process.env, APT_CONFIG: conf }, encoding: "utf8" });
+  if (update.status !== 0) throw new Error(`apt-get update on the test repositories failed: ${update.stderr}`);
+  return conf;
+}
+
+describe("keel-health: the report", { timeout: 180_000 }, () => {
+  let l: Layout;
+  let all: Run;
+  beforeAll(async () => {
+    l = layout();
+    makeDb(l.db);
+    expect(l.backup()).toBe(0);
+    all = await l.health(["--json"]);
+  }, 180_000);
+
+  it("--json: version, host, app, time, status, exit_code and every check with status, summary, todo, details", () => {
+    const r = JSON.parse(all.stdout) as Report;
+    expect(Object.keys(r)).toEqual(["version", "host", "app", "time", "status", "exit_code", "checks"]);
+    expect(r).toMatchObject({ version: 1, app: "engine", exit_code: all.code });
+    expect(r.time).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+    expect(Object.keys(r.checks)).toEqual(["engine", "db", "backup", "disk", "time", "updates", "fail2ban", "drift", "timer"]);
+    for (const [name, c] of Object.entries(r.checks)) {
+      expect(Object.keys(c), name).toEqual(["status", "summary", "todo", "details"]);
+      expect(["ok", "degraded", "down", "unknown"], name).toContain(c.status);
+      expect(typeof c.summary, name).toBe("string");
+      expect(c.todo === null || typeof c.todo === "string", name).toBe(true);
+      expect(typeof c.details, name).toBe("object");
+    }
+    const worst = Math.max(...Object.values(r.checks).map((c) => ({ ok: 0, degraded: 1, unknown: 1, down: 2 })[c.status]!));
+    expect(all.code).toBe(worst);
+    expect(r.status).toBe(["healthy", "degraded", "down"][worst]);
+  });
+
+  it("reads as text: a headline with the exit code, a line per check, and what to do for each that is not ok", async () => {
+    const text = await l.health([]);
+    expect(text.code).toBe(all.code);
+    const lines = text.stdout.split("\n");
+    expect(lines[0]).toMatch(new RegExp(`^keel-health: engine on \\S+ at \\d{4}-\\d\\d-\\d\\dT[\\d:]+Z: (HEALTHY|DEGRADED|DOWN) \\(exit ${all.code}\\)$`));
+    expect(lines.slice(1, 10).map((x) => x.trim().split(/\s+/)[1])).toEqual(["engine", "db", "backup", "disk", "time", "updates", "fail2ban", "drift", "timer"]);
+    expect(text.stdout).toMatch(/^ {2}ok {8}db {8}quick_check ok on /m);
+    expect(text.stdout).toMatch(/\nwhat to do:\n( {2}\S+ +.*\n)* {2}fail2ban {2}systemctl status fail2ban; /);
+  });
+});
+
+describe("keel-health --record and the alert webhook", { timeout: 180_000 }, () => {
+  let server: Server;
+  let port: number;
+  const received: Array<Record<string, unknown>> = [];
+  let answer = 200;
+  const TOKEN = "T000/B000/secret-token-of-the-webhook";
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      let body = "";
+      req.on("data", (c) => (body += c));
+      req.on("end", () => {
+        received.push({ path: req.url, type: req.headers["content-type"], ...JSON.parse(body) });
+        res.writeHead(answer).end();
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    port = (server.address() as { port: number }).port;
+  });
+  afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+  it("POSTs on each change of status (and back to healthy), retries an undelivered alert, never prints the URL", async () => {
+    const l = layout();
+    const hook = join(l.keel, "alert-webhook");
+    writeFileSync(hook, `http://127.0.0.1:${port}/${TOKEN}\n`, { mode: 0o600 });
+    makeDb(l.db);
+    expect(l.backup()).toBe(0);
+    const record = async () => {
+      const r = await l.health(["--record", "--only", "db,backup"]);
+      expect(r.stdout + r.stderr).not.toContain("secret-token");
+      return r;
+    };
+
+    // First run, healthy: nothing to say.
+    expect((await record()).code).toBe(0);
+    expect(received).toEqual([]);
+    expect(statSync(join(l.keel, "health.state")).mode & 0o777).toBe(0o600);
+
+    // Degraded: one alert, then quiet while it stays degraded.
+    const fresh = JSON.parse(readFileSync(join(l.backups, "engine.status.json"), "utf8")).file as string;
+    renameSync(fresh, join(l.backups, "engine-20250101T000000Z.db"));
+    expect((await record()).code).toBe(1);
+    expect((await record()).code).toBe(1);
+    expect(received).toHaveLength(1);
+    expect(received[0]).toMatchObject({ path: `/${TOKEN}`, type: "application/json", version: 1, app: "engine", status: "degraded", previous: "healthy", exit_code: 1 });
+    expect((received[0].problems as string[])[0]).toMatch(/^backup: the newest backup is/);
+    expect(received[0].text).toMatch(/^keel: engine on \S+ is DEGRADED \(was healthy\): backup: /);
+
+    // Down, with the webhook failing: logged, exit code unchanged, retried on the next run.
+    damagePage(l.db, 2);
+    answer = 500;
+    const failing = await record();
+    expect(failing.code).toBe(2);
+    expect(failing.stderr).toContain("keel-health-alert: the webhook answered HTTP 500");
+    expect(failing.stderr).toContain("the alert webhook was not reached; the next run tries again");
+    answer = 200;
+    expect((await record()).code).toBe(2);
+    expect(received.slice(1).map((a) => [a.status, a.previous])).toEqual([
+      ["down", "degraded"],
+      ["down", "degraded"],
+    ]);
+
+    // Back to healthy.
+    makeDb((rmSync(l.db), l.db));
+    expect(l.backup()).toBe(0);
+    expect((await record()).code).toBe(0);
+    expect(received.slice(-1).map((a) => [a.status, a.previous, a.exit_code])).toEqual([["healthy", "down", 0]]);
+    expect(readFileSync(join(l.keel, "health.state"), "utf8")).toMatch(/^status=healthy\nsince=\d+\nchecked=\d+\nnotified=healthy\nsecurity_pending_since=\n$/);
+  });
+
+  it("stays quiet with no webhook configured (an empty file), and records the state all the same", async () => {
+    const l = layout();
+    writeFileSync(join(l.keel, "alert-webhook"), "");
+    const before = received.length;
+    expect((await l.health(["--record", "--only", "db"])).code).toBe(2);
+    expect(received.length).toBe(before);
+    expect(readFileSync(join(l.keel, "health.state"), "utf8")).toContain("status=down\n");
+  });
+});
+
+describe("keel-health-alert", () => {
+  const alert = join(REPO, "scripts", "health-alert.py");
+  function run(url: string, body = '{"status":"down"}') {
+    const dir = tempDir("keel-alert-");
+    roots.push(dir);
+    writeFileSync(join(dir, "url"), url);
+    chmodSync(join(dir, "url"), 0o600);
+    return spawnSync(alert, [join(dir, "url")], { input: body, encoding: "utf8", timeout: 30_000 });
+  }
+
+  it("refuses plain http to anywhere but the loopback address, without connecting and without printing the URL", () => {
+    const r = run("http://192.0.2.1/hooks/secret-token\n");
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain("is not an https:// URL (nor http:// to the loopback address)");
+    expect(r.stderr).not.toContain("secret-token");
+  });
+
+  it("fails (1) on an unreachable webhook and names only the reason", () => {
+    const r = run("https://127.0.0.1:1/hooks/secret-token");
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/^keel-health-alert: the webhook could not be reached: .*refused/);
+    expect(r.stderr).not.toContain("secret-token");
+  });
+
+  it("refuses an empty file and a body that is not JSON", () => {
+    expect(run("").stderr).toContain("no webhook URL in");
+    expect(run("https://hooks.example.com/x", "not json").status).toBe(2);
+  });
+});

@@ -1,0 +1,314 @@
+// The runbook's operator scripts on this machine: fed a stack output JSON shaped by keel's own
+// functions (the knownHosts line, the paths), they connect to a real sshd on 127.0.0.1 with a
+// generated host key, trusting only the pinned key: a host with any other key is refused. Their
+// argument checks stop bad input before any connection. keel-ops (the host side) is checked for
+// what it does without systemd; its restore, backup and adopt run on the VM (test/vm/health.test.ts).
+// Needs root (sshd, a temporary user).
+import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { connect, createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { knownHostsLine, sshCommandLine } from "../../components/keel";
+import { parseConfig } from "../../config";
+import { renderHostConf } from "../../plan/health";
+import { hostPaths } from "../../plan/layout";
+import { makeDb, sha256, sql } from "./db-helpers";
+import { REPO, stackConfig } from "../support/stack";
+
+const RUNBOOK = join(REPO, "scripts", "runbook");
+const USER = `keel-r${randomBytes(3).toString("hex")}`;
+
+let dir: string;
+let port: number;
+let hostPub: string;
+let otherPub: string;
+let sshd: ChildProcess | undefined;
+let sshdLog = "";
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function listening(p: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(p, "127.0.0.1");
+    socket.once("connect", () => (socket.destroy(), resolve(true)));
+    socket.once("error", () => resolve(false));
+  });
+}
+
+function keygen(name: string): string {
+  execFileSyncQuiet("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", `${name}@keel-test`, "-f", join(dir, name)]);
+  return readFileSync(join(dir, `${name}.pub`), "utf8").trim().split(" ").slice(0, 2).join(" ");
+}
+
+function execFileSyncQuiet(cmd: string, args: string[]): void {
+  const r = spawnSync(cmd, args, { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")}: ${r.stderr}`);
+}
+
+/** What `pulumi stack output --json` prints for a stack whose host is this sshd with `hostKey`. */
+function stackOutput(hostKey: string): string {
+  const { raw, secretKeys } = stackConfig("prod");
+  const cfg = parseConfig({ ...raw, "keel:deployUser": USER, "keel:sshPort": String(port) }, (k) => secretKeys.includes(k));
+  const paths = hostPaths(cfg);
+  return JSON.stringify(
+    {
+      deployPublicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDeployKeyOfTheTestStack0000000000000000000 deploy",
+      deployUser: USER,
+      ipv4: "127.0.0.1",
+      ipv6: "2001:db8::1",
+      knownHosts: knownHostsLine(["127.0.0.1", "2001:db8::1"], port, hostKey),
+      paths,
+      serviceName: paths.unit,
+      sshCommand: sshCommandLine("127.0.0.1", port, USER),
+      sshPort: port,
+    },
+    null,
+    2,
+  );
+}
+
+/** Connections sshd has seen so far (after a moment, for its log to arrive). */
+async function connections(): Promise<number> {
+  await new Promise((r) => setTimeout(r, 300));
+  return (sshdLog.match(/Connection from/g) ?? []).length;
+}
+
+/** Runs scripts/runbook/NAME.sh in `dir` with the admin key, the stack outputs in a file (or as given). */
+function runbook(name: string, args: string[], opts: { stack?: string; input?: string; env?: Record<string, string> } = {}): Promise<Run> {
+  const stackFile = join(dir, `stack-${randomBytes(4).toString("hex")}.json`);
+  writeFileSync(stackFile, opts.stack ?? stackOutput(hostPub));
+  const env = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dir, KEEL_SSH_IDENTITY: join(dir, "admin"), KEEL_STACK_OUTPUT: stackFile, ...opts.env };
+  return new Promise((resolve) => {
+    const child = execFile(join(RUNBOOK, `${name}.sh`), args, { cwd: dir, env, timeout: 60_000, encoding: "utf8" }, (error, stdout, stderr) => {
+      resolve({ code: error ? (typeof error.code === "number" ? error.code : -1) : 0, stdout, stderr });
+    });
+    child.stdin!.end(opts.input ?? "");
+  });
+}
+
+beforeAll(async () => {
+  if (process.getuid?.() !== 0) throw new Error("test/host/runbook.test.ts needs root: it starts sshd and creates a temporary user");
+  dir = mkdtempSync(join(tmpdir(), "keel-runbook-"));
+  chmodSync(dir, 0o755);
+  hostPub = keygen("host");
+  otherPub = keygen("other-host");
+  const admin = keygen("admin");
+  port = await freePort();
+  execFileSyncQuiet("useradd", ["--create-home", "--shell", "/bin/bash", USER]);
+  const home = `/home/${USER}`;
+  mkdirSync(join(home, ".ssh"), { mode: 0o700 });
+  writeFileSync(join(home, ".ssh", "authorized_keys"), `${admin}\n`, { mode: 0o600 });
+  const { uid, gid } = JSON.parse(spawnSync("python3", ["-c", `import pwd,json; p=pwd.getpwnam("${USER}"); print(json.dumps({"uid": p.pw_uid, "gid": p.pw_gid}))`], { encoding: "utf8" }).stdout);
+  chownSync(join(home, ".ssh"), uid, gid);
+  chownSync(join(home, ".ssh", "authorized_keys"), uid, gid);
+  writeFileSync(
+    join(dir, "sshd_config"),
+    [`Port ${port}`, "ListenAddress 127.0.0.1", `HostKey ${join(dir, "host")}`, `PidFile ${join(dir, "sshd.pid")}`, `AllowUsers ${USER}`,
+      "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM yes", "LogLevel VERBOSE", ""].join("\n"),
+  );
+  mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
+  sshd = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", join(dir, "sshd_config")], { stdio: ["ignore", "ignore", "pipe"] });
+  sshd.stderr!.on("data", (chunk: Buffer) => (sshdLog += chunk.toString()));
+  const deadline = Date.now() + 10_000;
+  while (!(await listening(port))) {
+    if (Date.now() > deadline || sshd.exitCode !== null) throw new Error(`sshd did not listen on 127.0.0.1:${port}:\n${sshdLog}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+});
+
+afterAll(async () => {
+  if (sshd?.pid !== undefined && sshd.exitCode === null) {
+    const exited = new Promise((r) => sshd!.once("exit", r));
+    process.kill(sshd.pid, "SIGTERM");
+    await exited;
+  }
+  spawnSync("userdel", ["--remove", USER], { timeout: 30_000 });
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe("connect.sh: the pinned host key, never trust on first use", () => {
+  it("logs in with the stack's known_hosts line, written to keel_known_hosts", async () => {
+    rmSync(join(dir, "keel_known_hosts"), { force: true });
+    const r = await runbook("connect", ["--", "echo", "keel-ok", "as", "$(id -un)"]);
+    expect([r.code, r.stdout]).toEqual([0, `keel-ok as ${USER}\n`]);
+    expect(readFileSync(join(dir, "keel_known_hosts"), "utf8")).toBe(`[127.0.0.1]:${port},[2001:db8::1]:${port} ${hostPub}\n`);
+  });
+
+  it("refuses a host whose key is not the stack's, and runs nothing there", async () => {
+    const marker = `/tmp/keel-runbook-marker-${randomBytes(4).toString("hex")}`;
+    const r = await runbook("connect", ["--", "touch", marker], { stack: stackOutput(otherPub) });
+    expect(r.code).toBe(255);
+    expect(r.stderr).toContain("REMOTE HOST IDENTIFICATION HAS CHANGED");
+    expect(r.stderr).toContain("Host key verification failed.");
+    expect(existsSync(marker)).toBe(false);
+  });
+
+  it("rewrites a stale keel_known_hosts from the stack (the stack is the truth, not the file)", async () => {
+    writeFileSync(join(dir, "keel_known_hosts"), `[127.0.0.1]:${port} ${otherPub}\n`);
+    const r = await runbook("connect", ["--", "true"]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain("keel_known_hosts differs from the stack's knownHosts; rewriting it from the stack");
+    expect(readFileSync(join(dir, "keel_known_hosts"), "utf8")).toContain(hostPub);
+  });
+
+  it("reads the stack outputs from standard input with --stack -", async () => {
+    const r = await runbook("connect", ["--stack", "-", "--", "echo", "from-stdin"], { input: stackOutput(hostPub), env: { KEEL_STACK_OUTPUT: "" } });
+    expect([r.code, r.stdout]).toEqual([0, "from-stdin\n"]);
+  });
+
+  it("the sshCommand output works as printed, with the keel_known_hosts connect.sh wrote", () => {
+    const cmd = JSON.parse(stackOutput(hostPub)).sshCommand as string;
+    expect(cmd).toBe(`ssh -o StrictHostKeyChecking=yes -o UserKnownHostsFile=keel_known_hosts -p ${port} ${USER}@127.0.0.1`);
+    const [ssh, ...args] = cmd.split(" ");
+    const r = spawnSync(ssh, ["-i", join(dir, "admin"), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", ...args, "echo", "as-printed"], { cwd: dir, encoding: "utf8", timeout: 30_000 });
+    expect([r.status, r.stdout]).toEqual([0, "as-printed\n"]);
+  });
+
+  it("stops (3) without connecting when the stack has no pinned key or is not keel's JSON", async () => {
+    const noKey = JSON.parse(stackOutput(hostPub));
+    delete noKey.knownHosts;
+    const before = await connections();
+    const r = await runbook("connect", ["--", "true"], { stack: JSON.stringify(noKey) });
+    expect(r.code).toBe(3);
+    expect(r.stderr).toContain("knownHosts output is not a 'host ssh-ed25519 KEY' line; the host key must come from the stack, never from the host");
+    const garbage = await runbook("connect", ["--", "true"], { stack: "Current stack is prod:\n  ipv4 203.0.113.7\n" });
+    expect([garbage.code, garbage.stderr.trim()]).toEqual([3, "connect.sh: the stack outputs are not JSON from keel's program (pulumi stack output --json)"]);
+    const nothing = await runbook("connect", [], { env: { KEEL_STACK_OUTPUT: join(dir, "nope.json") } });
+    expect(nothing.code).toBe(3);
+    expect(await connections()).toBe(before);
+  });
+
+  it("logs in with the key named by KEEL_SSH_IDENTITY only (a retired key is refused by the host)", async () => {
+    keygen("not-authorized");
+    const r = await runbook("connect", ["--", "true"], { env: { KEEL_SSH_IDENTITY: join(dir, "not-authorized") } });
+    expect(r.code).toBe(255);
+    expect(r.stderr).toContain("Permission denied (publickey)");
+  });
+});
+
+describe("the other scripts' argument checks stop bad input before any connection", () => {
+  const cases: Array<[string, string[], RegExp]> = [
+    ["status", ["--only", "db;reboot"], /--only needs check names/],
+    ["logs", ["--since", "$(reboot)"], /--since needs a time/],
+    ["logs", ["-n", "all"], /-n needs a number of lines/],
+    ["restore", [], /usage: restore\.sh/],
+    ["restore", ["../../etc/shadow"], /is not a backup name/],
+    ["restore", ["engine-20261122T031700Z.db"], /not asked without a terminal; add --yes/],
+    ["engine", ["reboot"], /usage: engine\.sh .* stop\|start\|restart/],
+    ["backup-now", ["--keep", "1"], /usage: backup-now\.sh/],
+    ["migrate", [], /usage: migrate\.sh/],
+  ];
+  it.each(cases)("%s.sh %j exits 2", async (name, args, message) => {
+    const before = await connections();
+    const r = await runbook(name, args);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(message);
+    expect(await connections()).toBe(before);
+  });
+
+  it("snapshot.sh never overwrites an existing OUT", async () => {
+    writeFileSync(join(dir, "taken.db"), "");
+    const r = await runbook("snapshot", ["taken.db"]);
+    expect([r.code, r.stderr.trim()]).toEqual([2, "snapshot.sh: taken.db exists; snapshots are never overwritten"]);
+  });
+
+  it("every script prints its usage with -h", async () => {
+    for (const name of ["connect", "status", "logs", "backup-now", "restore", "snapshot", "migrate", "engine"]) {
+      const r = await runbook(name, ["-h"]);
+      expect(r.code, name).toBe(0);
+      expect(r.stderr, name).toMatch(/^Usage: scripts\/runbook\//);
+    }
+  });
+});
+
+describe("logs.sh and migrate.sh against the sshd", () => {
+  it("logs.sh runs journalctl for the stack's service as the deploy user, --since kept as one argument", async () => {
+    const r = await runbook("logs", ["-n", "5", "--since", "1 hour ago"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(sshdLog).toMatch(new RegExp(`Accepted publickey for ${USER} from 127\\.0\\.0\\.1`));
+  });
+
+  it("migrate.sh carries nothing forward from a DB that fails the gate", async () => {
+    const db = makeDb(join(dir, "bad.db"), { rows: 2000 });
+    const bytes = readFileSync(db);
+    bytes.fill(0x5a, 5 * 4096 + 8, 6 * 4096 - 8);
+    writeFileSync(db, bytes);
+    const r = await runbook("migrate", ["--yes", db]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("did not pass the gate: do not carry it forward");
+    expect(existsSync(`/home/${USER}/keel-incoming`)).toBe(false);
+  });
+
+  it("migrate.sh proves a DB clean here, uploads exactly its bytes to ~/keel-incoming, then hands over to keel-ops adopt", async () => {
+    const db = makeDb(join(dir, "good.db"), { wal: true });
+    const r = await runbook("migrate", ["--yes", db]);
+    // This machine has no keel-ops (nor sudo): the last step fails here and runs on the VM.
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("migrate.sh: 1/3 the integrity gate on");
+    expect(r.stderr).toContain("migrate.sh: 2/3 upload to");
+    expect(r.stderr).toContain("adopt failed on the host");
+    const uploaded = spawnSync("find", [`/home/${USER}/keel-incoming`, "-name", "incoming-*.db"], { encoding: "utf8" }).stdout.trim().split("\n");
+    expect(uploaded).toHaveLength(1);
+    expect(sha256(uploaded[0])).toBe(sha256(db));
+    expect(sql(`file:${uploaded[0]}?mode=ro`, "PRAGMA integrity_check;")).toBe("ok");
+    expect(existsSync(`${db}-wal`) ? readFileSync(`${db}-wal`).length : 0).toBe(0);
+  });
+});
+
+describe("keel-ops (the host side) without systemd", () => {
+  function ops(args: string[], conf: string): Run {
+    const r = spawnSync(join(RUNBOOK, "keel-ops.sh"), args, { encoding: "utf8", env: { ...process.env, KEEL_HOST_CONF: conf }, timeout: 60_000 });
+    return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+  }
+  let conf: string;
+  let backups: string;
+  beforeAll(() => {
+    const root = mkdtempSync(join(tmpdir(), "keel-ops-"));
+    backups = join(root, "backups");
+    mkdirSync(backups);
+    const { raw, secretKeys } = stackConfig("prod");
+    const cfg = parseConfig({ ...raw, "keel:deployUser": USER }, (k) => secretKeys.includes(k));
+    conf = join(root, "host.conf");
+    writeFileSync(conf, renderHostConf(cfg).replace(/^backup_dir=.*$/m, `backup_dir=${backups}`).replace(/^db=.*$/m, `db=${join(root, "engine.db")}`));
+    for (const name of ["engine-20261120T031700Z.db", "engine-20261121T031700Z.db", "engine-notabackup.db", "other-20261121T031700Z.db"]) writeFileSync(join(backups, name), "x".repeat(7));
+  });
+
+  it("lists only the DB's final-named backups, oldest first", () => {
+    const r = ops(["backups"], conf);
+    expect([r.code, r.stdout]).toEqual([0, "engine-20261120T031700Z.db\t7\nengine-20261121T031700Z.db\t7\n"]);
+  });
+
+  it("refuses a restore of anything but a listed backup, and an adopt of a file outside the deploy user's keel-incoming", () => {
+    expect(ops(["restore", "../engine.db"], conf)).toMatchObject({ code: 3, stderr: expect.stringContaining("no backup named '../engine.db'") });
+    expect(ops(["restore", "engine-20261119T031700Z.db"], conf).code).toBe(3);
+    writeFileSync(join(dir, "elsewhere.db"), "");
+    expect(ops(["adopt", join(dir, "elsewhere.db")], conf)).toMatchObject({
+      code: 3,
+      stderr: expect.stringContaining(`adopt takes a file uploaded into /home/${USER}/keel-incoming/`),
+    });
+  });
+
+  it("prints its usage (2) for anything else", () => {
+    const r = ops(["reboot"], conf);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^Usage: keel-ops backups/);
+  });
+});
