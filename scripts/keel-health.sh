@@ -158,7 +158,7 @@ exit_meaning() { # CODE STATUS: CODE is systemd's ExecMainCode (1 exited, 2 kill
       if [[ $status == "${conf[engine_gate_status]}" ]]; then
         printf 'status=%s/%s: the startup gate failed; the engine refused to start and says why in its journal' "$status" "${name:-CONFIG}"
       elif [[ $status == 0 ]]; then
-        printf 'status=0/SUCCESS: the engine exited by itself'
+        printf 'status=0/SUCCESS: the engine exited cleanly (it was stopped, or ended by itself)'
       elif ((status >= 200 && status < 256)); then
         printf 'status=%s/%s: systemd could not set up the process (%s)' "$status" "${name:-?}" "${name:-see systemctl status}"
       else

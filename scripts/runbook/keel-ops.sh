@@ -13,6 +13,8 @@
 #        keel-ops adopt FILE              migrate: FILE (in ~/keel-incoming/ of the deploy user) passes
 #                                         the integrity gate and replaces the DB (after a verified
 #                                         backup of it, as the engine's user), the engine stopped meanwhile
+#        keel-ops asides                  list the previous DBs a restore or adopt kept beside the DB
+#        keel-ops remove-asides           remove them (once the DB in place has proven itself)
 #        keel-ops stop | start | restart  the engine's unit; start and restart confirm it stays up
 #
 # The DB work is keel-db-backup/-restore/-snapshot/-gate (docs/DATABASE.md); this tool adds the
@@ -41,7 +43,7 @@ fail() {
 cmd=$1
 shift
 case $cmd in
-  backups | backup | snapshot | stop | start | restart) [[ $# -eq 0 ]] || usage ;;
+  backups | backup | snapshot | asides | remove-asides | stop | start | restart) [[ $# -eq 0 ]] || usage ;;
   restore | adopt) [[ $# -eq 1 ]] || usage ;;
   -h | --help | *) usage ;;
 esac
@@ -73,6 +75,15 @@ backups() {
     n=${f##*/}
     n=${n#"$base"-}
     [[ -f $f && ${n%.db} =~ ^[0-9]{8}T[0-9]{6}Z$ ]] && printf '%s\n' "$f"
+  done
+  return 0
+}
+
+# The previous DBs keel-db-restore and keel-db-gate adopt keep beside the DB (with their -wal/-shm/-journal).
+asides() {
+  local f
+  for f in "$db".pre-restore-* "$db".pre-adopt-*; do
+    [[ $f =~ \.pre-(restore|adopt)-[0-9]{8}T[0-9]{6}Z(-wal|-shm|-journal)?$ && -f $f ]] && printf '%s\n' "$f"
   done
   return 0
 }
@@ -176,6 +187,17 @@ case $cmd in
     rm -f -- "$src"
     echo "$PROG: adopted $1 as $db (a verified backup of the previous DB is in $dir)"
     start_engine
+    ;;
+  asides)
+    asides | while IFS= read -r f; do printf '%s\t%s\n' "$f" "$(stat -c %s -- "$f")"; done
+    ;;
+  remove-asides)
+    n=0
+    while IFS= read -r f; do
+      rm -f -- "$f"
+      n=$((n + 1))
+    done < <(asides)
+    echo "$PROG: removed $n file(s) kept aside by restore or adopt"
     ;;
   stop)
     stop_engine

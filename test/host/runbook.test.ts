@@ -306,6 +306,16 @@ describe("keel-ops (the host side) without systemd", () => {
     });
   });
 
+  it("lists and removes the previous DBs a restore or adopt kept aside, and nothing else", () => {
+    const db = /^db=(.*)$/m.exec(readFileSync(conf, "utf8"))![1];
+    const aside = [`${db}.pre-restore-20261122T031700Z`, `${db}.pre-restore-20261122T031700Z-wal`, `${db}.pre-adopt-20261123T000000Z`];
+    for (const f of [...aside, db, `${db}-wal`, `${db}.pre-restore-notes.txt`]) writeFileSync(f, "x");
+    expect(ops(["asides"], conf).stdout).toBe(aside.map((f) => `${f}\t1\n`).join(""));
+    expect(ops(["remove-asides"], conf)).toMatchObject({ code: 0, stdout: "keel-ops: removed 3 file(s) kept aside by restore or adopt\n" });
+    for (const f of aside) expect(existsSync(f), f).toBe(false);
+    for (const f of [db, `${db}-wal`, `${db}.pre-restore-notes.txt`]) expect(existsSync(f), f).toBe(true);
+  });
+
   it("prints its usage (2) for anything else", () => {
     const r = ops(["reboot"], conf);
     expect(r.code).toBe(2);
