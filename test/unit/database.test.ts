@@ -2,7 +2,6 @@ import { describe, expect, it } from "vitest";
 import { parseConfig, type KeelConfig } from "../../config";
 import {
   BACKUP_RANDOMIZED_DELAY,
-  databaseSteps,
   migrationSteps,
   renderBackupService,
   renderBackupTimer,
