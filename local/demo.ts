@@ -18,7 +18,7 @@ import { parseArgs } from "node:util";
 import { buildHostPlan } from "../plan/hostPlan";
 import { hostPaths } from "../plan/layout";
 import { renderEnvFile } from "../plan/secrets";
-import { TOOLS, toolPath } from "../plan/tools";
+import { toolPath } from "../plan/tools";
 import { engineRepository, keyPair, localConfig, localUserData, pushEngineRepository, SAMPLE_ENGINE } from "./localStack";
 import { runSteps } from "./runSteps";
 import { bootVm, buildImage, RELEASES, stopVm, type Release, type VmState } from "./vm";
@@ -82,10 +82,8 @@ async function up(release: Release): Promise<void> {
       paths: hostPaths(cfg),
     };
     process.stdout.write(`\nStack outputs (as pulumi stack output --json prints them):\n${JSON.stringify(outputs, null, 2)}\n`);
-    if ("health" in TOOLS) {
-      const health = await vm.exec(`sudo ${toolPath("health" as keyof typeof TOOLS)}`, { timeoutMs: 2 * MINUTE });
-      process.stdout.write(`\nHealth report (keel-health, exit ${health.code}):\n${health.stdout}${health.stderr}`);
-    }
+    const health = await vm.exec(`sudo ${toolPath("health")}`, { timeoutMs: 2 * MINUTE });
+    process.stdout.write(`\nHealth report (keel-health, exit ${health.code}):\n${health.stdout}${health.stderr}`);
     const state = vm.detach();
     fs.writeFileSync(statePath(), JSON.stringify(state, null, 2) + "\n");
     process.stdout.write(`\nThe VM keeps running. Log in:\n  ${outputs.sshCommand}\nStop it:\n  npm run demo:down\n`);
@@ -101,7 +99,8 @@ async function down(): Promise<void> {
     process.stdout.write("no demo VM is running\n");
     return;
   }
-  await stopVm(state.dir);
+  // A VM whose files are gone (the machine rebooted, /tmp was cleaned) has nothing left to stop.
+  if (fs.existsSync(state.dir)) await stopVm(state.dir);
   fs.rmSync(statePath(), { force: true });
   process.stdout.write(`stopped the demo VM and removed ${state.dir}\n`);
 }
