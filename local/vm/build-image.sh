@@ -48,11 +48,13 @@ for tool in debootstrap dpkg-scanpackages apt-ftparchive mke2fs qemu-img flock; 
   command -v "$tool" >/dev/null || die "$tool not found; install: apt-get install debootstrap dpkg-dev apt-utils e2fsprogs qemu-utils util-linux"
 done
 
-# What a Hetzner Debian image has (a kernel, systemd, sshd, cloud-init, sudo, python3, ifupdown
-# networking that cloud-init renders), plus locales so cloud-init's locale module succeeds.
+# What a Hetzner Debian image has (a kernel, systemd, sshd with sftp, cloud-init, sudo, python3,
+# AppArmor, ifupdown networking that cloud-init renders), plus locales so cloud-init's locale
+# module succeeds. Installed without recommends, so nothing else (an MTA, firmware) slows the
+# first boot; what a recommends chain would bring that matters is listed here.
 base_packages=(
-  systemd-sysv udev dbus linux-image-amd64 initramfs-tools
-  openssh-server cloud-init cloud-guest-utils sudo python3
+  systemd-sysv udev dbus libpam-systemd linux-image-amd64 initramfs-tools busybox zstd apparmor
+  openssh-server openssh-sftp-server cloud-init cloud-guest-utils sudo python3
   ifupdown isc-dhcp-client iproute2 iputils-ping netbase
   locales ca-certificates apt-utils systemd-timesyncd
   cron logrotate procps less kmod e2fsprogs
@@ -98,6 +100,11 @@ echo "build-image: debootstrap $release (minbase) from $MIRROR" >&2
 # python3-cryptography -> python3-cffi-backend-api-*), apt in the chroot resolves the rest.
 debootstrap --variant=minbase "$release" "$root" "$MIRROR"
 
+# Before the kernel's initramfs is made, so it includes fsck for the root filesystem.
+cat >"$root/etc/fstab" <<EOF
+LABEL=$ROOT_LABEL / ext4 errors=remount-ro 0 1
+EOF
+
 cat >"$root/etc/apt/sources.list" <<EOF
 deb $MIRROR $release main
 deb $MIRROR $release-updates main
@@ -114,7 +121,7 @@ mount -t devpts -o newinstance devpts "$root/dev/pts"
 echo "build-image: installing the base packages" >&2
 in_chroot apt-get update
 in_chroot apt-get -y dist-upgrade
-in_chroot apt-get -y install "${base_packages[@]}"
+in_chroot apt-get -y install --no-install-recommends "${base_packages[@]}"
 
 sed -i 's/^# *\(en_US.UTF-8 UTF-8\)/\1/' "$root/etc/locale.gen"
 in_chroot locale-gen
@@ -159,10 +166,6 @@ cat >"$root/etc/cloud/cloud.cfg.d/90-keel-local-vm.cfg" <<EOF
 datasource_list: [NoCloud, None]
 apt:
   preserve_sources_list: true
-EOF
-
-cat >"$root/etc/fstab" <<EOF
-LABEL=$ROOT_LABEL / ext4 errors=remount-ro 0 1
 EOF
 
 kernel=$(find "$root/boot" -maxdepth 1 -name 'vmlinuz-*' | sort -V | tail -n1)
