@@ -30,7 +30,10 @@ export const HARDENING_PATHS = {
   fail2banJail: "/etc/fail2ban/jail.d/keel.local",
   metadataGuardRules: "/etc/keel/metadata-guard.nft",
   metadataGuardUnit: "/etc/systemd/system/keel-metadata-guard.service",
-  sysctl: "/etc/sysctl.d/90-keel.conf",
+  // Sorts after every other sysctl.d file (Debian's procps ships 99-protect-links.conf, which sets
+  // fs.protected_fifos = 1): systemd-sysctl applies them in file name order, the last value wins.
+  sysctl: "/etc/sysctl.d/99-zz-keel.conf",
+  ufwSysctlDropIn: "/etc/systemd/system/ufw.service.d/90-keel-sysctl.conf",
   coreLimits: "/etc/security/limits.d/90-keel-no-core.conf",
   coredump: "/etc/systemd/coredump.conf.d/90-keel.conf",
   journald: "/etc/systemd/journald.conf.d/90-keel.conf",
@@ -159,8 +162,13 @@ export function hardeningUnits(cfg: KeelConfig): HardeningUnit[] {
     {
       name: "kernel",
       description: "sysctl network and kernel hardening, core dumps off",
-      files: [staticFile(p.sysctl, "sysctl-keel.conf"), staticFile(p.coreLimits, "limits-no-core.conf"), staticFile(p.coredump, "coredump-keel.conf")],
-      onChange: [["systemctl", "restart", "systemd-sysctl.service"]],
+      files: [
+        staticFile(p.sysctl, "sysctl-keel.conf"),
+        staticFile(p.ufwSysctlDropIn, "ufw-keel-sysctl.conf"),
+        staticFile(p.coreLimits, "limits-no-core.conf"),
+        staticFile(p.coredump, "coredump-keel.conf"),
+      ],
+      onChange: [["systemctl", "daemon-reload"], ["systemctl", "restart", "systemd-sysctl.service"]],
     },
     {
       name: "journald",

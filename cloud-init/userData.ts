@@ -88,7 +88,6 @@ export function firstBootCommands(cfg: KeelConfig): (string | string[])[] {
     ["find", "/etc/ssh", "-maxdepth", "1", "-name", "ssh_host_*", "!", "-name", "ssh_host_ed25519_key*", "-delete"],
     // Ubuntu's apport would set its own core_pattern at every boot; core dumps stay off.
     ...(ubuntu ? [["systemctl", "mask", "apport.service"]] : []),
-    ...onChange("kernel"),
     ...onChange("journald"),
     // Ubuntu 24.04 starts sshd from ssh.socket, which listens on port 22 whatever sshd_config says.
     // keel runs sshd as a plain service on every image, so keel:sshPort and reloads work alike.
@@ -102,6 +101,8 @@ export function firstBootCommands(cfg: KeelConfig): (string | string[])[] {
     // `sshd -t` first and fails without touching the running sshd when the config is invalid.
     ["systemctl", "restart", "ssh.service"],
     ...onChange("firewall"),
+    // After UFW: enabling it applies /etc/ufw/sysctl.conf, which would undo some of keel's values.
+    ...onChange("kernel"),
     ...check("fail2ban"),
     ["systemctl", "enable", "fail2ban.service"],
     ...onChange("fail2ban"),
