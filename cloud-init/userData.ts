@@ -164,6 +164,10 @@ export function cloudConfig(cfg: KeelConfig, hostKey: HostKeyPair): Record<strin
       ed25519_private: hostKey.privateKey.endsWith("\n") ? hostKey.privateKey : hostKey.privateKey + "\n",
       ed25519_public: hostKey.publicKey.trim(),
     },
+    // /etc/hosts names this host (127.0.1.1), rewritten from cloud-init's template at every boot:
+    // otherwise every sudo (each remote step) looks the hostname up in DNS and warns "unable to
+    // resolve host" when that fails.
+    manage_etc_hosts: true,
     timezone: cfg.timezone,
     package_update: true,
     package_upgrade: true,
