@@ -246,7 +246,7 @@ describe("engine-source.sh", () => {
   });
 });
 
-describe("keel-engine-venv", () => {
+describe("keel-engine-venv", { timeout: 180_000 }, () => {
   let app: string;
   let venv: string;
   let commit: string;
