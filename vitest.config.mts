@@ -6,7 +6,8 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
-    testTimeout: 30_000,
+    // Real tools (pip, sshd, sqlite3 on 1 GiB files) on a 2-core machine: generous, never a benchmark.
+    testTimeout: 120_000,
     hookTimeout: 60_000,
   },
 });
