@@ -1,0 +1,215 @@
+// What an auditor reads on a keel host, as data the VM tests assert on: UFW's status, the TCP
+// listeners, the metadata guard's verdicts, and a fail2ban ban made from a network namespace inside
+// the guest. Every helper here needs the root helper (installRootHelper).
+import { expect } from "vitest";
+import type { ExecResult, Vm } from "../../../local/vm";
+import { asRoot, MINUTE, shellQuote, tryAsRoot } from "./keelVm";
+
+export interface UfwStatus {
+  readonly status: string;
+  /** "deny (incoming), allow (outgoing), deny (routed)" */
+  readonly defaults: string;
+  readonly rules: readonly { readonly to: string; readonly action: string; readonly from: string; readonly comment: string }[];
+}
+
+/** `ufw status verbose`, parsed. */
+export async function ufwStatus(vm: Vm): Promise<UfwStatus> {
+  const out = await asRoot(vm, "ufw status verbose");
+  const field = (name: string) => out.match(new RegExp(`^${name}: (.*)$`, "m"))?.[1] ?? "";
+  const lines = out.split("\n");
+  const start = lines.findIndex((l) => /^--\s+------\s+----/.test(l));
+  const rules = (start < 0 ? [] : lines.slice(start + 1))
+    .filter((l) => l.trim() !== "")
+    .map((l) => {
+      const [rule, comment = ""] = l.split(/\s+# /);
+      const [to, action, from] = rule.trim().split(/\s{2,}/);
+      return { to, action, from, comment: comment.trim() };
+    });
+  return { status: field("Status"), defaults: field("Default"), rules };
+}
+
+export interface Listener {
+  readonly address: string;
+  readonly port: number;
+  /** The process names ss shows, e.g. ["sshd"]. */
+  readonly processes: readonly string[];
+}
+
+/** TCP sockets in LISTEN state (`ss -Htlnp`). */
+export async function tcpListeners(vm: Vm): Promise<Listener[]> {
+  const out = await asRoot(vm, "ss -Htlnp");
+  return out
+    .trim()
+    .split("\n")
+    .filter(Boolean)
+    .map((line) => {
+      const cols = line.trim().split(/\s+/);
+      const local = cols[3];
+      const colon = local.lastIndexOf(":");
+      return {
+        address: local.slice(0, colon),
+        port: Number(local.slice(colon + 1)),
+        processes: [...line.matchAll(/\("([^"]+)",pid=/g)].map((m) => m[1]),
+      };
+    });
+}
+
+export function isLoopback(address: string): boolean {
+  return /^127\./.test(address) || address === "[::1]" || /^\[::ffff:127\./.test(address);
+}
+
+/** The guest side and the namespace side of the veth a ban test makes; see attackerNamespace. */
+export const GUEST_VETH_ADDRESS = "198.18.0.1";
+export const ATTACKER_ADDRESS = "198.18.0.2";
+/** Allowed by UFW (keel:allowedSshCidrs) but broader than /16, so fail2ban may ban it. */
+export const ATTACKER_CIDR = "198.18.0.0/15";
+const NETNS = "keel-attacker";
+
+/**
+ * A network namespace inside the guest, joined to it by a veth pair: the guest side has
+ * GUEST_VETH_ADDRESS, the namespace ATTACKER_ADDRESS. Traffic from it stays in the guest and
+ * reaches the guest's sshd through UFW and fail2ban like traffic from the Internet would.
+ * Recreated from scratch on every call (a reboot removes it).
+ */
+export async function attackerNamespace(vm: Vm): Promise<void> {
+  await asRoot(vm, [
+    `ip netns del ${NETNS} 2>/dev/null || true`,
+    "ip link del keel-guest 2>/dev/null || true",
+    "set -e",
+    `ip netns add ${NETNS}`,
+    "ip link add keel-guest type veth peer name keel-attacker",
+    `ip link set keel-attacker netns ${NETNS}`,
+    `ip addr add ${GUEST_VETH_ADDRESS}/30 dev keel-guest`,
+    "ip link set keel-guest up",
+    `ip netns exec ${NETNS} ip addr add ${ATTACKER_ADDRESS}/30 dev keel-attacker`,
+    `ip netns exec ${NETNS} ip link set keel-attacker up`,
+    `ip netns exec ${NETNS} ip link set lo up`,
+  ].join("\n"));
+}
+
+export async function removeAttackerNamespace(vm: Vm): Promise<void> {
+  await asRoot(vm, `ip netns del ${NETNS} 2>/dev/null || true; ip link del keel-guest 2>/dev/null || true`);
+}
+
+/** Runs `command` as root inside the attacker namespace; never throws for a non-zero exit. */
+export function fromAttacker(vm: Vm, command: string, timeoutMs = MINUTE) {
+  return tryAsRoot(vm, `ip netns exec ${NETNS} sh -c ${shellQuote(command)}`, { timeoutMs });
+}
+
+/**
+ * A TCP connection from the attacker namespace to the guest's `port`: "banner" when an SSH banner
+ * came back, "open" when it connected without one, otherwise the error bash printed (refused,
+ * timed out...).
+ */
+export async function probeFromAttacker(vm: Vm, port: number, seconds = 8): Promise<string> {
+  const r = await fromAttacker(
+    vm,
+    `timeout ${seconds} bash -c 'exec 3<>/dev/tcp/${GUEST_VETH_ADDRESS}/${port} && { head -c 4 <&3 | grep -q "^SSH-" && echo banner || echo open; }' 2>&1 || echo "exit $?"`,
+  );
+  return r.stdout.trim();
+}
+
+/**
+ * `attempts` failed SSH logins from the attacker namespace (a user sshd does not allow, no key),
+ * pinning `hostPublicKey` like every connection keel makes. Returns each attempt's ssh exit status
+ * and last stderr line.
+ */
+export async function failedLoginsFromAttacker(vm: Vm, port: number, hostPublicKey: string, attempts: number): Promise<string[]> {
+  const host = port === 22 ? GUEST_VETH_ADDRESS : `[${GUEST_VETH_ADDRESS}]:${port}`;
+  const knownHosts = `/run/keel-attacker-known_hosts`;
+  await asRoot(vm, `printf '%s\\n' ${shellQuote(`${host} ${hostPublicKey}`)} > ${knownHosts}`);
+  const ssh = [
+    "ssh -F /dev/null -p", port, "-o BatchMode=yes -o PubkeyAuthentication=no -o ConnectTimeout=8",
+    `-o UserKnownHostsFile=${knownHosts} -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes`,
+    `intruder@${GUEST_VETH_ADDRESS} true`,
+  ].join(" ");
+  const r = await fromAttacker(vm, `for i in $(seq ${attempts}); do ${ssh} 2>/tmp/keel-attempt; echo "$? $(tail -n 1 /tmp/keel-attempt)"; done`, 5 * MINUTE);
+  return r.stdout.trim().split("\n");
+}
+
+/** `fail2ban-client status sshd`: the banned addresses and the total failures counted. */
+export async function sshdJail(vm: Vm): Promise<{ banned: string[]; totalFailed: number; raw: string }> {
+  const raw = await asRoot(vm, "fail2ban-client status sshd");
+  const banned = raw.match(/Banned IP list:\s*(.*)$/m)?.[1].trim().split(/\s+/).filter(Boolean) ?? [];
+  const totalFailed = Number(raw.match(/Total failed:\s*(\d+)/)?.[1] ?? NaN);
+  return { banned, totalFailed, raw };
+}
+
+/** Polls the sshd jail until `ok` holds; returns the last reading. */
+export async function waitForJail(vm: Vm, ok: (jail: Awaited<ReturnType<typeof sshdJail>>) => boolean, timeoutMs = 2 * MINUTE) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const jail = await sshdJail(vm);
+    if (ok(jail) || Date.now() > deadline) return jail;
+    await new Promise((r) => setTimeout(r, 2_000));
+  }
+}
+
+/** Packets the metadata guard's rule has rejected so far. */
+export async function metadataGuardCount(vm: Vm): Promise<number> {
+  const out = await asRoot(vm, "nft list chain inet keel_metadata_guard output");
+  const m = out.match(/ip daddr 169\.254\.169\.254 meta skuid != 0 counter packets (\d+) bytes \d+ reject/);
+  if (!m) throw new Error(`the metadata guard's rule is not loaded:\n${out}`);
+  return Number(m[1]);
+}
+
+/**
+ * A TCP connection to the metadata endpoint as `who`: the deploy user over ssh, `nobody` through
+ * runuser, or root. Returns how it ended (bash's error text, or "timeout"). Nothing leaves the
+ * guest: the VM's user networking has restrict=on, and there is no metadata server here.
+ */
+export async function connectToMetadata(vm: Vm, who: "deploy" | "nobody" | "root"): Promise<string> {
+  const probe = `timeout 6 bash -c 'exec 3<>/dev/tcp/169.254.169.254/80' 2>&1; echo "exit $?"`;
+  if (who === "deploy") return (await vm.exec(probe)).stdout.trim();
+  if (who === "nobody") return (await tryAsRoot(vm, `runuser -u nobody -- sh -c ${shellQuote(probe)}`)).stdout.trim();
+  return (await tryAsRoot(vm, probe)).stdout.trim();
+}
+
+/** The values each key of a sysctl.d file sets, as `sysctl -n` prints them. */
+export function sysctlSettings(file: string): Record<string, string> {
+  const settings: Record<string, string> = {};
+  for (const line of file.split("\n")) {
+    const m = /^-?([a-z0-9_.]+)\s*=\s*(.*?)\s*$/.exec(line);
+    if (m) settings[m[1]] = m[2];
+  }
+  return settings;
+}
+
+export async function sysctlValues(vm: Vm, keys: readonly string[]): Promise<Record<string, string>> {
+  const out = await asRoot(vm, `for k in ${keys.join(" ")}; do printf '%s=%s\\n' "$k" "$(sysctl -n "$k" 2>&1)"; done`);
+  return Object.fromEntries(out.trim().split("\n").map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]));
+}
+
+/**
+ * Runs `count` logins at once (`login` makes one); returns each one's exit status (-1 when the
+ * command's output was wrong) and ssh's last line of errors.
+ */
+export async function parallelLogins(login: () => Promise<ExecResult>, count: number): Promise<{ code: number; error: string }[]> {
+  const runs = await Promise.all(Array.from({ length: count }, login));
+  return runs.map((r) => ({ code: r.stdout === "keel-ok\n" ? r.code : r.code || -1, error: r.stderr.trim().split("\n").slice(-1)[0] ?? "" }));
+}
+/**
+ * fail2ban end to end on `port`: failed logins from the attacker namespace get it banned (in the
+ * jail and in fail2ban's nftables set), a banned source cannot reach sshd while the operator still
+ * logs in, and `unbanip` lets it back.
+ */
+export async function expectBanAndUnban(vm: Vm, port: number, hostPublicKey: string): Promise<void> {
+  await attackerNamespace(vm);
+  try {
+    expect(await probeFromAttacker(vm, port)).toBe("banner");
+    const attempts = await failedLoginsFromAttacker(vm, port, hostPublicKey, 8);
+    expect(attempts[0]).toMatch(/^255 .*Permission denied \(publickey\)/);
+    const jail = await waitForJail(vm, (j) => j.banned.includes(ATTACKER_ADDRESS));
+    // The attacker only: the operator's own failed logins (root, a retired key) are never banned.
+    expect(jail.banned, jail.raw).toEqual([ATTACKER_ADDRESS]);
+    expect(await asRoot(vm, "nft list table inet f2b-table")).toContain(ATTACKER_ADDRESS);
+    expect(await probeFromAttacker(vm, port)).not.toMatch(/banner|open/);
+    expect((await vm.exec("echo keel-ok")).stdout).toBe("keel-ok\n");
+
+    expect((await asRoot(vm, `fail2ban-client set sshd unbanip ${ATTACKER_ADDRESS}`)).trim()).toBe("1");
+    expect((await sshdJail(vm)).banned).toEqual([]);
+    expect(await probeFromAttacker(vm, port)).toBe("banner");
+  } finally {
+    await removeAttackerNamespace(vm);
+  }
+}

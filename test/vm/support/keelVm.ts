@@ -1,0 +1,168 @@
+// Shared helpers for the VM tests (tier 3): throwaway SSH keys, a stack config for a VM, a boot
+// with keel's real user-data (renderCloudConfig, byte for byte what Hetzner would get), root in
+// the guest through a test-only keel tool, and ssh with options of the test's own choosing.
+import { execFileSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { renderCloudConfig } from "../../../cloud-init/userData";
+import { parseConfig, type KeelConfig } from "../../../config";
+import { bootVm, buildImage, type CloudInitStatus, type Release, type Vm } from "../../../local/vm";
+import { type ExecResult, runSsh, sshArgs, writePrivateFile, knownHostsLine } from "../../../local/vm/ssh";
+import { logProblems, parseCloudInitStatus } from "../../../local/vm/vm";
+import { stableJson } from "../../../plan/hash";
+import { toolPath } from "../../../plan/tools";
+
+export const MINUTE = 60_000;
+
+/** Under qemu's user networking every connection from this machine reaches the guest from here. */
+export const QEMU_HOST_CIDR = "10.0.2.2/32";
+
+/** The Debian release each keel image is built from. */
+export const RELEASE_OF = { "debian-12": "bookworm", "debian-13": "trixie" } as const satisfies Record<string, Release>;
+
+export interface KeyPair {
+  /** The private key file (0600), for `ssh -i`. */
+  readonly file: string;
+  readonly privateKey: string;
+  /** "ssh-ed25519 AAAA… name@keel-test" */
+  readonly publicKey: string;
+}
+
+/** A fresh ED25519 key pair without a passphrase, in `dir`. */
+export function sshKeygen(dir: string, name: string): KeyPair {
+  const file = path.join(dir, name);
+  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", `${name}@keel-test`, "-f", file]);
+  return { file, privateKey: fs.readFileSync(file, "utf8"), publicKey: fs.readFileSync(`${file}.pub`, "utf8").trim() };
+}
+
+/**
+ * A validated stack config for a VM: the keys a test cares about, plus placeholders for the engine
+ * keys the schema requires (the hardening tests deploy no engine). Values as Pulumi hands them over:
+ * arrays and objects as JSON, numbers as strings.
+ */
+export function vmStackConfig(keys: {
+  image: "debian-12" | "debian-13";
+  adminKeys: readonly string[];
+  allowedSshCidrs: readonly string[];
+  retiredKeys?: readonly string[];
+  sshPort?: number;
+  minFreeDiskGiB?: number;
+}): KeelConfig {
+  return parseConfig({
+    "keel:image": keys.image,
+    "keel:adminKeys": JSON.stringify(keys.adminKeys),
+    "keel:retiredKeys": JSON.stringify(keys.retiredKeys ?? []),
+    "keel:allowedSshCidrs": JSON.stringify(keys.allowedSshCidrs),
+    "keel:sshPort": String(keys.sshPort ?? 22),
+    "keel:minFreeDiskGiB": String(keys.minFreeDiskGiB ?? 1),
+    "keel:repoUrl": "file:///home/deploy/engine.git",
+    "keel:repoRef": "0123456789abcdef0123456789abcdef01234567",
+    "keel:pythonVersion": "3.11",
+    "keel:startCommand": "python -m engine",
+    "keel:protect": "false",
+  });
+}
+
+export interface KeelVm {
+  readonly vm: Vm;
+  /** The user-data the VM booted with, as renderCloudConfig rendered it. */
+  readonly userData: string;
+  /** Seconds from starting qemu to cloud-init's boot-finished, as seen from this machine. */
+  readonly bootToCloudInitSeconds: number;
+}
+
+/**
+ * Boots the image for `cfg.image` with keel's real user-data and `hostKey` pinned, logs in as the
+ * deploy user with `identityFile`, and waits for cloud-init's first boot to end (status done, no
+ * error). Recoverable errors are not judged here: cloud-init's log is root-only once keel's first
+ * boot ran, so read them with cloudInitProblems once a root helper is in place.
+ */
+export async function bootKeelVm(opts: {
+  cfg: KeelConfig;
+  hostKey: KeyPair;
+  identityFile: string;
+  extraGuestPorts?: readonly number[];
+  timeoutMs?: number;
+}): Promise<KeelVm> {
+  const image = await buildImage({ release: RELEASE_OF[opts.cfg.image as keyof typeof RELEASE_OF] });
+  const userData = renderCloudConfig(opts.cfg, { privateKey: opts.hostKey.privateKey, publicKey: opts.hostKey.publicKey });
+  const started = Date.now();
+  const vm = await bootVm({
+    image,
+    userData,
+    hostPublicKey: opts.hostKey.publicKey,
+    login: { user: opts.cfg.deployUser, identityFile: opts.identityFile },
+    sshGuestPort: opts.cfg.sshPort,
+    extraHostForwards: (opts.extraGuestPorts ?? []).map((guestPort) => ({ guestPort })),
+  });
+  try {
+    await vm.waitForCloudInit(opts.timeoutMs ?? 30 * MINUTE, { allowRecoverable: true });
+  } catch (err) {
+    await vm.shutdown();
+    throw err;
+  }
+  return { vm, userData, bootToCloudInitSeconds: Math.round((Date.now() - started) / 1000) };
+}
+
+/** Runs `command` as the login user and returns its stdout; throws with the output on a non-zero exit. */
+export async function sh(vm: Vm, command: string, opts: { stdin?: string; timeoutMs?: number } = {}): Promise<string> {
+  const r = await vm.exec(command, { timeoutMs: 2 * MINUTE, ...opts });
+  if (r.code !== 0) throw new Error(`${command} (exit ${r.code}):\n${r.stdout}${r.stderr}`);
+  return r.stdout;
+}
+
+/** The test-only root helper: `sudo keel-test-root CMD…` runs CMD as root. */
+export const ROOT_HELPER = "/usr/local/sbin/keel-test-root";
+
+/**
+ * Places ROOT_HELPER through keel-place, as keel places its own tools: the deploy user's sudo is
+ * limited to /usr/local/sbin/keel-*, so this is the tests' way to root in the guest. Not part of
+ * keel's plan; a VM that has it is a test VM.
+ */
+export async function installRootHelper(vm: Vm): Promise<void> {
+  const bundle = { files: [{ path: ROOT_HELPER, owner: "root", group: "root", mode: "0755", content: '#!/bin/sh\nexec "$@"\n' }] };
+  await sh(vm, `sudo ${toolPath("place")}`, { stdin: stableJson(bundle) });
+}
+
+/** Runs the shell command line `command` as root in the guest (needs installRootHelper). */
+export function asRoot(vm: Vm, command: string, opts: { stdin?: string; timeoutMs?: number } = {}): Promise<string> {
+  return sh(vm, `sudo ${ROOT_HELPER} sh -c ${shellQuote(command)}`, opts);
+}
+
+/** Like asRoot, but returns the result whatever the exit status. */
+export function tryAsRoot(vm: Vm, command: string, opts: { timeoutMs?: number } = {}): Promise<ExecResult> {
+  return vm.exec(`sudo ${ROOT_HELPER} sh -c ${shellQuote(command)}`, { timeoutMs: 2 * MINUTE, ...opts });
+}
+
+export function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * cloud-init's status and its log's WARNING/ERROR lines, read as root (keel's first boot makes the
+ * log 0600; the runner's own check, as the login user, cannot read it then). Needs installRootHelper.
+ */
+export async function cloudInitProblems(vm: Vm): Promise<{ status: CloudInitStatus; logProblems: Record<string, string[]> }> {
+  const r = await tryAsRoot(vm, "cloud-init status --format json");
+  const status = parseCloudInitStatus(r.stdout);
+  const log = await asRoot(vm, "cat /var/log/cloud-init.log", { timeoutMs: MINUTE });
+  return { status, logProblems: logProblems(log) };
+}
+
+/**
+ * ssh to the guest's forwarded port with the test's own extra options (given first, so they win
+ * over the runner's defaults such as ConnectTimeout), pinning `hostPublicKey`. For what Vm.exec cannot express, such as offering only
+ * password authentication.
+ */
+export function sshWith(
+  vm: Vm,
+  dir: string,
+  opts: { user: string; identityFile: string; hostPublicKey: string; options?: readonly string[]; guestPort?: number },
+  command = "true",
+): Promise<ExecResult> {
+  const port = vm.sshPort(opts.guestPort);
+  const knownHosts = path.join(dir, `known_hosts.${port}.${opts.hostPublicKey.split(" ")[1].slice(-12).replace(/[^A-Za-z0-9]/g, "_")}`);
+  writePrivateFile(knownHosts, knownHostsLine(port, opts.hostPublicKey));
+  const args = sshArgs({ port, login: { user: opts.user, identityFile: opts.identityFile }, knownHostsFile: knownHosts });
+  return runSsh([...(opts.options ?? []), ...args], command, undefined, 3 * MINUTE);
+}
