@@ -1,0 +1,287 @@
+// Tier 3 (DESIGN.md "Testing tiers"), issue 6 "Checks in the VM": keel's first-boot payload on a
+// real Debian 12 VM. The VM boots with the user-data renderCloudConfig makes for a stack (image
+// debian-12, a host key from ssh-keygen), byte for byte what Hetzner would get; the plan's first
+// steps then converge it over SSH as `pulumi up` would, retiring one admin key. Then the checks an
+// auditor would make, once after the first boot and again after a reboot.
+// One VM; the tests run in order and share it. Root in the guest comes from a test-only keel tool
+// (support/keelVm.ts installRootHelper). Traffic stays on 127.0.0.1 and inside the guest: the ban
+// test attacks from a network namespace the test makes in the guest.
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { kexAlgorithms } from "../../cloud-init/hardening";
+import type { KeelConfig } from "../../config";
+import { runSteps } from "../../local/runSteps";
+import { isHostKeyFailure, type Vm } from "../../local/vm";
+import { buildHostPlan, layoutBundle } from "../../plan/hostPlan";
+import { readStatic } from "../../plan/static";
+import {
+  ATTACKER_CIDR,
+  expectBanAndUnban,
+  isLoopback,
+  metadataGuardCount,
+  connectToMetadata,
+  parallelLogins,
+  probeFromAttacker,
+  attackerNamespace,
+  removeAttackerNamespace,
+  sysctlSettings,
+  sysctlValues,
+  tcpListeners,
+  ufwStatus,
+} from "./support/hardeningChecks";
+import {
+  MINUTE,
+  QEMU_HOST_CIDR,
+  ROOT_HELPER,
+  asRoot,
+  bootKeelVm,
+  cloudInitProblems,
+  installRootHelper,
+  sh,
+  sshKeygen,
+  sshWith,
+  vmStackConfig,
+  type KeyPair,
+} from "./support/keelVm";
+
+const ALLOWED = [QEMU_HOST_CIDR, ATTACKER_CIDR];
+
+let tmp: string;
+let admin: KeyPair;
+let retiring: KeyPair;
+let hostKey: KeyPair;
+let wrongHostKey: KeyPair;
+/** The stack at first boot: two admin keys. */
+let firstCfg: KeelConfig;
+/** The stack at the next `pulumi up`: one of them retired. */
+let cfg: KeelConfig;
+let vm: Vm;
+let bootSeconds: number;
+let sshdConfig: string;
+
+beforeAll(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "keel-hardening-vm-"));
+  admin = sshKeygen(tmp, "admin");
+  retiring = sshKeygen(tmp, "retiring");
+  hostKey = sshKeygen(tmp, "host");
+  wrongHostKey = sshKeygen(tmp, "wrong-host");
+  firstCfg = vmStackConfig({ image: "debian-12", adminKeys: [admin.publicKey, retiring.publicKey], allowedSshCidrs: ALLOWED });
+  cfg = vmStackConfig({ image: "debian-12", adminKeys: [admin.publicKey], retiredKeys: [retiring.publicKey], allowedSshCidrs: ALLOWED });
+  const booted = await bootKeelVm({ cfg: firstCfg, hostKey, identityFile: admin.file });
+  vm = booted.vm;
+  bootSeconds = booted.bootToCloudInitSeconds;
+  await installRootHelper(vm);
+}, 40 * MINUTE);
+
+afterAll(async () => {
+  await vm?.shutdown();
+  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+}, 3 * MINUTE);
+
+const ssh = (key: KeyPair, opts: { user?: string; options?: string[]; hostKey?: KeyPair } = {}) =>
+  sshWith(vm, tmp, { user: opts.user ?? cfg.deployUser, identityFile: key.file, hostPublicKey: (opts.hostKey ?? hostKey).publicKey, options: opts.options }, "echo keel-ok");
+
+describe("keel's first boot on Debian 12", () => {
+  it("finishes cloud-init: status done, no error, no warning", async () => {
+    console.log(`hardening VM (${vm.accel}): boot to cloud-init done in ${bootSeconds} s`);
+    const { status, logProblems } = await cloudInitProblems(vm);
+    expect(status.status).toBe("done");
+    expect(status.errors).toEqual([]);
+    expect(logProblems).toEqual({});
+    expect(await asRoot(vm, "cat /var/log/cloud-init-output.log")).toMatch(/keel: \/ has enough free disk \(\d+ GiB free, 1 GiB required\)/);
+  }, 5 * MINUTE);
+
+  it("lets the deploy user in with each first-boot admin key; never root; offers no password", async () => {
+    expect((await ssh(admin)).stdout).toBe("keel-ok\n");
+    expect((await ssh(retiring)).stdout).toBe("keel-ok\n");
+    const root = await ssh(admin, { user: "root" });
+    expect(root.code).toBe(255);
+    expect(root.stderr).toContain("Permission denied (publickey).");
+    const password = await ssh(admin, { options: ["-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password,keyboard-interactive"] });
+    expect(password.code).toBe(255);
+    expect(password.stderr).toContain("Permission denied (publickey).");
+  }, 5 * MINUTE);
+
+  it("converges with the plan's steps: the hardening is already as planned, the retired key is gone", async () => {
+    const wanted = ["ready", "tools", "layout", "admin-keys"];
+    const steps = buildHostPlan(cfg).steps.filter((s) => wanted.includes(s.name) || s.name.startsWith("harden-"));
+    expect(steps.filter((s) => s.name.startsWith("harden-")).length).toBeGreaterThanOrEqual(9);
+    const runs = await runSteps(vm, steps, {});
+    for (const run of runs.filter((r) => r.name.startsWith("harden-") || r.name === "layout")) {
+      expect(run.stdout, run.name).toMatch(/^keel-place: 0 changed, \d+ \S+ already as planned\n$/);
+    }
+    expect(runs.find((r) => r.name === "admin-keys")!.stdout).toMatch(/^keel-place: 1 changed/m);
+    const retired = await ssh(retiring);
+    expect(retired.code).toBe(255);
+    expect(retired.stderr).toContain("Permission denied (publickey).");
+    expect((await ssh(admin)).stdout).toBe("keel-ok\n");
+  }, 15 * MINUTE);
+});
+
+/** The checks that must hold after the first boot and after every reboot. */
+function hardenedHostChecks(when: string): void {
+  describe(when, () => {
+    it("presents the pinned ED25519 host key and no other; a wrong pinned key is refused", async () => {
+      expect((await ssh(admin)).stdout).toBe("keel-ok\n");
+      const wrong = await ssh(admin, { hostKey: wrongHostKey });
+      expect(isHostKeyFailure(wrong), wrong.stderr).toBe(true);
+      expect((await asRoot(vm, "ls /etc/ssh | grep '^ssh_host_'")).trim().split("\n")).toEqual(["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"]);
+      expect((await asRoot(vm, "cat /etc/ssh/ssh_host_ed25519_key.pub")).split(" ").slice(0, 2)).toEqual(hostKey.publicKey.split(" ").slice(0, 2));
+    }, 5 * MINUTE);
+
+    it("runs sshd with keys only, the deploy user only, the post-quantum hybrid first", async () => {
+      const config = await asRoot(vm, "sshd -T");
+      const value = (k: string) => config.match(new RegExp(`^${k} (.*)$`, "m"))?.[1];
+      expect({
+        port: value("port"),
+        permitrootlogin: value("permitrootlogin"),
+        passwordauthentication: value("passwordauthentication"),
+        kbdinteractiveauthentication: value("kbdinteractiveauthentication"),
+        authenticationmethods: value("authenticationmethods"),
+        allowusers: value("allowusers"),
+        kexalgorithms: value("kexalgorithms"),
+        hostkeyalgorithms: value("hostkeyalgorithms"),
+        disableforwarding: value("disableforwarding"),
+        loglevel: value("loglevel"),
+      }).toEqual({
+        port: "22",
+        permitrootlogin: "no",
+        passwordauthentication: "no",
+        kbdinteractiveauthentication: "no",
+        authenticationmethods: "publickey",
+        allowusers: cfg.deployUser,
+        kexalgorithms: kexAlgorithms("debian-12").join(","),
+        hostkeyalgorithms: "ssh-ed25519",
+        disableforwarding: "yes",
+        loglevel: "VERBOSE",
+      });
+      // A reboot changes nothing in the effective configuration.
+      sshdConfig ??= config;
+      expect(config).toBe(sshdConfig);
+    }, 5 * MINUTE);
+
+    it("has UFW active: deny incoming and routed, allow outgoing, only the SSH port from the allowed CIDRs", async () => {
+      const ufw = await ufwStatus(vm);
+      expect(ufw.status).toBe("active");
+      // ufw prints "disabled (routed)" where the kernel forwards nothing (net.ipv4.ip_forward = 0).
+      expect(ufw.defaults).toBe("deny (incoming), allow (outgoing), disabled (routed)");
+      expect(ufw.rules).toEqual([
+        { to: "22/tcp", action: "ALLOW IN", from: "10.0.2.2", comment: "keel-ssh" },
+        { to: "22/tcp", action: "ALLOW IN", from: ATTACKER_CIDR, comment: "keel-ssh" },
+      ]);
+    }, 5 * MINUTE);
+
+    it("listens on nothing but sshd outside loopback, and UFW drops what else would listen", async () => {
+      const exposed = (await tcpListeners(vm)).filter((l) => !isLoopback(l.address));
+      expect(exposed.length).toBeGreaterThan(0);
+      for (const l of exposed) expect(l, JSON.stringify(l)).toMatchObject({ port: 22, processes: ["sshd"] });
+      // A stray service on 0.0.0.0:8080: reachable on loopback, dropped for a source outside.
+      await attackerNamespace(vm);
+      const server = (await asRoot(vm, "nohup timeout 120 python3 -c 'import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"0.0.0.0\", 8080)); s.listen(); time.sleep(120)' >/dev/null 2>&1 & echo $!")).trim();
+      try {
+        await sh(vm, "for i in $(seq 50); do bash -c 'exec 3<>/dev/tcp/127.0.0.1/8080' 2>/dev/null && exit 0; sleep 0.2; done; exit 1");
+        expect(await probeFromAttacker(vm, 8080, 6)).toBe("exit 124");
+        expect(await probeFromAttacker(vm, 22)).toBe("banner");
+      } finally {
+        await asRoot(vm, `kill ${server} 2>/dev/null || true`);
+        await removeAttackerNamespace(vm);
+      }
+    }, 5 * MINUTE);
+
+    it("lets a burst of 10 parallel logins from the operator's address through (what pulumi up does)", async () => {
+      // ConnectTimeout 60 rather than the runner's 15: under TCG on a busy machine ten sshd forks at
+      // once can take longer than 15 s to send their banners; a rate limit stalls for far longer.
+      const logins = await parallelLogins(() => ssh(admin, { options: ["-o", "ConnectTimeout=60"] }), 10);
+      expect(logins.map((l) => l.code), JSON.stringify(logins)).toEqual(Array(10).fill(0));
+    }, 5 * MINUTE);
+
+    it("runs fail2ban's sshd jail: bans a source after failed logins, then unbans it", async () => {
+      expect((await sh(vm, "systemctl is-active fail2ban")).trim()).toBe("active");
+      expect(await asRoot(vm, "fail2ban-client status")).toMatch(/Jail list:\s+sshd\s*$/m);
+      await expectBanAndUnban(vm, 22, hostKey.publicKey);
+    }, 10 * MINUTE);
+
+    it("keeps the metadata endpoint for root: non-root connections are rejected by the guard's rule", async () => {
+      expect((await sh(vm, "systemctl is-active keel-metadata-guard.service")).trim()).toBe("active");
+      const start = await metadataGuardCount(vm);
+      const deploy = await connectToMetadata(vm, "deploy");
+      expect(deploy).toMatch(/exit 1$/);
+      const afterDeploy = await metadataGuardCount(vm);
+      expect(afterDeploy, `${deploy}\n${await asRoot(vm, "ip route get 169.254.169.254; nft list ruleset")}`).toBeGreaterThan(start);
+      expect(await connectToMetadata(vm, "nobody")).toMatch(/exit 1$/);
+      const afterNobody = await metadataGuardCount(vm);
+      expect(afterNobody).toBeGreaterThan(afterDeploy);
+      // Root's SYN passes the guard (and goes nowhere: the VM's network is restricted).
+      await connectToMetadata(vm, "root");
+      expect(await metadataGuardCount(vm)).toBe(afterNobody);
+    }, 5 * MINUTE);
+
+    it("keeps the user-data, cloud-init's logs and the host private key root-only", async () => {
+      expect((await asRoot(vm, "stat -c '%a %U:%G %n' /var/lib/cloud/instance/user-data.txt /var/log/cloud-init.log /var/log/cloud-init-output.log")).trim().split("\n")).toEqual([
+        "600 root:root /var/lib/cloud/instance/user-data.txt",
+        "600 root:adm /var/log/cloud-init.log",
+        "600 root:adm /var/log/cloud-init-output.log",
+      ]);
+      const read = await vm.exec("cat /var/lib/cloud/instance/user-data.txt");
+      expect(read.code).not.toBe(0);
+      expect(read.stderr).toContain("Permission denied");
+      // A line of the private key: the deploy user finds it in no file and not in the journal.
+      const keyLine = hostKey.privateKey.trim().split("\n").sort((a, b) => b.length - a.length)[0];
+      expect(keyLine.length).toBeGreaterThanOrEqual(60);
+      const dirs = "/etc /var /run /tmp /home /opt /srv";
+      const exclude = "--exclude-dir=keel-offline-repo --exclude-dir=journal";
+      expect((await vm.exec(`grep -rlsF ${exclude} '${keyLine}' ${dirs}`, { timeoutMs: 10 * MINUTE })).stdout).toBe("");
+      expect((await sh(vm, `journalctl --no-pager -o cat | grep -cF '${keyLine}' || true`, { timeoutMs: 5 * MINUTE })).trim()).toBe("0");
+      // Root does find it, in files no one else may read.
+      const holders = (await asRoot(vm, `grep -rlsF ${exclude} '${keyLine}' ${dirs} | xargs -r stat -c '%a %U %n'`, { timeoutMs: 10 * MINUTE })).trim().split("\n");
+      expect(holders.map((l) => l.split(" ")[2])).toContain("/etc/ssh/ssh_host_ed25519_key");
+      for (const line of holders) expect(line).toMatch(/^[4-7]00 root \//);
+    }, 25 * MINUTE);
+
+    it("applies every sysctl setting, keeps core dumps off and the journal on disk", async () => {
+      const wantedSysctl = sysctlSettings(readStatic("cloud-init/files/sysctl-keel.conf"));
+      expect(Object.keys(wantedSysctl).length).toBeGreaterThan(30);
+      expect(await sysctlValues(vm, Object.keys(wantedSysctl))).toEqual(wantedSysctl);
+      expect((await sh(vm, "ulimit -Hc; ulimit -Sc")).trim()).toBe("0\n0");
+      expect((await sh(vm, "test -d /var/log/journal/$(cat /etc/machine-id) && journalctl --list-boots --no-pager | wc -l")).trim()).toMatch(/^[1-9]\d*$/);
+    }, 5 * MINUTE);
+
+    it("names itself in /etc/hosts, so sudo (every remote step) looks nothing up and warns of nothing", async () => {
+      expect(await sh(vm, "getent hosts $(hostname)")).toMatch(/^127\.0\.1\.1\s/);
+      const r = await vm.exec(`sudo ${ROOT_HELPER} true`);
+      expect(r.code).toBe(0);
+      expect(r.stderr).not.toContain("unable to resolve host");
+    }, 5 * MINUTE);
+
+    it("keeps time, updates and the engine's layout as planned", async () => {
+      expect((await sh(vm, "timedatectl show -p Timezone --value")).trim()).toBe("UTC");
+      expect((await sh(vm, "systemctl is-active systemd-timesyncd; systemctl is-enabled apt-daily-upgrade.timer unattended-upgrades")).trim().split("\n")).toEqual(["active", "enabled", "enabled"]);
+      expect(await sh(vm, "apt-config dump Unattended-Upgrade::Automatic-Reboot APT::Periodic::Unattended-Upgrade")).toBe(
+        'Unattended-Upgrade::Automatic-Reboot "true";\nAPT::Periodic::Unattended-Upgrade "1";\n',
+      );
+      const dirs = layoutBundle(cfg).dirs ?? [];
+      const stat = await asRoot(vm, `stat -c '%n %U:%G 0%a' ${dirs.map((d) => d.path).join(" ")}`);
+      expect(stat.trim().split("\n")).toEqual(dirs.map((d) => `${d.path} ${d.owner}:${d.group} ${d.mode}`));
+    }, 5 * MINUTE);
+  });
+}
+
+hardenedHostChecks("after the first boot and the first converge");
+
+describe("a reboot", () => {
+  it("comes back with cloud-init done and no new error", async () => {
+    const bootsBefore = Number((await sh(vm, "journalctl --list-boots --no-pager | wc -l")).trim());
+    await vm.reboot({ command: `sudo ${ROOT_HELPER} systemctl reboot`, timeoutMs: 20 * MINUTE });
+    await vm.waitForCloudInit(10 * MINUTE, { allowRecoverable: true });
+    const { status, logProblems } = await cloudInitProblems(vm);
+    expect(status.status).toBe("done");
+    expect(status.errors).toEqual([]);
+    expect(logProblems).toEqual({});
+    // The journal kept the first boot: it is persistent.
+    expect(Number((await sh(vm, "journalctl --list-boots --no-pager | wc -l")).trim())).toBe(bootsBefore + 1);
+  }, 35 * MINUTE);
+});
+
+hardenedHostChecks("after a reboot");
