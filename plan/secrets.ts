@@ -1,4 +1,5 @@
 import type { KeelConfig } from "../config";
+import { secretsChangedCommand } from "./engine";
 import { hostPaths } from "./layout";
 import { secretPlaceStep } from "./steps";
 import type { Bundle, Step } from "./types";
@@ -15,12 +16,16 @@ export function renderEnvFile(env: Record<string, string>): string {
     .join("");
 }
 
-/** Bundle for the env file (root:root 0600); a changed file restarts a running engine. */
+/**
+ * Bundle for the env file (root:root 0600). A changed file restarts the engine once it is deployed,
+ * a unit its startup gate stopped for want of this very secret included, and checks it stays up
+ * (secretsChangedCommand; `systemctl try-restart` would leave a failed unit down).
+ */
 export function envFileBundle(cfg: KeelConfig, content: string): Bundle {
   const p = hostPaths(cfg);
   return {
     files: [{ path: p.envFile, owner: "root", group: "root", mode: "0600", content }],
-    onChange: [["systemctl", "try-restart", p.unit]],
+    onChange: [secretsChangedCommand(cfg)],
   };
 }
 

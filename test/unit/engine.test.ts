@@ -246,6 +246,8 @@ describe("engine steps", () => {
 
   it("give the secrets step a restart that also brings back an engine its gate stopped", () => {
     expect(secretsChangedCommand(cfg)).toEqual(["/usr/local/sbin/keel-engine-start", "secrets-changed", "unit=engine.service", "settle=5"]);
+    const secrets = buildHostPlan(cfg).steps.find((s) => s.name === "secrets")!;
+    expect(secrets.secret!.bundle("API_KEY=\"x\"\n").onChange).toEqual([secretsChangedCommand(cfg)]);
   });
 
   it("take a file:/// repository as it is", () => {
