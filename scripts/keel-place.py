@@ -131,6 +131,12 @@ def load_manifest():
 def save_manifest(manifest):
     os.makedirs(os.path.dirname(MANIFEST), mode=0o755, exist_ok=True)
     data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    try:
+        with open(MANIFEST, "rb") as f:
+            if f.read() == data:
+                return  # already recorded: a converged run changes no file, not even this one
+    except FileNotFoundError:
+        pass
     write_atomic(MANIFEST, data, 0o600, 0, 0)
 
 

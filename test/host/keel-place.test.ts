@@ -40,10 +40,15 @@ describe("keel-place (real python3, real files)", () => {
     expect(statSync(join(dir, "etc")).mode & 0o7777).toBe(0o750);
 
     const before = statSync(join(dir, "etc/a.conf")).mtimeMs;
+    const manifestBefore = statSync(manifest);
+    const stateDirBefore = statSync(join(dir, "state")).mtimeMs;
     const second = place(bundle, manifest);
     expect(second.code).toBe(0);
     expect(second.stdout).toBe("keel-place: 0 changed, 2 file(s) already as planned\n");
     expect(statSync(join(dir, "etc/a.conf")).mtimeMs).toBe(before);
+    // Nor is the manifest rewritten (nor its directory touched): a converged run writes nothing.
+    expect(statSync(manifest)).toMatchObject({ ino: manifestBefore.ino, mtimeMs: manifestBefore.mtimeMs });
+    expect(statSync(join(dir, "state")).mtimeMs).toBe(stateDirBefore);
   });
 
   it("repairs a mode changed by hand", () => {
