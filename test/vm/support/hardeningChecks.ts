@@ -159,6 +159,11 @@ export async function metadataGuardCount(vm: Vm): Promise<number> {
  * guest: the VM's user networking has restrict=on, and there is no metadata server here.
  */
 export async function connectToMetadata(vm: Vm, who: "deploy" | "nobody" | "root"): Promise<string> {
+  // A cloud server has a route to the metadata address (Hetzner's DHCP hands out a default route).
+  // qemu's restricted user network offers no router, so without this route every connect would
+  // fail before the output hook with "Network is unreachable", and the guard would never be put to
+  // the test. The gateway is qemu's, which drops whatever reaches it: nothing leaves the guest.
+  await asRoot(vm, "ip route replace 169.254.169.254/32 via 10.0.2.2");
   const probe = `timeout 6 bash -c 'exec 3<>/dev/tcp/169.254.169.254/80' 2>&1; echo "exit $?"`;
   if (who === "deploy") return (await vm.exec(probe)).stdout.trim();
   if (who === "nobody") return (await tryAsRoot(vm, `runuser -u nobody -- sh -c ${shellQuote(probe)}`)).stdout.trim();
