@@ -1,0 +1,303 @@
+// Tier 3 (DESIGN.md "Testing tiers"): the database's wiring (issue 5) on a real Debian 12 VM, run
+// the way `pulumi up` runs the host plan (local/runSteps.ts: remote steps over SSH, the local steps
+// on this machine, the upload over the pinned connection), with the sample engine. One VM; the
+// tests run in order and share it:
+//   a corrupt source without a fallback stops the deploy before the engine's first start;
+//   a clean source (a real SQLite DB made here, with rows) reaches the engine's first start;
+//   a later up never touches the live DB; the backup timer is enabled and fires;
+//   pre/post-session backups around a restart; a failed pre-session backup keeps the engine
+//   stopped without a restart loop; a restore round trip; a corrupt source with a fallback
+//   directory takes its newest clean backup (on a host whose DB was removed).
+import { spawnSync } from "node:child_process";
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, utimesSync, writeFileSync, writeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { KeelConfig } from "../../config";
+import { engineRepository, keyPair, localConfig, pushEngineRepository, SAMPLE_ENGINE } from "../../local/localStack";
+import { runSteps, StepError, type StepRun } from "../../local/runSteps";
+import type { Vm } from "../../local/vm";
+import { knownHostsLine } from "../../local/vm/ssh";
+import { backupServiceName, backupTimerName, sessionBackupDir, stagedDbPath } from "../../plan/database";
+import { buildHostPlan } from "../../plan/hostPlan";
+import { hostPaths } from "../../plan/layout";
+import { renderEnvFile } from "../../plan/secrets";
+import type { SecretName } from "../../plan/types";
+import { sha256, sql } from "../host/db-helpers";
+import { asRoot, bootKeelVm, installRootHelper, MINUTE, sh, tryAsRoot } from "./support/keelVm";
+
+const SECRET_ENV = { ENGINE_API_KEY: "database-vm-test-key" };
+const DB = "/var/lib/engine/engine.db";
+
+let tmp: string;
+let vm: Vm;
+let adminKey: string;
+let adminFile: string;
+let hostPublicKey: string;
+let commit: string;
+let secrets: Record<SecretName, string>;
+
+/** The stack config with these `keel:*` overrides (migration keys, schedule). */
+function config(overrides: Record<string, string> = {}): KeelConfig {
+  return localConfig({ release: "bookworm", adminKey, repoRef: commit, overrides, secretEnv: SECRET_ENV });
+}
+
+/** Runs steps as `pulumi up` would (executor 2). */
+const up = (cfg: KeelConfig, names?: string[]): Promise<StepRun[]> =>
+  runSteps(vm, buildHostPlan(cfg).steps.filter((s) => !names || names.includes(s.name)), secrets);
+
+/** A DB made on "the operator's machine": table trades with `rows` rows tagged `tag`. */
+function operatorDb(file: string, rows: number, tag: string): string {
+  const r = spawnSync("sqlite3", [file, `CREATE TABLE trades(id INTEGER PRIMARY KEY, tag TEXT NOT NULL);
+     WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ${rows}) INSERT INTO trades(tag) SELECT '${tag}' FROM c;`], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(r.stderr);
+  return file;
+}
+
+/** The same, then its table's root page overwritten: it fails integrity_check. */
+function corruptDb(file: string, tag: string): string {
+  operatorDb(file, 3000, tag);
+  const root = Number(sql(file, "SELECT rootpage FROM sqlite_schema WHERE name = 'trades';"));
+  const fd = openSync(file, "r+");
+  writeSync(fd, Buffer.alloc(4096, 0x5a), 0, 4096, (root - 1) * 4096);
+  closeSync(fd);
+  return file;
+}
+
+/**
+ * One SQL query on a DB on the VM, read-only, as the engine's user: a reader of a WAL-mode DB may
+ * create its -wal and -shm, which must stay the engine's (root's would lock the engine out).
+ */
+async function query(sqlText: string, db = DB): Promise<string> {
+  return (await asRoot(vm, `runuser -u engine -- sqlite3 -batch 'file:${db}?mode=ro' "${sqlText}"`)).trim();
+}
+
+async function unit(name = "engine.service"): Promise<Record<string, string>> {
+  const out = await sh(vm, `systemctl show ${name} -p ActiveState -p SubState -p MainPID -p NRestarts -p Result -p InvocationID`);
+  return Object.fromEntries(out.trim().split("\n").map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]));
+}
+
+async function waitFor<T>(what: string, probe: () => Promise<T>, ok: (v: T) => boolean, ms = 60_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (ok(v)) return v;
+    if (Date.now() > deadline) throw new Error(`${what}: still ${JSON.stringify(v)} after ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+const heartbeats = async () => Number(await query("SELECT count(*) FROM heartbeat"));
+/** Final-named backups in a directory on the VM, oldest first. */
+const backups = async (dir: string) => (await asRoot(vm, `ls -1 ${dir} | grep -E '^engine-[0-9]{8}T[0-9]{6}Z\\.db$' || true`)).trim().split("\n").filter(Boolean);
+const status = async (dir: string) => JSON.parse(await asRoot(vm, `cat ${dir}/engine.status.json`)) as Record<string, unknown>;
+const journal = (unitName: string, since: string) => asRoot(vm, `journalctl -u ${unitName} --since '${since}' --no-pager -o cat`);
+const vmNow = async () => (await sh(vm, "date -u '+%Y-%m-%d %H:%M:%S UTC'")).trim();
+
+beforeAll(async () => {
+  tmp = mkdtempSync(join(tmpdir(), "keel-db-vm-"));
+  const admin = keyPair(tmp, "admin");
+  adminKey = admin.publicKey;
+  adminFile = admin.file;
+  const repo = engineRepository(SAMPLE_ENGINE, tmp);
+  commit = repo.commit;
+  secrets = { envFile: renderEnvFile(SECRET_ENV), deployKey: keyPair(tmp, "deploy-key").privateKey, alertWebhook: "" };
+  const hostKey = keyPair(tmp, "host");
+  hostPublicKey = hostKey.publicKey;
+  const booted = await bootKeelVm({ cfg: config(), hostKey, identityFile: admin.file });
+  vm = booted.vm;
+  console.log(`database VM: first boot done in ${booted.bootToCloudInitSeconds} s (${vm.accel})`);
+  await installRootHelper(vm);
+  await pushEngineRepository(vm, repo.bundle);
+}, 40 * MINUTE);
+
+afterAll(async () => {
+  await vm?.shutdown();
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+}, 3 * MINUTE);
+
+describe("the database on a Debian 12 VM, deployed by the host plan's steps", () => {
+  let source: string;
+
+  it("stops the deploy before the engine's first start when the source fails the gate and there is no fallback", async () => {
+    const corrupt = corruptDb(join(tmp, "corrupt.db"), "corrupt");
+    const err = await up(config({ "keel:migrateFrom": corrupt })).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(StepError);
+    const failed = (err as StepError).run;
+    expect(failed.name).toBe("db-migrate-source");
+    expect(failed.code).toBe(1);
+    expect(failed.stderr).toMatch(/integrity_check: /);
+    expect(failed.stderr).toContain("failed the integrity gate (reason above); it is not carried forward");
+    // The engine never started, nothing reached the host's state or staging directories.
+    expect(await unit()).toMatchObject({ ActiveState: "inactive", InvocationID: "" });
+    expect((await tryAsRoot(vm, `test -e ${DB}`)).code).not.toBe(0);
+    expect(await asRoot(vm, `ls -A ${join(stagedDbPath(config()), "..")}`)).toBe("");
+  }, 30 * MINUTE);
+
+  it("migrates a clean source through the engine's first start: its rows in the live DB, the engine writing on", async () => {
+    source = operatorDb(join(tmp, "operator engine.db"), 1234, "migrated");
+    const runs = await up(config({ "keel:migrateFrom": source }));
+    const out = Object.fromEntries(runs.map((r) => [r.name, r]));
+    expect(out["db-migrate-source"].stdout).toBe(`${sha256(source)}  ${source}\n`);
+    expect(out["db-migrate-adopt"].stdout).toBe(`migrate: adopted ${source} (sha256 ${sha256(source)}) as ${DB}\n`);
+    expect(out["engine-start"].stdout).toContain("start: started engine.service (first deploy)");
+    const names = runs.map((r) => r.name);
+    expect(names.indexOf("db-migrate-adopt")).toBeLessThan(names.indexOf("engine-start"));
+
+    expect(await query("SELECT count(*), min(tag), max(tag) FROM trades")).toBe("1234|migrated|migrated");
+    expect(await query("PRAGMA journal_mode")).toBe("wal");
+    expect((await asRoot(vm, `stat -c '%U:%G %a' ${DB}`)).trim()).toBe("engine:engine 600");
+    expect((await tryAsRoot(vm, `test -e ${stagedDbPath(config())}`)).code).not.toBe(0);
+    const before = await heartbeats();
+    await waitFor("heartbeats", heartbeats, (n) => n >= before + 2, 60_000);
+    // The first start had a DB: its pre-session backup holds the migrated rows.
+    const sessions = await backups(sessionBackupDir(config()));
+    expect(sessions.length).toBeGreaterThanOrEqual(1);
+    expect(await query("SELECT count(*) FROM trades", `${sessionBackupDir(config())}/${sessions[0]}`)).toBe("1234");
+  }, 30 * MINUTE);
+
+  it("serves SFTP to the deploy user into the staging directory, with the pinned host key (remote.CopyToRemote's transport)", async () => {
+    const knownHosts = join(tmp, "known_hosts");
+    writeFileSync(knownHosts, knownHostsLine(vm.sshPort(), hostPublicKey));
+    const staged = stagedDbPath(config());
+    const args = ["-b", "-", "-F", "/dev/null", "-P", String(vm.sshPort()), "-i", adminFile, "-o", `UserKnownHostsFile=${knownHosts}`, "-o", "GlobalKnownHostsFile=/dev/null",
+      "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "deploy@127.0.0.1"];
+    const r = spawnSync("sftp", args, { input: `put '${source}' ${staged}\n`, encoding: "utf8", timeout: 2 * MINUTE });
+    expect(r.stderr).not.toMatch(/denied|failed|refused/i);
+    expect(r.status).toBe(0);
+    expect((await sh(vm, `sha256sum ${staged}`)).split(" ")[0]).toBe(sha256(source));
+    await sh(vm, `rm ${staged}`);
+  }, 5 * MINUTE);
+
+  it("never touches the live DB on a later up, even with another source: the steps converge and say so", async () => {
+    const other = operatorDb(join(tmp, "other.db"), 5, "other");
+    const before = await unit();
+    const runs = await up(config({ "keel:migrateFrom": other }));
+    const out = Object.fromEntries(runs.map((r) => [r.name, r.stdout]));
+    expect(out["db-backup-timer"]).toBe("keel-place: 0 changed, 2 file(s) already as planned\n");
+    expect(out["db-session-backups"]).toMatch(/^keel-place: 0 changed/);
+    expect(out["db-migrate-adopt"]).toBe(`migrate: ${DB} already exists, nothing changed\n`);
+    expect(runs.find((r) => r.name === "db-migrate-adopt")!.stderr).toContain("keel never replaces a live DB");
+    expect(await query("SELECT count(*), max(tag) FROM trades")).toBe("1234|migrated");
+    expect((await unit()).MainPID).toBe(before.MainPID);
+    await asRoot(vm, `rm -f ${stagedDbPath(config())}`);
+  }, 30 * MINUTE);
+
+  it("has the backup timer enabled and waiting; its service takes a verified backup as the engine's user", async () => {
+    const cfg = config();
+    expect((await sh(vm, `systemctl is-enabled ${backupTimerName(cfg)}`)).trim()).toBe("enabled");
+    const timer = await sh(vm, `systemctl show ${backupTimerName(cfg)} -p ActiveState -p TimersCalendar -p NextElapseUSecRealtime`);
+    expect(timer).toContain("ActiveState=active");
+    expect(timer).toContain("OnCalendar=*-*-* 03:17:00");
+    expect(timer).toMatch(/NextElapseUSecRealtime=\S+/);
+    await asRoot(vm, `systemctl start ${backupServiceName(cfg)}`, { timeoutMs: 5 * MINUTE });
+    const s = await status(hostPaths(cfg).backupDir);
+    expect(s).toMatchObject({ result: "ok", exit_code: 0, keep: 14, db: DB });
+    expect((await asRoot(vm, `stat -c '%U %a' ${String(s.file)}`)).trim()).toBe("engine 600");
+    expect((await asRoot(vm, `/usr/local/sbin/keel-db-gate verify ${String(s.file)}`)).trim()).toBe("ok");
+    expect(await query("SELECT count(*) FROM trades", String(s.file))).toBe("1234");
+    const security = await sh(vm, `systemd-analyze security ${backupServiceName(cfg)} --no-pager`);
+    console.log(`systemd-analyze security ${backupServiceName(cfg)} on the VM: ${/Overall exposure level[^\n]*/.exec(security)?.[0]}`);
+  }, 10 * MINUTE);
+
+  it("fires the backup service from the timer (a test drop-in makes the schedule every 10 s)", async () => {
+    const cfg = config();
+    const dir = hostPaths(cfg).backupDir;
+    const last = String((await status(dir)).time);
+    const dropIn = `/etc/systemd/system/${backupTimerName(cfg)}.d/test-fast.conf`;
+    await asRoot(vm, `mkdir -p ${join(dropIn, "..")} && printf '[Timer]\\nOnCalendar=\\nOnCalendar=*:*:0/10\\nRandomizedDelaySec=0\\nAccuracySec=1s\\n' > ${dropIn} && systemctl daemon-reload && systemctl restart ${backupTimerName(cfg)}`);
+    try {
+      const fired = await waitFor("a backup from the timer", () => status(dir), (s) => String(s.time) !== last && s.result === "ok", 3 * MINUTE);
+      expect(fired.exit_code).toBe(0);
+      expect(await sh(vm, `systemctl show ${backupTimerName(cfg)} -p LastTriggerUSec`)).toMatch(/LastTriggerUSec=\S+/);
+    } finally {
+      await asRoot(vm, `rm -rf ${join(dropIn, "..")} && systemctl daemon-reload && systemctl restart ${backupTimerName(cfg)}`);
+    }
+    expect(await sh(vm, `systemctl show ${backupTimerName(cfg)} -p TimersCalendar`)).toContain("OnCalendar=*-*-* 03:17:00");
+  }, 10 * MINUTE);
+
+  it("takes a post-session and a pre-session backup around a restart, in that order", async () => {
+    const dir = sessionBackupDir(config());
+    const before = await backups(dir);
+    const since = await vmNow();
+    const pid = (await unit()).MainPID;
+    await asRoot(vm, "systemctl restart engine.service", { timeoutMs: 5 * MINUTE });
+    const after = await waitFor("running again", unit, (u) => u.SubState === "running" && u.MainPID !== pid);
+    expect(after.ActiveState).toBe("active");
+    const added = (await backups(dir)).filter((f) => !before.includes(f));
+    expect(added).toHaveLength(2);
+    const log = await journal("engine.service", since);
+    const post = log.indexOf(`post-session backup of ${DB}: ${dir}/${added[0]}`);
+    const pre = log.indexOf(`pre-session backup of ${DB}: ${dir}/${added[1]}`);
+    expect(post, log).toBeGreaterThanOrEqual(0);
+    expect(pre, log).toBeGreaterThan(post);
+    expect(await status(dir)).toMatchObject({ result: "ok", file: `${dir}/${added[1]}` });
+  }, 10 * MINUTE);
+
+  it("keeps the engine stopped, without a restart loop, when the pre-session backup fails; a start succeeds once it is fixed", async () => {
+    const dir = sessionBackupDir(config());
+    const since = await vmNow();
+    const restarts = Number((await unit()).NRestarts);
+    await asRoot(vm, `chmod 0500 ${dir}`);
+    try {
+      const r = await tryAsRoot(vm, "systemctl restart engine.service", { timeoutMs: 5 * MINUTE });
+      console.log(`systemctl restart with a failing pre-session backup: exit ${r.code} ${r.stderr.trim()}`);
+      // RestartSec is 5 s: a loop would have restarted it twice by now.
+      await new Promise((res) => setTimeout(res, 15_000));
+      const state = await unit();
+      console.log(`engine.service after a failed pre-session backup: ${JSON.stringify(state)}`);
+      expect(state.ActiveState).not.toBe("active");
+      expect(Number(state.NRestarts)).toBe(restarts);
+      expect(await journal("engine.service", since)).toContain(`pre-session backup of ${DB} failed (reason above): the engine does not start without one`);
+      const shown = (await tryAsRoot(vm, "systemctl status engine.service --no-pager")).stdout;
+      expect(shown).toMatch(/ExecCondition=\/usr\/local\/sbin\/keel-db-session-backup pre .*status=\d+/);
+    } finally {
+      await asRoot(vm, `chmod 0700 ${dir}`);
+    }
+    await asRoot(vm, "systemctl reset-failed engine.service; systemctl start engine.service", { timeoutMs: 5 * MINUTE });
+    expect(await waitFor("running again", unit, (u) => u.SubState === "running")).toMatchObject({ ActiveState: "active" });
+  }, 10 * MINUTE);
+
+  it("restores a backup: engine stopped, keel-db-restore through the deploy user's sudo, started again with the backup's rows", async () => {
+    const backup = String((await status(hostPaths(config()).backupDir)).file);
+    const inBackup = Number(await query("SELECT count(*) FROM heartbeat", backup));
+    await waitFor("more heartbeats than the backup", heartbeats, (n) => n > inBackup + 2);
+    await asRoot(vm, "systemctl stop engine.service", { timeoutMs: 5 * MINUTE });
+    const restore = await vm.exec(`sudo /usr/local/sbin/keel-db-restore --owner engine:engine ${backup} ${DB}`, { timeoutMs: 5 * MINUTE });
+    expect(restore.stderr).not.toMatch(/what to do/);
+    expect(restore).toMatchObject({ code: 0, stdout: "ok\n" });
+    expect(await heartbeats()).toBe(inBackup);
+    expect(await query("SELECT count(*) FROM trades")).toBe("1234");
+    expect(await asRoot(vm, `ls ${DB}.pre-restore-* | head -1`)).toMatch(/engine\.db\.pre-restore-\d{8}T\d{6}Z/);
+    expect((await asRoot(vm, `stat -c '%U:%G %a' ${DB}`)).trim()).toBe("engine:engine 600");
+    await asRoot(vm, "systemctl start engine.service", { timeoutMs: 5 * MINUTE });
+    expect(await waitFor("running", unit, (u) => u.SubState === "running")).toMatchObject({ ActiveState: "active" });
+    await waitFor("writing on from the backup", heartbeats, (n) => n >= inBackup + 2);
+  }, 10 * MINUTE);
+
+  it("takes the newest clean backup of the fallback directory when the source fails the gate (on a host without a DB)", async () => {
+    const fallback = join(tmp, "operator backups");
+    mkdirSync(fallback);
+    const files = [
+      operatorDb(join(fallback, "engine-20260101T000000Z.db"), 10, "oldest"),
+      operatorDb(join(fallback, "engine-20260102T000000Z.db"), 20, "newest-clean"),
+      corruptDb(join(fallback, "engine-20260103T000000Z.db"), "newest-but-corrupt"),
+    ];
+    files.forEach((f, i) => utimesSync(f, 1_700_000_000 + i * 3600, 1_700_000_000 + i * 3600));
+    const cfg = config({ "keel:migrateFrom": corruptDb(join(tmp, "corrupt-again.db"), "corrupt"), "keel:migrateFallbackDir": fallback });
+    // A host that has no DB yet: the engine stopped and its DB removed.
+    await asRoot(vm, `systemctl stop engine.service && rm -f ${DB} ${DB}-wal ${DB}-shm ${DB}.pre-restore-*`, { timeoutMs: 5 * MINUTE });
+    const runs = await up(cfg, ["db-migrate-staging", "db-migrate-source", "db-migrate-upload", "db-migrate-adopt", "engine-start"]);
+    const out = Object.fromEntries(runs.map((r) => [r.name, r]));
+    expect(out["db-migrate-source"].stderr).toContain(`skipped ${files[2]}: it fails the gate`);
+    expect(out["db-migrate-source"].stderr).toContain(`using ${files[1]}, the newest backup that passes the gate`);
+    expect(out["db-migrate-source"].stdout).toBe(`${sha256(files[1])}  ${files[1]}\n`);
+    expect(out["db-migrate-adopt"].stdout).toContain(`migrate: adopted ${files[1]}`);
+    expect(await query("SELECT count(*), max(tag) FROM trades")).toBe("20|newest-clean");
+    expect(await waitFor("running", unit, (u) => u.SubState === "running")).toMatchObject({ ActiveState: "active" });
+    await waitFor("heartbeats", heartbeats, (n) => n >= 2);
+  }, 20 * MINUTE);
+});
