@@ -203,6 +203,9 @@ describe("engine-source.sh", () => {
         [`ListenAddress 127.0.0.1:${port}`, `HostKey ${join(dir, "host")}`, `PidFile ${join(dir, "sshd.pid")}`, `AllowUsers ${DEPLOY}`, "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM yes", "StrictModes no"].join("\n") + "\n",
       );
       hostLine = `[127.0.0.1]:${port} ${readFileSync(join(dir, "host.pub"), "utf8").split(" ").slice(0, 2).join(" ")}`;
+      // ssh.service's RuntimeDirectory: absent on a machine where the package's service never ran
+      // (CI installs openssh-server with service starts disabled).
+      mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
       sshd = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", join(dir, "sshd_config")]);
       sshd.stderr!.on("data", (d) => (sshdLog += d));
       const deadline = Date.now() + 10_000;
