@@ -280,8 +280,10 @@ describe("keel-ops (the host side) without systemd", () => {
   }
   let conf: string;
   let backups: string;
+  let root: string;
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
   beforeAll(() => {
-    const root = mkdtempSync(join(tmpdir(), "keel-ops-"));
+    root = mkdtempSync(join(tmpdir(), "keel-ops-"));
     backups = join(root, "backups");
     mkdirSync(backups);
     const { raw, secretKeys } = stackConfig("prod");
