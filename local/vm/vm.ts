@@ -430,6 +430,14 @@ function canConnect(socketPath: string): Promise<boolean> {
   });
 }
 
+/**
+ * The VM's network, as a cloud's datasource would describe it (Hetzner's does the same for its
+ * servers): DHCPv4 on the one NIC, IPv6 from router advertisements. Without it cloud-init falls back
+ * to its own guess, which on Debian 13 adds `inet6 dhcp`; qemu's user network has no DHCPv6 server,
+ * so ifup waits out networking.service's 5-minute start timeout on every boot.
+ */
+const NETWORK_CONFIG = "version: 2\nethernets:\n  eth0:\n    dhcp4: true\n    dhcp6: false\n";
+
 async function makeSeed(dir: string, userData: string, metaData: string): Promise<void> {
   // The user-data may hold a host private key: the directory is 0700 (mkdtemp), the files 0600,
   // and only the ISO is kept (NoCloud reads it on every boot).
@@ -437,9 +445,10 @@ async function makeSeed(dir: string, userData: string, metaData: string): Promis
   fs.mkdirSync(seed, { mode: 0o700 });
   writePrivateFile(path.join(seed, "user-data"), userData);
   writePrivateFile(path.join(seed, "meta-data"), metaData);
+  writePrivateFile(path.join(seed, "network-config"), NETWORK_CONFIG);
   try {
     await execFileAsync("genisoimage", ["-quiet", "-input-charset", "utf-8", "-output", path.join(dir, "seed.iso"),
-      "-volid", "cidata", "-joliet", "-rock", path.join(seed, "user-data"), path.join(seed, "meta-data")]);
+      "-volid", "cidata", "-joliet", "-rock", ...["user-data", "meta-data", "network-config"].map((f) => path.join(seed, f))]);
     fs.chmodSync(path.join(dir, "seed.iso"), 0o600);
   } finally {
     fs.rmSync(seed, { recursive: true, force: true });
