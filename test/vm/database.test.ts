@@ -24,7 +24,7 @@ import { hostPaths } from "../../plan/layout";
 import { renderEnvFile } from "../../plan/secrets";
 import type { SecretName } from "../../plan/types";
 import { sha256, sql } from "../host/db-helpers";
-import { asRoot, bootKeelVm, installRootHelper, MINUTE, sh, tryAsRoot } from "./support/keelVm";
+import { asRoot, bootKeelVm, installRootHelper, MINUTE, sh, tryAsRoot, waitFor } from "./support/keelVm";
 
 const SECRET_ENV = { ENGINE_API_KEY: "database-vm-test-key" };
 const DB = "/var/lib/engine/engine.db";
@@ -75,16 +75,6 @@ async function query(sqlText: string, db = DB): Promise<string> {
 async function unit(name = "engine.service"): Promise<Record<string, string>> {
   const out = await sh(vm, `systemctl show ${name} -p ActiveState -p SubState -p MainPID -p NRestarts -p Result -p InvocationID`);
   return Object.fromEntries(out.trim().split("\n").map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]));
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T>, ok: (v: T) => boolean, ms = 60_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (ok(v)) return v;
-    if (Date.now() > deadline) throw new Error(`${what}: still ${JSON.stringify(v)} after ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 1000));
-  }
 }
 
 const heartbeats = async () => Number(await query("SELECT count(*) FROM heartbeat"));

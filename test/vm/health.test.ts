@@ -25,7 +25,7 @@ import { renderEnvFile } from "../../plan/secrets";
 import type { SecretName } from "../../plan/types";
 import { makeDb, sql } from "../host/db-helpers";
 import { startWebhookListener, synchronizeClockLocally, type WebhookListener } from "./support/guestServices";
-import { asRoot, bootKeelVm, installRootHelper, MINUTE, sh } from "./support/keelVm";
+import { asRoot, bootKeelVm, installRootHelper, MINUTE, sh, waitFor } from "./support/keelVm";
 
 const SECRET_ENV = { ENGINE_API_KEY: "health-vm-test-key" };
 const HOOK_TOKEN = "hook-token-5d1c9a";
@@ -65,16 +65,6 @@ const up = async (names?: string[], withSecrets = secrets) => {
 async function unit(): Promise<Record<string, string>> {
   const out = await sh(vm, "systemctl show engine.service -p ActiveState -p SubState -p MainPID -p NRestarts -p Result -p ExecMainStatus");
   return Object.fromEntries(out.trim().split("\n").map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]));
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T>, ok: (v: T) => boolean, ms = 60_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (ok(v)) return v;
-    if (Date.now() > deadline) throw new Error(`${what}: still ${JSON.stringify(v)} after ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 1000));
-  }
 }
 
 /** A read-only query on a DB on the VM, as the engine's user (a reader's -shm stays the engine's). */

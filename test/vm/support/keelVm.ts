@@ -104,6 +104,17 @@ export async function bootKeelVm(opts: {
   return { vm, userData, bootToCloudInitSeconds: Math.round((Date.now() - started) / 1000) };
 }
 
+/** Polls `probe` every second until `ok` holds, for at most `ms`; throws with the last value then. */
+export async function waitFor<T>(what: string, probe: () => Promise<T>, ok: (v: T) => boolean, ms = 60_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (ok(v)) return v;
+    if (Date.now() > deadline) throw new Error(`${what}: still ${JSON.stringify(v)} after ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
 /** Runs `command` as the login user and returns its stdout; throws with the output on a non-zero exit. */
 export async function sh(vm: Vm, command: string, opts: { stdin?: string; timeoutMs?: number } = {}): Promise<string> {
   const r = await vm.exec(command, { timeoutMs: 2 * MINUTE, ...opts });

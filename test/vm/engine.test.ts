@@ -1,0 +1,309 @@
+// Tier 3 (DESIGN.md "Testing tiers"): the engine deployed on a real Debian 12 VM the way `pulumi up`
+// deploys it: the real user-data, then every step of the host plan over SSH as the deploy user
+// (local/runSteps.ts), the sample engine (test/fixtures/engine) served from a git repository on the
+// VM. Then the checks of issue 3: the unit runs under its own user, files and modes, the DB and the
+// journal, a second run changes nothing, a killed engine comes back, a missing secret stops it for
+// good, a new secret or commit restarts it, the canary secret is nowhere else, the exposure.
+// One VM; the tests run in order and share it.
+import { execFileSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { renderCloudConfig } from "../../cloud-init/userData";
+import { parseConfig, type KeelConfig } from "../../config";
+import { runSteps, type StepRun } from "../../local/runSteps";
+import { bootVm, buildImage, type Vm } from "../../local/vm";
+import { stableJson } from "../../plan/hash";
+import { buildHostPlan } from "../../plan/hostPlan";
+import { hostPaths } from "../../plan/layout";
+import { renderEnvFile } from "../../plan/secrets";
+import type { SecretName, Step } from "../../plan/types";
+import { CANARY, REPO } from "../support/stack";
+import { waitFor } from "./support/keelVm";
+
+const MINUTE = 60_000;
+const FIXTURE = path.join(REPO, "test", "fixtures", "engine");
+const SECOND_SECRET = "second-secret-4b1e";
+/** The VM runner's user-mode network: connections to the guest come from here. */
+const QEMU_HOST = "10.0.2.2/32";
+
+let tmp: string;
+let vm: Vm;
+let cfg: KeelConfig;
+let commits: string[];
+let secrets: Record<SecretName, string>;
+let deployKey: string;
+const allRuns: StepRun[] = [];
+
+function keygen(name: string): { file: string; privateKey: string; publicKey: string } {
+  const file = path.join(tmp, name);
+  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", `${name}@keel-test`, "-f", file]);
+  return { file, privateKey: fs.readFileSync(file, "utf8"), publicKey: fs.readFileSync(`${file}.pub`, "utf8").trim() };
+}
+
+function git(dir: string, ...args: string[]): string {
+  const env = { ...process.env, GIT_AUTHOR_DATE: "2026-01-01T00:00:00Z", GIT_COMMITTER_DATE: "2026-01-01T00:00:00Z" };
+  return execFileSync("git", ["-C", dir, "-c", "user.name=keel-test", "-c", "user.email=keel@test", ...args], { encoding: "utf8", env }).trim();
+}
+
+function config(repoRef: string): KeelConfig {
+  const raw = {
+    "keel:image": "debian-12",
+    "keel:adminKeys": JSON.stringify([fs.readFileSync(path.join(tmp, "admin.pub"), "utf8").trim()]),
+    "keel:allowedSshCidrs": JSON.stringify([QEMU_HOST]),
+    "keel:repoUrl": "file:///home/deploy/engine.git",
+    "keel:repoRef": repoRef,
+    "keel:pythonVersion": "3.11",
+    "keel:startCommand": "python -m engine",
+    "keel:settings": JSON.stringify({ heartbeatSeconds: 1, session: { mode: "paper" } }),
+    "keel:secretEnv": JSON.stringify({ ENGINE_API_KEY: CANARY, ENGINE_DB_KEY: SECOND_SECRET }),
+    "keel:minFreeDiskGiB": "1",
+    "keel:protect": "false",
+  };
+  return parseConfig(raw, (k) => k === "keel:secretEnv");
+}
+
+/** Runs steps as `pulumi up` runs them, keeping every run for the canary check. */
+async function up(steps: Step[], withSecrets: Partial<Record<SecretName, string>> = secrets): Promise<StepRun[]> {
+  const runs = await runSteps(vm, steps, withSecrets);
+  allRuns.push(...runs);
+  return runs;
+}
+
+async function sh(command: string, opts: { stdin?: string; timeoutMs?: number } = {}): Promise<string> {
+  const r = await vm.exec(command, { timeoutMs: 5 * MINUTE, ...opts });
+  if (r.code !== 0) throw new Error(`${command} (exit ${r.code}):\n${r.stdout}${r.stderr}`);
+  return r.stdout;
+}
+
+/** Root on the VM, through the test's own keel tool (the deploy user's sudo covers keel-* only). */
+const root = (command: string, opts: { stdin?: string; timeoutMs?: number } = {}) => sh(`sudo /usr/local/sbin/keel-test-root ${command}`, opts);
+
+async function unitState(): Promise<Record<string, string>> {
+  const out = await sh("systemctl show engine.service -p ActiveState -p SubState -p MainPID -p NRestarts -p ActiveEnterTimestampMonotonic -p ExecMainStatus -p Result");
+  return Object.fromEntries(out.trim().split("\n").map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]));
+}
+
+/** Every file in the places keel manages, with mtime, size, mode and owner (the live DB excluded). */
+async function fileSnapshot(): Promise<string> {
+  const dirs = ["/etc", "/opt", "/usr/local", "/var/lib/keel", "/var/backups/engine", "/home/deploy", "/var/lib/engine"];
+  const out = await root(`find ${dirs.join(" ")} -xdev -printf '%p %T@ %s %m %u:%g\\n'`);
+  return out
+    .split("\n")
+    .filter((l) => l && !/^\/var\/lib\/engine\/engine\.db(-wal|-shm)? /.test(l))
+    .sort()
+    .join("\n");
+}
+
+/**
+ * Running services with their main PID and start time. A restart changes one of them; services
+ * that come and go with SSH logins (the deploy user's manager) are left out.
+ */
+async function servicesSnapshot(): Promise<Map<string, string>> {
+  const out = await sh(
+    "for u in $(systemctl list-units --type=service --state=running --no-legend --plain | awk '{print $1}'); do echo \"$u $(systemctl show \"$u\" -p MainPID -p ActiveEnterTimestampMonotonic --value | paste -sd' ')\"; done",
+  );
+  const lines = out.trim().split("\n").filter((l) => !/^user(-runtime-dir)?@/.test(l));
+  return new Map(lines.map((l) => [l.split(" ")[0], l]));
+}
+
+/** Services running in both snapshots whose main PID or start time differ. */
+function restarted(before: Map<string, string>, after: Map<string, string>): string[] {
+  return [...before].filter(([unit, line]) => after.has(unit) && after.get(unit) !== line).map(([unit]) => unit);
+}
+
+/**
+ * Files on the VM's disk and in its tmpfs mounts that hold `secret`. The secret travels on stdin, so
+ * the search itself puts it in no command line (sudo logs those to the journal).
+ */
+async function filesHolding(secret: string): Promise<string[]> {
+  const search = `sh -c 'read -r s; { find / -xdev -type f -print0; find /run /tmp /var/tmp /dev/shm -xdev -type f -print0; } 2>/dev/null | xargs -0 grep -lF --binary-files=text -e "$s" 2>/dev/null | sort -u'`;
+  return (await root(search, { stdin: `${secret}\n`, timeoutMs: 15 * MINUTE })).trim().split("\n").filter(Boolean);
+}
+
+const stepsNamed = (names: string[]) => buildHostPlan(cfg).steps.filter((s) => names.includes(s.name));
+
+beforeAll(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "keel-engine-vm-"));
+  keygen("admin");
+  const hostKey = keygen("host");
+  deployKey = keygen("deploy-key").privateKey;
+
+  // The sample engine as a git repository: two commits, the second a change of code only.
+  const src = path.join(tmp, "engine");
+  fs.cpSync(FIXTURE, src, { recursive: true });
+  git(src, "init", "-q", "-b", "main");
+  git(src, "add", "-A");
+  git(src, "commit", "-q", "-m", "sample engine");
+  const first = git(src, "rev-parse", "HEAD");
+  fs.writeFileSync(path.join(src, "VERSION"), "2\n");
+  git(src, "add", "VERSION");
+  git(src, "commit", "-q", "-m", "sample engine, second commit");
+  commits = [first, git(src, "rev-parse", "HEAD")];
+  git(src, "bundle", "create", "-q", path.join(tmp, "engine.bundle"), "main");
+
+  cfg = config(commits[0]);
+  secrets = { deployKey, envFile: renderEnvFile({ ENGINE_API_KEY: CANARY, ENGINE_DB_KEY: SECOND_SECRET }), alertWebhook: "" };
+
+  const image = await buildImage({ release: "bookworm" });
+  const userData = renderCloudConfig(cfg, { privateKey: hostKey.privateKey, publicKey: hostKey.publicKey });
+  vm = await bootVm({ image, userData, hostPublicKey: hostKey.publicKey, login: { user: "deploy", identityFile: path.join(tmp, "admin") } });
+  await vm.waitForCloudInit(50 * MINUTE, { allowRecoverable: true });
+  await sh("base64 -d > /tmp/engine.bundle && git clone -q --bare /tmp/engine.bundle /home/deploy/engine.git && rm /tmp/engine.bundle", {
+    stdin: fs.readFileSync(path.join(tmp, "engine.bundle")).toString("base64"),
+  });
+  // A test-only root helper for the checks below, placed the way keel places its tools (the first
+  // boot installed keel-place; the deploy user's sudo covers keel-* only).
+  const bundle = { files: [{ path: "/usr/local/sbin/keel-test-root", owner: "root", group: "root", mode: "0755", content: '#!/bin/sh\nexec "$@"\n' }] };
+  await sh("sudo /usr/local/sbin/keel-place", { stdin: stableJson(bundle) });
+}, 60 * MINUTE);
+
+afterAll(async () => {
+  await vm?.shutdown();
+  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+}, 3 * MINUTE);
+
+describe("the engine on a Debian 12 VM, deployed by the host plan's steps", () => {
+  it("deploys: every step passes, in plan order", async () => {
+    const plan = buildHostPlan(cfg);
+    const runs = await up(plan.steps);
+    expect(runs.map((r) => r.name)).toEqual(plan.steps.map((s) => s.name));
+    const byName = Object.fromEntries(runs.map((r) => [r.name, r]));
+    expect(byName["engine-source"].stdout).toContain(`source: /opt/engine/app is at ${commits[0]}`);
+    expect(byName["engine-venv"].stdout).toContain("venv: built /opt/engine/venv from requirements.txt (no hashes) with python 3.11");
+    expect(byName["engine-start"].stdout).toMatch(/start: enabled engine\.service\nstart: started engine\.service \(first deploy\)\nstart: engine\.service active and steady/);
+  }, 45 * MINUTE);
+
+  it("runs the engine under its own user, from the venv, in the checkout", async () => {
+    const state = await unitState();
+    expect(state).toMatchObject({ ActiveState: "active", SubState: "running", NRestarts: "0" });
+    const ps = await sh(`ps -o user=,args= -p ${state.MainPID}`);
+    expect(ps.trim()).toBe("engine   /opt/engine/venv/bin/python -m engine");
+    expect((await root(`readlink /proc/${state.MainPID}/cwd`)).trim()).toBe("/opt/engine/app");
+  }, 5 * MINUTE);
+
+  it("places every file with the owner and mode of DESIGN.md", async () => {
+    const p = hostPaths(cfg);
+    const paths = [p.appDir, p.venv, p.configFile, p.envFile, p.stateDir, p.backupDir, "/etc/systemd/system/engine.service", p.db];
+    const out = await root(`stat -c '%n %U:%G %a' ${paths.join(" ")}`);
+    expect(out.trim().split("\n")).toEqual([
+      "/opt/engine/app deploy:deploy 755",
+      "/opt/engine/venv deploy:deploy 755",
+      "/etc/engine/config.yaml root:engine 640",
+      "/etc/engine/engine.env root:root 600",
+      "/var/lib/engine engine:engine 700",
+      "/var/backups/engine engine:engine 700",
+      "/etc/systemd/system/engine.service root:root 644",
+      "/var/lib/engine/engine.db engine:engine 600",
+    ]);
+    // The engine's user can write none of its code.
+    expect(await root("find /opt/engine -user engine -o -perm /022 ! -type l")).toBe("");
+    expect((await sh("cat /opt/engine/app/.git/HEAD")).trim()).toBe(commits[0]);
+  }, 5 * MINUTE);
+
+  it("writes heartbeats into its DB in WAL mode, and journald has its output", async () => {
+    const count = async () => Number(await root(`python3 -c "import sqlite3; print(sqlite3.connect('file:/var/lib/engine/engine.db?mode=ro', uri=True).execute('SELECT count(*) FROM heartbeat').fetchone()[0])"`));
+    const before = await count();
+    await waitFor("heartbeats", count, (n) => n >= before + 2, 2 * MINUTE);
+    expect((await root(`python3 -c "import sqlite3; print(sqlite3.connect('/var/lib/engine/engine.db').execute('PRAGMA journal_mode').fetchone()[0])"`)).trim()).toBe("wal");
+    const journal = await sh("journalctl -u engine.service --no-pager -o cat");
+    expect(journal).toMatch(/engine: started \(pid \d+, settings \['heartbeatSeconds', 'session'\], secrets present: \['ENGINE_API_KEY'\]\)/);
+    expect(journal).toMatch(/engine: heartbeat \d+ at /);
+  }, 5 * MINUTE);
+
+  it(`is sandboxed: systemd-analyze security rates the live unit at most 1.5`, async () => {
+    const out = await sh("systemd-analyze security engine.service --no-pager");
+    const level = Number(out.match(/Overall exposure level for engine\.service: (\d+\.\d+)/)![1]);
+    console.log(`systemd-analyze security engine.service on the VM: exposure ${level}`);
+    expect(level).toBeLessThanOrEqual(1.5);
+  }, 5 * MINUTE);
+
+  it("changes no file and restarts nothing when every step runs again", async () => {
+    const files = await fileSnapshot();
+    const services = await servicesSnapshot();
+    const manifest = JSON.parse(await root("cat /var/lib/keel/manifest.json")) as Record<string, unknown>;
+    const runs = await up(buildHostPlan(cfg).steps);
+    const out = Object.fromEntries(runs.map((r) => [r.name, r.stdout]));
+    expect(out["engine-preflight"]).toMatch(/^preflight ok: python3 3\.11; /);
+    expect(out["engine-source"]).toBe(`source: /opt/engine/app already at ${commits[0]}, nothing changed\n`);
+    expect(out["engine-venv"]).toBe("venv: /opt/engine/venv already built from requirements.txt (no hashes), nothing changed\n");
+    expect(out["engine-config"]).toBe("keel-place: 0 changed, 1 file(s) already as planned\n");
+    expect(out["engine-unit"]).toBe("keel-place: 0 changed, 1 file(s) already as planned\n");
+    expect(out["engine-start"]).toMatch(/^start: engine\.service already active \(pid \d+, since .*\), nothing changed\n$/);
+    const now = await servicesSnapshot();
+    expect(restarted(services, now)).toEqual([]);
+    expect(now.get("engine.service")).toBe(services.get("engine.service"));
+    // What keel-place records must not change either.
+    const manifestNow = JSON.parse(await root("cat /var/lib/keel/manifest.json")) as Record<string, unknown>;
+    const differing = [...new Set([...Object.keys(manifest), ...Object.keys(manifestNow)])].filter((k) => stableJson(manifest[k]) !== stableJson(manifestNow[k]));
+    expect(differing).toEqual([]);
+    const after = await fileSnapshot();
+    const changed = after.split("\n").filter((l) => !files.split("\n").includes(l));
+    expect(changed).toEqual([]);
+  }, 40 * MINUTE);
+
+  it("restarts a killed engine", async () => {
+    const before = await unitState();
+    await root(`kill -KILL ${before.MainPID}`);
+    const after = await waitFor("restart", unitState, (s) => s.SubState === "running" && s.MainPID !== before.MainPID && s.MainPID !== "0", 5 * MINUTE);
+    expect(Number(after.NRestarts)).toBe(Number(before.NRestarts) + 1);
+  }, 8 * MINUTE);
+
+  it("restarts the engine when a secret changes, through the secrets step alone", async () => {
+    const before = await unitState();
+    const changed = { ...secrets, envFile: renderEnvFile({ ENGINE_API_KEY: CANARY, ENGINE_DB_KEY: `${SECOND_SECRET}-rotated` }) };
+    await up(stepsNamed(["secrets"]), changed);
+    const after = await waitFor("restart", unitState, (s) => s.SubState === "running" && s.MainPID !== before.MainPID, 5 * MINUTE);
+    expect(after.ActiveState).toBe("active");
+    // Back to the planned secrets for the rest of the tests.
+    await up(stepsNamed(["secrets"]));
+  }, 15 * MINUTE);
+
+  it("stops for good, with the gate status, when a required secret is removed", async () => {
+    await up(stepsNamed(["secrets"]), { ...secrets, envFile: renderEnvFile({ ENGINE_DB_KEY: SECOND_SECRET }) }).catch(() => undefined);
+    const failed = await waitFor("gate failure", unitState, (s) => s.ActiveState === "failed", 5 * MINUTE);
+    expect(failed).toMatchObject({ Result: "exit-code", ExecMainStatus: "78" });
+    await new Promise((r) => setTimeout(r, 15_000));
+    const later = await unitState();
+    expect(later).toMatchObject({ ActiveState: "failed", NRestarts: failed.NRestarts });
+    const status = await vm.exec("systemctl status engine.service --no-pager");
+    expect(status.stdout).toContain("status=78/CONFIG");
+    expect(await sh("journalctl -u engine.service --no-pager -o cat -n 20")).toContain("engine: startup gate failed: required environment variable(s) ENGINE_API_KEY missing or empty");
+  }, 10 * MINUTE);
+
+  it("comes back when the secret is restored, through the secrets step alone", async () => {
+    await up(stepsNamed(["secrets"]));
+    const state = await waitFor("start", unitState, (s) => s.SubState === "running", 5 * MINUTE);
+    expect(state.ActiveState).toBe("active");
+  }, 10 * MINUTE);
+
+  it("deploys a new commit: the checkout moves, the engine restarts, the venv stays", async () => {
+    const old = cfg;
+    cfg = config(commits[1]);
+    const before = await unitState();
+    const venvInode = await sh("stat -c %i /opt/engine/venv");
+    const rerun = buildHostPlan(cfg).steps.filter((s, i) => s.hash !== buildHostPlan(old).steps[i].hash);
+    expect(rerun.map((s) => s.name)).toEqual(["engine-source", "engine-venv", "engine-start"]);
+    const runs = await up(rerun);
+    expect(runs[0].stdout).toContain(`source: checked out ${commits[1]} (was ${commits[0]})`);
+    expect(runs[1].stdout).toBe("venv: /opt/engine/venv already built from requirements.txt (no hashes), nothing changed\n");
+    expect(runs[2].stdout).toContain("start: restarted engine.service (commit changed)");
+    expect((await sh("cat /opt/engine/app/VERSION")).trim()).toBe("2");
+    expect(await sh("stat -c %i /opt/engine/venv")).toBe(venvInode);
+    expect((await unitState()).MainPID).not.toBe(before.MainPID);
+  }, 20 * MINUTE);
+
+  it("keeps the canary secret in the env file only: not on disk elsewhere, not in the journal, not in any step", async () => {
+    const hits = await filesHolding(CANARY);
+    expect(hits).toEqual(["/etc/engine/engine.env"]);
+    expect(await root(`sh -c 'read -r s; journalctl --no-pager --all -o verbose | grep -cF -e "$s" || true'`, { stdin: `${CANARY}\n`, timeoutMs: 5 * MINUTE })).toBe("0\n");
+    const body = deployKey.trim().split("\n");
+    const keyLine = body[body.length - 3];
+    expect(keyLine.length).toBeGreaterThanOrEqual(60);
+    expect(await filesHolding(keyLine)).toEqual(["/home/deploy/.ssh/keel_deploy_ed25519"]);
+    for (const s of buildHostPlan(cfg).steps) expect(`${s.command}\n${s.stdin ?? ""}`).not.toContain(CANARY);
+    for (const r of allRuns) expect(`${r.stdout}\n${r.stderr}`).not.toContain(CANARY);
+    expect(allRuns.length).toBeGreaterThan(0);
+  }, 40 * MINUTE);
+});
