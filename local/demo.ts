@@ -84,6 +84,7 @@ async function up(release: Release): Promise<void> {
     process.stdout.write(`\nStack outputs (as pulumi stack output --json prints them):\n${JSON.stringify(outputs, null, 2)}\n`);
     const health = await vm.exec(`sudo ${toolPath("health")}`, { timeoutMs: 2 * MINUTE });
     process.stdout.write(`\nHealth report (keel-health, exit ${health.code}):\n${health.stdout}${health.stderr}`);
+    process.stdout.write("(The demo VM has no way out to the Internet, so its clock cannot synchronize: the time check reads DEGRADED here and ok on a real server.)\n");
     const state = vm.detach();
     fs.writeFileSync(statePath(), JSON.stringify(state, null, 2) + "\n");
     process.stdout.write(`\nThe VM keeps running. Log in:\n  ${outputs.sshCommand}\nStop it:\n  npm run demo:down\n`);
