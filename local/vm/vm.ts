@@ -432,7 +432,7 @@ function canConnect(socketPath: string): Promise<boolean> {
 
 /**
  * The VM's network, as a cloud's datasource would describe it (Hetzner's does the same for its
- * servers): DHCPv4 on the one NIC, IPv6 from router advertisements. Without it cloud-init falls back
+ * servers): DHCPv4 on the one NIC and no DHCPv6. Without it cloud-init falls back
  * to its own guess, which on Debian 13 adds `inet6 dhcp`; qemu's user network has no DHCPv6 server,
  * so ifup waits out networking.service's 5-minute start timeout on every boot.
  */
