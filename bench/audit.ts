@@ -77,12 +77,49 @@ async function main(): Promise<void> {
       for (const w of warnings) console.log(`  ${w}`);
       console.log(`suggestions (${suggestions.length}):`);
       for (const s of suggestions) console.log(`  ${s}`);
+      const log = await asRoot(vm, "cat /var/log/lynis.log");
+      const kept = path.join(os.homedir(), ".cache", "keel", "audit");
+      fs.mkdirSync(kept, { recursive: true });
+      fs.writeFileSync(path.join(kept, `lynis-${release}.log`), log);
+      fs.writeFileSync(path.join(kept, `lynis-report-${release}.dat`), report);
+      console.log(`Lynis log and report kept in ${kept}`);
+      const lost = pointsLost(log);
+      console.log(`hardening points: ${lost.points} of ${lost.total}; lost per test (test: lost of max):`);
+      for (const [test, { lost: l, max }] of [...lost.byTest].sort((a, b) => b[1].lost - a[1].lost)) {
+        console.log(`  ${test}: ${l} of ${max}`);
+      }
     } finally {
       await vm.shutdown();
     }
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/** Sums Lynis' partial hardening points per test from its log (functions: AddHP). */
+export function pointsLost(log: string): { points: number; total: number; byTest: Map<string, { lost: number; max: number }> } {
+  const byTest = new Map<string, { lost: number; max: number }>();
+  let test = "?";
+  let points = 0;
+  let total = 0;
+  for (const line of log.split("\n")) {
+    const started = /Performing test ID (\S+)/.exec(line);
+    if (started) test = started[1];
+    const partial = /assigned partial number of hardening points \((\d+) of (\d+)\)\. Currently having (\d+) points \(out of (\d+)\)/.exec(line);
+    const full = /assigned maximum number of hardening points for this item \((\d+)\)\. Currently having (\d+) points \(out of (\d+)\)/.exec(line);
+    if (partial) {
+      const entry = byTest.get(test) ?? { lost: 0, max: 0 };
+      entry.lost += Number(partial[2]) - Number(partial[1]);
+      entry.max += Number(partial[2]);
+      byTest.set(test, entry);
+      points = Number(partial[3]);
+      total = Number(partial[4]);
+    } else if (full) {
+      points = Number(full[2]);
+      total = Number(full[3]);
+    }
+  }
+  return { points, total, byTest };
 }
 
 main().catch((err: unknown) => {
