@@ -16,6 +16,12 @@
 #        keel-ops asides                  list the previous DBs a restore or adopt kept beside the DB
 #        keel-ops remove-asides           remove them (once the DB in place has proven itself)
 #        keel-ops stop | start | restart  the engine's unit; start and restart confirm it stays up
+#        keel-ops audit KEY [WHEN]        the audit log's records for KEY (identity, sudoers, sshd, keel,
+#                                         sudo, modules, time-change; docs/HARDENING.md "Audit") since
+#                                         WHEN (recent, boot, today, yesterday, this-week, week-ago,
+#                                         this-month; default week-ago), interpreted (ausearch -i)
+#        keel-ops verify-packages         every installed file that no longer matches its Debian
+#                                         package (debsums -s); exit 1 when there is one
 #
 # The DB work is keel-db-backup/-restore/-snapshot/-gate (docs/DATABASE.md); this tool adds the
 # engine's stop and start around it and checks every name it is given.
@@ -45,9 +51,42 @@ shift
 case $cmd in
   backups | backup | snapshot | asides | remove-asides | stop | start | restart) [[ $# -eq 0 ]] || usage ;;
   restore | adopt) [[ $# -eq 1 ]] || usage ;;
+  audit) [[ $# -ge 1 && $# -le 2 ]] || usage ;;
+  verify-packages) [[ $# -eq 0 ]] || usage ;;
   -h | --help | *) usage ;;
 esac
 [[ $EUID -eq 0 ]] || fail 2 "run as root: sudo $PROG $cmd"
+
+# The host's audit log and package check need no stack paths.
+if [[ $cmd == audit ]]; then
+  key=$1 when=${2:-week-ago}
+  case $key in
+    identity | sudoers | sshd | keel | sudo | modules | time-change) ;;
+    *) fail 2 "no audit key '$key'; use one of: identity sudoers sshd keel sudo modules time-change" ;;
+  esac
+  case $when in
+    recent | boot | today | yesterday | this-week | week-ago | this-month) ;;
+    *) fail 2 "WHEN '$when' is not one of: recent boot today yesterday this-week week-ago this-month" ;;
+  esac
+  command -v ausearch >/dev/null || fail 1 "ausearch is missing: auditd is not installed (keel's first boot installs it)"
+  # --input-logs: read the log files even though stdin is not a terminal (sudo over SSH).
+  if err=$(ausearch --input-logs -i -k "$key" --start "$when" 2>&1 >&3); then
+    exit 0
+  elif [[ $err == *"<no matches>"* ]]; then
+    echo "$PROG: no audit records with key $key since $when"
+    exit 0
+  fi
+  fail 1 "ausearch failed: $err"
+fi 3>&1
+if [[ $cmd == verify-packages ]]; then
+  command -v debsums >/dev/null || fail 1 "debsums is missing (keel's first boot installs it)"
+  if changed=$(debsums -s 2>&1) && [[ -z $changed ]]; then
+    echo "$PROG: every installed package file matches its package"
+    exit 0
+  fi
+  printf '%s\n' "$changed" >&2
+  fail 1 "the files above differ from their packages: reinstall the package (apt-get install --reinstall) or find out who changed them (keel-ops audit)"
+fi
 
 declare -A conf=()
 [[ -r $CONFIG ]] || fail 3 "cannot read $CONFIG; keel writes it on pulumi up (the health-config step)"
