@@ -17,6 +17,8 @@ export function layoutBundle(cfg: KeelConfig): Bundle {
   return {
     users: [{ name: app, home: p.stateDir }],
     dirs: [
+      // The deploy user's home (cloud-init makes it 0755): its uploads and DB snapshots stay its own.
+      { path: `/home/${deploy}`, owner: deploy, group: deploy, mode: "0750" },
       { path: `/opt/${app}`, owner: "root", group: "root", mode: "0755" },
       { path: p.appDir, owner: deploy, group: deploy, mode: "0755" },
       { path: p.venv, owner: deploy, group: deploy, mode: "0755" },
