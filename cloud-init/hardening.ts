@@ -24,10 +24,14 @@ export const OPENSSH_VERSION: Record<Image, string> = {
 export const HARDENING_PATHS = {
   sshdDropIn: "/etc/ssh/sshd_config.d/00-keel.conf",
   sshBanner: "/etc/ssh/keel-banner",
-  consoleBanner: "/etc/issue.d/keel.issue",
+  // The console (getty) and telnet-style banners; both are base-files conffiles, see apt-unattended-upgrades.conf.
+  consoleBanner: "/etc/issue",
+  networkBanner: "/etc/issue.net",
+  modprobe: "/etc/modprobe.d/keel-blacklist.conf",
   ufwConf: "/etc/keel/ufw-ssh.conf",
   ufwApply: "/usr/local/lib/keel/ufw-apply",
-  fail2banJail: "/etc/fail2ban/jail.d/keel.local",
+  // jail.local: read after jail.conf and jail.d/*.conf (Debian's defaults-debian.conf), never shipped by the package.
+  fail2banJail: "/etc/fail2ban/jail.local",
   metadataGuardRules: "/etc/keel/metadata-guard.nft",
   metadataGuardUnit: "/etc/systemd/system/keel-metadata-guard.service",
   // Sorts after every other sysctl.d file (Debian's procps ships 99-protect-links.conf, which sets
@@ -35,8 +39,10 @@ export const HARDENING_PATHS = {
   sysctl: "/etc/sysctl.d/99-zz-keel.conf",
   ufwSysctlDropIn: "/etc/systemd/system/ufw.service.d/90-keel-sysctl.conf",
   coreLimits: "/etc/security/limits.d/90-keel-no-core.conf",
+  loginShell: "/etc/profile.d/keel.sh",
   coredump: "/etc/systemd/coredump.conf.d/90-keel.conf",
   journald: "/etc/systemd/journald.conf.d/90-keel.conf",
+  auditRules: "/etc/audit/rules.d/50-keel.rules",
   aptPeriodic: "/etc/apt/apt.conf.d/20keel-auto-upgrades",
   aptUnattended: "/etc/apt/apt.conf.d/52keel-unattended-upgrades",
   checkFreeDisk: "/usr/local/lib/keel/check-free-disk",
@@ -111,6 +117,18 @@ export function fail2banExemptCidrs(cfg: Pick<KeelConfig, "allowedSshCidrs">): s
   });
 }
 
+/**
+ * The modprobe file: the static list plus, except on Ubuntu, squashfs. Ubuntu images run snaps,
+ * which are squashfs images mounted at boot; Debian has no use for it.
+ */
+export function modprobeConf(cfg: Pick<KeelConfig, "image">): string {
+  const lines =
+    cfg.image === "ubuntu-24.04"
+      ? ["", "# squashfs stays loadable on Ubuntu (keel:image = ubuntu-24.04): snaps are squashfs images."]
+      : ["install squashfs /bin/true"];
+  return readStatic("cloud-init/files/modprobe-keel.conf") + lines.join("\n") + "\n";
+}
+
 /** The fail2ban jail: static settings plus the SSH port and the addresses never to ban. */
 export function fail2banJail(cfg: KeelConfig): string {
   return (
@@ -161,14 +179,20 @@ export function hardeningUnits(cfg: KeelConfig): HardeningUnit[] {
     },
     {
       name: "kernel",
-      description: "sysctl network and kernel hardening, core dumps off",
+      description: "sysctl network and kernel hardening, core dumps off, idle shells time out",
       files: [
         staticFile(p.sysctl, "sysctl-keel.conf"),
         staticFile(p.ufwSysctlDropIn, "ufw-keel-sysctl.conf"),
         staticFile(p.coreLimits, "limits-no-core.conf"),
+        staticFile(p.loginShell, "profile-keel.sh"),
         staticFile(p.coredump, "coredump-keel.conf"),
       ],
       onChange: [["systemctl", "daemon-reload"], ["systemctl", "restart", "systemd-sysctl.service"]],
+    },
+    {
+      name: "modules",
+      description: "kernel modules a cloud server never needs cannot be loaded (rare protocols, USB storage, FireWire)",
+      files: [rootFile(p.modprobe, modprobeConf(cfg))],
     },
     {
       name: "journald",
@@ -177,9 +201,15 @@ export function hardeningUnits(cfg: KeelConfig): HardeningUnit[] {
       onChange: [["systemctl", "restart", "systemd-journald.service"]],
     },
     {
+      name: "audit",
+      description: "auditd: who changed accounts, sudo, SSH, keel's tools and config, kernel modules or the clock",
+      files: [staticFile(p.auditRules, "audit-keel.rules", "0640")],
+      onChange: [["augenrules", "--load"]],
+    },
+    {
       name: "login-banner",
       description: "login banner for SSH and the console",
-      files: [staticFile(p.sshBanner, "banner.txt"), staticFile(p.consoleBanner, "banner.txt")],
+      files: [staticFile(p.sshBanner, "banner.txt"), staticFile(p.consoleBanner, "banner.txt"), staticFile(p.networkBanner, "banner.txt")],
     },
     {
       name: "sshd",

@@ -16,12 +16,14 @@ import { HARDENING_PATHS, hardeningFiles, hardeningUnits, type HardeningUnit } f
  */
 
 /**
- * Debian packages the first boot installs: the hardening (fail2ban, nftables, ufw, timesyncd,
- * unattended-upgrades) and what the converge steps use (git for the checkout, python3-venv for the
- * venv, sqlite3 for the DB gates and backups). The VM runner bakes exactly these into its offline
- * repository.
+ * Debian packages the first boot installs: the hardening (auditd, fail2ban, nftables, ufw,
+ * timesyncd, unattended-upgrades, debsums to verify installed files against their packages) and
+ * what the converge steps use (git for the checkout, python3-venv for the venv, sqlite3 for the DB
+ * gates and backups). The VM runner bakes these into its offline repository.
  */
 export const FIRST_BOOT_PACKAGES = [
+  "auditd",
+  "debsums",
   "fail2ban",
   "git",
   "nftables",
@@ -107,6 +109,9 @@ export function firstBootCommands(cfg: KeelConfig): (string | string[])[] {
     ["systemctl", "enable", "fail2ban.service"],
     ...onChange("fail2ban"),
     ["systemctl", "enable", "--now", "systemd-timesyncd.service"],
+    // auditd loads its rules (augenrules) when it starts; load keel's again in case it was already running.
+    ["systemctl", "enable", "--now", "auditd.service"],
+    ...onChange("audit"),
     // Last: a disk too small for the engine fails the first boot loudly.
     [p.checkFreeDisk, "/", String(cfg.minFreeDiskGiB)],
   ];

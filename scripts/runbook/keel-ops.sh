@@ -17,7 +17,7 @@
 #        keel-ops remove-asides           remove them (once the DB in place has proven itself)
 #        keel-ops stop | start | restart  the engine's unit; start and restart confirm it stays up
 #        keel-ops audit KEY [WHEN]        the audit log's records for KEY (identity, sudoers, sshd, keel,
-#                                         sudo, modules, time-change; docs/HARDENING.md "Audit") since
+#                                         sudo-exec, modules, time-change; docs/HARDENING.md "Audit") since
 #                                         WHEN (recent, boot, today, yesterday, this-week, week-ago,
 #                                         this-month; default week-ago), interpreted (ausearch -i)
 #        keel-ops verify-packages         every installed file that no longer matches its Debian
@@ -61,8 +61,8 @@ esac
 if [[ $cmd == audit ]]; then
   key=$1 when=${2:-week-ago}
   case $key in
-    identity | sudoers | sshd | keel | sudo | modules | time-change) ;;
-    *) fail 2 "no audit key '$key'; use one of: identity sudoers sshd keel sudo modules time-change" ;;
+    identity | sudoers | sshd | keel | sudo-exec | modules | time-change) ;;
+    *) fail 2 "no audit key '$key'; use one of: identity sudoers sshd keel sudo-exec modules time-change" ;;
   esac
   case $when in
     recent | boot | today | yesterday | this-week | week-ago | this-month) ;;

@@ -91,7 +91,7 @@ describe("the files the first boot writes, checked by the tools that read them",
   });
 
   it("the scripts are shellcheck clean", () => {
-    for (const script of ["ufw-apply.sh", "check-free-disk.sh"]) {
+    for (const script of ["ufw-apply.sh", "check-free-disk.sh", "profile-keel.sh"]) {
       const r = spawnSync("shellcheck", [join(REPO_ROOT, "cloud-init", "files", script)], { encoding: "utf8", timeout: 30_000 });
       expect(r.stdout).toBe("");
       expect(r.status).toBe(0);

@@ -51,13 +51,16 @@ describe("hardeningSteps (pulumi up re-converges the first boot's hardening)", (
     const changed = after.filter((s, i) => s.hash !== before[i].hash).map((s) => s.name);
     expect(changed.sort()).toEqual(["harden-fail2ban", "harden-firewall"]);
     const debian13 = hardeningSteps(config({ "keel:image": "debian-13" }));
-    expect(debian13.filter((s, i) => s.hash !== before[i].hash).map((s) => s.name)).toEqual(["harden-sshd"]);
+    // From Ubuntu 24.04: the KEX list (OpenSSH 10.0) and squashfs, which Ubuntu's snaps need.
+    expect(debian13.filter((s, i) => s.hash !== before[i].hash).map((s) => s.name)).toEqual(["harden-modules", "harden-sshd"]);
   });
 
   it("keeps every file root-owned, scripts executable and nothing world-writable", () => {
     for (const f of hardeningFiles(config())) {
       expect([f.owner, f.group]).toEqual(["root", "root"]);
-      expect(f.mode).toBe(f.path.startsWith("/usr/local/lib/keel/") ? "0755" : "0644");
+      // Scripts executable; audit rules root-only like the package's own; the rest world-readable.
+      const mode = f.path.startsWith("/usr/local/lib/keel/") ? "0755" : f.path.startsWith("/etc/audit/") ? "0640" : "0644";
+      expect(f.mode, f.path).toBe(mode);
     }
   });
 });

@@ -10,6 +10,7 @@ import { layoutBundle } from "../../plan/hostPlan";
 import { REPO_ROOT } from "../../plan/static";
 import { toolFiles } from "../../plan/tools";
 import { HARDENING_PATHS, hardeningFiles } from "../../cloud-init/hardening";
+import { DEFAULT_REPO_PACKAGES } from "../../local/vm/image";
 import { cloudConfig, FIRST_BOOT_LAYOUT_BUNDLE, FIRST_BOOT_PACKAGES, gzipBase64, renderCloudConfig, USER_DATA_MAX_BYTES } from "../../cloud-init/userData";
 
 const ADMIN_KEYS = [
@@ -324,6 +325,49 @@ describe("firewall, fail2ban, updates, time and disk", () => {
     expect(banner).toMatch(/^Authorized access only\./);
     expect(fileText(d, HARDENING_PATHS.sshBanner)).toBe(banner);
     expect(fileText(d, HARDENING_PATHS.consoleBanner)).toBe(banner);
+    expect(fileText(d, HARDENING_PATHS.networkBanner)).toBe(banner);
+    expect(HARDENING_PATHS.consoleBanner).toBe("/etc/issue");
+    expect(HARDENING_PATHS.networkBanner).toBe("/etc/issue.net");
     expect(fileText(d, HARDENING_PATHS.sshdDropIn)).toContain(`Banner ${HARDENING_PATHS.sshBanner}`);
+    // /etc/issue and /etc/issue.net are base-files conffiles: a changed conffile must never hold
+    // back a security update (unattended-upgrades skips packages that would ask).
+    expect(fileText(d, HARDENING_PATHS.aptUnattended)).toContain('Dpkg::Options { "--force-confdef"; "--force-confold"; };');
+  });
+
+  it("makes the modules a cloud server never needs unloadable; squashfs only where no snap needs it", () => {
+    const lines = (image: string) => fileText(doc(config({ "keel:image": image })), HARDENING_PATHS.modprobe).split("\n").filter((l) => l && !l.startsWith("#"));
+    const common = ["dccp", "sctp", "rds", "tipc", "usb-storage", "firewire-core", "firewire-ohci", "cramfs", "freevxfs", "jffs2", "hfs", "hfsplus", "udf"];
+    for (const image of ["debian-12", "debian-13", "ubuntu-24.04"]) {
+      for (const m of common) expect(lines(image), `${image} ${m}`).toContain(`install ${m} /bin/true`);
+    }
+    for (const m of ["usb-storage", "firewire-core", "firewire-ohci"]) expect(lines("debian-12")).toContain(`blacklist ${m}`);
+    expect(lines("debian-12")).toContain("install squashfs /bin/true");
+    expect(lines("ubuntu-24.04").filter((l) => l.includes("squashfs"))).toEqual([]);
+  });
+
+  it("times idle login shells out, read-only, and keeps them from writing core files", () => {
+    const profile = fileText(d, HARDENING_PATHS.loginShell).split("\n");
+    expect(HARDENING_PATHS.loginShell).toMatch(/^\/etc\/profile\.d\/[a-z-]+\.sh$/);
+    expect(profile).toEqual(expect.arrayContaining(["  TMOUT=900", "  readonly TMOUT", "  export TMOUT", "ulimit -c 0"]));
+  });
+
+  it("records accounts, sudo, SSH, keel's tools and config, modules and the clock with auditd", () => {
+    const rules = fileText(d, HARDENING_PATHS.auditRules).split("\n").filter((l) => l && !l.startsWith("#"));
+    for (const watched of ["/etc/passwd", "/etc/shadow", "/etc/sudoers", "/etc/sudoers.d", "/etc/ssh", "/usr/local/sbin", "/etc/keel", "/etc/localtime"]) {
+      expect(rules.some((r) => r.startsWith(`-w ${watched} -p wa -k `)), watched).toBe(true);
+    }
+    expect(rules).toContain("-a always,exit -F path=/usr/bin/sudo -F perm=x -F auid>=1000 -F auid!=unset -k sudo-exec");
+    expect(rules.some((r) => r.includes("-S init_module,finit_module,delete_module"))).toBe(true);
+    // Auditing on (-e 1), never locked (-e 2): a locked rule set would need a reboot for every change pulumi up makes.
+    expect(rules.filter((r) => r.startsWith("-e"))).toEqual(["-e 1"]);
+    expect(d.packages).toContain("auditd");
+    expect(cmds.indexOf("systemctl enable --now auditd.service")).toBeLessThan(cmds.indexOf("augenrules --load"));
+    expect(cmds.indexOf("augenrules --load")).toBeGreaterThan(0);
+  });
+
+  it("installs only packages the VM runner's image has, installed or in its offline repository", () => {
+    const script = readFileSync(join(REPO_ROOT, "local", "vm", "build-image.sh"), "utf8");
+    const base = script.match(/^base_packages=\(([^)]*)\)/m)![1].split(/\s+/).filter(Boolean);
+    for (const p of FIRST_BOOT_PACKAGES) expect([...DEFAULT_REPO_PACKAGES, ...base], p).toContain(p);
   });
 });

@@ -142,6 +142,13 @@ describe("keel's first boot on Debian 13 with keel:sshPort 2222", () => {
     expect(r.stderr).not.toContain("unable to resolve host");
   }, 5 * MINUTE);
 
+  it("audits with keel's rules and refuses the SCTP module", async () => {
+    expect((await sh(vm, "systemctl is-active auditd")).trim()).toBe("active");
+    expect((await asRoot(vm, "auditctl -l")).split("\n")).toContain("-w /etc/keel -p wa -k keel");
+    const sctp = await vm.exec(`python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_SCTP)'`);
+    expect(sctp.stderr).toContain("Protocol not supported");
+  }, 5 * MINUTE);
+
   it("keeps the metadata endpoint for root", async () => {
     const start = await metadataGuardCount(vm);
     expect(await connectToMetadata(vm, "deploy")).toMatch(/exit 1$/);

@@ -118,6 +118,10 @@ describe("keel's first boot on Debian 12", () => {
     expect(retired.stderr).toContain("Permission denied (publickey).");
     expect((await ssh(admin)).stdout).toBe("keel-ok\n");
   }, 15 * MINUTE);
+
+  it("finds every installed file as its package shipped it (keel-ops verify-packages, debsums)", async () => {
+    expect(await sh(vm, "sudo keel-ops verify-packages", { timeoutMs: 20 * MINUTE })).toBe("keel-ops: every installed package file matches its package\n");
+  }, 25 * MINUTE);
 });
 
 /** The checks that must hold after the first boot and after every reboot. */
@@ -145,6 +149,7 @@ function hardenedHostChecks(when: string): void {
         hostkeyalgorithms: value("hostkeyalgorithms"),
         disableforwarding: value("disableforwarding"),
         loglevel: value("loglevel"),
+        maxsessions: value("maxsessions"),
       }).toEqual({
         port: "22",
         permitrootlogin: "no",
@@ -156,6 +161,7 @@ function hardenedHostChecks(when: string): void {
         hostkeyalgorithms: "ssh-ed25519",
         disableforwarding: "yes",
         loglevel: "VERBOSE",
+        maxsessions: "2",
       });
       // A reboot changes nothing in the effective configuration.
       sshdConfig ??= config;
@@ -249,6 +255,51 @@ function hardenedHostChecks(when: string): void {
       expect(await sysctlValues(vm, Object.keys(wantedSysctl))).toEqual(wantedSysctl);
       expect((await sh(vm, "ulimit -Hc; ulimit -Sc")).trim()).toBe("0\n0");
       expect((await sh(vm, "test -d /var/log/journal/$(cat /etc/machine-id) && journalctl --list-boots --no-pager | wc -l")).trim()).toMatch(/^[1-9]\d*$/);
+    }, 5 * MINUTE);
+
+    it("loads none of the kernel modules keel rules out, even when asked; an SCTP socket is refused", async () => {
+      const modules = readStatic("cloud-init/files/modprobe-keel.conf")
+        .split("\n")
+        .flatMap((l) => l.match(/^install (\S+) \/bin\/true$/)?.[1] ?? [])
+        .concat("squashfs");
+      expect(modules.length).toBeGreaterThanOrEqual(13);
+      // modprobe runs the install command (/bin/true) instead of loading; /proc/modules uses underscores.
+      const loaded = await asRoot(vm, `for m in ${modules.join(" ")}; do modprobe "$m"; done; cut -d' ' -f1 /proc/modules`);
+      const names = new Set(loaded.trim().split("\n"));
+      expect(modules.filter((m) => names.has(m.replace(/-/g, "_")))).toEqual([]);
+      // An unprivileged socket would autoload the module; the protocol stays unsupported.
+      const sctp = await vm.exec(`python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_SCTP)'`);
+      expect(sctp.code).not.toBe(0);
+      expect(sctp.stderr).toContain("Protocol not supported");
+    }, 5 * MINUTE);
+
+    it("audits with keel's rules: the deploy's sudo calls are on record", async () => {
+      expect((await sh(vm, "systemctl is-active auditd")).trim()).toBe("active");
+      const rules = (await asRoot(vm, "auditctl -l")).split("\n");
+      for (const rule of ["-w /etc/keel -p wa -k keel", "-w /usr/local/sbin -p wa -k keel", "-w /etc/sudoers -p wa -k sudoers", "-w /etc/ssh -p wa -k sshd"]) {
+        expect(rules).toContain(rule);
+      }
+      // The converge steps ran `sudo keel-place …` as the deploy user (audit uid: the login's user);
+      // the operator reads that through keel-ops, the runbook's root side.
+      const sudo = await sh(vm, "sudo keel-ops audit sudo-exec today");
+      expect(sudo).toMatch(new RegExp(`auid=${cfg.deployUser} .*exe=/usr/bin/sudo`));
+      // A write under /etc/ssh is on record with the user who logged in, though root made it.
+      const probe = `keel-audit-probe-${Date.now()}`;
+      await asRoot(vm, `touch /etc/ssh/${probe} && rm /etc/ssh/${probe}`);
+      expect(await sh(vm, "sudo keel-ops audit sshd recent")).toMatch(new RegExp(`name=/etc/ssh/${probe} [\\s\\S]*auid=${cfg.deployUser} `));
+    }, 5 * MINUTE);
+
+    it("shows the banner on the console and to network logins, and times idle login shells out", async () => {
+      const banner = readStatic("cloud-init/files/banner.txt");
+      expect(await sh(vm, "cat /etc/issue")).toBe(banner);
+      expect(await sh(vm, "cat /etc/issue.net")).toBe(banner);
+      // A login shell gets TMOUT, read-only; the non-login shell of a pulumi step does not.
+      expect((await sh(vm, "bash -lc 'echo $TMOUT; readonly -p | grep -cw TMOUT; ulimit -c'")).trim().split("\n")).toEqual(["900", "1", "0"]);
+      expect((await sh(vm, "echo \"[${TMOUT:-}]\"")).trim()).toBe("[]");
+    }, 5 * MINUTE);
+
+    it("verifies installed files against their packages with debsums", async () => {
+      expect((await asRoot(vm, "debsums -s openssh-server sudo fail2ban && echo debsums-clean")).trim()).toBe("debsums-clean");
     }, 5 * MINUTE);
 
     it("names itself in /etc/hosts, so sudo (every remote step) looks nothing up and warns of nothing", async () => {
