@@ -160,7 +160,11 @@ def drift():
 
 
 def run(argv, what):
-    result = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        result = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    except OSError as err:  # not installed, not executable
+        print(f"keel-place: {what} {' '.join(argv)!r} cannot run: {err.strerror}", file=sys.stderr)
+        return False
     if result.returncode != 0:
         tail = "\n".join(result.stdout.strip().splitlines()[-20:])
         print(f"keel-place: {what} {' '.join(argv)!r} failed (exit {result.returncode}):\n{tail}", file=sys.stderr)

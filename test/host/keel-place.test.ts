@@ -70,6 +70,16 @@ describe("keel-place (real python3, real files)", () => {
     expect(existsSync(join(dir, "new.conf"))).toBe(false);
   });
 
+  it("fails cleanly, naming the command, when a check or on-change command is not installed", () => {
+    const checked = place({ files: [file("c.conf", "c\n")], check: ["keel-no-such-tool", "--test"] }, manifest);
+    expect(checked.code).toBe(1);
+    expect(checked.stderr).toContain("check 'keel-no-such-tool --test' cannot run: No such file or directory");
+    expect(checked.stderr).toContain("rolled back 1 file(s)");
+    const reloaded = place({ files: [file("r.conf", "r\n")], onChange: [["keel-no-such-tool", "--load"]] }, manifest);
+    expect(reloaded.code).toBe(1);
+    expect(reloaded.stderr).toBe("keel-place: on-change command 'keel-no-such-tool --load' cannot run: No such file or directory\n");
+  });
+
   it("runs onChange commands only when something changed", () => {
     const marker = join(dir, "reloaded");
     const bundle: Bundle = { files: [file("d.conf", "d\n")], onChange: [["sh", "-c", `echo x >> ${marker}`]] };
