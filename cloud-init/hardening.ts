@@ -30,8 +30,7 @@ export const HARDENING_PATHS = {
   modprobe: "/etc/modprobe.d/keel-blacklist.conf",
   ufwConf: "/etc/keel/ufw-ssh.conf",
   ufwApply: "/usr/local/lib/keel/ufw-apply",
-  // jail.local: read after jail.conf and jail.d/*.conf (Debian's defaults-debian.conf), never shipped by the package.
-  fail2banJail: "/etc/fail2ban/jail.local",
+  fail2banJail: "/etc/fail2ban/jail.d/keel.local",
   metadataGuardRules: "/etc/keel/metadata-guard.nft",
   metadataGuardUnit: "/etc/systemd/system/keel-metadata-guard.service",
   // Sorts after every other sysctl.d file (Debian's procps ships 99-protect-links.conf, which sets

@@ -16,12 +16,13 @@
 #        keel-ops asides                  list the previous DBs a restore or adopt kept beside the DB
 #        keel-ops remove-asides           remove them (once the DB in place has proven itself)
 #        keel-ops stop | start | restart  the engine's unit; start and restart confirm it stays up
-#        keel-ops audit KEY [WHEN]        the audit log's records for KEY (identity, sudoers, sshd, keel,
-#                                         sudo-exec, modules, time-change; docs/HARDENING.md "Audit") since
-#                                         WHEN (recent, boot, today, yesterday, this-week, week-ago,
-#                                         this-month; default week-ago), interpreted (ausearch -i)
+#        keel-ops audit KEY [WHEN]        the audit log's records for KEY (identity, sudoers, sshd,
+#                                         keel, units, sudo-exec, modules, time-change; see
+#                                         docs/HARDENING.md "Audit") since WHEN (recent, boot, today,
+#                                         yesterday, this-week, week-ago, this-month; default
+#                                         week-ago), interpreted (ausearch -i)
 #        keel-ops verify-packages         every installed file that no longer matches its Debian
-#                                         package (debsums -s); exit 1 when there is one
+#                                         package (debsums -c); exit 1 when there is one
 #
 # The DB work is keel-db-backup/-restore/-snapshot/-gate (docs/DATABASE.md); this tool adds the
 # engine's stop and start around it and checks every name it is given.
@@ -61,8 +62,8 @@ esac
 if [[ $cmd == audit ]]; then
   key=$1 when=${2:-week-ago}
   case $key in
-    identity | sudoers | sshd | keel | sudo-exec | modules | time-change) ;;
-    *) fail 2 "no audit key '$key'; use one of: identity sudoers sshd keel sudo-exec modules time-change" ;;
+    identity | sudoers | sshd | keel | units | sudo-exec | modules | time-change) ;;
+    *) fail 2 "no audit key '$key'; use one of: identity sudoers sshd keel units sudo-exec modules time-change" ;;
   esac
   case $when in
     recent | boot | today | yesterday | this-week | week-ago | this-month) ;;
@@ -80,12 +81,16 @@ if [[ $cmd == audit ]]; then
 fi 3>&1
 if [[ $cmd == verify-packages ]]; then
   command -v debsums >/dev/null || fail 1 "debsums is missing (keel's first boot installs it)"
-  if changed=$(debsums -s 2>&1) && [[ -z $changed ]]; then
-    echo "$PROG: every installed package file matches its package"
-    exit 0
+  # -c: the changed files on stdout; warnings (a package without md5sums) go to stderr as they are.
+  rc=0
+  changed=$(debsums -c) || rc=$?
+  if [[ -n $changed ]]; then
+    printf '%s\n' "$changed" >&2
+    fail 1 "the files above differ from their packages; find out who changed them: keel-ops audit (docs/RUNBOOK.md)"
   fi
-  printf '%s\n' "$changed" >&2
-  fail 1 "the files above differ from their packages: reinstall the package (apt-get install --reinstall) or find out who changed them (keel-ops audit)"
+  [[ $rc -eq 0 ]] || fail 1 "debsums failed (exit $rc; its messages above)"
+  echo "$PROG: every installed package file matches its package"
+  exit 0
 fi
 
 declare -A conf=()

@@ -42,7 +42,7 @@ beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), "keel-fail2ban-"));
   etc = join(dir, "fail2ban");
   cpSync("/etc/fail2ban", etc, { recursive: true });
-  writeFileSync(join(etc, "jail.local"), jail);
+  writeFileSync(join(etc, "jail.d", "keel.local"), jail);
 }, 660_000);
 
 afterAll(() => {

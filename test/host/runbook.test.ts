@@ -319,7 +319,7 @@ describe("keel-ops (the host side) without systemd", () => {
   });
 
   it("reads the audit log only for keel's audit keys and time words, before anything else", () => {
-    expect(ops(["audit", "passwords"], conf)).toMatchObject({ code: 2, stderr: expect.stringContaining("no audit key 'passwords'; use one of: identity sudoers sshd keel sudo-exec modules time-change") });
+    expect(ops(["audit", "passwords"], conf)).toMatchObject({ code: 2, stderr: expect.stringContaining("no audit key 'passwords'; use one of: identity sudoers sshd keel units sudo-exec modules time-change") });
     expect(ops(["audit", "sudo-exec", "--start=1970"], conf)).toMatchObject({ code: 2, stderr: expect.stringContaining("WHEN '--start=1970' is not one of") });
     expect(ops(["audit"], conf).code).toBe(2);
     expect(ops(["verify-packages", "openssh-server"], conf).code).toBe(2);

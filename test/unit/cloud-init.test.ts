@@ -353,11 +353,13 @@ describe("firewall, fail2ban, updates, time and disk", () => {
 
   it("records accounts, sudo, SSH, keel's tools and config, modules and the clock with auditd", () => {
     const rules = fileText(d, HARDENING_PATHS.auditRules).split("\n").filter((l) => l && !l.startsWith("#"));
-    for (const watched of ["/etc/passwd", "/etc/shadow", "/etc/sudoers", "/etc/sudoers.d", "/etc/ssh", "/usr/local/sbin", "/etc/keel", "/etc/localtime"]) {
+    for (const watched of ["/etc/passwd", "/etc/shadow", "/etc/sudoers", "/etc/sudoers.d", "/etc/ssh", "/usr/local/sbin", "/usr/local/lib/keel", "/etc/keel", "/etc/systemd/system", "/etc/localtime"]) {
       expect(rules.some((r) => r.startsWith(`-w ${watched} -p wa -k `)), watched).toBe(true);
     }
     expect(rules).toContain("-a always,exit -F path=/usr/bin/sudo -F perm=x -F auid>=1000 -F auid!=unset -k sudo-exec");
     expect(rules.some((r) => r.includes("-S init_module,finit_module,delete_module"))).toBe(true);
+    // b64 only: valid on x86_64 (cx) and aarch64 (cax) alike; a rule auditctl rejects would fail the first boot.
+    expect(rules.filter((r) => r.includes("arch=") && !r.includes("arch=b64"))).toEqual([]);
     // Auditing on (-e 1), never locked (-e 2): a locked rule set would need a reboot for every change pulumi up makes.
     expect(rules.filter((r) => r.startsWith("-e"))).toEqual(["-e 1"]);
     expect(d.packages).toContain("auditd");

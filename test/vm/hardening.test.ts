@@ -281,8 +281,10 @@ function hardenedHostChecks(when: string): void {
       }
       // The converge steps ran `sudo keel-place …` as the deploy user (audit uid: the login's user);
       // the operator reads that through keel-ops, the runbook's root side.
-      const sudo = await sh(vm, "sudo keel-ops audit sudo-exec today");
-      expect(sudo).toMatch(new RegExp(`auid=${cfg.deployUser} .*exe=/usr/bin/sudo`));
+      const events = (await sh(vm, "sudo keel-ops audit sudo-exec week-ago")).split(/^----$/m);
+      const place = events.filter((e) => /^type=EXECVE .* a0=sudo a1=\/usr\/local\/sbin\/keel-place( |$)/m.test(e));
+      expect(place.length).toBeGreaterThan(0);
+      for (const e of place) expect(e).toMatch(new RegExp(`^type=SYSCALL .* auid=${cfg.deployUser} .*exe=/usr/bin/sudo .*key=sudo-exec`, "m"));
       // A write under /etc/ssh is on record with the user who logged in, though root made it.
       const probe = `keel-audit-probe-${Date.now()}`;
       await asRoot(vm, `touch /etc/ssh/${probe} && rm /etc/ssh/${probe}`);
