@@ -6,5 +6,5 @@ export { chooseAccel } from "./qemu";
 export type { Accel } from "./qemu";
 export { isHostKeyFailure, knownHostsLine } from "./ssh";
 export type { ExecResult, SshLogin } from "./ssh";
-export { bootVm, logProblems, parseCloudInitStatus, stopVm, Vm, VmError } from "./vm";
+export { bootVm, GuestPanicError, kernelPanic, logProblems, parseCloudInitStatus, stopVm, Vm, VmError } from "./vm";
 export type { BootOptions, CloudInitStatus, ExecOptions, VmState } from "./vm";

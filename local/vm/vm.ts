@@ -71,6 +71,23 @@ export class VmError extends Error {
   }
 }
 
+/**
+ * The guest's kernel panicked: it will never answer again. Thrown by every wait as soon as the
+ * panic reaches the serial console, instead of at the wait's timeout. Under TCG this has been an
+ * emulator fault (a double fault in the slab allocator, once, on Debian 13), not the user-data's.
+ */
+export class GuestPanicError extends VmError {
+  constructor(message: string, serialTail: string) {
+    super(message, serialTail);
+    this.name = "GuestPanicError";
+  }
+}
+
+/** The kernel's panic line in a serial console log ("Kernel panic - not syncing: …"), if any. */
+export function kernelPanic(serialLog: string): string | undefined {
+  return /Kernel panic - not syncing:[^\r\n]*/.exec(serialLog)?.[0].trim();
+}
+
 /** What vm.json in the VM directory records, for `stop` and for sweeping orphans. */
 export interface VmState {
   readonly dir: string;
@@ -263,7 +280,8 @@ export class Vm {
   }
 
   private async close(timeoutMs: number): Promise<void> {
-    if (!this.exited) {
+    // A panicked kernel ignores the ACPI power button: straight to the kill.
+    if (!this.exited && !kernelPanic(this.serialLog())) {
       await qmp(path.join(this.dir, "qmp.sock"), "system_powerdown").catch(() => undefined);
       await this.waitForExit(timeoutMs);
     }
@@ -296,6 +314,10 @@ export class Vm {
   private assertRunning(doing: string): void {
     if (this.exited) {
       throw new VmError(`qemu exited while ${doing} (qemu log: ${readQemuLog(this.dir)})`, this.serialTail());
+    }
+    const panic = kernelPanic(this.serialLog());
+    if (panic) {
+      throw new GuestPanicError(`the guest kernel panicked while ${doing}: ${panic}`, this.serialTail());
     }
   }
 

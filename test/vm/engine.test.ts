@@ -10,23 +10,20 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { renderCloudConfig } from "../../cloud-init/userData";
 import { parseConfig, type KeelConfig } from "../../config";
 import { runSteps, type StepRun } from "../../local/runSteps";
-import { bootVm, buildImage, type Vm } from "../../local/vm";
+import type { Vm } from "../../local/vm";
 import { stableJson } from "../../plan/hash";
 import { buildHostPlan } from "../../plan/hostPlan";
 import { hostPaths } from "../../plan/layout";
 import { renderEnvFile } from "../../plan/secrets";
 import type { SecretName, Step } from "../../plan/types";
 import { CANARY, REPO } from "../support/stack";
-import { waitFor } from "./support/keelVm";
+import { bootKeelVm, installRootHelper, QEMU_HOST_CIDR, ROOT_HELPER, sshKeygen, waitFor } from "./support/keelVm";
 
 const MINUTE = 60_000;
 const FIXTURE = path.join(REPO, "test", "fixtures", "engine");
 const SECOND_SECRET = "second-secret-4b1e";
-/** The VM runner's user-mode network: connections to the guest come from here. */
-const QEMU_HOST = "10.0.2.2/32";
 
 let tmp: string;
 let vm: Vm;
@@ -35,12 +32,6 @@ let commits: string[];
 let secrets: Record<SecretName, string>;
 let deployKey: string;
 const allRuns: StepRun[] = [];
-
-function keygen(name: string): { file: string; privateKey: string; publicKey: string } {
-  const file = path.join(tmp, name);
-  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", `${name}@keel-test`, "-f", file]);
-  return { file, privateKey: fs.readFileSync(file, "utf8"), publicKey: fs.readFileSync(`${file}.pub`, "utf8").trim() };
-}
 
 function git(dir: string, ...args: string[]): string {
   const env = { ...process.env, GIT_AUTHOR_DATE: "2026-01-01T00:00:00Z", GIT_COMMITTER_DATE: "2026-01-01T00:00:00Z" };
@@ -51,7 +42,7 @@ function config(repoRef: string): KeelConfig {
   const raw = {
     "keel:image": "debian-12",
     "keel:adminKeys": JSON.stringify([fs.readFileSync(path.join(tmp, "admin.pub"), "utf8").trim()]),
-    "keel:allowedSshCidrs": JSON.stringify([QEMU_HOST]),
+    "keel:allowedSshCidrs": JSON.stringify([QEMU_HOST_CIDR]),
     "keel:repoUrl": "file:///home/deploy/engine.git",
     "keel:repoRef": repoRef,
     "keel:pythonVersion": "3.11",
@@ -78,7 +69,7 @@ async function sh(command: string, opts: { stdin?: string; timeoutMs?: number } 
 }
 
 /** Root on the VM, through the test's own keel tool (the deploy user's sudo covers keel-* only). */
-const root = (command: string, opts: { stdin?: string; timeoutMs?: number } = {}) => sh(`sudo /usr/local/sbin/keel-test-root ${command}`, opts);
+const root = (command: string, opts: { stdin?: string; timeoutMs?: number } = {}) => sh(`sudo ${ROOT_HELPER} ${command}`, opts);
 
 async function unitState(): Promise<Record<string, string>> {
   const out = await sh("systemctl show engine.service -p ActiveState -p SubState -p MainPID -p NRestarts -p ActiveEnterTimestampMonotonic -p ExecMainStatus -p Result");
@@ -126,9 +117,9 @@ const stepsNamed = (names: string[]) => buildHostPlan(cfg).steps.filter((s) => n
 
 beforeAll(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), "keel-engine-vm-"));
-  keygen("admin");
-  const hostKey = keygen("host");
-  deployKey = keygen("deploy-key").privateKey;
+  const admin = sshKeygen(tmp, "admin");
+  const hostKey = sshKeygen(tmp, "host");
+  deployKey = sshKeygen(tmp, "deploy-key").privateKey;
 
   // The sample engine as a git repository: two commits, the second a change of code only.
   const src = path.join(tmp, "engine");
@@ -146,17 +137,12 @@ beforeAll(async () => {
   cfg = config(commits[0]);
   secrets = { deployKey, envFile: renderEnvFile({ ENGINE_API_KEY: CANARY, ENGINE_DB_KEY: SECOND_SECRET }), alertWebhook: "" };
 
-  const image = await buildImage({ release: "bookworm" });
-  const userData = renderCloudConfig(cfg, { privateKey: hostKey.privateKey, publicKey: hostKey.publicKey });
-  vm = await bootVm({ image, userData, hostPublicKey: hostKey.publicKey, login: { user: "deploy", identityFile: path.join(tmp, "admin") } });
-  await vm.waitForCloudInit(50 * MINUTE, { allowRecoverable: true });
+  vm = (await bootKeelVm({ cfg, hostKey, identityFile: admin.file, timeoutMs: 50 * MINUTE })).vm;
   await sh("base64 -d > /tmp/engine.bundle && git clone -q --bare /tmp/engine.bundle /home/deploy/engine.git && rm /tmp/engine.bundle", {
     stdin: fs.readFileSync(path.join(tmp, "engine.bundle")).toString("base64"),
   });
-  // A test-only root helper for the checks below, placed the way keel places its tools (the first
-  // boot installed keel-place; the deploy user's sudo covers keel-* only).
-  const bundle = { files: [{ path: "/usr/local/sbin/keel-test-root", owner: "root", group: "root", mode: "0755", content: '#!/bin/sh\nexec "$@"\n' }] };
-  await sh("sudo /usr/local/sbin/keel-place", { stdin: stableJson(bundle) });
+  // The test-only root helper for the checks below (the deploy user's sudo covers keel-* only).
+  await installRootHelper(vm);
 }, 60 * MINUTE);
 
 afterAll(async () => {

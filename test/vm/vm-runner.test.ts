@@ -1,7 +1,8 @@
 // Tier 3 (DESIGN.md "Testing tiers"): a real Debian 12 VM under qemu. Builds the image (cached
 // outside the repo after the first run), boots it with a small user-data made here, and proves
 // what the end-to-end tests rely on: cloud-init finishes cleanly, the pinned host key is the one
-// presented, apt works offline, reboot and shutdown work and leave nothing behind.
+// presented, apt works offline, reboot and shutdown work and leave nothing behind; then, on a
+// second VM, that a guest kernel panic ends the wait at once instead of at its timeout.
 // One VM at a time; steps run in order and share the VM.
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -9,7 +10,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { stringify } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { bootVm, buildImage, imageKey, isHostKeyFailure, parseCloudInitStatus, type ImageInfo, type SshLogin, type Vm } from "../../local/vm";
+import { bootVm, buildImage, GuestPanicError, imageKey, isHostKeyFailure, kernelPanic, parseCloudInitStatus, type ImageInfo, type SshLogin, type Vm } from "../../local/vm";
 import { knownHostsLine, sshArgs } from "../../local/vm/ssh";
 import { logProblems } from "../../local/vm/vm";
 
@@ -19,6 +20,22 @@ function keygen(dir: string, name: string): { privateKey: string; publicKey: str
   const file = path.join(dir, name);
   execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", file]);
   return { file, privateKey: fs.readFileSync(file, "utf8"), publicKey: fs.readFileSync(`${file}.pub`, "utf8").trim() };
+}
+
+/** A small user-data: the login user with the key of `login`, and `hostKey` as the only host key. */
+function plainUserData(login: SshLogin, hostKey: { privateKey: string; publicKey: string }): string {
+  return `#cloud-config\n${stringify({
+    users: [{
+      name: login.user,
+      shell: "/bin/bash",
+      sudo: "ALL=(ALL) NOPASSWD:ALL",
+      ssh_authorized_keys: [fs.readFileSync(`${login.identityFile}.pub`, "utf8").trim()],
+    }],
+    // With ssh_keys given, cloud-init generates no other host key; `ssh_genkeytypes: []` would
+    // say so too, but the schema wants at least one item and cloud-init warns (Debian 12 too).
+    ssh_deletekeys: true,
+    ssh_keys: { ed25519_private: hostKey.privateKey, ed25519_public: hostKey.publicKey },
+  })}`;
 }
 
 function qemuProcessesFor(dir: string): string[] {
@@ -66,6 +83,17 @@ describe("local VM runner, the parts that need no VM", () => {
     expect(failed).toMatchObject({ status: "error", errors: ["boom"] });
   });
 
+  it("finds a kernel panic in a serial console log, and none in a clean one", () => {
+    const panicked = [
+      "[  OK  ] Started ssh.service - OpenBSD Secure Shell server.\r",
+      "[  443.566657] traps: PANIC: double fault, error_code: 0x0\r",
+      "[  443.581716] Kernel panic - not syncing: Fatal exception in interrupt\r",
+      "[  443.593691] ---[ end Kernel panic - not syncing: Fatal exception in interrupt ]---\r",
+    ].join("\n");
+    expect(kernelPanic(panicked)).toBe("Kernel panic - not syncing: Fatal exception in interrupt");
+    expect(kernelPanic("[  OK  ] Reached target cloud-init.target - Cloud-init target.\n[  OK  ] Finished panic-free.service\n")).toBeUndefined();
+  });
+
   it("collects WARNING and worse from a cloud-init.log", () => {
     const log = [
       "2026-11-22 01:30:31,406 - schema.py[WARNING]: Invalid cloud-config provided",
@@ -105,18 +133,7 @@ describe("local VM runner on Debian 12", () => {
   }, 30 * MINUTE);
 
   it("boots, and cloud-init finishes with no error or warning", async () => {
-    const userData = `#cloud-config\n${stringify({
-      users: [{
-        name: "deploy",
-        shell: "/bin/bash",
-        sudo: "ALL=(ALL) NOPASSWD:ALL",
-        ssh_authorized_keys: [fs.readFileSync(`${login.identityFile}.pub`, "utf8").trim()],
-      }],
-      // With ssh_keys given, cloud-init generates no other host key; `ssh_genkeytypes: []` would
-      // say so too, but the schema wants at least one item and cloud-init warns (Debian 12 too).
-      ssh_deletekeys: true,
-      ssh_keys: { ed25519_private: hostKey.privateKey, ed25519_public: hostKey.publicKey },
-    })}`;
+    const userData = plainUserData(login, hostKey);
     vm = await bootVm({ image, userData, hostPublicKey: hostKey.publicKey, login });
     // Ceilings, not expectations: ~1-2 min when this is the only VM, many more when other VMs
     // share the machine's two cores.
@@ -164,4 +181,36 @@ describe("local VM runner on Debian 12", () => {
     expect(fs.existsSync(dir)).toBe(false);
     expect(vm!.serialLog()).toContain("reboot: Power down");
   }, 3 * MINUTE);
+});
+
+describe("a guest kernel panic, on a second Debian 12 VM", () => {
+  let tmp: string | undefined;
+  let vm: Vm | undefined;
+
+  afterAll(async () => {
+    await vm?.shutdown();
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  }, 3 * MINUTE);
+
+  it("ends the next wait at once with the panic line, not at the wait's timeout, and still shuts down", async () => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "keel-runner-panic-"));
+    const login = { user: "deploy", identityFile: keygen(tmp, "deploy").file };
+    const hostKey = keygen(tmp, "host");
+    const image = await buildImage({ release: "bookworm" });
+    vm = await bootVm({ image, userData: plainUserData(login, hostKey), hostPublicKey: hostKey.publicKey, login });
+    await vm.waitForCloudInit(25 * MINUTE);
+    // sysrq's crash command: the kernel panics at once (root can write the trigger whatever
+    // kernel.sysrq says). ssh sees the connection die (exit 255) after its keep-alives.
+    await vm.exec("sudo -n sh -c 'echo c > /proc/sysrq-trigger'", { timeoutMs: 2 * MINUTE });
+    // Without the panic check this wait would sit out its 15 minutes and fail with "did not
+    // finish", as a CI run once did for 30 on Debian 13.
+    const failed = await vm.waitForCloudInit(15 * MINUTE).then(() => undefined, (err: unknown) => err);
+    expect(failed).toBeInstanceOf(GuestPanicError);
+    expect((failed as Error).message).toMatch(/^the guest kernel panicked while waiting for SSH: Kernel panic - not syncing: sysrq triggered crash\n/);
+    const { dir, pid } = vm;
+    await vm.shutdown();
+    expect(vm.running).toBe(false);
+    expect(fs.existsSync(`/proc/${pid}`)).toBe(false);
+    expect(fs.existsSync(dir)).toBe(false);
+  }, 40 * MINUTE);
 });

@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { renderCloudConfig } from "../../../cloud-init/userData";
 import { parseConfig, type KeelConfig } from "../../../config";
-import { bootVm, buildImage, type CloudInitStatus, type Release, type Vm } from "../../../local/vm";
+import { bootVm, buildImage, GuestPanicError, type CloudInitStatus, type Release, type Vm } from "../../../local/vm";
 import { type ExecResult, runSsh, sshArgs, writePrivateFile, knownHostsLine } from "../../../local/vm/ssh";
 import { logProblems, parseCloudInitStatus } from "../../../local/vm/vm";
 import { stableJson } from "../../../plan/hash";
@@ -74,8 +74,9 @@ export interface KeelVm {
 /**
  * Boots the image for `cfg.image` with keel's real user-data and `hostKey` pinned, logs in as the
  * deploy user with `identityFile`, and waits for cloud-init's first boot to end (status done, no
- * error). Recoverable errors are not judged here: cloud-init's log is root-only once keel's first
- * boot ran, so read them with cloudInitProblems once a root helper is in place.
+ * error). After a guest kernel panic it boots a fresh VM once more. Recoverable errors are not
+ * judged here: cloud-init's log is root-only once keel's first boot ran, so read them with
+ * cloudInitProblems once a root helper is in place.
  */
 export async function bootKeelVm(opts: {
   cfg: KeelConfig;
@@ -86,22 +87,30 @@ export async function bootKeelVm(opts: {
 }): Promise<KeelVm> {
   const image = await buildImage({ release: RELEASE_OF[opts.cfg.image as keyof typeof RELEASE_OF] });
   const userData = renderCloudConfig(opts.cfg, { privateKey: opts.hostKey.privateKey, publicKey: opts.hostKey.publicKey });
-  const started = Date.now();
-  const vm = await bootVm({
-    image,
-    userData,
-    hostPublicKey: opts.hostKey.publicKey,
-    login: { user: opts.cfg.deployUser, identityFile: opts.identityFile },
-    sshGuestPort: opts.cfg.sshPort,
-    extraHostForwards: (opts.extraGuestPorts ?? []).map((guestPort) => ({ guestPort })),
-  });
-  try {
-    await vm.waitForCloudInit(opts.timeoutMs ?? 30 * MINUTE, { allowRecoverable: true });
-  } catch (err) {
-    await vm.shutdown();
-    throw err;
+  for (let attempt = 1; ; attempt++) {
+    const started = Date.now();
+    const vm = await bootVm({
+      image,
+      userData,
+      hostPublicKey: opts.hostKey.publicKey,
+      login: { user: opts.cfg.deployUser, identityFile: opts.identityFile },
+      sshGuestPort: opts.cfg.sshPort,
+      extraHostForwards: (opts.extraGuestPorts ?? []).map((guestPort) => ({ guestPort })),
+    });
+    try {
+      await vm.waitForCloudInit(opts.timeoutMs ?? 30 * MINUTE, { allowRecoverable: true });
+      return { vm, userData, bootToCloudInitSeconds: Math.round((Date.now() - started) / 1000) };
+    } catch (err) {
+      await vm.shutdown();
+      // A guest kernel panic during the first boot has been the emulator's fault (TCG), not the
+      // user-data's: boot a fresh overlay once more, and say so. A second panic fails the test.
+      if (err instanceof GuestPanicError && attempt === 1) {
+        console.warn(`bootKeelVm: ${err.message.split("\n")[0]}; booting a fresh VM once more`);
+        continue;
+      }
+      throw err;
+    }
   }
-  return { vm, userData, bootToCloudInitSeconds: Math.round((Date.now() - started) / 1000) };
 }
 
 /** Polls `probe` every second until `ok` holds, for at most `ms`; throws with the last value then. */
