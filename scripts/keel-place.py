@@ -7,6 +7,9 @@ Usage: keel-place < bundle.json
 The bundle (plan/types.ts `Bundle`) lists system users, directories and files, each with owner,
 group and mode; an optional `check` argv that must pass after placing (otherwise every file is put
 back as it was and the step fails); and `onChange` argvs run in order only when something changed.
+When an onChange command fails, the files stay placed and the bundle is marked pending (a file
+under /var/lib/keel/pending/, named by the bundle's file paths): the next run runs its onChange
+commands again, though no file changes then, until they pass.
 
 Files are written atomically (temp file in the same directory, fsync, rename) with umask 077, so a
 reader sees the old or the new file, never half of one. Contents are never printed: a bundle may
@@ -14,7 +17,7 @@ carry a secret. Every placed file is recorded with its sha256 in /var/lib/keel/m
 health report can tell when someone edited the box by hand.
 
 Exit codes: 0 converged (prints what changed), 1 check or onChange command failed (files rolled
-back when the check failed), 2 bad bundle or usage.
+back when the check failed, onChange left pending when it failed), 2 bad bundle or usage.
 """
 import grp
 import hashlib
@@ -159,6 +162,12 @@ def drift():
     return 1 if drifted else 0
 
 
+def pending_marker(files):
+    """The file that marks this bundle's onChange commands as owed: keyed by its sorted file paths."""
+    key = hashlib.sha256("\n".join(sorted(f["path"] for f in files)).encode()).hexdigest()
+    return os.path.join(os.path.dirname(MANIFEST), "pending", key)
+
+
 def run(argv, what):
     try:
         result = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -217,10 +226,22 @@ def main(args):
                                "owner": f["owner"], "group": f["group"]}
     save_manifest(manifest)
 
-    if changed:
-        for argv in bundle.get("onChange", []):
+    on_change = bundle.get("onChange", [])
+    pending = pending_marker(files)
+    owed = bool(on_change) and os.path.exists(pending)
+    if owed and not changed:
+        print("keel-place: running the on-change commands an earlier run left failed")
+    if changed or owed:
+        for argv in on_change:
             if not run(argv, "on-change command"):
-                return 1
+                if not owed:
+                    os.makedirs(os.path.dirname(pending), mode=0o700, exist_ok=True)
+                    write_atomic(pending, b"", 0o600, 0, 0)
+                fail(1, "the files are placed; their on-change commands run again on the next run "
+                        "(pulumi up) until they pass. Fix what the command says, then run pulumi up again")
+        if owed:
+            os.unlink(pending)
+            fsync_dir(os.path.dirname(pending))
     for item in changed:
         print(f"changed {item}")
     print(f"keel-place: {len(changed)} changed, {len(files) - len(before)} file(s) already as planned")

@@ -77,7 +77,33 @@ describe("keel-place (real python3, real files)", () => {
     expect(checked.stderr).toContain("rolled back 1 file(s)");
     const reloaded = place({ files: [file("r.conf", "r\n")], onChange: [["keel-no-such-tool", "--load"]] }, manifest);
     expect(reloaded.code).toBe(1);
-    expect(reloaded.stderr).toBe("keel-place: on-change command 'keel-no-such-tool --load' cannot run: No such file or directory\n");
+    expect(reloaded.stderr.split("\n")[0]).toBe("keel-place: on-change command 'keel-no-such-tool --load' cannot run: No such file or directory");
+  });
+
+  it("runs a failed on-change command again on every next run, though no file changes, until it passes", () => {
+    const runs = join(dir, "runs");
+    const ok = join(dir, "reload-works");
+    const bundle: Bundle = { files: [file("audit.rules", "-e 1\n")], onChange: [["sh", "-c", `echo run >> ${runs}; test -e ${ok}`]] };
+    const first = place(bundle, manifest);
+    expect(first.code).toBe(1);
+    expect(first.stderr).toContain("keel-place: the files are placed; their on-change commands run again on the next run (pulumi up) until they pass.");
+    expect(readFileSync(join(dir, "audit.rules"), "utf8")).toBe("-e 1\n");
+
+    const second = place(bundle, manifest);
+    expect(second.code).toBe(1);
+    expect(second.stdout).toBe("keel-place: running the on-change commands an earlier run left failed\n");
+
+    writeFileSync(ok, "");
+    const third = place(bundle, manifest);
+    expect(third).toMatchObject({ code: 0, stdout: "keel-place: running the on-change commands an earlier run left failed\nkeel-place: 0 changed, 1 file(s) already as planned\n" });
+    // Paid: the next run is a converged one again and runs nothing.
+    expect(place(bundle, manifest).stdout).toBe("keel-place: 0 changed, 1 file(s) already as planned\n");
+    expect(readFileSync(runs, "utf8")).toBe("run\nrun\nrun\n");
+    // Another bundle (other files) owes nothing.
+    const other: Bundle = { files: [file("other.conf", "o\n")], onChange: [["sh", "-c", `echo other >> ${runs}`]] };
+    place(other, manifest);
+    expect(place(other, manifest).stdout).toBe("keel-place: 0 changed, 1 file(s) already as planned\n");
+    expect(readFileSync(runs, "utf8")).toBe("run\nrun\nrun\nother\n");
   });
 
   it("runs onChange commands only when something changed", () => {
