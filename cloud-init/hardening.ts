@@ -1,6 +1,6 @@
 import type { KeelConfig } from "../config";
 import { readStatic } from "../plan/static";
-import { placeStep } from "../plan/steps";
+import { placeStep, toolStep } from "../plan/steps";
 import type { HostFile, Step } from "../plan/types";
 
 /**
@@ -246,6 +246,36 @@ export function hardeningUnits(cfg: KeelConfig): HardeningUnit[] {
 /** Every hardening file keel places; cloud-init's write_files is built from this list. */
 export function hardeningFiles(cfg: KeelConfig): HostFile[] {
   return hardeningUnits(cfg).flatMap((u) => u.files);
+}
+
+/**
+ * Debian packages the first boot installs: the hardening (auditd, fail2ban, nftables, ufw,
+ * timesyncd, unattended-upgrades, debsums to verify installed files against their packages) and
+ * what the converge steps use (git for the checkout, python3-venv for the venv, sqlite3 for the DB
+ * gates and backups). The VM runner bakes these into its offline repository; the "packages" step
+ * installs any a server lacks (one first booted by an older keel).
+ */
+export const FIRST_BOOT_PACKAGES = [
+  "auditd",
+  "debsums",
+  "fail2ban",
+  "git",
+  "nftables",
+  "python3-systemd",
+  "python3-venv",
+  "sqlite3",
+  "systemd-timesyncd",
+  "ufw",
+  "unattended-upgrades",
+] as const;
+
+/**
+ * Installs the first-boot packages a server lacks, before the hardening steps that use them
+ * (augenrules, debsums, ufw, ...): a server first booted by an older keel has only that keel's
+ * list. Runs no apt when every package is there. Re-runs when the list changes.
+ */
+export function packagesStep(): Step {
+  return toolStep("packages", "install the first-boot packages the server lacks (one first booted by an older keel)", "packages", [...FIRST_BOOT_PACKAGES], { timeoutSeconds: 1800 });
 }
 
 /** The converge steps that keep the hardening in place on a running server (`pulumi up`). */

@@ -5,7 +5,9 @@ import { stableJson } from "../plan/hash";
 import { layoutBundle } from "../plan/hostPlan";
 import { toolFiles, toolPath, TOOLS_DIR } from "../plan/tools";
 import type { HostFile } from "../plan/types";
-import { HARDENING_PATHS, hardeningFiles, hardeningUnits, type HardeningUnit } from "./hardening";
+import { FIRST_BOOT_PACKAGES, HARDENING_PATHS, hardeningFiles, hardeningUnits, type HardeningUnit } from "./hardening";
+
+export { FIRST_BOOT_PACKAGES };
 
 /**
  * The first-boot payload: a cloud-config that Hetzner (and the local VM runner) hands to cloud-init
@@ -14,26 +16,6 @@ import { HARDENING_PATHS, hardeningFiles, hardeningUnits, type HardeningUnit } f
  * (hardeningSteps, buildHostPlan), never through new user-data: Hetzner replaces a server whose
  * user-data changes.
  */
-
-/**
- * Debian packages the first boot installs: the hardening (auditd, fail2ban, nftables, ufw,
- * timesyncd, unattended-upgrades, debsums to verify installed files against their packages) and
- * what the converge steps use (git for the checkout, python3-venv for the venv, sqlite3 for the DB
- * gates and backups). The VM runner bakes these into its offline repository.
- */
-export const FIRST_BOOT_PACKAGES = [
-  "auditd",
-  "debsums",
-  "fail2ban",
-  "git",
-  "nftables",
-  "python3-systemd",
-  "python3-venv",
-  "sqlite3",
-  "systemd-timesyncd",
-  "ufw",
-  "unattended-upgrades",
-] as const;
 
 /** Hetzner rejects user-data larger than 32 KiB. */
 export const USER_DATA_MAX_BYTES = 32 * 1024;

@@ -2,7 +2,7 @@ import type { KeelConfig } from "../config";
 import { databaseSteps, migrationSteps } from "./database";
 import { engineSteps } from "./engine";
 import { hostPaths } from "./layout";
-import { hardeningSteps } from "../cloud-init/hardening";
+import { hardeningSteps, packagesStep } from "../cloud-init/hardening";
 import { healthSteps } from "./health";
 import { secretSteps } from "./secrets";
 import { placeStep, readinessStep } from "./steps";
@@ -58,6 +58,7 @@ export function buildHostPlan(cfg: KeelConfig): HostPlan {
   const steps = [
     readinessStep(),
     placeStep("tools", "install keel's host tools (/usr/local/sbin/keel-*)", { files: toolFiles() }),
+    packagesStep(),
     placeStep("layout", "create the engine's system user and the directory layout", layoutBundle(cfg)),
     placeStep("admin-keys", "set the deploy user's authorized_keys to exactly the admin keys", { files: [authorizedKeysFile(cfg)] }),
     ...hardeningSteps(cfg),

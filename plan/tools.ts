@@ -8,6 +8,7 @@ import type { HostFile } from "./types";
  */
 export const TOOLS = {
   place: "scripts/keel-place.py",
+  packages: "scripts/keel-packages.sh",
   "engine-venv": "scripts/keel-engine-venv.sh",
   "engine-start": "scripts/keel-engine-start.sh",
   // The DB scripts (docs/DATABASE.md) find their library beside them as keel-db-lib.

@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parseConfig, type KeelConfig } from "../../config";
+import { FIRST_BOOT_PACKAGES } from "../../cloud-init/userData";
 import { buildHostPlan } from "../../plan/hostPlan";
 import { renderEnvFile } from "../../plan/secrets";
 import { REDACTED, readStackFile } from "../../plan/stackFile";
@@ -25,12 +26,21 @@ function changedSteps(a: KeelConfig, b: KeelConfig): string[] {
 }
 
 describe("host plan", () => {
-  it("starts with the readiness gate, then keel's tools, with unique kebab-case step names", () => {
+  it("starts with the readiness gate, then keel's tools and packages, with unique kebab-case step names", () => {
     const steps = buildHostPlan(prod()).steps;
-    expect(steps.slice(0, 3).map((s) => s.name)).toEqual(["ready", "tools", "layout"]);
+    expect(steps.slice(0, 4).map((s) => s.name)).toEqual(["ready", "tools", "packages", "layout"]);
     const names = steps.map((s) => s.name);
     expect(new Set(names).size).toBe(names.length);
     for (const n of names) expect(n).toMatch(/^[a-z][a-z0-9-]*$/);
+  });
+
+  it("installs the first-boot packages a server lacks before any hardening step uses them", () => {
+    const steps = buildHostPlan(prod()).steps;
+    const packages = steps.find((s) => s.name === "packages")!;
+    expect(packages.command).toBe(`sudo /usr/local/sbin/keel-packages ${FIRST_BOOT_PACKAGES.join(" ")}`);
+    const firstHarden = steps.findIndex((s) => s.name.startsWith("harden-"));
+    expect(firstHarden).toBeGreaterThan(steps.indexOf(packages));
+    expect(buildHostPlan(prod()).files.find((f) => f.path === "/usr/local/sbin/keel-packages")).toMatchObject({ owner: "root", mode: "0755" });
   });
 
   it("is deterministic: the same config gives the same bytes and hashes", () => {

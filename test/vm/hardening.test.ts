@@ -10,9 +10,9 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { kexAlgorithms, modprobeConf } from "../../cloud-init/hardening";
+import { FIRST_BOOT_PACKAGES, kexAlgorithms, modprobeConf } from "../../cloud-init/hardening";
 import type { KeelConfig } from "../../config";
-import { runSteps } from "../../local/runSteps";
+import { runSteps, StepError } from "../../local/runSteps";
 import { isHostKeyFailure, type Vm } from "../../local/vm";
 import { buildHostPlan, layoutBundle } from "../../plan/hostPlan";
 import { readStatic } from "../../plan/static";
@@ -26,6 +26,7 @@ import {
   probeFromAttacker,
   attackerNamespace,
   removeAttackerNamespace,
+  sctpSocketError,
   sysctlSettings,
   sysctlValues,
   tcpListeners,
@@ -105,7 +106,7 @@ describe("keel's first boot on Debian 12", () => {
   }, 5 * MINUTE);
 
   it("converges with the plan's steps: the hardening is already as planned, the retired key is gone", async () => {
-    const wanted = ["ready", "tools", "layout", "admin-keys"];
+    const wanted = ["ready", "tools", "packages", "layout", "admin-keys"];
     const steps = buildHostPlan(cfg).steps.filter((s) => wanted.includes(s.name) || s.name.startsWith("harden-"));
     expect(steps.filter((s) => s.name.startsWith("harden-")).length).toBeGreaterThanOrEqual(9);
     const runs = await runSteps(vm, steps, {});
@@ -113,6 +114,7 @@ describe("keel's first boot on Debian 12", () => {
       expect(run.stdout, run.name).toMatch(/^keel-place: 0 changed, \d+ \S+ already as planned\n$/);
     }
     expect(runs.find((r) => r.name === "admin-keys")!.stdout).toMatch(/^keel-place: 1 changed/m);
+    expect(runs.find((r) => r.name === "packages")!.stdout).toBe(`keel-packages: all ${FIRST_BOOT_PACKAGES.length} packages installed, nothing to do\n`);
     const retired = await ssh(retiring);
     expect(retired.code).toBe(255);
     expect(retired.stderr).toContain("Permission denied (publickey).");
@@ -267,9 +269,7 @@ function hardenedHostChecks(when: string): void {
       const names = new Set(loaded.trim().split("\n"));
       expect(modules.filter((m) => names.has(m.replace(/-/g, "_")))).toEqual([]);
       // An unprivileged socket would autoload the module; the protocol stays unsupported.
-      const sctp = await vm.exec(`python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_SCTP)'`);
-      expect(sctp.code).not.toBe(0);
-      expect(sctp.stderr).toContain("Protocol not supported");
+      expect(await sctpSocketError(vm)).toContain("Protocol not supported");
     }, 5 * MINUTE);
 
     it("audits with keel's rules: the deploy's sudo calls are on record", async () => {
@@ -336,3 +336,33 @@ describe("a reboot", () => {
 });
 
 hardenedHostChecks("after a reboot");
+
+describe("a server first booted by an older keel, before auditd and debsums were first-boot packages", () => {
+  const named = (...names: string[]) => buildHostPlan(cfg).steps.filter((s) => names.includes(s.name));
+
+  it("stops at harden-audit without them, then gets them from the packages step and loads keel's audit rules", async () => {
+    // What that first boot left: no auditd (purged), debsums removed with its configuration kept
+    // (dpkg's "rc", which keel-packages counts as missing), no keel audit rules.
+    await asRoot(vm, "export DEBIAN_FRONTEND=noninteractive; apt-get purge -y -q auditd && apt-get remove -y -q debsums && rm -f /etc/audit/rules.d/50-keel.rules", { timeoutMs: 15 * MINUTE });
+    expect((await vm.exec("test -e /usr/sbin/augenrules || test -e /usr/bin/debsums")).code).toBe(1);
+    // The failure the packages step exists for: keel-place places the rules, then cannot load them.
+    const failed = await runSteps(vm, named("harden-audit"), {}).then(() => undefined, (err: unknown) => err);
+    expect(failed).toBeInstanceOf(StepError);
+    expect((failed as StepError).message).toContain("on-change command 'augenrules --load' cannot run");
+
+    const [packages, audit] = await runSteps(vm, named("packages", "harden-audit"), {});
+    expect(packages.stdout).toMatch(/^keel-packages: missing auditd debsums; installing\n/);
+    expect(packages.stdout).toMatch(/\nkeel-packages: installed auditd debsums\n$/);
+    // The rules file stayed placed; the load the failed run owed runs now.
+    expect(audit.stdout).toBe("keel-place: running the on-change commands an earlier run left failed\nkeel-place: 0 changed, 1 file(s) already as planned\n");
+    expect((await sh(vm, "dpkg-query -W -f='${db:Status-Abbrev}\\n' auditd debsums")).split("\n")).toEqual(["ii ", "ii ", ""]);
+    expect((await sh(vm, "systemctl is-active auditd")).trim()).toBe("active");
+    const rules = (await asRoot(vm, "auditctl -l")).split("\n");
+    for (const rule of ["-w /etc/keel -p wa -k keel", "-w /etc/sudoers -p wa -k sudoers", "-w /etc/ssh -p wa -k sshd"]) expect(rules).toContain(rule);
+    expect(await asRoot(vm, "auditctl -s | grep '^enabled'")).toBe("enabled 1\n");
+
+    // Run again: everything is there, no apt runs.
+    const [again] = await runSteps(vm, named("packages"), {});
+    expect(again.stdout).toBe(`keel-packages: all ${FIRST_BOOT_PACKAGES.length} packages installed, nothing to do\n`);
+  }, 30 * MINUTE);
+});

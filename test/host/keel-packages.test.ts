@@ -1,0 +1,51 @@
+// keel-packages on this machine, with its real dpkg: the argument checks, the "nothing to do" path
+// (no apt at all when every package is installed) and a missing package found as missing. It never
+// gets as far as apt here: installing needs root and the package mirrors, and this tier sends no
+// traffic off the machine. The install itself runs on the VM, from its offline repository
+// (test/vm/hardening.test.ts, "a server first booted by an older keel").
+import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { REPO } from "../support/stack";
+
+const SCRIPT = readFileSync(join(REPO, "scripts", "keel-packages.sh"), "utf8");
+
+/** Runs the script from stdin (as sudo runs the installed tool), as root or as nobody. */
+function packages(args: string[], as: "root" | "nobody" = "root"): { code: number; stdout: string; stderr: string } {
+  const bash = ["bash", "-s", "--", ...args];
+  const [cmd, ...argv] = as === "root" ? bash : ["runuser", "-u", "nobody", "--", ...bash];
+  const r = spawnSync(cmd, argv, { input: SCRIPT, encoding: "utf8", env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" } });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe("keel-packages", () => {
+  it("refuses to run without packages, saying how it is called", () => {
+    const r = packages([]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe("keel-packages: usage: keel-packages PACKAGE... (Debian package names)\n");
+  });
+
+  it("refuses an argument that is not a Debian package name, before looking at anything", () => {
+    for (const bad of ["Bash", "-y", "../etc", "bash;id", "a"]) {
+      const r = packages(["bash", bad]);
+      expect(r.code, bad).toBe(1);
+      expect(r.stderr, bad).toBe(`keel-packages: '${bad}' is not a Debian package name\n`);
+      expect(r.stdout, bad).toBe("");
+    }
+  });
+
+  it("does nothing when every package is installed, and needs no root for it", () => {
+    for (const as of ["root", "nobody"] as const) {
+      const r = packages(["bash", "coreutils", "dpkg"], as);
+      expect(r, as).toEqual({ code: 0, stdout: "keel-packages: all 3 packages installed, nothing to do\n", stderr: "" });
+    }
+  });
+
+  it("finds a package the host lacks, and without root stops there, naming it", () => {
+    const r = packages(["bash", "keel-no-such-package", "coreutils"], "nobody");
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe("");
+    expect(r.stderr).toBe("keel-packages: missing keel-no-such-package; installing them needs root (sudo keel-packages)\n");
+  });
+});
