@@ -170,6 +170,15 @@ export async function connectToMetadata(vm: Vm, who: "deploy" | "nobody" | "root
   return (await tryAsRoot(vm, probe)).stdout.trim();
 }
 
+/**
+ * Opens an SCTP socket as the login user, which would autoload the module keel rules out: the
+ * error the kernel gives (Python's message), or "opened" when the socket opened.
+ */
+export async function sctpSocketError(vm: Vm): Promise<string> {
+  const r = await vm.exec(`python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_SCTP)'`);
+  return r.code === 0 ? "opened" : r.stderr;
+}
+
 /** The values each key of a sysctl.d file sets, as `sysctl -n` prints them. */
 export function sysctlSettings(file: string): Record<string, string> {
   const settings: Record<string, string> = {};
