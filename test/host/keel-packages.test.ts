@@ -9,7 +9,8 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { REPO } from "../support/stack";
 
-const SCRIPT = readFileSync(join(REPO, "scripts", "keel-packages.sh"), "utf8");
+const SCRIPT_PATH = join(REPO, "scripts", "keel-packages.sh");
+const SCRIPT = readFileSync(SCRIPT_PATH, "utf8");
 
 /** Runs the script from stdin (as sudo runs the installed tool), as root or as nobody. */
 function packages(args: string[], as: "root" | "nobody" = "root"): { code: number; stdout: string; stderr: string } {
@@ -20,6 +21,11 @@ function packages(args: string[], as: "root" | "nobody" = "root"): { code: numbe
 }
 
 describe("keel-packages", () => {
+  it("is shellcheck clean", () => {
+    const r = spawnSync("shellcheck", [SCRIPT_PATH], { encoding: "utf8" });
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+  });
+
   it("refuses to run without packages, saying how it is called", () => {
     const r = packages([]);
     expect(r.code).toBe(1);
