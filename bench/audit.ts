@@ -19,8 +19,8 @@ import {
   bootKeelVm,
   cloudInitProblems,
   installRootHelper,
+  keyPair,
   sh,
-  sshKeygen,
   vmStackConfig,
 } from "../test/vm/support/keelVm";
 
@@ -35,8 +35,8 @@ async function main(): Promise<void> {
   if (!(release in IMAGES)) throw new Error(`usage: bench/audit.ts [bookworm|trixie]; got "${release}"`);
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "keel-audit-"));
   try {
-    const admin = sshKeygen(tmp, "admin");
-    const hostKey = sshKeygen(tmp, "host");
+    const admin = keyPair(tmp, "admin");
+    const hostKey = keyPair(tmp, "host");
     const cfg = vmStackConfig({ image: IMAGES[release], adminKeys: [admin.publicKey], allowedSshCidrs: [QEMU_HOST_CIDR] });
     const { vm, bootToCloudInitSeconds } = await bootKeelVm({ cfg, hostKey, identityFile: admin.file });
     try {

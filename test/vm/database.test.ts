@@ -9,12 +9,11 @@
 //   stopped without a restart loop; a restore round trip; a corrupt source with a fallback
 //   directory takes its newest clean backup (on a host whose DB was removed).
 import { spawnSync } from "node:child_process";
-import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, utimesSync, writeFileSync, writeSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { closeSync, mkdirSync, openSync, rmSync, utimesSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { KeelConfig } from "../../config";
-import { engineRepository, keyPair, localConfig, pushEngineRepository, SAMPLE_ENGINE } from "../../local/localStack";
+import { localConfig } from "../../local/localStack";
 import { runSteps, StepError, type StepRun } from "../../local/runSteps";
 import type { Vm } from "../../local/vm";
 import { knownHostsLine } from "../../local/vm/ssh";
@@ -24,7 +23,7 @@ import { hostPaths } from "../../plan/layout";
 import { renderEnvFile } from "../../plan/secrets";
 import type { SecretName } from "../../plan/types";
 import { sha256, sql } from "../host/db-helpers";
-import { asRoot, bootKeelVm, installRootHelper, MINUTE, sh, tryAsRoot, waitFor } from "./support/keelVm";
+import { asRoot, deployableVm, MINUTE, sh, tryAsRoot, waitFor } from "./support/keelVm";
 
 const SECRET_ENV = { ENGINE_API_KEY: "database-vm-test-key" };
 const DB = "/var/lib/engine/engine.db";
@@ -85,20 +84,14 @@ const journal = (unitName: string, since: string) => asRoot(vm, `journalctl -u $
 const vmNow = async () => (await sh(vm, "date -u '+%Y-%m-%d %H:%M:%S UTC'")).trim();
 
 beforeAll(async () => {
-  tmp = mkdtempSync(join(tmpdir(), "keel-db-vm-"));
-  const admin = keyPair(tmp, "admin");
-  adminKey = admin.publicKey;
-  adminFile = admin.file;
-  const repo = engineRepository(SAMPLE_ENGINE, tmp);
-  commit = repo.commit;
-  secrets = { envFile: renderEnvFile(SECRET_ENV), deployKey: keyPair(tmp, "deploy-key").privateKey, alertWebhook: "" };
-  const hostKey = keyPair(tmp, "host");
-  hostPublicKey = hostKey.publicKey;
-  const booted = await bootKeelVm({ cfg: config(), hostKey, identityFile: admin.file });
-  vm = booted.vm;
-  console.log(`database VM: first boot done in ${booted.bootToCloudInitSeconds} s (${vm.accel})`);
-  await installRootHelper(vm);
-  await pushEngineRepository(vm, repo.bundle);
+  const d = await deployableVm("database", (keys) => {
+    ({ adminKey, commit } = keys);
+    return config();
+  });
+  ({ tmp, vm } = d);
+  adminFile = d.admin.file;
+  hostPublicKey = d.hostKey.publicKey;
+  secrets = { envFile: renderEnvFile(SECRET_ENV), deployKey: d.deployKey, alertWebhook: "" };
 }, 40 * MINUTE);
 
 afterAll(async () => {

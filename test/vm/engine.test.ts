@@ -19,7 +19,7 @@ import { hostPaths } from "../../plan/layout";
 import { renderEnvFile } from "../../plan/secrets";
 import type { SecretName, Step } from "../../plan/types";
 import { CANARY, REPO } from "../support/stack";
-import { bootKeelVm, installRootHelper, QEMU_HOST_CIDR, ROOT_HELPER, sshKeygen, waitFor } from "./support/keelVm";
+import { bootKeelVm, installRootHelper, keyPair, QEMU_HOST_CIDR, ROOT_HELPER, waitFor } from "./support/keelVm";
 
 const MINUTE = 60_000;
 const FIXTURE = path.join(REPO, "test", "fixtures", "engine");
@@ -117,9 +117,9 @@ const stepsNamed = (names: string[]) => buildHostPlan(cfg).steps.filter((s) => n
 
 beforeAll(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), "keel-engine-vm-"));
-  const admin = sshKeygen(tmp, "admin");
-  const hostKey = sshKeygen(tmp, "host");
-  deployKey = sshKeygen(tmp, "deploy-key").privateKey;
+  const admin = keyPair(tmp, "admin");
+  const hostKey = keyPair(tmp, "host");
+  deployKey = keyPair(tmp, "deploy-key").privateKey;
 
   // The sample engine as a git repository: two commits, the second a change of code only.
   const src = path.join(tmp, "engine");

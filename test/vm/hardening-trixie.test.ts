@@ -34,7 +34,7 @@ import {
   installRootHelper,
   sh,
   shellQuote,
-  sshKeygen,
+  keyPair,
   sshWith,
   type KeyPair,
   vmStackConfig,
@@ -52,9 +52,9 @@ let bootSeconds: number;
 
 beforeAll(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), "keel-hardening-trixie-"));
-  admin = sshKeygen(tmp, "admin");
-  hostKey = sshKeygen(tmp, "host");
-  wrongHostKey = sshKeygen(tmp, "wrong-host");
+  admin = keyPair(tmp, "admin");
+  hostKey = keyPair(tmp, "host");
+  wrongHostKey = keyPair(tmp, "wrong-host");
   cfg = vmStackConfig({ image: "debian-13", adminKeys: [admin.publicKey], allowedSshCidrs: [QEMU_HOST_CIDR, ATTACKER_CIDR], sshPort: PORT });
   // Guest port 22 is forwarded too, to show nothing answers there.
   const booted = await bootKeelVm({ cfg, hostKey, identityFile: admin.file, extraGuestPorts: [22] });

@@ -40,8 +40,8 @@ import {
   bootKeelVm,
   cloudInitProblems,
   installRootHelper,
+  keyPair,
   sh,
-  sshKeygen,
   sshWith,
   vmStackConfig,
   type KeyPair,
@@ -64,10 +64,10 @@ let sshdConfig: string;
 
 beforeAll(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), "keel-hardening-vm-"));
-  admin = sshKeygen(tmp, "admin");
-  retiring = sshKeygen(tmp, "retiring");
-  hostKey = sshKeygen(tmp, "host");
-  wrongHostKey = sshKeygen(tmp, "wrong-host");
+  admin = keyPair(tmp, "admin");
+  retiring = keyPair(tmp, "retiring");
+  hostKey = keyPair(tmp, "host");
+  wrongHostKey = keyPair(tmp, "wrong-host");
   firstCfg = vmStackConfig({ image: "debian-12", adminKeys: [admin.publicKey, retiring.publicKey], allowedSshCidrs: ALLOWED });
   cfg = vmStackConfig({ image: "debian-12", adminKeys: [admin.publicKey], retiredKeys: [retiring.publicKey], allowedSshCidrs: ALLOWED });
   const booted = await bootKeelVm({ cfg: firstCfg, hostKey, identityFile: admin.file });

@@ -9,13 +9,12 @@
 //   reads as such; the runbook's status, logs, backup now, restore, snapshot, migrate and engine
 //   stop/start; the webhook URL nowhere but its file.
 import { execFile, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { knownHostsLine } from "../../components/keel";
 import type { KeelConfig } from "../../config";
-import { engineRepository, keyPair, localConfig, pushEngineRepository, SAMPLE_ENGINE } from "../../local/localStack";
+import { localConfig } from "../../local/localStack";
 import { runSteps, type StepRun } from "../../local/runSteps";
 import type { Vm } from "../../local/vm";
 import { ALERT_WEBHOOK_FILE, HOST_CONF } from "../../plan/health";
@@ -25,7 +24,7 @@ import { renderEnvFile } from "../../plan/secrets";
 import type { SecretName } from "../../plan/types";
 import { makeDb, sql } from "../host/db-helpers";
 import { startWebhookListener, synchronizeClockLocally, type WebhookListener } from "./support/guestServices";
-import { asRoot, bootKeelVm, installRootHelper, MINUTE, sh, waitFor } from "./support/keelVm";
+import { asRoot, deployableVm, MINUTE, sh, waitFor } from "./support/keelVm";
 
 const SECRET_ENV = { ENGINE_API_KEY: "health-vm-test-key" };
 const HOOK_TOKEN = "hook-token-5d1c9a";
@@ -94,21 +93,15 @@ function runbook(name: string, args: string[] = [], timeoutMs = 10 * MINUTE): Pr
 }
 
 beforeAll(async () => {
-  tmp = mkdtempSync(join(tmpdir(), "keel-health-vm-"));
-  const admin = keyPair(tmp, "admin");
-  adminFile = admin.file;
-  const repo = engineRepository(SAMPLE_ENGINE, tmp);
   // Rare schedules: the test runs the health check and the backups itself, nothing fires meanwhile.
-  cfg = localConfig({ release: "bookworm", adminKey: admin.publicKey, repoRef: repo.commit, secretEnv: SECRET_ENV, overrides: { "keel:healthSchedule": "yearly", "keel:backupSchedule": "yearly" } });
-  const hostKey = keyPair(tmp, "host");
-  hostPublicKey = hostKey.publicKey;
-  const booted = await bootKeelVm({ cfg, hostKey, identityFile: admin.file });
-  vm = booted.vm;
-  console.log(`health VM: first boot done in ${booted.bootToCloudInitSeconds} s (${vm.accel})`);
-  await installRootHelper(vm);
-  await pushEngineRepository(vm, repo.bundle);
+  const d = await deployableVm("health", ({ adminKey, commit }) =>
+    localConfig({ release: "bookworm", adminKey, repoRef: commit, secretEnv: SECRET_ENV, overrides: { "keel:healthSchedule": "yearly", "keel:backupSchedule": "yearly" } }),
+  );
+  ({ tmp, vm, cfg } = d);
+  adminFile = d.admin.file;
+  hostPublicKey = d.hostKey.publicKey;
   hook = await startWebhookListener(vm, 8787, `/hooks/${HOOK_TOKEN}`);
-  secrets = { envFile: renderEnvFile(SECRET_ENV), deployKey: keyPair(tmp, "deploy-key").privateKey, alertWebhook: hook.url };
+  secrets = { envFile: renderEnvFile(SECRET_ENV), deployKey: d.deployKey, alertWebhook: hook.url };
 }, 40 * MINUTE);
 
 afterAll(async () => {

@@ -1,16 +1,19 @@
 // Shared helpers for the VM tests (tier 3): throwaway SSH keys, a stack config for a VM, a boot
 // with keel's real user-data (renderCloudConfig, byte for byte what Hetzner would get), root in
 // the guest through a test-only keel tool, and ssh with options of the test's own choosing.
-import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
+import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { renderCloudConfig } from "../../../cloud-init/userData";
 import { parseConfig, type KeelConfig } from "../../../config";
+import { engineRepository, keyPair, pushEngineRepository, SAMPLE_ENGINE, type KeyPair } from "../../../local/localStack";
 import { bootVm, buildImage, GuestPanicError, type CloudInitStatus, type Release, type Vm } from "../../../local/vm";
 import { type ExecResult, runSsh, sshArgs, writePrivateFile, knownHostsLine } from "../../../local/vm/ssh";
 import { logProblems, parseCloudInitStatus } from "../../../local/vm/vm";
 import { stableJson } from "../../../plan/hash";
 import { toolPath } from "../../../plan/tools";
+
+export { keyPair, type KeyPair };
 
 export const MINUTE = 60_000;
 
@@ -19,21 +22,6 @@ export const QEMU_HOST_CIDR = "10.0.2.2/32";
 
 /** The Debian release each keel image is built from. */
 export const RELEASE_OF = { "debian-12": "bookworm", "debian-13": "trixie" } as const satisfies Record<string, Release>;
-
-export interface KeyPair {
-  /** The private key file (0600), for `ssh -i`. */
-  readonly file: string;
-  readonly privateKey: string;
-  /** "ssh-ed25519 AAAA… name@keel-test" */
-  readonly publicKey: string;
-}
-
-/** A fresh ED25519 key pair without a passphrase, in `dir`. */
-export function sshKeygen(dir: string, name: string): KeyPair {
-  const file = path.join(dir, name);
-  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", `${name}@keel-test`, "-f", file]);
-  return { file, privateKey: fs.readFileSync(file, "utf8"), publicKey: fs.readFileSync(`${file}.pub`, "utf8").trim() };
-}
 
 /**
  * A validated stack config for a VM: the keys a test cares about, plus placeholders for the engine
@@ -111,6 +99,47 @@ export async function bootKeelVm(opts: {
       throw err;
     }
   }
+}
+
+export interface DeployableVm extends KeelVm {
+  /** A fresh directory on this machine for the test's files (keys, known_hosts, DBs); rmSync it in afterAll. */
+  readonly tmp: string;
+  readonly cfg: KeelConfig;
+  readonly admin: KeyPair;
+  readonly hostKey: KeyPair;
+  /** The private half of the engine repository's read-only deploy key (the `deployKey` secret). */
+  readonly deployKey: string;
+  /** The sample engine's commit, as pushed to the VM's stand-in git host (keel:repoRef). */
+  readonly commit: string;
+}
+
+/**
+ * A VM ready for the host plan's steps, as the engine-deploying tests need it: fresh admin, host
+ * and deploy keys, the stack config `configFor` makes from the admin key and the sample engine's
+ * commit, a finished first boot (bootKeelVm), the root helper, and the engine's repository pushed.
+ */
+export async function deployableVm(
+  name: string,
+  configFor: (keys: { adminKey: string; commit: string }) => KeelConfig,
+  opts: { extraGuestPorts?: readonly number[] } = {},
+): Promise<DeployableVm> {
+  const tmp = fs.mkdtempSync(path.join(tmpdir(), `keel-${name}-vm-`));
+  const admin = keyPair(tmp, "admin");
+  const hostKey = keyPair(tmp, "host");
+  const repo = engineRepository(SAMPLE_ENGINE, tmp);
+  const cfg = configFor({ adminKey: admin.publicKey, commit: repo.commit });
+  let booted: KeelVm | undefined;
+  try {
+    booted = await bootKeelVm({ cfg, hostKey, identityFile: admin.file, extraGuestPorts: opts.extraGuestPorts });
+    console.log(`${name} VM: first boot done in ${booted.bootToCloudInitSeconds} s (${booted.vm.accel})`);
+    await installRootHelper(booted.vm);
+    await pushEngineRepository(booted.vm, repo.bundle);
+  } catch (err) {
+    await booted?.vm.shutdown();
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw err;
+  }
+  return { ...booted, tmp, cfg, admin, hostKey, deployKey: keyPair(tmp, "deploy-key").privateKey, commit: repo.commit };
 }
 
 /** Polls `probe` every second until `ok` holds, for at most `ms`; throws with the last value then. */
