@@ -1,9 +1,9 @@
 #!/bin/bash
 # keel-packages PACKAGE...: installs those of the given packages the host lacks, from its own apt
 # sources; runs no apt at all when every one is installed. The "packages" step passes keel's
-# first-boot packages (cloud-init/userData.ts), so a server first booted by an older keel, or one
-# where somebody removed a package, gets what the hardening steps after it rely on (augenrules,
-# debsums, ...). Run as root through sudo; prints what it did.
+# first-boot packages (FIRST_BOOT_PACKAGES, cloud-init/hardening.ts), so a server first booted by
+# an older keel, or one where somebody removed a package, gets what the hardening steps after it
+# rely on (augenrules, debsums, ...). Run as root through sudo; prints what it did.
 set -euo pipefail
 
 PROG=keel-packages
