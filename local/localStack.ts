@@ -22,8 +22,10 @@ export const SAMPLE_ENGINE = path.join(REPO_ROOT, "test", "fixtures", "engine");
 export const VM_REPO_PATH = "/home/deploy/engine.git";
 
 export interface KeyPair {
+  /** The private key file (0600, no passphrase), for `ssh -i`. */
   readonly file: string;
   readonly privateKey: string;
+  /** "ssh-ed25519 AAAA… name@keel-local" */
   readonly publicKey: string;
 }
 

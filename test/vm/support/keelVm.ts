@@ -121,7 +121,6 @@ export interface DeployableVm extends KeelVm {
 export async function deployableVm(
   name: string,
   configFor: (keys: { adminKey: string; commit: string }) => KeelConfig,
-  opts: { extraGuestPorts?: readonly number[] } = {},
 ): Promise<DeployableVm> {
   const tmp = fs.mkdtempSync(path.join(tmpdir(), `keel-${name}-vm-`));
   const admin = keyPair(tmp, "admin");
@@ -130,7 +129,7 @@ export async function deployableVm(
   const cfg = configFor({ adminKey: admin.publicKey, commit: repo.commit });
   let booted: KeelVm | undefined;
   try {
-    booted = await bootKeelVm({ cfg, hostKey, identityFile: admin.file, extraGuestPorts: opts.extraGuestPorts });
+    booted = await bootKeelVm({ cfg, hostKey, identityFile: admin.file });
     console.log(`${name} VM: first boot done in ${booted.bootToCloudInitSeconds} s (${booted.vm.accel})`);
     await installRootHelper(booted.vm);
     await pushEngineRepository(booted.vm, repo.bundle);
