@@ -4,23 +4,17 @@
 // presented, apt works offline, reboot and shutdown work and leave nothing behind; then, on a
 // second VM, that a guest kernel panic ends the wait at once instead of at its timeout.
 // One VM at a time; steps run in order and share the VM.
-import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { stringify } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { keyPair, type KeyPair } from "../../local/localStack";
 import { bootVm, buildImage, GuestPanicError, imageKey, isHostKeyFailure, kernelPanic, parseCloudInitStatus, type ImageInfo, type SshLogin, type Vm } from "../../local/vm";
 import { knownHostsLine, sshArgs } from "../../local/vm/ssh";
 import { logProblems } from "../../local/vm/vm";
 
 const MINUTE = 60_000;
-
-function keygen(dir: string, name: string): { privateKey: string; publicKey: string; file: string } {
-  const file = path.join(dir, name);
-  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", file]);
-  return { file, privateKey: fs.readFileSync(file, "utf8"), publicKey: fs.readFileSync(`${file}.pub`, "utf8").trim() };
-}
 
 /** A small user-data: the login user with the key of `login`, and `hostKey` as the only host key. */
 function plainUserData(login: SshLogin, hostKey: { privateKey: string; publicKey: string }): string {
@@ -107,16 +101,16 @@ describe("local VM runner, the parts that need no VM", () => {
 describe("local VM runner on Debian 12", () => {
   let tmp: string;
   let login: SshLogin;
-  let hostKey: ReturnType<typeof keygen>;
-  let otherHostKey: ReturnType<typeof keygen>;
+  let hostKey: KeyPair;
+  let otherHostKey: KeyPair;
   let image: ImageInfo;
   let vm: Vm | undefined;
 
   beforeAll(() => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), "keel-runner-test-"));
-    login = { user: "deploy", identityFile: keygen(tmp, "deploy").file };
-    hostKey = keygen(tmp, "host");
-    otherHostKey = keygen(tmp, "other-host");
+    login = { user: "deploy", identityFile: keyPair(tmp, "deploy").file };
+    hostKey = keyPair(tmp, "host");
+    otherHostKey = keyPair(tmp, "other-host");
   });
 
   afterAll(async () => {
@@ -194,8 +188,8 @@ describe("a guest kernel panic, on a second Debian 12 VM", () => {
 
   it("ends the next wait at once with the panic line, not at the wait's timeout, and still shuts down", async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), "keel-runner-panic-"));
-    const login = { user: "deploy", identityFile: keygen(tmp, "deploy").file };
-    const hostKey = keygen(tmp, "host");
+    const login = { user: "deploy", identityFile: keyPair(tmp, "deploy").file };
+    const hostKey = keyPair(tmp, "host");
     const image = await buildImage({ release: "bookworm" });
     vm = await bootVm({ image, userData: plainUserData(login, hostKey), hostPublicKey: hostKey.publicKey, login });
     await vm.waitForCloudInit(25 * MINUTE);
