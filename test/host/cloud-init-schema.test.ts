@@ -1,9 +1,10 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IMAGES, parseConfig, type KeelConfig } from "../../config";
+import { keyPair } from "../../local/localStack";
 import { REPO_ROOT } from "../../plan/static";
 import { hardeningFiles, HARDENING_PATHS, ufwSshConf } from "../../cloud-init/hardening";
 import { renderCloudConfig, type HostKeyPair } from "../../cloud-init/userData";
@@ -38,8 +39,7 @@ let hostKey: HostKeyPair;
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), "keel-cloud-init-"));
-  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "keel-test-host", "-f", join(dir, "host")]);
-  hostKey = { privateKey: readFileSync(join(dir, "host"), "utf8"), publicKey: readFileSync(join(dir, "host.pub"), "utf8") };
+  hostKey = keyPair(dir, "host");
 });
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

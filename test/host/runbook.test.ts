@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { knownHostsLine, sshCommandLine } from "../../components/keel";
 import { parseConfig } from "../../config";
+import { keyPair } from "../../local/localStack";
 import { renderHostConf } from "../../plan/health";
 import { hostPaths } from "../../plan/layout";
 import { makeDb, sha256, sql } from "./db-helpers";
@@ -53,9 +54,9 @@ function listening(p: number): Promise<boolean> {
   });
 }
 
+/** A fresh key pair in the test's directory; its public key without the comment. */
 function keygen(name: string): string {
-  execFileSyncQuiet("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", `${name}@keel-test`, "-f", join(dir, name)]);
-  return readFileSync(join(dir, `${name}.pub`), "utf8").trim().split(" ").slice(0, 2).join(" ");
+  return keyPair(dir, name).publicKey.split(" ").slice(0, 2).join(" ");
 }
 
 function execFileSyncQuiet(cmd: string, args: string[]): void {

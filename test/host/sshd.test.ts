@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseConfig, type KeelConfig } from "../../config";
+import { keyPair } from "../../local/localStack";
 import { authorizedKeysFile } from "../../plan/hostPlan";
 import { REPO_ROOT } from "../../plan/static";
 import { HARDENING_PATHS, hardeningFiles, sshdDropIn } from "../../cloud-init/hardening";
@@ -46,8 +47,7 @@ function listening(p: number): Promise<boolean> {
 }
 
 function keygen(name: string): string {
-  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", `${name}@keel-test`, "-f", join(dir, name)]);
-  return readFileSync(join(dir, `${name}.pub`), "utf8").trim();
+  return keyPair(dir, name).publicKey;
 }
 
 function addUser(name: string, keysFile: string): void {
