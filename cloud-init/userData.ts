@@ -7,8 +7,6 @@ import { toolFiles, toolPath, TOOLS_DIR } from "../plan/tools";
 import type { HostFile } from "../plan/types";
 import { FIRST_BOOT_PACKAGES, HARDENING_PATHS, hardeningFiles, hardeningUnits, type HardeningUnit } from "./hardening";
 
-export { FIRST_BOOT_PACKAGES };
-
 /**
  * The first-boot payload: a cloud-config that Hetzner (and the local VM runner) hands to cloud-init
  * once. It creates the deploy user, installs the pinned host key, writes keel's tools and hardening

@@ -9,9 +9,9 @@ import { stableJson } from "../../plan/hash";
 import { layoutBundle } from "../../plan/hostPlan";
 import { REPO_ROOT } from "../../plan/static";
 import { toolFiles } from "../../plan/tools";
-import { HARDENING_PATHS, hardeningFiles } from "../../cloud-init/hardening";
+import { FIRST_BOOT_PACKAGES, HARDENING_PATHS, hardeningFiles } from "../../cloud-init/hardening";
 import { DEFAULT_REPO_PACKAGES } from "../../local/vm/image";
-import { cloudConfig, FIRST_BOOT_LAYOUT_BUNDLE, FIRST_BOOT_PACKAGES, gzipBase64, renderCloudConfig, USER_DATA_MAX_BYTES } from "../../cloud-init/userData";
+import { cloudConfig, FIRST_BOOT_LAYOUT_BUNDLE, gzipBase64, renderCloudConfig, USER_DATA_MAX_BYTES } from "../../cloud-init/userData";
 
 const ADMIN_KEYS = [
   "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINqq0Bv8sC7o5PLFDEsS8SQAds+XBFfF5FEvGdrrefNn admin1@example",

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parseConfig, type KeelConfig } from "../../config";
-import { FIRST_BOOT_PACKAGES } from "../../cloud-init/userData";
+import { FIRST_BOOT_PACKAGES } from "../../cloud-init/hardening";
 import { buildHostPlan } from "../../plan/hostPlan";
 import { renderEnvFile } from "../../plan/secrets";
 import { REDACTED, readStackFile } from "../../plan/stackFile";
