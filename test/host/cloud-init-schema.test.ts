@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -110,9 +110,6 @@ describe("the files the first boot writes, checked by the tools that read them",
   it("ufw-apply converges real UFW: only SSH from the allowed sources, hand-added rules removed, idempotent, port moves", () => {
     // Real ufw and iptables, inside a private network namespace (the rules never touch this
     // machine's firewall) and a private mount namespace (copies of /etc/ufw and /lib/ufw).
-    if (spawnSync("ufw", ["--version"]).status !== 0) {
-      execFileSync("apt-get", ["install", "-y", "-q", "--no-install-recommends", "ufw"], { env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" }, timeout: 300_000 });
-    }
     cpSync("/etc/ufw", join(dir, "etc-ufw"), { recursive: true });
     cpSync("/lib/ufw", join(dir, "lib-ufw"), { recursive: true });
     const conf = (image: string, port: string, cidrs: string[]) =>

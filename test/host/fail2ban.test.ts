@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -8,7 +8,8 @@ import { fail2banJail } from "../../cloud-init/hardening";
 
 // keel's sshd jail checked by Debian's fail2ban: the configuration test, the resolved jail, and its
 // filter against the lines sshd (OpenSSH < 9.8) and sshd-session (9.8+) write to the journal.
-// fail2ban, python3-systemd (backend = systemd) and nftables (the ban action) come from apt.
+// fail2ban, python3-systemd (backend = systemd) and nftables (the ban action) come from the set-up
+// (scripts/dev/debian-packages.txt).
 
 const CIDRS = ["203.0.113.7/32", "2001:db8::/48"];
 let dir: string;
@@ -16,19 +17,7 @@ let etc: string;
 let cfg: KeelConfig;
 let jail: string;
 
-function installed(): boolean {
-  return spawnSync("dpkg-query", ["-W", "-f=${Status}\\n", "fail2ban", "python3-systemd", "nftables"], { encoding: "utf8" }).stdout.split("\n").filter((l) => l.endsWith(" installed")).length === 3;
-}
-
 beforeAll(() => {
-  if (!installed()) {
-    const apt = ["install", "-y", "-q", "--no-install-recommends", "fail2ban", "python3-systemd", "nftables"];
-    const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
-    if (spawnSync("apt-get", apt, { env, timeout: 300_000 }).status !== 0) {
-      execFileSync("apt-get", ["update", "-q"], { env, timeout: 300_000 });
-      execFileSync("apt-get", apt, { env, timeout: 300_000 });
-    }
-  }
   cfg = parseConfig({
     "keel:sshPort": "2222",
     "keel:adminKeys": JSON.stringify(["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINqq0Bv8sC7o5PLFDEsS8SQAds+XBFfF5FEvGdrrefNn admin1@example"]),
