@@ -17,6 +17,9 @@ readonly MIRROR=http://deb.debian.org/debian
 readonly SECURITY_MIRROR=http://deb.debian.org/debian-security
 readonly ROOT_LABEL=keel-root
 readonly REPO_DIR=/var/lib/keel-offline-repo
+# The VM-only files baked into the image (local/vm/guest/).
+guest_dir=$(cd -P -- "$(dirname -- "$0")/guest" && pwd)
+readonly guest_dir
 
 usage() {
   echo "usage: build-image.sh bookworm|trixie OUTDIR [REPO_PACKAGE...]" >&2
@@ -158,6 +161,15 @@ EOF
 rm -rf "$root"/var/lib/apt/lists/*
 in_chroot apt-get update
 in_chroot apt-get clean
+
+# The VM's time source (docs/VM.md "Time"): keel-vm-time relays timesyncd's NTP requests to the
+# responder qemu forwards to on the machine running the VM, and steps the clock after a pause or a
+# resume from a snapshot. timesyncd asks it only; a cloud image asks its vendor's NTP servers.
+install -D -m 0755 "$guest_dir/keel-vm-time.py" "$root/usr/local/lib/keel-vm/keel-vm-time"
+install -D -m 0644 "$guest_dir/keel-vm-time.service" "$root/etc/systemd/system/keel-vm-time.service"
+install -D -m 0644 "$guest_dir/timesyncd-keel-vm.conf" "$root/etc/systemd/timesyncd.conf.d/90-keel-vm.conf"
+mkdir -p "$root/etc/systemd/system/multi-user.target.wants"
+ln -sf ../keel-vm-time.service "$root/etc/systemd/system/multi-user.target.wants/keel-vm-time.service"
 
 # Settings the real Hetzner image does not need but this offline VM does, kept out of the
 # user-data so the VM gets exactly the user-data Hetzner would get.

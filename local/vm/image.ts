@@ -60,13 +60,17 @@ export function defaultCacheDir(): string {
   return process.env.KEEL_VM_CACHE || path.join(os.homedir(), ".cache", "keel", "vm");
 }
 
-/** The cache key: a change to the release, the package list or the build script builds anew. */
+/** The VM-only files the build bakes into the image (the time source relay). */
+export const GUEST_FILES_DIR = path.join(__dirname, "guest");
+
+/** The cache key: a change to the release, the package list, the build script or a guest file builds anew. */
 export function imageKey(release: Release, repoPackages: readonly string[]): string {
-  const script = fs.readFileSync(BUILD_SCRIPT);
+  const sha = (file: string) => createHash("sha256").update(fs.readFileSync(file)).digest("hex");
   const inputs = JSON.stringify({
     release,
     repoPackages: normalisePackages(repoPackages),
-    script: createHash("sha256").update(script).digest("hex"),
+    script: sha(BUILD_SCRIPT),
+    guest: fs.readdirSync(GUEST_FILES_DIR).sort().map((name) => [name, sha(path.join(GUEST_FILES_DIR, name))]),
   });
   return createHash("sha256").update(inputs).digest("hex");
 }

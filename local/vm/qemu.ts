@@ -74,17 +74,20 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** Sends one QMP command (e.g. system_powerdown) over qemu's monitor socket. */
-export function qmp(socketPath: string, command: string, timeoutMs = 5_000): Promise<void> {
+/**
+ * Sends one QMP command (e.g. system_powerdown, or migrate with its arguments) over qemu's monitor
+ * socket and resolves with its "return" value; rejects with QMP's error.
+ */
+export function qmp(socketPath: string, command: string, args?: Record<string, unknown>, timeoutMs = 5_000): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(socketPath);
     let buffer = "";
     let step = 0;
-    const done = (err?: Error) => {
+    const done = (err?: Error, value?: unknown) => {
       clearTimeout(timer);
       socket.destroy();
       if (err) reject(err);
-      else resolve();
+      else resolve(value);
     };
     const timer = setTimeout(() => done(new Error(`QMP ${command}: no answer in ${timeoutMs} ms`)), timeoutMs);
     socket.on("error", (e) => done(new Error(`QMP ${command}: ${e.message}`)));
@@ -99,10 +102,10 @@ export function qmp(socketPath: string, command: string, timeoutMs = 5_000): Pro
           socket.write(`${JSON.stringify({ execute: "qmp_capabilities" })}\n`);
           step = 1;
         } else if (step === 1 && "return" in message) {
-          socket.write(`${JSON.stringify({ execute: command })}\n`);
+          socket.write(`${JSON.stringify(args ? { execute: command, arguments: args } : { execute: command })}\n`);
           step = 2;
         } else if (step === 2 && "return" in message) {
-          return done();
+          return done(undefined, message.return);
         }
       }
     });

@@ -7,7 +7,8 @@ import * as path from "node:path";
 import { registerChild, registerDir, unregisterChild, unregisterDir } from "./cleanup";
 import type { ImageInfo } from "./image";
 import { type Accel, chooseAccel, execFileAsync, freePort, isAlive, isOurQemu, qmp, sleep, vmName } from "./qemu";
-import { type ExecResult, type SshLogin, knownHostsLine, parsePublicKey, runSsh, sshArgs, writePrivateFile } from "./ssh";
+import { SshMultiplexer } from "./mux";
+import { type ExecResult, type SshLogin, knownHostsLine, parsePublicKey, sshArgs, writePrivateFile } from "./ssh";
 
 export interface BootOptions {
   readonly image: ImageInfo;
@@ -25,7 +26,7 @@ export interface BootOptions {
   readonly extraHostForwards?: readonly { readonly guestPort: number }[];
   /** Defaults to 1024. */
   readonly memoryMiB?: number;
-  /** Defaults to 2. */
+  /** Defaults to $KEEL_VM_CPUS, else 2 (defaultCpus). */
   readonly cpus?: number;
   /** Virtual disk size; cloud-init grows the root filesystem to it on first boot. Defaults to 10. */
   readonly diskGiB?: number;
@@ -102,27 +103,34 @@ export interface VmState {
 const VM_DIR_PREFIX = "keel-vm-";
 const SERIAL_TAIL_LINES = 80;
 
-export class Vm {
-  private exited = false;
-  private finalSerial?: string;
-  private closing?: Promise<void>;
+/**
+ * SSH to a running VM: exec over a shared master connection, the pinned host key, the forwarded
+ * ports. A Vm is one, with the qemu process besides; attachVm gives one for a VM that another
+ * process started and left running (the demo's).
+ */
+export class VmSession {
   private readonly knownHosts = new Map<string, string>();
+  protected readonly mux: SshMultiplexer;
 
-  /** @internal Use bootVm. */
+  /** @internal Use bootVm, resumeVm or attachVm. */
   constructor(
     readonly dir: string,
-    readonly pid: number,
-    readonly accel: Accel,
     readonly sshGuestPort: number,
     private readonly ports: ReadonlyMap<number, number>,
     private readonly hostPublicKey: string,
-    private readonly login: SshLogin | undefined,
-    private readonly child: ChildProcess,
-    private readonly detachable: boolean,
+    protected readonly login: SshLogin | undefined,
   ) {
-    child.once("exit", () => {
-      this.exited = true;
-    });
+    this.mux = new SshMultiplexer(dir);
+  }
+
+  /** The boot login's user (undefined without a login). */
+  get loginUser(): string | undefined {
+    return this.login?.user;
+  }
+
+  /** The pinned host public key, "TYPE BASE64". */
+  get hostKey(): string {
+    return this.hostPublicKey;
   }
 
   /** The port on 127.0.0.1 that forwards to `guestPort` (defaults to the SSH guest port). */
@@ -134,14 +142,156 @@ export class Vm {
     return port;
   }
 
-  /** Runs `command` (a shell command line) in the guest over ssh, pinning the host key. */
+  /**
+   * Runs `command` (a shell command line) in the guest over ssh, pinning the host key. Execs share
+   * a master connection where they can (local/vm/mux.ts): the same command, a fraction of the cost.
+   */
   exec(command: string, opts: ExecOptions = {}): Promise<ExecResult> {
-    return runSsh(this.sshArgs(opts), command, opts.stdin, opts.timeoutMs ?? 120_000);
+    return this.mux.exec(this.sshArgs(opts), command, opts.stdin, opts.timeoutMs ?? 120_000);
   }
 
   /** An ssh command line a person can paste while the VM runs. */
   sshCommandLine(opts: ExecOptions = {}): string {
     return ["ssh", ...this.sshArgs(opts)].map(shellQuote).join(" ");
+  }
+
+  /** Ends this session's shared connections (its execs open new ones when needed). */
+  disconnect(): void {
+    this.mux.closeAll();
+  }
+
+  private sshArgs(opts: ExecOptions): string[] {
+    const user = opts.user ?? this.login?.user;
+    const identityFile = opts.identityFile ?? this.login?.identityFile;
+    if (!user || !identityFile) throw new Error("exec: give user and identityFile, or a login to bootVm");
+    const port = this.sshPort(opts.guestPort);
+    return sshArgs({ port, login: { user, identityFile }, knownHostsFile: this.knownHostsFile(port, opts.hostPublicKey ?? this.hostPublicKey) });
+  }
+
+  private knownHostsFile(port: number, publicKey: string): string {
+    const line = knownHostsLine(port, publicKey);
+    let file = this.knownHosts.get(line);
+    if (!file) {
+      file = path.join(this.dir, `known_hosts.${process.pid}.${this.knownHosts.size}`);
+      writePrivateFile(file, line);
+      this.knownHosts.set(line, file);
+    }
+    return file;
+  }
+}
+
+/**
+ * SSH to a VM that bootVm started with `detachable` and another process left running (its
+ * vm.json state, VmState), for as long as its qemu runs.
+ */
+export function attachVm(state: VmState, opts: { hostPublicKey: string; login: SshLogin; sshGuestPort?: number }): VmSession {
+  if (state.pid === undefined || !isOurQemu(state.pid, state.dir)) throw new Error(`no running VM in ${state.dir}`);
+  const ports = new Map(Object.entries(state.ports ?? {}).map(([guest, host]) => [Number(guest), host]));
+  return new VmSession(state.dir, opts.sshGuestPort ?? 22, ports, parsePublicKey(opts.hostPublicKey), opts.login);
+}
+
+export class Vm extends VmSession {
+  private exited = false;
+  private finalSerial?: string;
+  private closing?: Promise<void>;
+
+  /** @internal Use bootVm or resumeVm. */
+  constructor(
+    dir: string,
+    readonly pid: number,
+    private readonly shape: VmShape,
+    sshGuestPort: number,
+    ports: ReadonlyMap<number, number>,
+    hostPublicKey: string,
+    login: SshLogin | undefined,
+    private readonly child: ChildProcess,
+    private readonly detachable: boolean,
+  ) {
+    super(dir, sshGuestPort, ports, hostPublicKey, login);
+    child.once("exit", () => {
+      this.exited = true;
+      this.mux.closeAll();
+    });
+  }
+
+  get accel(): Accel {
+    return this.shape.accel;
+  }
+
+  /**
+   * Saves the running guest, memory and disk, into `dest` (a new directory), so that resumeVm can
+   * start any number of VMs exactly from this moment, and lets this VM run on. The guest is paused
+   * for the copy (seconds): its clock falls behind by as much, which keel-vm-time corrects.
+   * The snapshot holds whatever the guest holds, secrets included: `dest` is made 0700.
+   */
+  async snapshot(dest: string): Promise<void> {
+    this.assertRunning("taking a snapshot");
+    if (fs.existsSync(dest)) throw new Error(`snapshot: ${dest} already exists`);
+    // No connection of this machine's lives on in the copy (its other end would be gone).
+    this.mux.closeAll();
+    await sleep(1_000);
+    const tmp = `${dest}.tmp.${process.pid}`;
+    fs.mkdirSync(tmp, { mode: 0o700 });
+    const sock = path.join(this.dir, "qmp.sock");
+    try {
+      await qmp(sock, "stop");
+      await qmp(sock, "migrate-set-parameters", { "max-bandwidth": 8 * 1024 ** 3 });
+      await qmp(sock, "migrate", { uri: `exec:cat > ${shellQuote(path.join(tmp, "state"))}` });
+      for (;;) {
+        const info = (await qmp(sock, "query-migrate")) as { status?: string; "error-desc"?: string };
+        if (info.status === "completed") break;
+        if (info.status === "failed" || info.status === "cancelled") throw new Error(`snapshot: migration ${info.status}: ${info["error-desc"] ?? ""}`);
+        await sleep(200);
+      }
+      // The guest is stopped and its disk flushed: the overlay is consistent with the state.
+      fs.copyFileSync(path.join(this.dir, "overlay.qcow2"), path.join(tmp, "disk.qcow2"));
+      fs.copyFileSync(path.join(this.dir, "seed.iso"), path.join(tmp, "seed.iso"));
+      const file: SnapshotFile = { version: 1, shape: this.shape };
+      fs.writeFileSync(path.join(tmp, "snapshot.json"), `${JSON.stringify(file, null, 2)}\n`);
+      for (const f of fs.readdirSync(tmp)) fs.chmodSync(path.join(tmp, f), 0o600);
+      fs.renameSync(tmp, dest);
+    } catch (err) {
+      fs.rmSync(tmp, { recursive: true, force: true });
+      throw err;
+    } finally {
+      await qmp(sock, "cont").catch(() => undefined);
+    }
+  }
+
+  /** @internal Waits until a VM started with -incoming has loaded its state and runs. */
+  async waitForIncoming(timeoutMs = 300_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      this.assertRunning("loading the snapshot");
+      const sock = path.join(this.dir, "qmp.sock");
+      const status = (await qmp(sock, "query-status").catch(() => undefined)) as { status?: string } | undefined;
+      if (status?.status === "running") return;
+      // The snapshot was taken of a stopped guest, and qemu keeps that run state: go on.
+      if (status?.status === "paused") await qmp(sock, "cont");
+      await sleep(200);
+    }
+    throw new VmError(`the snapshot did not load within ${timeoutMs} ms (qemu log: ${readQemuLog(this.dir)})`, this.serialTail());
+  }
+
+  /**
+   * Resolves once the guest's clock is within `toleranceMs` of this machine's, as keel-vm-time
+   * makes it after a resume (it checks every 2 s). Returns the last offset seen, in ms.
+   */
+  async waitForClock(timeoutMs = 120_000, toleranceMs = 1_000): Promise<number> {
+    const deadline = Date.now() + timeoutMs;
+    let offset = Number.NaN;
+    while (Date.now() < deadline) {
+      this.assertRunning("waiting for the guest's clock");
+      const before = Date.now();
+      const r = await this.exec("date +%s%3N", { timeoutMs: 30_000 });
+      const after = Date.now();
+      if (r.code === 0) {
+        offset = Number(r.stdout.trim()) - (before + after) / 2;
+        if (Math.abs(offset) <= toleranceMs + (after - before) / 2) return offset;
+      }
+      await sleep(1_000);
+    }
+    throw new VmError(`the guest's clock is still ${Math.round(offset)} ms off this machine's after ${timeoutMs} ms (keel-vm-time not running?)`, this.serialTail());
   }
 
   /** Resolves once sshd answers with its banner on the forwarded port. */
@@ -226,6 +376,8 @@ export class Vm {
     if (!before) throw new VmError("reboot: could not read the boot_id over ssh before rebooting", this.serialTail());
     // The connection may drop before ssh sees the exit status: 255 is expected here.
     await this.exec(opts.command ?? "sudo -n systemctl reboot", { timeoutMs: 30_000 });
+    // The master connections die with the old boot; waiting for their keep-alives to notice costs time.
+    this.mux.closeAll();
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       this.assertRunning("rebooting");
@@ -271,6 +423,7 @@ export class Vm {
     if (!this.detachable) {
       throw new Error("detach: boot the VM with detachable: true");
     }
+    this.mux.closeAll();
     unregisterChild(this.pid);
     unregisterDir(this.dir);
     this.child.unref();
@@ -280,6 +433,7 @@ export class Vm {
   }
 
   private async close(timeoutMs: number): Promise<void> {
+    this.mux.closeAll();
     // A panicked kernel ignores the ACPI power button: straight to the kill.
     if (!this.exited && !kernelPanic(this.serialLog())) {
       await qmp(path.join(this.dir, "qmp.sock"), "system_powerdown").catch(() => undefined);
@@ -320,26 +474,35 @@ export class Vm {
       throw new GuestPanicError(`the guest kernel panicked while ${doing}: ${panic}`, this.serialTail());
     }
   }
-
-  private sshArgs(opts: ExecOptions): string[] {
-    const user = opts.user ?? this.login?.user;
-    const identityFile = opts.identityFile ?? this.login?.identityFile;
-    if (!user || !identityFile) throw new Error("exec: give user and identityFile, or a login to bootVm");
-    const port = this.sshPort(opts.guestPort);
-    return sshArgs({ port, login: { user, identityFile }, knownHostsFile: this.knownHostsFile(port, opts.hostPublicKey ?? this.hostPublicKey) });
-  }
-
-  private knownHostsFile(port: number, publicKey: string): string {
-    const line = knownHostsLine(port, publicKey);
-    let file = this.knownHosts.get(line);
-    if (!file) {
-      file = path.join(this.dir, `known_hosts.${this.knownHosts.size}`);
-      writePrivateFile(file, line);
-      this.knownHosts.set(line, file);
-    }
-    return file;
-  }
 }
+
+/**
+ * vCPUs of a VM unless its caller says: $KEEL_VM_CPUS, else 2. Under TCG one VM alone boots faster
+ * with 2 (the project's 2-core machine: 467 s to keel's cloud-init done, 558 s with 1), but VMs that
+ * run side by side do better with 1 each (two at once: 716 s each with 1 vCPU, over 950 s with 2:
+ * the guests' spinning vCPUs steal the cores from each other). The VM tier sets 1 (docs/VM.md).
+ */
+export function defaultCpus(): number {
+  const env = process.env.KEEL_VM_CPUS;
+  if (env === undefined || env === "") return 2;
+  if (!/^[1-8]$/.test(env)) throw new Error(`KEEL_VM_CPUS: expected a number of vCPUs from 1 to 8, got "${env}"`);
+  return Number(env);
+}
+
+/** What a VM runs on, beyond its disk: a snapshot must be resumed on exactly this. */
+export interface VmShape {
+  readonly image: ImageInfo;
+  readonly memoryMiB: number;
+  readonly cpus: number;
+  readonly accel: Accel;
+}
+
+/**
+ * The guest address qemu forwards to this machine's time source (local/vm/ntp-responder.js, one
+ * process per connection); keel-vm-time in the image relays timesyncd's requests there.
+ */
+export const TIME_SOURCE = { address: "10.0.2.100", port: 123 } as const;
+const NTP_RESPONDER = path.join(__dirname, "ntp-responder.js");
 
 /**
  * Boots `image` under qemu with `userData` on a NoCloud seed: a copy-on-write overlay (the cached
@@ -349,6 +512,34 @@ export class Vm {
  * process end first, by an exit handler that also kills qemu.
  */
 export async function bootVm(opts: BootOptions): Promise<Vm> {
+  const accel = await chooseAccel(opts.image, opts.accel);
+  const shape: VmShape = { image: opts.image, memoryMiB: opts.memoryMiB ?? 1024, cpus: opts.cpus ?? defaultCpus(), accel };
+  return launch(opts, shape, async (dir) => {
+    await execFileAsync("qemu-img", ["create", "-q", "-f", "qcow2", "-F", opts.image.format,
+      "-b", opts.image.image, path.join(dir, "overlay.qcow2"), `${opts.diskGiB ?? 10}G`]);
+    await makeSeed(dir, opts.userData, opts.metaData ?? defaultMetaData());
+  });
+}
+
+/** Where a VM's connections go: the login, the pinned key, the forwarded guest ports. */
+export type ResumeOptions = Pick<BootOptions, "hostPublicKey" | "login" | "sshGuestPort" | "extraHostForwards" | "detachable">;
+
+/**
+ * Starts a new VM from a snapshot (Vm.snapshot): the guest goes on exactly where the snapshot
+ * stopped it, in its own copy-on-write overlay over the snapshot's disk, so any number of VMs can
+ * start from one snapshot. Its forwarded ports are new; its clock is stepped to this machine's
+ * within seconds by keel-vm-time (waitForClock waits for that).
+ */
+export async function resumeVm(snapshotDir: string, opts: ResumeOptions): Promise<Vm> {
+  const snapshot = readSnapshot(snapshotDir);
+  return launch(opts, snapshot.shape, async (dir) => {
+    await execFileAsync("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", path.join(snapshotDir, "disk.qcow2"), path.join(dir, "overlay.qcow2")]);
+    fs.copyFileSync(path.join(snapshotDir, "seed.iso"), path.join(dir, "seed.iso"));
+    fs.chmodSync(path.join(dir, "seed.iso"), 0o600);
+  }, path.join(snapshotDir, "state"));
+}
+
+async function launch(opts: ResumeOptions, shape: VmShape, prepare: (dir: string) => Promise<void>, incoming?: string): Promise<Vm> {
   const hostPublicKey = parsePublicKey(opts.hostPublicKey);
   const sshGuestPort = opts.sshGuestPort ?? 22;
   const guestPorts = [...new Set([sshGuestPort, ...(opts.extraHostForwards ?? []).map((f) => f.guestPort)])];
@@ -356,24 +547,23 @@ export async function bootVm(opts: BootOptions): Promise<Vm> {
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`guest port: expected 1..65535, got ${port}`);
   }
   sweepOrphans();
-  const accel = await chooseAccel(opts.image, opts.accel);
 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), VM_DIR_PREFIX));
   registerDir(dir);
   writeState({ dir, ownerPid: process.pid });
   try {
-    await execFileAsync("qemu-img", ["create", "-q", "-f", "qcow2", "-F", opts.image.format,
-      "-b", opts.image.image, path.join(dir, "overlay.qcow2"), `${opts.diskGiB ?? 10}G`]);
-    await makeSeed(dir, opts.userData, opts.metaData ?? defaultMetaData());
+    await prepare(dir);
     for (let attempt = 1; ; attempt++) {
       const ports = new Map<number, number>();
       for (const guestPort of guestPorts) ports.set(guestPort, await freePort());
-      const child = startQemu(dir, opts, accel, ports);
+      const child = startQemu(dir, shape, ports, opts.detachable ?? false, incoming);
       const started = await waitForQmp(dir, child);
       if (started) {
         const pid = child.pid as number;
-        writeState({ dir, ownerPid: process.pid, pid, accel, ports: Object.fromEntries(ports) });
-        return new Vm(dir, pid, accel, sshGuestPort, ports, hostPublicKey, opts.login, child, opts.detachable ?? false);
+        writeState({ dir, ownerPid: process.pid, pid, accel: shape.accel, ports: Object.fromEntries(ports) });
+        const vm = new Vm(dir, pid, shape, sshGuestPort, ports, hostPublicKey, opts.login, child, opts.detachable ?? false);
+        if (incoming) await vm.waitForIncoming();
+        return vm;
       }
       const log = readQemuLog(dir);
       // Another process took a port between freePort() and qemu's bind: pick new ones.
@@ -387,30 +577,38 @@ export async function bootVm(opts: BootOptions): Promise<Vm> {
   }
 }
 
-function startQemu(dir: string, opts: BootOptions, accel: Accel, ports: ReadonlyMap<number, number>): ChildProcess {
-  const forwards = [...ports].map(([guest, host]) => `hostfwd=tcp:127.0.0.1:${host}-:${guest}`).join(",");
+/** qemu's -netdev/-device option syntax doubles a comma inside a value. */
+const qemuValue = (s: string) => s.replace(/,/g, ",,");
+
+function startQemu(dir: string, shape: VmShape, ports: ReadonlyMap<number, number>, detachable: boolean, incoming?: string): ChildProcess {
+  const forwards = [...ports].map(([guest, host]) => `hostfwd=tcp:127.0.0.1:${host}-:${guest}`);
+  // The only way out of the guest: its time source, answered on this machine (not a port here).
+  const timeSource = `guestfwd=tcp:${TIME_SOURCE.address}:${TIME_SOURCE.port}-cmd:${qemuValue(`${process.execPath} ${NTP_RESPONDER}`)}`;
   const qemuArgs = [
     "-name", vmName(dir),
     "-nodefaults", "-no-user-config", "-display", "none",
     "-machine", "q35",
-    "-accel", accel === "kvm" ? "kvm" : "tcg,thread=multi",
-    "-cpu", accel === "kvm" ? "host" : "max",
-    "-smp", String(opts.cpus ?? 2),
-    "-m", String(opts.memoryMiB ?? 1024),
-    "-kernel", opts.image.kernel,
-    "-initrd", opts.image.initrd,
-    "-append", opts.image.cmdline,
-    "-drive", `file=${path.join(dir, "overlay.qcow2")},if=virtio,format=qcow2,discard=unmap`,
-    "-drive", `file=${path.join(dir, "seed.iso")},if=virtio,format=raw,readonly=on`,
-    "-netdev", `user,id=net0,restrict=on,${forwards}`,
+    "-accel", shape.accel === "kvm" ? "kvm" : "tcg,thread=multi",
+    "-cpu", shape.accel === "kvm" ? "host" : "max",
+    "-smp", String(shape.cpus),
+    "-m", String(shape.memoryMiB),
+    "-kernel", shape.image.kernel,
+    "-initrd", shape.image.initrd,
+    "-append", shape.image.cmdline,
+    // cache=unsafe: the guest's flushes are not passed on. A test VM's disk is thrown away; what a
+    // crash of this machine could lose is never wanted again.
+    "-drive", `file=${qemuValue(path.join(dir, "overlay.qcow2"))},if=virtio,format=qcow2,discard=unmap,cache=unsafe`,
+    "-drive", `file=${qemuValue(path.join(dir, "seed.iso"))},if=virtio,format=raw,readonly=on`,
+    "-netdev", ["user", "id=net0", "restrict=on", ...forwards, timeSource].join(","),
     "-device", "virtio-net-pci,netdev=net0",
     "-device", "virtio-rng-pci",
     "-serial", `file:${path.join(dir, "serial.log")}`,
     "-qmp", `unix:${path.join(dir, "qmp.sock")},server=on,wait=off`,
+    ...(incoming ? ["-incoming", `exec:cat ${shellQuote(incoming)}`] : []),
   ];
   const log = fs.openSync(path.join(dir, "qemu.log"), "a");
   try {
-    if (opts.detachable) {
+    if (detachable) {
       // A session of its own: a Ctrl-C in the terminal after the CLI returned does not reach it.
       const child = spawn("qemu-system-x86_64", qemuArgs, { stdio: ["ignore", log, log], detached: true });
       registerChild({ pid: child.pid as number, signal: "SIGKILL" });
@@ -423,6 +621,27 @@ function startQemu(dir: string, opts: BootOptions, accel: Accel, ports: Readonly
   } finally {
     fs.closeSync(log);
   }
+}
+
+/** snapshot.json in a snapshot directory: what the snapshot's VM ran on. */
+interface SnapshotFile {
+  readonly version: 1;
+  readonly shape: VmShape;
+}
+
+function readSnapshot(snapshotDir: string): SnapshotFile {
+  let file: SnapshotFile;
+  try {
+    file = JSON.parse(fs.readFileSync(path.join(snapshotDir, "snapshot.json"), "utf8")) as SnapshotFile;
+  } catch (err) {
+    throw new Error(`${snapshotDir} is not a VM snapshot (no readable snapshot.json: ${(err as Error).message})`);
+  }
+  if (file.version !== 1) throw new Error(`${snapshotDir}: snapshot format ${String(file.version)}, this runner reads 1`);
+  // Image cache entries are never modified, only removed: the entry must still be there.
+  for (const f of [file.shape.image.image, file.shape.image.kernel, file.shape.image.initrd]) {
+    if (!fs.existsSync(f)) throw new Error(`${snapshotDir}: its image file ${f} is gone; the snapshot cannot be resumed`);
+  }
+  return file;
 }
 
 /** Resolves true once qemu's QMP socket accepts connections, false if qemu exits first. */
