@@ -1,13 +1,16 @@
 /**
  * keel without a Hetzner account: boots a local Debian VM with the same user-data keel sends to
  * Hetzner, runs the same converge steps over SSH, prints the stack outputs and the host's health
- * report, and leaves the VM running to explore.
+ * report, and leaves the VM running to explore; the runbook works against it.
  *
- *   npm run demo                 boot and deploy (Debian 12; --release trixie for Debian 13)
+ *   npm run demo                 boot and deploy (Debian 12; --release trixie for Debian 13), or,
+ *                                while the demo VM runs, converge it again as `pulumi up` would
  *   npm run demo:down            stop the VM and remove its files
  *
- * The demo deploys keel's sample engine (test/fixtures/engine). Its keys and state live in
- * $KEEL_DEMO_DIR (default ~/.cache/keel/demo); the VM image is cached by the VM runner.
+ * The demo deploys keel's sample engine (test/fixtures/engine). Its keys, secret, step state and
+ * stack outputs live in $KEEL_DEMO_DIR (default ~/.cache/keel/demo); the VM image and a snapshot
+ * of the demo's first boot are cached by the VM runner (docs/VM.md), so a later demo starts from
+ * the finished first boot.
  * Exit codes: 0 done, 1 failed (the reason on stderr), 2 usage.
  */
 import { randomBytes } from "node:crypto";
@@ -15,13 +18,17 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
+import { knownHostsLine } from "../components/keel";
+import type { KeelConfig } from "../config";
 import { buildHostPlan } from "../plan/hostPlan";
 import { hostPaths } from "../plan/layout";
 import { renderEnvFile } from "../plan/secrets";
 import { toolPath } from "../plan/tools";
-import { engineRepository, keyPair, localConfig, localUserData, pushEngineRepository, SAMPLE_ENGINE } from "./localStack";
-import { runSteps } from "./runSteps";
-import { bootVm, buildImage, RELEASES, stopVm, type Release, type VmState } from "./vm";
+import type { SecretName } from "../plan/types";
+import { engineRepository, keyPair, localConfig, localUserData, pushEngineRepository, SAMPLE_ENGINE, VM_REPO_PATH, type KeyPair } from "./localStack";
+import { runSteps, type StepRun } from "./runSteps";
+import { attachVm, buildImage, firstBoot, RELEASES, stopVm, type Release, type VmSession, type VmState } from "./vm";
+import { isOurQemu } from "./vm/qemu";
 
 const USAGE = "usage: npm run demo [-- --release bookworm|trixie]   |   npm run demo:down";
 const MINUTE = 60_000;
@@ -30,86 +37,178 @@ function demoDir(): string {
   return process.env.KEEL_DEMO_DIR ?? path.join(os.homedir(), ".cache", "keel", "demo");
 }
 
-const statePath = () => path.join(demoDir(), "vm.json");
+/** The files of a demo, all in its directory. */
+function files(dir: string) {
+  return {
+    /** The running VM (written when the demo leaves it running). */
+    vm: path.join(dir, "vm.json"),
+    /** The Debian release the running VM was booted from. */
+    release: path.join(dir, "release"),
+    /** What each step last ran with: the demo's Pulumi state (runSteps' engine mode). */
+    steps: path.join(dir, "steps-state.json"),
+    /** The engine's secret environment, made once per demo directory. */
+    secretEnv: path.join(dir, "secret-env.json"),
+    /** `pulumi stack output --json` for the demo VM: what the runbook reads. */
+    outputs: path.join(dir, "stack-outputs.json"),
+    knownHosts: path.join(dir, "keel_known_hosts"),
+  };
+}
 
-function readState(): VmState | undefined {
+function readJson<T>(file: string): T | undefined {
   try {
-    return JSON.parse(fs.readFileSync(statePath(), "utf8")) as VmState;
+    return JSON.parse(fs.readFileSync(file, "utf8")) as T;
   } catch {
     return undefined;
   }
 }
 
-async function up(release: Release): Promise<void> {
+function writePrivate(file: string, content: string): void {
+  fs.writeFileSync(`${file}.tmp`, content, { mode: 0o600 });
+  fs.renameSync(`${file}.tmp`, file);
+}
+
+interface Demo {
+  readonly dir: string;
+  readonly admin: KeyPair;
+  readonly host: KeyPair;
+  readonly deploy: KeyPair;
+  readonly commit: string;
+  readonly bundle: string;
+  readonly cfg: KeelConfig;
+  readonly secrets: Record<SecretName, string>;
+}
+
+/** The demo's stack: its keys and secret (made once, kept in the demo directory) and config. */
+function demoStack(release: Release): Demo {
   const dir = demoDir();
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const running = readState();
-  if (running) {
-    throw new Error(`a demo VM is already running (${running.dir}); stop it first with: npm run demo:down`);
-  }
-  const log = (line: string) => process.stderr.write(`demo: ${line}\n`);
-
+  const f = files(dir);
   const admin = keyPair(dir, "admin");
   const host = keyPair(dir, "host");
   const deploy = keyPair(dir, "deploy");
   const { commit, bundle } = engineRepository(SAMPLE_ENGINE, dir);
-  const secretEnv = { ENGINE_API_KEY: randomBytes(16).toString("hex") };
+  let secretEnv = readJson<Record<string, string>>(f.secretEnv);
+  if (!secretEnv) {
+    secretEnv = { ENGINE_API_KEY: randomBytes(16).toString("hex") };
+    writePrivate(f.secretEnv, `${JSON.stringify(secretEnv)}\n`);
+  }
   const cfg = localConfig({ release, adminKey: admin.publicKey, repoRef: commit, secretEnv });
+  const secrets = { envFile: renderEnvFile(secretEnv), deployKey: deploy.privateKey, alertWebhook: "" };
+  return { dir, admin, host, deploy, commit, bundle, cfg, secrets };
+}
 
-  log(`building or reusing the ${release} image (first build: a few minutes)`);
-  const image = await buildImage({ release });
-  log("booting the VM with keel's user-data (under TCG about a minute to cloud-init done)");
-  const vm = await bootVm({ image, userData: localUserData(cfg, host), hostPublicKey: host.publicKey, login: { user: cfg.deployUser, identityFile: admin.file }, detachable: true });
+async function up(asked: Release | undefined): Promise<void> {
+  const log = (line: string) => process.stderr.write(`demo: ${line}\n`);
+  const f = files(demoDir());
+  const running = readJson<VmState>(f.vm);
+  const alive = running?.pid !== undefined && isOurQemu(running.pid, running.dir);
+  const runningRelease = alive && fs.existsSync(f.release) ? (fs.readFileSync(f.release, "utf8").trim() as Release) : undefined;
+  if (asked && runningRelease && asked !== runningRelease) {
+    throw new Error(`the demo VM that runs is ${runningRelease}, not ${asked}; stop it first with: npm run demo:down`);
+  }
+  const release = asked ?? runningRelease ?? "bookworm";
+  const demo = demoStack(release);
+  const login = { user: demo.cfg.deployUser, identityFile: demo.admin.file };
+
+  let session: VmSession;
+  let state: VmState;
+  let booted: Awaited<ReturnType<typeof firstBoot>> | undefined;
+  if (running && alive) {
+    log(`the demo VM is running (${running.dir}): converging it again, as pulumi up would`);
+    session = attachVm(running, { hostPublicKey: demo.host.publicKey, login });
+    state = running;
+  } else {
+    if (running) log(`the demo VM of ${running.dir} is gone; starting a new one`);
+    // A new VM has run none of the steps.
+    for (const file of [f.vm, f.release, f.steps, f.outputs]) fs.rmSync(file, { force: true });
+    log(`building or reusing the ${release} image (the first build: a few minutes)`);
+    const image = await buildImage({ release });
+    booted = await firstBoot({
+      image,
+      userData: localUserData(demo.cfg, demo.host),
+      hostPublicKey: demo.host.publicKey,
+      login,
+      detachable: true,
+      allowRecoverable: true,
+      timeoutMs: 40 * MINUTE,
+      log,
+    });
+    session = booted.vm;
+    state = booted.vm.detach();
+    writePrivate(f.vm, `${JSON.stringify(state, null, 2)}\n`);
+    writePrivate(f.release, `${release}\n`);
+  }
+
   try {
-    await vm.waitForCloudInit(20 * MINUTE, { allowRecoverable: true });
-    log("first boot done; pushing the sample engine's repository to the VM");
-    await pushEngineRepository(vm, bundle);
-    const plan = buildHostPlan(cfg);
-    log(`running the ${plan.steps.length} steps of the host plan, as pulumi up would`);
-    await runSteps(vm, plan.steps, { envFile: renderEnvFile(secretEnv), deployKey: deploy.privateKey, alertWebhook: "" }, log);
+    // The demo's stand-in for the git host: the engine's repository on the VM itself.
+    if ((await session.exec(`git -C ${VM_REPO_PATH} cat-file -e ${demo.commit}^{commit}`)).code !== 0) {
+      log("pushing the sample engine's repository to the VM (the demo's git host)");
+      await pushEngineRepository(session, demo.bundle);
+    }
+    const plan = buildHostPlan(demo.cfg);
+    const runs = await runSteps(session, plan.steps, demo.secrets, { stateFile: f.steps, log });
+    process.stdout.write(`\n${whatChanged(runs, plan.steps.length)}\n`);
 
-    const port = vm.sshPort();
-    const knownHostsFile = path.join(dir, "keel_known_hosts");
-    fs.writeFileSync(knownHostsFile, `[127.0.0.1]:${port} ${host.publicKey}\n`);
+    const port = session.sshPort();
+    const knownHosts = knownHostsLine(["127.0.0.1"], port, demo.host.publicKey);
+    fs.writeFileSync(f.knownHosts, `${knownHosts}\n`);
     const outputs = {
       ipv4: "127.0.0.1",
       sshPort: port,
-      deployUser: cfg.deployUser,
-      sshCommand: `ssh -o StrictHostKeyChecking=yes -o UserKnownHostsFile=${knownHostsFile} -o IdentitiesOnly=yes -i ${admin.file} -p ${port} ${cfg.deployUser}@127.0.0.1`,
-      knownHosts: `[127.0.0.1]:${port} ${host.publicKey}`,
-      deployPublicKey: deploy.publicKey,
-      serviceName: hostPaths(cfg).unit,
-      paths: hostPaths(cfg),
+      deployUser: demo.cfg.deployUser,
+      sshCommand: `ssh -o StrictHostKeyChecking=yes -o UserKnownHostsFile=${f.knownHosts} -o GlobalKnownHostsFile=/dev/null -o IdentitiesOnly=yes -i ${demo.admin.file} -p ${port} ${demo.cfg.deployUser}@127.0.0.1`,
+      knownHosts,
+      deployPublicKey: demo.deploy.publicKey,
+      serviceName: hostPaths(demo.cfg).unit,
+      paths: hostPaths(demo.cfg),
     };
-    process.stdout.write(`\nStack outputs (as pulumi stack output --json prints them):\n${JSON.stringify(outputs, null, 2)}\n`);
-    const health = await vm.exec(`sudo ${toolPath("health")}`, { timeoutMs: 2 * MINUTE });
+    writePrivate(f.outputs, `${JSON.stringify(outputs, null, 2)}\n`);
+    process.stdout.write(`\nStack outputs (as pulumi stack output --json prints them; also in ${f.outputs}):\n${JSON.stringify(outputs, null, 2)}\n`);
+    const health = await session.exec(`sudo ${toolPath("health")}`, { timeoutMs: 2 * MINUTE });
     process.stdout.write(`\nHealth report (keel-health, exit ${health.code}):\n${health.stdout}${health.stderr}`);
-    process.stdout.write("(The demo VM has no way out to the Internet, so its clock cannot synchronize: the time check reads DEGRADED here and ok on a real server.)\n");
-    const state = vm.detach();
-    fs.writeFileSync(statePath(), JSON.stringify(state, null, 2) + "\n");
-    process.stdout.write(`\nThe VM keeps running. Log in:\n  ${outputs.sshCommand}\nStop it:\n  npm run demo:down\n`);
+    process.stdout.write(
+      `\nThe VM keeps running. Log in:\n  ${outputs.sshCommand}\n` +
+        `The runbook (docs/RUNBOOK.md) works against it with these two lines:\n` +
+        `  export KEEL_STACK_OUTPUT=${f.outputs}\n  export KEEL_SSH_IDENTITY=${demo.admin.file}\n` +
+        `then, e.g., scripts/runbook/status.sh or scripts/runbook/logs.sh\n` +
+        `Run npm run demo again to converge it as pulumi up would. Stop it:\n  npm run demo:down\n`,
+    );
   } catch (err) {
-    await vm.shutdown();
+    // A VM this run booted goes with the failure; one that was already running stays.
+    if (booted) {
+      await stopVm(state.dir);
+      for (const file of [f.vm, f.release]) fs.rmSync(file, { force: true });
+    }
     throw err;
+  } finally {
+    session.disconnect();
   }
 }
 
+/** What the converge did, in an operator's words: the steps that ran and what each said. */
+export function whatChanged(runs: readonly StepRun[], total: number): string {
+  if (runs.length === 0) return `0 steps to run: all ${total} steps ran before with the same inputs; nothing changed.`;
+  const lines = runs.map((r) => `  ${r.name}: ${r.stdout.trim().split("\n").slice(-1)[0] || "(done)"}`);
+  return `${runs.length} of ${total} steps ran (their inputs changed or they had not run):\n${lines.join("\n")}`;
+}
+
 async function down(): Promise<void> {
-  const state = readState();
+  const f = files(demoDir());
+  const state = readJson<VmState>(f.vm);
   if (!state) {
     process.stdout.write("no demo VM is running\n");
     return;
   }
   // A VM whose files are gone (the machine rebooted, /tmp was cleaned) has nothing left to stop.
   if (fs.existsSync(state.dir)) await stopVm(state.dir);
-  fs.rmSync(statePath(), { force: true });
+  for (const file of [f.vm, f.release, f.steps, f.outputs]) fs.rmSync(file, { force: true });
   process.stdout.write(`stopped the demo VM and removed ${state.dir}\n`);
 }
 
 async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { release: { type: "string", default: "bookworm" }, help: { type: "boolean", short: "h" } } });
-  const release = values.release as Release;
-  if (values.help || positionals.length > 1 || !RELEASES.includes(release) || (positionals[0] && !["up", "down"].includes(positionals[0]))) {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { release: { type: "string" }, help: { type: "boolean", short: "h" } } });
+  const release = values.release as Release | undefined;
+  if (values.help || positionals.length > 1 || (release && !RELEASES.includes(release)) || (positionals[0] && !["up", "down"].includes(positionals[0]))) {
     process.stderr.write(`${USAGE}\n`);
     return values.help ? 0 : 2;
   }

@@ -10,7 +10,7 @@ import { renderCloudConfig } from "../cloud-init/userData";
 import { parseConfig, type KeelConfig } from "../config";
 import { REPO_ROOT } from "../plan/static";
 import type { Release } from "./vm/image";
-import type { Vm } from "./vm/vm";
+import type { VmSession } from "./vm/vm";
 
 /** Where the VM's user-mode network presents the host: every connection to the guest comes from here. */
 export const QEMU_HOST_CIDR = "10.0.2.2/32";
@@ -79,7 +79,7 @@ export function localUserData(cfg: KeelConfig, hostKey: KeyPair): string {
 }
 
 /** Puts the engine's repository on the VM as a bare repository at VM_REPO_PATH (replacing an older one). */
-export async function pushEngineRepository(vm: Vm, bundle: string): Promise<void> {
+export async function pushEngineRepository(vm: VmSession, bundle: string): Promise<void> {
   const r = await vm.exec(`base64 -d > /tmp/engine.bundle && rm -rf ${VM_REPO_PATH} && git clone -q --bare /tmp/engine.bundle ${VM_REPO_PATH} && rm /tmp/engine.bundle`, {
     stdin: fs.readFileSync(bundle).toString("base64"),
     timeoutMs: 5 * 60_000,

@@ -1,11 +1,11 @@
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
-import { stableJson } from "../plan/hash";
+import * as fs from "node:fs";
+import { sha256, stableJson } from "../plan/hash";
 import { REPO_ROOT } from "../plan/static";
 import { parseFileResult } from "../plan/steps";
 import type { SecretName, Step } from "../plan/types";
 import type { ExecResult } from "./vm/ssh";
-import type { Vm } from "./vm/vm";
+import type { VmSession } from "./vm/vm";
 
 /** One step as the local executor ran it. Output of a secret-carrying step is not kept. */
 export interface StepRun {
@@ -16,6 +16,26 @@ export interface StepRun {
   readonly seconds: number;
 }
 
+/**
+ * What the engine mode records per step, in a state file: a hash of every input the step last ran
+ * with (as Pulumi keeps a resource's inputs in its state), and a local step's result, which later
+ * steps read. Written after every step, so an interrupted run keeps what it did.
+ */
+export interface StepState {
+  readonly version: 1;
+  readonly steps: Record<string, { readonly inputs: string; readonly result?: string }>;
+}
+
+export interface RunOptions {
+  /**
+   * Run the plan the way `pulumi up` does (docs/LIFECYCLE.md): only the steps whose inputs differ
+   * from what this state file records, in plan order; a failed step is recorded as not run, so the
+   * next run runs it again. Without it every step runs (the idempotency proof).
+   */
+  readonly stateFile?: string;
+  readonly log?: (line: string) => void;
+}
+
 export class StepError extends Error {
   constructor(readonly run: StepRun) {
     super(`keel: step ${run.name} failed (exit ${run.code}):\n${(run.stderr || run.stdout).trim()}`);
@@ -24,28 +44,47 @@ export class StepError extends Error {
 }
 
 /**
- * Executor 2 of the host plan: runs every step in order, exactly as the Pulumi executor would — the
+ * Executor 2 of the host plan: runs the steps in order, exactly as the Pulumi executor would — the
  * same command, the same stdin, secrets only on stdin. Remote steps run over SSH (pinned host key,
  * the deploy user); local steps run here, by /bin/sh in the repository root, and their stdout is
  * their result; an upload sends the file a local step's result names over the same SSH connection
- * (base64 on stdin: fine for the DB sizes of tests, not meant for GiBs). Unlike Pulumi it runs
- * every step every time, which is also the idempotency proof: a second run on a converged host
- * must change nothing. Stops at the first failed step.
+ * (base64 on stdin: fine for the DB sizes of tests, not meant for GiBs). By default it runs every
+ * step every time, which is also the idempotency proof: a second run on a converged host must
+ * change nothing. With `stateFile` it runs only what changed (RunOptions). Stops at the first
+ * failed step.
  */
 export async function runSteps(
-  vm: Vm,
+  vm: VmSession,
   steps: readonly Step[],
   secrets: Partial<Record<SecretName, string>>,
-  log: (line: string) => void = () => undefined,
+  opts: RunOptions | ((line: string) => void) = {},
 ): Promise<StepRun[]> {
+  const { stateFile, log = () => undefined } = typeof opts === "function" ? { log: opts } : opts;
+  const state: StepState = stateFile ? readState(stateFile) : { version: 1, steps: {} };
   const runs: StepRun[] = [];
-  const results = new Map<string, string>();
+  const results = new Map<string, string>(Object.entries(state.steps).flatMap(([name, s]) => (s.result === undefined ? [] : [[name, s.result]])));
   const resultOf = (step: Step, from: string): string => {
     const result = results.get(from);
     if (result === undefined) throw new Error(`keel: step ${step.name} uses the result of ${from}, which is not an earlier local step`);
     return result;
   };
+  // What every remote step's connection is, as components/hostSteps.ts gives it to the provider.
+  const connection = stableJson({ user: vm.loginUser, port: vm.sshGuestPort, hostKey: vm.hostKey });
+  const save = () => {
+    if (!stateFile) return;
+    fs.writeFileSync(`${stateFile}.tmp`, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
+    fs.renameSync(`${stateFile}.tmp`, stateFile);
+  };
   for (const step of steps) {
+    const stdin = step.kind === "local" || step.kind === "upload" ? undefined : stdinOf(step, secrets, resultOf);
+    const inputs = sha256(stableJson({
+      hash: step.hash,
+      stdin: stdin === undefined ? null : sha256(stdin),
+      connection: step.kind === "local" ? null : connection,
+      from: step.kind === "upload" ? resultOf(step, step.from) : null,
+    }));
+    if (stateFile && state.steps[step.name]?.inputs === inputs) continue;
+
     const started = Date.now();
     const timeoutMs = step.timeoutSeconds * 1000;
     let result: ExecResult;
@@ -55,14 +94,8 @@ export async function runSteps(
     } else if (step.kind === "upload") {
       const { path } = parseFileResult(resultOf(step, step.from));
       const tmp = `${step.remotePath}.partial`;
-      result = await vm.exec(`umask 077 && base64 -d > ${tmp} && mv -f ${tmp} ${step.remotePath}`, { stdin: readFileSync(path).toString("base64"), timeoutMs });
+      result = await vm.exec(`umask 077 && base64 -d > ${tmp} && mv -f ${tmp} ${step.remotePath}`, { stdin: fs.readFileSync(path).toString("base64"), timeoutMs });
     } else {
-      let stdin = step.stdinFrom === undefined ? step.stdin : resultOf(step, step.stdinFrom);
-      if (step.secret) {
-        const value = secrets[step.secret.name];
-        if (value === undefined) throw new Error(`keel: step ${step.name} needs the secret ${step.secret.name}, which the caller did not provide`);
-        stdin = stableJson(step.secret.bundle(value));
-      }
       result = await vm.exec(step.command, { stdin, timeoutMs });
     }
     const quiet = step.secret !== undefined; // like logging: "none" in the Pulumi executor
@@ -75,9 +108,33 @@ export async function runSteps(
     };
     runs.push(run);
     log(`${run.code === 0 ? "ok  " : "FAIL"} ${step.name} (${run.seconds.toFixed(1)} s)${quiet || !run.stdout.trim() ? "" : ": " + run.stdout.trim().split("\n").slice(-1)[0]}`);
-    if (run.code !== 0) throw new StepError(run);
+    if (run.code !== 0) {
+      // Pulumi keeps no record of a failed create: the next up runs the step again.
+      delete state.steps[step.name];
+      save();
+      throw new StepError(run);
+    }
+    state.steps[step.name] = step.kind === "local" ? { inputs, result: result.stdout } : { inputs };
+    save();
   }
   return runs;
+}
+
+/** A remote step's standard input: its own, an earlier local step's result, or its secret bundle. */
+function stdinOf(step: Step & { kind?: "remote" }, secrets: Partial<Record<SecretName, string>>, resultOf: (step: Step, from: string) => string): string | undefined {
+  if (step.secret) {
+    const value = secrets[step.secret.name];
+    if (value === undefined) throw new Error(`keel: step ${step.name} needs the secret ${step.secret.name}, which the caller did not provide`);
+    return stableJson(step.secret.bundle(value));
+  }
+  return step.stdinFrom === undefined ? step.stdin : resultOf(step, step.stdinFrom);
+}
+
+function readState(file: string): StepState {
+  if (!fs.existsSync(file)) return { version: 1, steps: {} };
+  const state = JSON.parse(fs.readFileSync(file, "utf8")) as StepState;
+  if (state.version !== 1 || typeof state.steps !== "object") throw new Error(`${file}: not a keel step state file (version 1)`);
+  return state;
 }
 
 /** A local step: /bin/sh -c COMMAND in the repository root, as local.Command runs it. */

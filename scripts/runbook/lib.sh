@@ -102,8 +102,10 @@ rb_ssh() {
   [[ $# -eq 0 ]] || shift
   local id=()
   [[ -z ${KEEL_SSH_IDENTITY:-} ]] || id=(-i "$KEEL_SSH_IDENTITY" -o IdentitiesOnly=yes)
+  # LogLevel=ERROR: the host's pre-login banner (sshd Banner) would precede every command's output;
+  # errors, a refused host key among them, still print.
   ssh -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$RB_KNOWN_HOSTS" -o GlobalKnownHostsFile=/dev/null \
-    -o UpdateHostKeys=no -o ConnectTimeout=20 -o ServerAliveInterval=15 \
+    -o UpdateHostKeys=no -o ConnectTimeout=20 -o ServerAliveInterval=15 -o LogLevel=ERROR \
     ${id[@]+"${id[@]}"} ${opts[@]+"${opts[@]}"} -p "$RB_PORT" "$RB_USER@$RB_ADDRESS" "$@"
 }
 
