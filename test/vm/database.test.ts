@@ -13,7 +13,6 @@ import { closeSync, mkdirSync, openSync, rmSync, utimesSync, writeFileSync, writ
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { KeelConfig } from "../../config";
-import { localConfig } from "../../local/localStack";
 import { runSteps, StepError, type StepRun } from "../../local/runSteps";
 import type { Vm } from "../../local/vm";
 import { knownHostsLine } from "../../local/vm/ssh";
@@ -23,7 +22,7 @@ import { hostPaths } from "../../plan/layout";
 import { renderEnvFile } from "../../plan/secrets";
 import type { SecretName } from "../../plan/types";
 import { sha256, sql } from "../host/db-helpers";
-import { asRoot, deployableVm, MINUTE, sh, tryAsRoot, waitFor } from "./support/keelVm";
+import { asRoot, deployableVm, MINUTE, sh, testHostConfig, tryAsRoot, waitFor } from "./support/keelVm";
 
 const SECRET_ENV = { ENGINE_API_KEY: "database-vm-test-key" };
 const DB = "/var/lib/engine/engine.db";
@@ -38,7 +37,7 @@ let secrets: Record<SecretName, string>;
 
 /** The stack config with these `keel:*` overrides (migration keys, schedule). */
 function config(overrides: Record<string, string> = {}): KeelConfig {
-  return localConfig({ release: "bookworm", adminKey, repoRef: commit, overrides, secretEnv: SECRET_ENV });
+  return testHostConfig(adminKey, commit, overrides, SECRET_ENV);
 }
 
 /** Runs steps as `pulumi up` would (executor 2). */
@@ -84,11 +83,9 @@ const journal = (unitName: string, since: string) => asRoot(vm, `journalctl -u $
 const vmNow = async () => (await sh(vm, "date -u '+%Y-%m-%d %H:%M:%S UTC'")).trim();
 
 beforeAll(async () => {
-  const d = await deployableVm("database", (keys) => {
-    ({ adminKey, commit } = keys);
-    return config();
-  });
-  ({ tmp, vm } = d);
+  const d = await deployableVm("database");
+  ({ tmp, vm, commit } = d);
+  adminKey = d.admin.publicKey;
   adminFile = d.admin.file;
   hostPublicKey = d.hostKey.publicKey;
   secrets = { envFile: renderEnvFile(SECRET_ENV), deployKey: d.deployKey, alertWebhook: "" };

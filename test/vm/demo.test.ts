@@ -1,16 +1,21 @@
-// Tier 3: the README's "try it without a Hetzner account" path, run as a user runs it:
-// `npm run demo` (boots a VM, deploys the whole plan, prints outputs and health, leaves the VM
-// running), then the printed ssh command, then `npm run demo:down`.
+// Tier 3: the README's "try it without a Hetzner account" path, run as a user runs it: `npm run
+// demo` (a VM with keel's user-data, the whole plan deployed, outputs and a healthy report, the VM
+// left running), the printed ssh command, the runbook against the VM with the two lines the demo
+// prints, a second `npm run demo` that converges and says nothing changed, then `npm run demo:down`.
+// The demo directory holds the run's test keys, so the demo's user-data is the run's test host's
+// and its first boot resumes from the run's snapshot of it (support/keelVm.ts deployableVm; the
+// demo's own first boot, from the image, is local/vm/firstBoot.ts, the same code).
 import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readStatic } from "../../plan/static";
 import { REPO } from "../support/stack";
+import { MINUTE, testRunDir, testRunKeys } from "./support/keelVm";
 
-const MINUTE = 60_000;
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "keel-demo-"));
-const env = { ...process.env, KEEL_DEMO_DIR: dir };
+const env = { ...process.env, KEEL_DEMO_DIR: dir, KEEL_FIRST_BOOT_CACHE: path.join(testRunDir(), "first-boots") };
 
 /** The state letter of a process in /proc/PID/stat (R, S, Z, …), or "gone". */
 function processState(pid: number): string {
@@ -26,6 +31,18 @@ function npm(script: string) {
   return spawnSync("npm", ["run", "--silent", script], { cwd: REPO, env, encoding: "utf8", timeout: 40 * MINUTE });
 }
 
+interface Report {
+  status: string;
+  checks: Record<string, { status: string; summary: string }>;
+}
+
+beforeAll(async () => {
+  const keys = await testRunKeys();
+  for (const name of ["admin", "host", "deploy"]) {
+    for (const suffix of ["", ".pub"]) fs.copyFileSync(path.join(keys.dir, name + suffix), path.join(dir, name + suffix));
+  }
+}, MINUTE);
+
 afterAll(() => {
   // Whatever happened, leave no VM behind.
   if (fs.existsSync(path.join(dir, "vm.json"))) npm("demo:down");
@@ -34,34 +51,52 @@ afterAll(() => {
 
 describe("npm run demo", () => {
   let outputs: Record<string, unknown>;
+  const runbookEnv = () => ({ ...process.env, KEEL_STACK_OUTPUT: path.join(dir, "stack-outputs.json"), KEEL_SSH_IDENTITY: path.join(dir, "admin"), KEEL_KNOWN_HOSTS: path.join(dir, "runbook_known_hosts") });
 
-  it("deploys the whole plan on a local VM and prints the stack outputs and a healthy report", () => {
+  it("deploys the whole plan on a local VM, writes the stack outputs and prints a healthy report and the runbook's two lines", () => {
     const r = npm("demo");
     expect(r.status, r.stderr).toBe(0);
-    const json = r.stdout.slice(r.stdout.indexOf("{"), r.stdout.indexOf("\n}\n") + 2);
-    outputs = JSON.parse(json) as Record<string, unknown>;
+    outputs = JSON.parse(fs.readFileSync(path.join(dir, "stack-outputs.json"), "utf8")) as Record<string, unknown>;
     expect(outputs).toMatchObject({ ipv4: "127.0.0.1", deployUser: "deploy", serviceName: "engine.service" });
-    // The demo VM cannot reach an NTP server (it has no way out): every check but time is ok.
-    expect(r.stdout).toMatch(/Health report \(keel-health, exit [01]\)/);
+    expect(r.stdout).toContain(JSON.stringify(outputs, null, 2));
+    // Every check ok, time included: the VM keeps time from this machine's clock (docs/VM.md "Time").
+    expect(r.stdout).toMatch(/Health report \(keel-health, exit 0\):\nkeel-health: engine on \S+ at \S+: HEALTHY \(exit 0\)\n/);
+    expect(r.stdout).toContain(`  export KEEL_STACK_OUTPUT=${path.join(dir, "stack-outputs.json")}\n  export KEEL_SSH_IDENTITY=${path.join(dir, "admin")}\n`);
     expect(r.stdout).toContain("npm run demo:down");
+    expect(r.stderr).toMatch(/demo: resuming the first boot|demo: first boot done/);
   }, 45 * MINUTE);
 
-  it("leaves the VM running: the printed ssh command logs in with the pinned key and the engine is active", () => {
+  it("leaves the VM running: the printed ssh command logs in with the pinned key, the engine is active, every check ok", () => {
     const command = String(outputs.sshCommand);
     expect(command).toContain("StrictHostKeyChecking=yes");
     const args = command.split(" ").slice(1);
     const out = execFileSync("ssh", [...args, "-o", "BatchMode=yes", "systemctl is-active engine.service"], { encoding: "utf8", timeout: 2 * MINUTE });
     expect(out.trim()).toBe("active");
     const health = spawnSync("ssh", [...args, "-o", "BatchMode=yes", "sudo /usr/local/sbin/keel-health --json"], { encoding: "utf8", timeout: 5 * MINUTE });
-    const report = JSON.parse(health.stdout) as { checks: Record<string, { status: string }> };
-    const notOk = Object.entries(report.checks).filter(([name, c]) => c.status !== "ok" && !(name === "time" && c.status === "degraded"));
+    const report = JSON.parse(health.stdout) as Report;
+    const notOk = Object.entries(report.checks).filter(([, c]) => c.status !== "ok");
     expect(notOk).toEqual([]);
+    expect(report.checks.time.summary).toBe("clock synchronized (NTP)");
   }, 5 * MINUTE);
 
-  it("refuses a second demo while one runs, then demo:down stops the VM and removes its files", () => {
+  it("hands over to the runbook: status, logs and a backup run with the printed lines, no login banner in their output", () => {
+    const banner = readStatic("cloud-init/files/banner.txt").split("\n")[0];
+    for (const [script, args] of [["status.sh", ["--json"]], ["logs.sh", ["-n", "5"]], ["backup-now.sh", []], ["snapshot.sh", []]] as const) {
+      const r = spawnSync("bash", [path.join(REPO, "scripts", "runbook", script), ...args], { cwd: dir, env: runbookEnv(), encoding: "utf8", timeout: 5 * MINUTE });
+      expect(r.status, `${script}: ${r.stderr}`).toBe(0);
+      expect(`${r.stdout}${r.stderr}`, script).not.toContain(banner);
+    }
+  }, 20 * MINUTE);
+
+  it("converges the running VM on a second run and says that nothing changed", () => {
     const again = npm("demo");
-    expect(again.status).toBe(1);
-    expect(again.stderr).toContain("a demo VM is already running");
+    expect(again.status, again.stderr).toBe(0);
+    expect(again.stderr).toContain("demo: the demo VM is running");
+    expect(again.stdout).toMatch(/^0 steps to run: all \d+ steps ran before with the same inputs; nothing changed\.$/m);
+    expect(again.stdout).toMatch(/Health report \(keel-health, exit 0\):\nkeel-health: engine on \S+ at \S+: HEALTHY \(exit 0\)\n/);
+  }, 15 * MINUTE);
+
+  it("demo:down stops the VM and removes its files", () => {
     const state = JSON.parse(fs.readFileSync(path.join(dir, "vm.json"), "utf8")) as { dir: string; pid: number };
     const down = npm("demo:down");
     expect(down.status, down.stderr).toBe(0);

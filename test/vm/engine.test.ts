@@ -7,7 +7,6 @@
 // One VM; the tests run in order and share it.
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseConfig, type KeelConfig } from "../../config";
@@ -19,7 +18,8 @@ import { hostPaths } from "../../plan/layout";
 import { renderEnvFile } from "../../plan/secrets";
 import type { SecretName, Step } from "../../plan/types";
 import { CANARY, REPO } from "../support/stack";
-import { bootKeelVm, installRootHelper, keyPair, QEMU_HOST_CIDR, ROOT_HELPER, waitFor } from "./support/keelVm";
+import { pushEngineRepository } from "../../local/localStack";
+import { deployableVm, QEMU_HOST_CIDR, ROOT_HELPER, waitFor } from "./support/keelVm";
 
 const MINUTE = 60_000;
 const FIXTURE = path.join(REPO, "test", "fixtures", "engine");
@@ -31,6 +31,7 @@ let cfg: KeelConfig;
 let commits: string[];
 let secrets: Record<SecretName, string>;
 let deployKey: string;
+let adminKey: string;
 const allRuns: StepRun[] = [];
 
 function git(dir: string, ...args: string[]): string {
@@ -41,7 +42,7 @@ function git(dir: string, ...args: string[]): string {
 function config(repoRef: string): KeelConfig {
   const raw = {
     "keel:image": "debian-12",
-    "keel:adminKeys": JSON.stringify([fs.readFileSync(path.join(tmp, "admin.pub"), "utf8").trim()]),
+    "keel:adminKeys": JSON.stringify([adminKey]),
     "keel:allowedSshCidrs": JSON.stringify([QEMU_HOST_CIDR]),
     "keel:repoUrl": "file:///home/deploy/engine.git",
     "keel:repoRef": repoRef,
@@ -116,13 +117,13 @@ async function filesHolding(secret: string): Promise<string[]> {
 const stepsNamed = (names: string[]) => buildHostPlan(cfg).steps.filter((s) => names.includes(s.name));
 
 beforeAll(async () => {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "keel-engine-vm-"));
-  const admin = keyPair(tmp, "admin");
-  const hostKey = keyPair(tmp, "host");
-  deployKey = keyPair(tmp, "deploy-key").privateKey;
+  const d = await deployableVm("engine");
+  ({ tmp, vm } = d);
+  adminKey = d.admin.publicKey;
+  deployKey = d.deployKey;
 
   // The sample engine as a git repository: two commits, the second a change of code only.
-  const src = path.join(tmp, "engine");
+  const src = path.join(tmp, "engine-two-commits");
   fs.cpSync(FIXTURE, src, { recursive: true });
   git(src, "init", "-q", "-b", "main");
   git(src, "add", "-A");
@@ -133,16 +134,10 @@ beforeAll(async () => {
   git(src, "commit", "-q", "-m", "sample engine, second commit");
   commits = [first, git(src, "rev-parse", "HEAD")];
   git(src, "bundle", "create", "-q", path.join(tmp, "engine.bundle"), "main");
+  await pushEngineRepository(vm, path.join(tmp, "engine.bundle"));
 
   cfg = config(commits[0]);
   secrets = { deployKey, envFile: renderEnvFile({ ENGINE_API_KEY: CANARY, ENGINE_DB_KEY: SECOND_SECRET }), alertWebhook: "" };
-
-  vm = (await bootKeelVm({ cfg, hostKey, identityFile: admin.file, timeoutMs: 50 * MINUTE })).vm;
-  await sh("base64 -d > /tmp/engine.bundle && git clone -q --bare /tmp/engine.bundle /home/deploy/engine.git && rm /tmp/engine.bundle", {
-    stdin: fs.readFileSync(path.join(tmp, "engine.bundle")).toString("base64"),
-  });
-  // The test-only root helper for the checks below (the deploy user's sudo covers keel-* only).
-  await installRootHelper(vm);
 }, 60 * MINUTE);
 
 afterAll(async () => {

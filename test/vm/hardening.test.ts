@@ -7,8 +7,6 @@
 // (support/keelVm.ts installRootHelper). Traffic stays on 127.0.0.1 and inside the guest: the ban
 // test attacks from a network namespace the test makes in the guest.
 import * as fs from "node:fs";
-import * as os from "node:os";
-import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FIRST_BOOT_PACKAGES, kexAlgorithms, modprobeConf } from "../../cloud-init/hardening";
 import type { KeelConfig } from "../../config";
@@ -37,13 +35,12 @@ import {
   QEMU_HOST_CIDR,
   ROOT_HELPER,
   asRoot,
-  bootKeelVm,
   cloudInitProblems,
-  installRootHelper,
+  deployableVm,
   keyPair,
   sh,
   sshWith,
-  vmStackConfig,
+  testHostConfig,
   type KeyPair,
 } from "./support/keelVm";
 
@@ -51,29 +48,31 @@ const ALLOWED = [QEMU_HOST_CIDR, ATTACKER_CIDR];
 
 let tmp: string;
 let admin: KeyPair;
-let retiring: KeyPair;
+let second: KeyPair;
 let hostKey: KeyPair;
 let wrongHostKey: KeyPair;
-/** The stack at first boot: two admin keys. */
+/** The stack at first boot: the run's test host (one admin key, SSH from this machine only). */
 let firstCfg: KeelConfig;
-/** The stack at the next `pulumi up`: one of them retired. */
+/** The next `pulumi up`: a second admin key. */
+let addedCfg: KeelConfig;
+/** The one after: the second key retired, and SSH allowed from the attacker's address too. */
 let cfg: KeelConfig;
 let vm: Vm;
-let bootSeconds: number;
+let resumed: boolean;
 let sshdConfig: string;
 
 beforeAll(async () => {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "keel-hardening-vm-"));
-  admin = keyPair(tmp, "admin");
-  retiring = keyPair(tmp, "retiring");
-  hostKey = keyPair(tmp, "host");
+  const d = await deployableVm("hardening");
+  ({ tmp, vm, cfg: firstCfg, admin, hostKey, resumed } = d);
+  second = keyPair(tmp, "second");
   wrongHostKey = keyPair(tmp, "wrong-host");
-  firstCfg = vmStackConfig({ image: "debian-12", adminKeys: [admin.publicKey, retiring.publicKey], allowedSshCidrs: ALLOWED });
-  cfg = vmStackConfig({ image: "debian-12", adminKeys: [admin.publicKey], retiredKeys: [retiring.publicKey], allowedSshCidrs: ALLOWED });
-  const booted = await bootKeelVm({ cfg: firstCfg, hostKey, identityFile: admin.file });
-  vm = booted.vm;
-  bootSeconds = booted.bootToCloudInitSeconds;
-  await installRootHelper(vm);
+  const keys = (adminKeys: KeyPair[], retired: KeyPair[], cidrs: string[]) => ({
+    "keel:adminKeys": JSON.stringify(adminKeys.map((k) => k.publicKey)),
+    "keel:retiredKeys": JSON.stringify(retired.map((k) => k.publicKey)),
+    "keel:allowedSshCidrs": JSON.stringify(cidrs),
+  });
+  addedCfg = testHostConfig(admin.publicKey, d.commit, keys([admin, second], [], [QEMU_HOST_CIDR]));
+  cfg = testHostConfig(admin.publicKey, d.commit, keys([admin], [second], ALLOWED));
 }, 40 * MINUTE);
 
 afterAll(async () => {
@@ -86,28 +85,31 @@ const ssh = (key: KeyPair, opts: { user?: string; options?: string[]; hostKey?: 
 
 describe("keel's first boot on Debian 12", () => {
   it("finishes cloud-init: status done, no error, no warning", async () => {
-    console.log(`hardening VM (${vm.accel}): boot to cloud-init done in ${bootSeconds} s`);
+    console.log(`hardening VM (${vm.accel}): ${resumed ? "resumed from the run's first boot" : "first boot done"}`);
     const { status, logProblems } = await cloudInitProblems(vm);
     expect(status.status).toBe("done");
     expect(status.errors).toEqual([]);
     expect(logProblems).toEqual({});
     expect(await asRoot(vm, "cat /var/log/cloud-init-output.log")).toMatch(/keel: \/ has enough free disk \(\d+ GiB free, 1 GiB required\)/);
+    // The first boot's own firewall: SSH from the stack's one allowed CIDR.
+    expect((await ufwStatus(vm)).rules).toEqual([{ to: "22/tcp", action: "ALLOW IN", from: "10.0.2.2", comment: "keel-ssh" }]);
+    expect(firstCfg.allowedSshCidrs).toEqual([QEMU_HOST_CIDR]);
   }, 5 * MINUTE);
 
-  it("lets the deploy user in with each first-boot admin key; never root; offers no password", async () => {
+  it("lets the deploy user in with the first-boot admin key; never root; offers no password", async () => {
     expect((await ssh(admin)).stdout).toBe("keel-ok\n");
-    expect((await ssh(retiring)).stdout).toBe("keel-ok\n");
     const root = await ssh(admin, { user: "root" });
     expect(root.code).toBe(255);
     expect(root.stderr).toContain("Permission denied (publickey).");
     const password = await ssh(admin, { options: ["-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password,keyboard-interactive"] });
     expect(password.code).toBe(255);
     expect(password.stderr).toContain("Permission denied (publickey).");
+    expect((await ssh(second)).code).toBe(255);
   }, 5 * MINUTE);
 
-  it("converges with the plan's steps: the hardening is already as planned, the retired key is gone", async () => {
+  it("converges with the plan's steps: the hardening is already as planned, a second admin key is let in", async () => {
     const wanted = ["ready", "tools", "packages", "layout", "admin-keys"];
-    const steps = buildHostPlan(cfg).steps.filter((s) => wanted.includes(s.name) || s.name.startsWith("harden-"));
+    const steps = buildHostPlan(addedCfg).steps.filter((s) => wanted.includes(s.name) || s.name.startsWith("harden-"));
     expect(steps.filter((s) => s.name.startsWith("harden-")).length).toBeGreaterThanOrEqual(9);
     const runs = await runSteps(vm, steps, {});
     for (const run of runs.filter((r) => r.name.startsWith("harden-") || r.name === "layout")) {
@@ -115,7 +117,16 @@ describe("keel's first boot on Debian 12", () => {
     }
     expect(runs.find((r) => r.name === "admin-keys")!.stdout).toMatch(/^keel-place: 1 changed/m);
     expect(runs.find((r) => r.name === "packages")!.stdout).toBe(`keel-packages: all ${FIRST_BOOT_PACKAGES.length} packages installed, nothing to do\n`);
-    const retired = await ssh(retiring);
+    expect((await ssh(second)).stdout).toBe("keel-ok\n");
+  }, 15 * MINUTE);
+
+  it("retires the second key and allows SSH from one more CIDR on the next up: only what changed is converged", async () => {
+    const before = buildHostPlan(addedCfg).steps;
+    const changed = buildHostPlan(cfg).steps.filter((s, i) => s.name.startsWith("harden-") || s.name === "admin-keys" ? s.hash !== before[i].hash : false);
+    expect(changed.map((s) => s.name).sort()).toEqual(["admin-keys", "harden-fail2ban", "harden-firewall"]);
+    const runs = await runSteps(vm, changed, {});
+    for (const run of runs) expect(run.stdout, run.name).toMatch(/^keel-place: [1-9]\d* changed/m);
+    const retired = await ssh(second);
     expect(retired.code).toBe(255);
     expect(retired.stderr).toContain("Permission denied (publickey).");
     expect((await ssh(admin)).stdout).toBe("keel-ok\n");

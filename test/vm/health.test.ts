@@ -14,7 +14,6 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { knownHostsLine } from "../../components/keel";
 import type { KeelConfig } from "../../config";
-import { localConfig } from "../../local/localStack";
 import { runSteps, type StepRun } from "../../local/runSteps";
 import type { Vm } from "../../local/vm";
 import { ALERT_WEBHOOK_FILE, HOST_CONF } from "../../plan/health";
@@ -24,7 +23,7 @@ import { renderEnvFile } from "../../plan/secrets";
 import type { SecretName } from "../../plan/types";
 import { makeDb, sql } from "../host/db-helpers";
 import { startWebhookListener, synchronizeClockLocally, type WebhookListener } from "./support/guestServices";
-import { asRoot, deployableVm, MINUTE, sh, waitFor } from "./support/keelVm";
+import { asRoot, deployableVm, MINUTE, sh, testHostConfig, waitFor } from "./support/keelVm";
 
 const SECRET_ENV = { ENGINE_API_KEY: "health-vm-test-key" };
 const HOOK_TOKEN = "hook-token-5d1c9a";
@@ -94,10 +93,9 @@ function runbook(name: string, args: string[] = [], timeoutMs = 10 * MINUTE): Pr
 
 beforeAll(async () => {
   // Rare schedules: the test runs the health check and the backups itself, nothing fires meanwhile.
-  const d = await deployableVm("health", ({ adminKey, commit }) =>
-    localConfig({ release: "bookworm", adminKey, repoRef: commit, secretEnv: SECRET_ENV, overrides: { "keel:healthSchedule": "yearly", "keel:backupSchedule": "yearly" } }),
-  );
-  ({ tmp, vm, cfg } = d);
+  const d = await deployableVm("health");
+  ({ tmp, vm } = d);
+  cfg = testHostConfig(d.admin.publicKey, d.commit, { "keel:healthSchedule": "yearly", "keel:backupSchedule": "yearly" }, SECRET_ENV);
   adminFile = d.admin.file;
   hostPublicKey = d.hostKey.publicKey;
   hook = await startWebhookListener(vm, 8787, `/hooks/${HOOK_TOKEN}`);

@@ -6,8 +6,9 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { renderCloudConfig } from "../../../cloud-init/userData";
 import { parseConfig, type KeelConfig } from "../../../config";
-import { engineRepository, keyPair, pushEngineRepository, SAMPLE_ENGINE, type KeyPair } from "../../../local/localStack";
-import { bootVm, buildImage, GuestPanicError, type CloudInitStatus, type Release, type Vm } from "../../../local/vm";
+import { engineRepository, keyPair, localConfig, localUserData, pushEngineRepository, SAMPLE_ENGINE, type KeyPair } from "../../../local/localStack";
+import { bootVm, buildImage, firstBoot, GuestPanicError, type CloudInitStatus, type Release, type Vm } from "../../../local/vm";
+import { withDirLock } from "../../../local/vm/lock";
 import { type ExecResult, runSsh, sshArgs, writePrivateFile, knownHostsLine } from "../../../local/vm/ssh";
 import { logProblems, parseCloudInitStatus } from "../../../local/vm/vm";
 import { stableJson } from "../../../plan/hash";
@@ -101,9 +102,11 @@ export async function bootKeelVm(opts: {
   }
 }
 
-export interface DeployableVm extends KeelVm {
+export interface DeployableVm {
+  readonly vm: Vm;
   /** A fresh directory on this machine for the test's files (keys, known_hosts, DBs); rmSync it in afterAll. */
   readonly tmp: string;
+  /** The stack config the first boot's user-data was rendered from (testHostConfig). */
   readonly cfg: KeelConfig;
   readonly admin: KeyPair;
   readonly hostKey: KeyPair;
@@ -111,34 +114,77 @@ export interface DeployableVm extends KeelVm {
   readonly deployKey: string;
   /** The sample engine's commit, as pushed to the VM's stand-in git host (keel:repoRef). */
   readonly commit: string;
+  /** True when this VM was resumed from the run's snapshot of the first boot (the usual case). */
+  readonly resumed: boolean;
 }
 
 /**
- * A VM ready for the host plan's steps, as the engine-deploying tests need it: fresh admin, host
- * and deploy keys, the stack config `configFor` makes from the admin key and the sample engine's
- * commit, a finished first boot (bootKeelVm), the root helper, and the engine's repository pushed.
+ * The directory one test run shares between its files (vitest.config.mts sets KEEL_TEST_RUN_DIR and
+ * removes it at the end): the run's keys, and snapshots of the first boots its VMs start from.
  */
-export async function deployableVm(
-  name: string,
-  configFor: (keys: { adminKey: string; commit: string }) => KeelConfig,
-): Promise<DeployableVm> {
+export function testRunDir(): string {
+  const dir = process.env.KEEL_TEST_RUN_DIR ?? path.join(tmpdir(), `keel-test-run-${process.pid}`);
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return dir;
+}
+
+/** The run's admin, host and deploy keys, made once per run (under a lock: test files run in parallel). */
+export async function testRunKeys(): Promise<{ admin: KeyPair; host: KeyPair; deploy: KeyPair; dir: string }> {
+  const dir = path.join(testRunDir(), "keys");
+  const make = () => ({ admin: keyPair(dir, "admin"), host: keyPair(dir, "host"), deploy: keyPair(dir, "deploy"), dir });
+  return withDirLock(`${dir}.lock`, async () => {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const keys = make();
+    fs.writeFileSync(path.join(dir, "done"), "");
+    return keys;
+  }, { timeoutMs: MINUTE, ready: () => (fs.existsSync(path.join(dir, "done")) ? make() : undefined) });
+}
+
+/**
+ * The stack config of the run's Debian 12 test host: the demo's (localConfig) with the run's admin
+ * key and the sample engine's commit. Its user-data is what every Debian 12 VM of the run first
+ * boots with (and `npm run demo` too, given the run's keys), so they share one first boot.
+ */
+export function testHostConfig(adminKey: string, commit: string, overrides: Record<string, string> = {}, secretEnv: Record<string, string> = { ENGINE_API_KEY: "test-host-key" }): KeelConfig {
+  return localConfig({ release: "bookworm", adminKey, repoRef: commit, overrides, secretEnv });
+}
+
+/**
+ * A Debian 12 VM whose first boot with keel's real user-data (testHostConfig) is done, ready for
+ * the host plan's steps: resumed from the run's snapshot of that first boot (firstBoot; the first
+ * caller of a run boots for real and takes the snapshot, the others wait for it), with the root
+ * helper and the engine's repository pushed. Each caller gets its own VM.
+ */
+export async function deployableVm(name: string): Promise<DeployableVm> {
   const tmp = fs.mkdtempSync(path.join(tmpdir(), `keel-${name}-vm-`));
-  const admin = keyPair(tmp, "admin");
-  const hostKey = keyPair(tmp, "host");
-  const repo = engineRepository(SAMPLE_ENGINE, tmp);
-  const cfg = configFor({ adminKey: admin.publicKey, commit: repo.commit });
-  let booted: KeelVm | undefined;
   try {
-    booted = await bootKeelVm({ cfg, hostKey, identityFile: admin.file });
-    console.log(`${name} VM: first boot done in ${booted.bootToCloudInitSeconds} s (${booted.vm.accel})`);
-    await installRootHelper(booted.vm);
-    await pushEngineRepository(booted.vm, repo.bundle);
+    const keys = await testRunKeys();
+    const repo = engineRepository(SAMPLE_ENGINE, tmp);
+    const cfg = testHostConfig(keys.admin.publicKey, repo.commit);
+    const image = await buildImage({ release: "bookworm" });
+    const booted = await firstBoot({
+      image,
+      userData: localUserData(cfg, keys.host),
+      hostPublicKey: keys.host.publicKey,
+      login: { user: cfg.deployUser, identityFile: keys.admin.file },
+      cacheDir: path.join(testRunDir(), "first-boots"),
+      allowRecoverable: true,
+      timeoutMs: 40 * MINUTE,
+      log: (line) => console.log(`${name} VM: ${line}`),
+    });
+    console.log(`${name} VM: ${booted.resumed ? "resumed from the run's first boot" : "first boot done"} in ${Math.round(booted.seconds)} s (${booted.vm.accel})`);
+    try {
+      await installRootHelper(booted.vm);
+      await pushEngineRepository(booted.vm, repo.bundle);
+    } catch (err) {
+      await booted.vm.shutdown();
+      throw err;
+    }
+    return { vm: booted.vm, tmp, cfg, admin: keys.admin, hostKey: keys.host, deployKey: keys.deploy.privateKey, commit: repo.commit, resumed: booted.resumed };
   } catch (err) {
-    await booted?.vm.shutdown();
     fs.rmSync(tmp, { recursive: true, force: true });
     throw err;
   }
-  return { ...booted, tmp, cfg, admin, hostKey, deployKey: keyPair(tmp, "deploy-key").privateKey, commit: repo.commit };
 }
 
 /** Polls `probe` every second until `ok` holds, for at most `ms`; throws with the last value then. */
