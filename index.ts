@@ -4,7 +4,7 @@
  *   stack config ──zod──► KeelConfig ──► host plan (plan/): cloud-config, files, ordered steps
  *                                          └─ executed by components/ (Hetzner + @pulumi/command)
  *
- * Read DESIGN.md in ../shared for the why; docs/ for the runbook and every config key.
+ * docs/ has the runbook and every config key.
  */
 import * as pulumi from "@pulumi/pulumi";
 import { Keel } from "./components/keel";

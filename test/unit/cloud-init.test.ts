@@ -87,7 +87,7 @@ describe("renderCloudConfig", () => {
 });
 
 describe("cloud-config schema (cloud-init 26.1, what Ubuntu 24.04 runs)", () => {
-  const schema = JSON.parse(readFileSync(join(REPO_ROOT, "..", "shared", "data", "cloud-config-schema-v1.json"), "utf8"));
+  const schema = JSON.parse(readFileSync(join(REPO_ROOT, "test", "fixtures", "cloud-init", "cloud-config-schema-v1.json"), "utf8"));
   const ajv = new Ajv({ allErrors: true, strict: false, validateFormats: false });
   // A key the schema marks deprecated makes cloud-init report a warning, and `cloud-init status`
   // exit 2: treat it as invalid here.
