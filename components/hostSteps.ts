@@ -1,7 +1,6 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { sha256, stableJson } from "../plan/hash";
-import { REPO_ROOT } from "../plan/static";
 import { parseFileResult } from "../plan/steps";
 import type { LocalStep, RemoteStep, SecretName, Step, UploadStep } from "../plan/types";
 
@@ -10,6 +9,11 @@ export interface HostStepsArgs {
   readonly steps: Step[];
   /** Address keel connects to. */
   readonly host: pulumi.Input<string>;
+  /**
+   * The Hetzner server's id, a trigger of every step that runs on the server: a new server (an
+   * image change, `pulumi up --replace`) gets every step again, in plan order, readiness first.
+   */
+  readonly serverId: pulumi.Input<string>;
   readonly port: number;
   /** The deploy user; its key must be loaded in the operator's ssh-agent (SSH_AUTH_SOCK). */
   readonly user: string;
@@ -20,19 +24,29 @@ export interface HostStepsArgs {
 }
 
 /**
- * Dial attempts for the readiness step. The provider retries with a 100 ms base and 1.5× backoff
- * (pulumi/pulumi-command#194), so 20 attempts cover several minutes of a server still booting;
- * later steps run after readiness passed and keep the provider's default of 10.
+ * Dial attempts for the readiness step: unlimited (-1), so it waits for sshd for as long as its
+ * customTimeouts allow (plan/steps.ts READY_TIMEOUT_SECONDS + 60). Source, pulumi-command v1.2.1:
+ * provider/pkg/provider/remote/connection.go `dialWithRetry` retries until the dial error limit
+ * (-1 = unlimited, `reachedDialingErrorLimit`) or until the request's context ends;
+ * pulumi-go-provider v1.3.0 middleware/cancel/cancel.go gives Create and Update a context with the
+ * resource's custom timeout. A limit of 20 with the provider's backoff (100 ms x1.5, capped at 5 s)
+ * gave up after about a minute, before a server that upgrades packages at first boot listens.
+ * Later steps run after readiness passed and keep the provider's default of 10, so a wrong host key
+ * fails them in seconds rather than at their timeout.
  */
-const READINESS_DIAL_ERROR_LIMIT = 20;
+const READINESS_DIAL_ERROR_LIMIT = -1;
 
 /**
  * Executor 1 of the host plan: one @pulumi/command resource per step, each depending on the
- * previous one, re-run only when the step's own content hash (or its secret) changes.
+ * previous one, re-run only when the step's own content hash, its secret or the server changes.
+ * Triggers are what makes a step run again: in pulumi-command v1.2.1 any change of `triggers`
+ * replaces the resource, which runs `create` (provider/pkg/provider/common/inputs.go marks
+ * `triggers` replaceOnChanges); the server's id among them re-runs every step on a new server, which
+ * the component's `dependsOn` alone would not (children do not inherit it).
  * - remote (the default): a remote.Command over SSH as the deploy user. Every connection pins the
  *   host key. A step that carries a secret receives it on stdin only and runs with logging off;
  *   its trigger is a secret hash, and nothing of it reaches the command text.
- * - local: a local.Command on the operator's machine, in the repository root. Its stdout is its
+ * - local: a local.Command on the operator's machine, in the project root (the repository's). Its stdout is its
  *   result, stored in state: a local step prints a path and a sha256, never content.
  * - upload: a remote.CopyToRemote of the file a local step's result names (a FileAsset: state keeps
  *   its path and hash, never its bytes), over the same pinned connection. It copies again only when
@@ -68,7 +82,7 @@ export class HostSteps extends pulumi.ComponentResource {
         results.set(step.name, cmd.stdout);
         previous = cmd;
       } else if (step.kind === "upload") {
-        previous = this.upload(`${name}-${step.name}`, step, connection, resultOf(step, step.from), resourceOpts);
+        previous = this.upload(`${name}-${step.name}`, step, connection, resultOf(step, step.from), args.serverId, resourceOpts);
       } else {
         const cmd = this.remote(`${name}-${step.name}`, step, connection, args, step.stdinFrom === undefined ? undefined : resultOf(step, step.stdinFrom), resourceOpts);
         commands.push(cmd);
@@ -88,7 +102,7 @@ export class HostSteps extends pulumi.ComponentResource {
     opts: pulumi.CustomResourceOptions,
   ): command.remote.Command {
     let stdin: pulumi.Input<string> | undefined = result ?? step.stdin;
-    const triggers: pulumi.Input<string>[] = [step.hash];
+    const triggers: pulumi.Input<string>[] = [step.hash, args.serverId];
     if (step.secret) {
       const value = args.secrets[step.secret.name];
       if (value === undefined) throw new Error(`keel: step ${step.name} needs the secret ${step.secret.name}, which the program did not provide`);
@@ -114,7 +128,11 @@ export class HostSteps extends pulumi.ComponentResource {
   private local(name: string, step: LocalStep, opts: pulumi.CustomResourceOptions): command.local.Command {
     return new command.local.Command(
       name,
-      { create: step.command, dir: REPO_ROOT, triggers: [step.hash], addPreviousOutputInEnv: false, logging: "stdoutAndStderr" },
+      // No `dir` (an input kept in state: an absolute path would differ on every machine): the
+      // provider runs in its working directory, which the engine sets to the project root
+      // (pulumi v3.248.0 pkg/engine/project.go getPwdMain; pulumi-command v1.2.1
+      // provider/pkg/provider/local/commandOutputs.go), and keel's scripts are relative to it.
+      { create: step.command, triggers: [step.hash], addPreviousOutputInEnv: false, logging: "stdoutAndStderr" },
       opts,
     );
   }
@@ -124,6 +142,7 @@ export class HostSteps extends pulumi.ComponentResource {
     step: UploadStep,
     connection: command.types.input.remote.ConnectionArgs,
     result: pulumi.Output<string>,
+    serverId: pulumi.Input<string>,
     opts: pulumi.CustomResourceOptions,
   ): command.remote.CopyToRemote {
     return new command.remote.CopyToRemote(
@@ -132,7 +151,7 @@ export class HostSteps extends pulumi.ComponentResource {
         connection,
         source: result.apply((r) => new pulumi.asset.FileAsset(parseFileResult(r).path)),
         remotePath: step.remotePath,
-        triggers: [step.hash, result],
+        triggers: [step.hash, result, serverId],
       },
       // The copy follows the local step's result (path and sha256), not later edits of the file.
       { ...opts, ignoreChanges: ["source"] },

@@ -39,7 +39,7 @@ export class Keel extends pulumi.ComponentResource {
     const cfg = args.config;
     const labels = { "managed-by": "keel", stack: args.stack, service: cfg.appName };
 
-    const ssh = new SshAccess(`${name}-ssh`, { adminKey: cfg.adminKeys[0], labels }, { parent: this });
+    const ssh = new SshAccess(`${name}-ssh`, { stack: args.stack, labels }, { parent: this });
     const firewall = new Firewall(`${name}-firewall`, { sshPort: cfg.sshPort, allowedSshCidrs: cfg.allowedSshCidrs, labels }, { parent: this });
     const userData = pulumi.secret(
       pulumi.all([ssh.hostPrivateKey, ssh.hostPublicKey]).apply(([privateKey, publicKey]) => renderCloudConfig(cfg, { privateKey, publicKey })),
@@ -68,6 +68,7 @@ export class Keel extends pulumi.ComponentResource {
       {
         steps: plan.steps,
         host: server.address,
+        serverId: server.serverId.apply(String),
         port: cfg.sshPort,
         user: cfg.deployUser,
         hostKey: ssh.hostPublicKey,

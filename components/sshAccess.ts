@@ -1,18 +1,29 @@
 import * as hcloud from "@pulumi/hcloud";
 import * as pulumi from "@pulumi/pulumi";
+import * as random from "@pulumi/random";
 import * as tls from "@pulumi/tls";
 
 export interface SshAccessArgs {
-  /** The admin key registered with Hetzner, so Hetzner never mails a root password. */
-  readonly adminKey: string;
+  /** The stack's name, in the Hetzner SSH key's name. */
+  readonly stack: string;
   /** Labels put on the Hetzner SSH key. */
   readonly labels: Record<string, string>;
 }
 
 /**
- * The SSH identities keel manages: the admin key as an hcloud.SshKey, the server's ED25519 host key
- * (installed by cloud-init and pinned in every connection: no trust on first use) and the read-only
- * deploy key for the git host. Private halves live only in Pulumi state, encrypted.
+ * The SSH identities keel manages: the server's ED25519 host key (installed by cloud-init and
+ * pinned in every connection: no trust on first use), the read-only deploy key for the git host,
+ * and a key of this stack's own registered with Hetzner. Private halves live only in Pulumi state,
+ * encrypted.
+ *
+ * The Hetzner key exists only so Hetzner never mails a root password for a server created without
+ * one. It can never log in: keel's cloud-config installs no key from the metadata
+ * (`allow_public_ssh_keys: false`, `disable_root: true`); the admin keys reach the deploy user
+ * through the cloud-config alone. It is the stack's own, never an admin key, because Hetzner keeps
+ * one key per fingerprint in a project: a second stack (or a key already added in the Console) that
+ * registered an admin key fails with `uniqueness_error` (SSH key with the same fingerprint already
+ * exists). Its name carries a random suffix, so two stacks of the same name in different Pulumi
+ * projects do not collide on the (also unique) name either.
  */
 export class SshAccess extends pulumi.ComponentResource {
   /** Hetzner SSH key IDs for the server's `sshKeys`. */
@@ -28,11 +39,17 @@ export class SshAccess extends pulumi.ComponentResource {
 
   constructor(name: string, args: SshAccessArgs, opts?: pulumi.ComponentResourceOptions) {
     super("keel:ssh:Access", name, {}, opts);
-    const admin = new hcloud.SshKey(`${name}-admin`, { publicKey: args.adminKey, labels: args.labels }, { parent: this });
+    const providerKey = new tls.PrivateKey(`${name}-hcloud`, { algorithm: "ED25519" }, { parent: this, additionalSecretOutputs: ["privateKeyOpenssh"] });
+    const suffix = new random.RandomId(`${name}-hcloud-suffix`, { byteLength: 4 }, { parent: this });
+    const registered = new hcloud.SshKey(
+      `${name}-hcloud`,
+      { name: pulumi.interpolate`keel-${args.stack}-${suffix.hex}`, publicKey: providerKey.publicKeyOpenssh.apply((k) => k.trim()), labels: args.labels },
+      { parent: this },
+    );
     const host = new tls.PrivateKey(`${name}-host`, { algorithm: "ED25519" }, { parent: this, additionalSecretOutputs: ["privateKeyOpenssh"] });
     const deploy = new tls.PrivateKey(`${name}-deploy`, { algorithm: "ED25519" }, { parent: this, additionalSecretOutputs: ["privateKeyOpenssh"] });
 
-    this.hcloudKeyIds = pulumi.output([admin.id]);
+    this.hcloudKeyIds = pulumi.output([registered.id]);
     this.hostPublicKey = host.publicKeyOpenssh.apply((k) => k.trim());
     this.hostPrivateKey = pulumi.secret(host.privateKeyOpenssh);
     this.deployPublicKey = deploy.publicKeyOpenssh.apply((k) => k.trim());

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
 
 /** A resource as the program registered it: inputs as the engine sees them, and its options. */
@@ -14,6 +15,8 @@ const PEM = ["-----BEGIN", "OPENSSH PRIVATE KEY-----"].join(" ");
 export const FAKE_PRIVATE_KEY = (role: string) => `${PEM}\n${Buffer.from(`fake ${role} private key`).toString("base64")}\n-----END OPENSSH PRIVATE KEY-----\n`;
 export const FAKE_HOST_PUBLIC = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeHostKeyForTestsOnly00000000000000000000";
 export const FAKE_DEPLOY_PUBLIC = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeDeployKeyForTestsOnly000000000000000000";
+export const FAKE_HCLOUD_PUBLIC = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeHcloudKeyForTestsOnly000000000000000000";
+const FAKE_PUBLIC = { host: FAKE_HOST_PUBLIC, deploy: FAKE_DEPLOY_PUBLIC, hcloud: FAKE_HCLOUD_PUBLIC } as const;
 
 let nextId = 1000;
 
@@ -27,8 +30,13 @@ export const localCommandResults = new Map<string, string>();
 function providerState(type: string, name: string, inputs: Record<string, unknown>): Record<string, unknown> {
   switch (type) {
     case "tls:index/privateKey:PrivateKey": {
-      const role = name.endsWith("-host") ? "host" : "deploy";
-      return { privateKeyOpenssh: FAKE_PRIVATE_KEY(role), publicKeyOpenssh: (role === "host" ? FAKE_HOST_PUBLIC : FAKE_DEPLOY_PUBLIC) + "\n" };
+      const role = name.endsWith("-host") ? "host" : name.endsWith("-hcloud") ? "hcloud" : "deploy";
+      return { privateKeyOpenssh: FAKE_PRIVATE_KEY(role), publicKeyOpenssh: FAKE_PUBLIC[role] + "\n" };
+    }
+    case "random:index/randomId:RandomId": {
+      // A real RandomId's hex is 2 digits per byte; a fixed value per name keeps the mock deterministic.
+      const hex = createHash("sha256").update(name).digest("hex").slice(0, 2 * Number(inputs.byteLength));
+      return { hex, b64Std: Buffer.from(hex, "hex").toString("base64") };
     }
     case "hcloud:index/primaryIp:PrimaryIp":
       return { ipAddress: inputs.type === "ipv4" ? "198.51.100.7" : "2001:db8:4f8::/64" };

@@ -1,5 +1,5 @@
 import { expect } from "vitest";
-import { FAKE_HOST_PUBLIC, FAKE_PRIVATE_KEY } from "./mocks";
+import { FAKE_HCLOUD_PUBLIC, FAKE_HOST_PUBLIC, FAKE_PRIVATE_KEY } from "./mocks";
 import { idOf, isSecret, resolved, type ProgramRun } from "./program";
 import { CANARY } from "./stack";
 
@@ -23,8 +23,12 @@ export async function expectCommonShape(run: ProgramRun, stack: string): Promise
   const server = run.one("hcloud:index/server:Server");
   const firewallId = await idOf(run.one("hcloud:index/firewall:Firewall"));
   expect(await resolved(server.inputs.firewallIds)).toEqual([Number(firewallId)]);
-  const sshKeyId = await idOf(run.one("hcloud:index/sshKey:SshKey"));
-  expect(await resolved(server.inputs.sshKeys)).toEqual([sshKeyId]);
+  // Hetzner gets the stack's own key (no root password mail), never an admin key: one fingerprint
+  // per Hetzner project, so a second stack registering the same admin key would fail.
+  const sshKey = run.one("hcloud:index/sshKey:SshKey");
+  expect(await resolved(server.inputs.sshKeys)).toEqual([await idOf(sshKey)]);
+  expect(await resolved(sshKey.inputs.publicKey)).toBe(FAKE_HCLOUD_PUBLIC);
+  expect(await resolved(sshKey.inputs.name)).toMatch(new RegExp(`^keel-${stack}-[0-9a-f]{8}$`));
   expect(await resolved(server.inputs.labels)).toEqual({ "managed-by": "keel", stack, service: "engine" });
 
   // The user-data carries the host's private key: secret on the way in and in state.
@@ -34,7 +38,16 @@ export async function expectCommonShape(run: ProgramRun, stack: string): Promise
 
   // Program-generated ED25519 keys.
   const keys = run.byType("tls:index/privateKey:PrivateKey");
-  expect(await Promise.all(keys.map((k) => resolved(k.inputs.algorithm)))).toEqual(["ED25519", "ED25519"]);
+  expect(await Promise.all(keys.map((k) => resolved(k.inputs.algorithm)))).toEqual(["ED25519", "ED25519", "ED25519"]);
+
+  // Every step that runs on the server has the server's id among its triggers (any trigger change
+  // replaces the resource, which runs create: pulumi-command v1.2.1
+  // provider/pkg/provider/common/inputs.go), so a new server gets every step again; the operator's
+  // local steps do not depend on the server.
+  const serverId = await idOf(server);
+  for (const step of [...run.byType("command:remote:Command"), ...run.byType("command:remote:CopyToRemote")]) {
+    expect(await resolved<unknown[]>(step.inputs.triggers), step.name).toContain(serverId);
+  }
 
   // Every remote command pins the host key and logs in as the deploy user.
   const commands = run.byType("command:remote:Command");
@@ -58,7 +71,7 @@ export async function expectCommonShape(run: ProgramRun, stack: string): Promise
       expect(await isSecret(c.inputs.stdin), `${c.name} stdin is secret`).toBe(true);
       expect(await resolved(c.inputs.logging)).toBe("none");
       expect(c.opts.additionalSecretOutputs).toEqual(expect.arrayContaining(["stdin", "stdout", "stderr"]));
-      expect(await isSecret((c.inputs.triggers as unknown[])[1])).toBe(true);
+      expect(await isSecret((c.inputs.triggers as unknown[])[2])).toBe(true);
     }
     expect(String(await resolved(c.inputs.create))).not.toMatch(/PRIVATE KEY|canary/);
   }

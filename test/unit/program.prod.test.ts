@@ -67,7 +67,12 @@ describe("the prod stack under Pulumi mocks", () => {
       expect(triggers[0]).toBe(plan.steps[i].hash);
     }
     const ready = await resolved<Record<string, unknown>>(commands[0].inputs.connection);
-    expect(ready.dialErrorLimit).toBe(20);
+    // Readiness waits for sshd as long as its timeout (unlimited dials; the custom timeout ends the
+    // provider's dial loop: pulumi-go-provider v1.3.0 middleware/cancel/cancel.go); later steps keep
+    // the provider's default limit.
+    expect(ready.dialErrorLimit).toBe(-1);
+    // (the SDK fills in 10: @pulumi/command 1.2.1 types/input.js connectionArgsProvideDefaults).
+    for (const c of commands.slice(1)) expect((await resolved<Record<string, unknown>>(c.inputs.connection)).dialErrorLimit, c.name).toBe(10);
   });
 
   it("exports what the runbook needs", async () => {
