@@ -21,7 +21,7 @@
 # automatic restart, for SETTLE seconds.
 #
 # Exit: 0 active and steady (says what it did, or that nothing changed); 1 not active or
-#       restarting after the (re)start (the unit's last journal lines on stderr); 2 usage; 3 an
+#       restarting after the (re)start (what to read on stderr, never the journal itself); 2 usage; 3 an
 #       input is not as planned (an earlier step must run first).
 set -euo pipefail
 
@@ -85,12 +85,14 @@ steady_or_fail() {
   fi
   status=$(show ExecMainStatus)
   echo "$PROG: $unit is not steady ${arg[settle]}s after start: $state/$sub, result $(show Result), last exit status $status, restarts $restarts -> $(show NRestarts)." >&2
+  # No journal lines here: on failure the provider returns this step's whole output in its error
+  # (pulumi-command v1.2.1, whatever `logging` says), and that lands in the unencrypted state, the
+  # CI log and the PR comment, while the engine may log anything. The journal stays on the host.
   if [[ $status == 78 ]]; then
-    echo "$PROG: exit status 78 is the engine's failed startup gate (it stays stopped on purpose); the journal says which gate. Fix that (a missing secret: pulumi config set --secret --path 'keel:secretEnv.NAME' ...), then run pulumi up again." >&2
+    echo "$PROG: exit status 78 is the engine's failed startup gate (it stays stopped on purpose); its journal says which gate: scripts/runbook/logs.sh -n 50 (docs/RUNBOOK.md \"Logs\"). Fix that (a missing secret: pulumi config set --secret --path 'keel:secretEnv.NAME' ...), then run pulumi up again." >&2
   else
-    echo "$PROG: read the journal lines below (or journalctl -u $unit on the host), fix the engine or its config, then run pulumi up again." >&2
+    echo "$PROG: read its journal: scripts/runbook/logs.sh -n 50 (docs/RUNBOOK.md \"Logs\"; on the host: journalctl -u $unit), fix the engine or its config, then run pulumi up again." >&2
   fi
-  journalctl --unit="$unit" --lines=30 --no-pager --output=short-iso >&2 || true
   exit 1
 }
 

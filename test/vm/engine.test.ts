@@ -242,7 +242,17 @@ describe("the engine on a Debian 12 VM, deployed by the host plan's steps", () =
   }, 15 * MINUTE);
 
   it("stops for good, with the gate status, when a required secret is removed", async () => {
-    await up(stepsNamed(["secrets"]), { ...secrets, envFile: renderEnvFile({ ENGINE_DB_KEY: SECOND_SECRET }) }).catch(() => undefined);
+    const error = await up(stepsNamed(["secrets"]), { ...secrets, envFile: renderEnvFile({ ENGINE_DB_KEY: SECOND_SECRET }) }).then(
+      () => undefined,
+      (e: Error) => e,
+    );
+    // The step fails and says where to read why. Its output is what the provider puts into its error
+    // (and so into state, the CI log and the PR comment) whatever `logging` says: pulumi-command
+    // v1.2.1 provider/pkg/provider/remote/commandOutputs.go, `running %q:\n<stdout and stderr>`. No
+    // journal line of the engine's may be in it.
+    expect(error?.message).toContain("exit status 78 is the engine's failed startup gate");
+    expect(error?.message).toContain("scripts/runbook/logs.sh -n 50");
+    expect(error?.message).not.toMatch(/engine: (started|startup gate failed)/);
     const failed = await waitFor("gate failure", unitState, (s) => s.ActiveState === "failed", 5 * MINUTE);
     expect(failed).toMatchObject({ Result: "exit-code", ExecMainStatus: "78" });
     await new Promise((r) => setTimeout(r, 15_000));
