@@ -13,6 +13,13 @@ import { z } from "zod";
 export const LOCATIONS = ["fsn1", "nbg1", "hel1", "ash", "hil", "sin"] as const;
 /** Images keel renders a first boot for. Ubuntu 24.04 is the seed's ruling; Debian for the VM tests. */
 export const IMAGES = ["ubuntu-24.04", "debian-12", "debian-13"] as const;
+/**
+ * Locations where Hetzner sells only the dedicated and AMD lines: its cost-optimized cx* and Arm
+ * cax* servers are EU-only (Falkenstein, Nuremberg, Helsinki; Hetzner's server type availability per
+ * location). Ordering one elsewhere fails only at `pulumi up`, after the firewall and keys exist.
+ */
+export const EU_ONLY_SERVER_TYPE_PREFIXES = ["cx", "cax"] as const;
+export const NON_EU_LOCATIONS = ["ash", "hil", "sin"] as const;
 /** Server types Hetzner no longer sells; ordering one fails late, so reject it early. */
 export const RETIRED_SERVER_TYPES = ["cx11", "cx21", "cx22", "cx31", "cx32", "cx41", "cx42", "cx51", "cx52", "cpx11"];
 
@@ -117,7 +124,7 @@ export const configSchema = z
       .default("*-*-* 03:17:00")
       .describe("systemd OnCalendar for the backup timer."),
     backupRetention: z.number().int().min(1).max(1000).default(14).describe("Verified backups kept on the host."),
-    timezone: z.string().refine(isTimeZone, "an IANA time zone such as UTC or Europe/Berlin").default("UTC").describe("Host time zone."),
+    timezone: z.string().refine(isTimeZone, "an IANA time zone such as UTC or Europe/Berlin").default("UTC").describe("Host time zone, set at first boot only (a change reaches a new server, not a running one)."),
     minFreeDiskGiB: z.number().min(1).max(10000).default(5).describe("Free disk the host must have for DB + backups + logs."),
     healthSchedule: z
       .string()
@@ -248,6 +255,13 @@ function finish(c: ParsedConfig, problems: string[]): KeelConfig {
     else if (c.repoUrl.startsWith("file://")) gitKnownHosts = [];
     else problems.push(`keel:gitKnownHosts: expected the git host's known_hosts lines for ${shown(c.repoUrl)}; found nothing (the key is not set). fix: pulumi config set --path 'keel:gitKnownHosts[0]' "$(ssh-keyscan -t ed25519 <host>)" after checking the fingerprint out of band`);
   }
+  const euOnly = EU_ONLY_SERVER_TYPE_PREFIXES.find((p) => new RegExp(`^${p}[0-9]`).test(c.serverType));
+  if (euOnly && (NON_EU_LOCATIONS as readonly string[]).includes(c.location)) {
+    problems.push(`keel:serverType: ${c.serverType} (a ${euOnly}* type) is sold in fsn1, nbg1 and hel1 only; keel:location is ${c.location}. fix: pulumi config set keel:serverType cpx21 (or another cpx*/ccx* type), or pulumi config set keel:location fsn1`);
+  }
+  if (!c.ipv4 && /^git@github\.com:|^(ssh|https):\/\/([^@/]+@)?github\.com[/:]/.test(c.repoUrl)) {
+    problems.push(`keel:ipv4: false, but keel:repoUrl is on github.com, which serves git over IPv4 only: an IPv6-only server cannot clone it. fix: pulumi config set keel:ipv4 true, or host the repository where IPv6 works`);
+  }
   if (c.sshPort !== 22 && c.sshPort < 1024) {
     problems.push(`keel:sshPort: expected 22 or a port from 1024 to 65535; found ${c.sshPort}. fix: pulumi config set keel:sshPort 2222`);
   }
@@ -323,9 +337,20 @@ function secretEnvNames(text: string, problems: string[]): string[] {
   return names;
 }
 
-/** Pulumi's own check of whether a config key was set with --secret (internal to the SDK, stable since 3.x). */
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const { isConfigSecret } = require("@pulumi/pulumi/runtime/config") as { isConfigSecret: (key: string) => boolean };
+/**
+ * Pulumi's own check of whether a config key was set with --secret: `pulumi.runtime.isConfigSecret`,
+ * exported by the SDK's public `runtime` namespace (@pulumi/pulumi 3.248.0 runtime/index.js
+ * re-exports runtime/config.js) but left out of its type declarations. Read through the public
+ * namespace, not a deep import of the SDK's files, and refused loudly if an SDK upgrade drops it:
+ * without it keel could not tell a plaintext secret from a secret one.
+ */
+function isConfigSecret(key: string): boolean {
+  const check = (pulumi.runtime as unknown as { isConfigSecret?: (key: string) => boolean }).isConfigSecret;
+  if (typeof check !== "function") {
+    throw new Error("keel: this @pulumi/pulumi has no runtime.isConfigSecret, which keel uses to refuse plaintext secrets; use the version in package-lock.json (npm ci)");
+  }
+  return check(key);
+}
 
 /**
  * Reads and validates the stack's `keel:*` config from the Pulumi engine. Throws ConfigError before

@@ -103,6 +103,25 @@ describe("stack config", () => {
     expect(message).toContain('keel:deployUser: expected a non-system user name (not root); found "root"');
   });
 
+  it("refuses an EU-only server type outside the EU, before anything is ordered", () => {
+    for (const [serverType, location] of [["cx23", "ash"], ["cax11", "sin"], ["cx33", "hil"]]) {
+      expect(problems(minimal({ "keel:serverType": serverType, "keel:location": location }))).toEqual([
+        expect.stringMatching(new RegExp(`^keel:serverType: ${serverType} \\(a ca?x\\* type\\) is sold in fsn1, nbg1 and hel1 only; keel:location is ${location}\\. fix: `)),
+      ]);
+    }
+    expect(parseConfig(minimal({ "keel:serverType": "cpx21", "keel:location": "ash" })).location).toBe("ash");
+    expect(parseConfig(minimal({ "keel:serverType": "cx23", "keel:location": "hel1" })).serverType).toBe("cx23");
+  });
+
+  it("refuses an IPv6-only server that must clone from GitHub (no IPv6 there)", () => {
+    for (const repoUrl of ["git@github.com:example-org/engine.git", "ssh://git@github.com/example-org/engine.git"]) {
+      expect(problems(minimal({ "keel:ipv4": "false", "keel:repoUrl": repoUrl }))).toEqual([
+        expect.stringMatching(/^keel:ipv4: false, but keel:repoUrl is on github\.com, which serves git over IPv4 only: .* fix: pulumi config set keel:ipv4 true/),
+      ]);
+    }
+    expect(parseConfig(minimal({ "keel:ipv4": "false", "keel:repoUrl": "file:///srv/engine.git" })).ipv4).toBe(false);
+  });
+
   it("says which required key is missing and what it is for", () => {
     const raw = minimal();
     delete raw["keel:repoRef"];

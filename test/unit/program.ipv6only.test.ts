@@ -4,7 +4,12 @@ import { resolved, runProgram, type ProgramRun } from "../support/program";
 describe("an IPv6-only stack under Pulumi mocks", () => {
   let run: ProgramRun;
   beforeAll(async () => {
-    run = await runProgram("prod", { "keel:ipv4": "false" });
+    // GitHub serves git over IPv4 only, so an IPv6-only stack needs a repository elsewhere.
+    run = await runProgram("prod", {
+      "keel:ipv4": "false",
+      "keel:repoUrl": "ssh://git@git.example.org/engine.git",
+      "keel:gitKnownHosts": JSON.stringify(["git.example.org ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"]),
+    });
   });
 
   it("creates only the IPv6 primary IP and connects over IPv6", async () => {
