@@ -273,4 +273,15 @@ describe("the GitHub workflows", () => {
       ["inputs.action == 'destroy'", "destroy", "staging"],
     ]);
   });
+
+  it("deploy to stacks that let the CI key in: each stack a workflow ups lists a ci-* admin key", () => {
+    // deploy-prod.yml and staging.yml load KEEL_SSH_PRIVATE_KEY into ssh-agent and `pulumi up`
+    // connects as the deploy user with it; a stack without its public half fails at the first step.
+    for (const [file, stack] of [["deploy-prod.yml", "prod"], ["staging.yml", "staging"]] as const) {
+      expect(read(file)).toContain("KEEL_SSH_PRIVATE_KEY");
+      const stackFile = parseYaml(readFileSync(join(REPO, `Pulumi.${stack}.yaml`), "utf8")) as { config: Record<string, unknown> };
+      const keys = stackFile.config["keel:adminKeys"] as string[];
+      expect(keys.filter((k) => / ci-[a-z-]+@github-actions$/.test(k)), `${stack}: keel:adminKeys`).toHaveLength(1);
+    }
+  });
 });
