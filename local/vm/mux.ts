@@ -46,6 +46,9 @@ export class SshMultiplexer {
       master.sessions++;
       try {
         const r = await runSsh(["-o", `ControlPath=${master.socket}`, "-o", "ControlMaster=no", ...args], command, stdin, timeoutMs);
+        // Killing a timed-out client ends nothing on the guest while the master carries its session;
+        // ending the master does (sshd hangs up its sessions), as the end of a direct connection would.
+        if (r.timedOut) this.close(args);
         // The master went away under us, or refused a session: the command never ran. Connect directly.
         if (!(r.code === 255 && MUX_FAILURE.test(r.stderr))) return r;
       } finally {
@@ -57,11 +60,19 @@ export class SshMultiplexer {
 
   /** Ends every master connection (before a reboot or a power-off: they would die anyway). */
   closeAll(): void {
-    for (const [key, master] of this.masters) {
-      this.masters.delete(key);
-      master.alive = false;
-      master.child.kill("SIGTERM");
-    }
+    for (const key of [...this.masters.keys()]) this.closeKey(key);
+  }
+
+  private close(args: string[]): void {
+    this.closeKey(args.join("\0"));
+  }
+
+  private closeKey(key: string): void {
+    const master = this.masters.get(key);
+    if (!master) return;
+    this.masters.delete(key);
+    master.alive = false;
+    master.child.kill("SIGTERM");
   }
 
   private async master(args: string[]): Promise<Master | undefined> {

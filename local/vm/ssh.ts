@@ -74,7 +74,10 @@ export function runSsh(args: string[], command: string, stdin: string | undefine
       clearTimeout(timer);
       reject(new Error(`ssh could not start: ${e.message}`));
     });
-    child.on("close", (code) => {
+    let settled = false;
+    const settle = (code: number | null) => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
       resolve({
         code: timedOut ? 124 : code ?? 255,
@@ -82,6 +85,16 @@ export function runSsh(args: string[], command: string, stdin: string | undefine
         stderr: Buffer.concat(err).toString(),
         timedOut,
       });
+    };
+    child.on("close", settle);
+    // A client killed at the timeout may leave its stdout and stderr open in another process: a
+    // multiplexed client hands its descriptors to the master connection (local/vm/mux.ts), which
+    // keeps them until the remote command ends. Its exit is the end here.
+    child.on("exit", () => {
+      if (!timedOut) return;
+      child.stdout?.destroy();
+      child.stderr?.destroy();
+      settle(null);
     });
     if (stdin !== undefined) {
       // A guest that drops the connection early closes the pipe; the exit code tells the story.
