@@ -98,12 +98,17 @@ export async function runSteps(
     } else {
       result = await vm.exec(step.command, { stdin, timeoutMs });
     }
-    const quiet = step.secret !== undefined; // like logging: "none" in the Pulumi executor
+    // A secret-carrying step runs with logging "none" in the Pulumi executor: nothing of it is shown
+    // while it succeeds. When it fails the provider puts its whole output into the error it returns,
+    // logging or not (pulumi-command v1.2.1 provider/pkg/provider/remote/commandOutputs.go,
+    // `running %q:\n<stdout and stderr>`), so the run keeps it here too: what a failed step prints
+    // is what the operator's terminal, the CI log and the state get, and tests check it holds no secret.
+    const quiet = step.secret !== undefined && result.code === 0;
     const run: StepRun = {
       name: step.name,
       code: result.code,
       stdout: quiet ? "" : result.stdout,
-      stderr: quiet ? (result.code === 0 ? "" : "(output of a secret-carrying step is not shown)") : result.stderr,
+      stderr: quiet ? "" : result.stderr,
       seconds: (Date.now() - started) / 1000,
     };
     runs.push(run);
