@@ -1,7 +1,6 @@
-// Services a VM test runs on the guest's own loopback, as transient systemd units (systemd-run):
-// a webhook listener that records every POST, and an SNTP server that lets systemd-timesyncd
-// synchronize in a guest that has no way out (the VM's network is restricted to this machine).
-// Both need the root helper (installRootHelper) and listen on 127.0.0.1 only.
+// What a VM test does to the guest's services, through the root helper (installRootHelper): a
+// webhook listener on the guest's own loopback (a transient systemd unit) that records every POST,
+// and taking the guest's time source away and giving it back.
 import type { Vm } from "../../../local/vm";
 import { asRoot, shellQuote, tryAsRoot } from "./keelVm";
 
@@ -22,22 +21,6 @@ class Hook(http.server.BaseHTTPRequestHandler):
 http.server.HTTPServer(("127.0.0.1", port), Hook).serve_forever()
 `;
 
-/** An NTP server answering from the guest's own clock (stratum 1, no leap warning): enough for timesyncd. */
-const SNTP_SERVER = `
-import socket, struct, time
-EPOCH = 2208988800
-def stamp(t):
-    return struct.pack("!II", int(t) + EPOCH, int((t % 1) * 2**32))
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("127.0.0.1", 123))
-while True:
-    data, peer = s.recvfrom(512)
-    if len(data) < 48:
-        continue
-    now = time.time()
-    head = struct.pack("!BBbb", (0 << 6) | (4 << 3) | 4, 1, data[2], -20) + struct.pack("!II", 0, 0) + b"LOCL"
-    s.sendto(head + stamp(now) + data[40:48] + stamp(now) + stamp(time.time()), peer)
-`;
 
 async function install(vm: Vm, name: string, source: string): Promise<string> {
   const file = `${DIR}/${name}`;
@@ -69,14 +52,20 @@ export async function startWebhookListener(vm: Vm, port: number, path: string): 
 }
 
 /**
- * Points systemd-timesyncd at an SNTP server on the guest's loopback (a drop-in of the test's, not
- * a file keel placed) and waits until timedatectl reports the clock synchronized.
+ * Takes the guest's time source away, as when a server loses its NTP servers: stops keel-vm-time
+ * (the VM's relay to this machine's clock, docs/VM.md "Time") and systemd-timesyncd, then sets the
+ * clock to the time it already has, which makes the kernel mark it unsynchronized (settimeofday
+ * sets STA_UNSYNC), so `timedatectl` reports NTPSynchronized=no from then on.
  */
-export async function synchronizeClockLocally(vm: Vm): Promise<void> {
-  const script = await install(vm, "sntp.py", SNTP_SERVER);
-  await asRoot(vm, `systemd-run --quiet --unit=keel-test-ntp /usr/bin/python3 ${script}`);
-  const dropIn = "/etc/systemd/timesyncd.conf.d/keel-test-ntp.conf";
-  await asRoot(vm, `mkdir -p /etc/systemd/timesyncd.conf.d && printf '[Time]\\nNTP=127.0.0.1\\nFallbackNTP=\\n' > ${dropIn} && systemctl restart systemd-timesyncd`);
+export async function loseTimeSync(vm: Vm): Promise<void> {
+  await asRoot(vm, "sh -c 'systemctl stop systemd-timesyncd keel-vm-time && date -s @$(date +%s.%N) >/dev/null && timedatectl show -p NTPSynchronized --value'").then((out) => {
+    if (out.trim() !== "no") throw new Error(`the clock still reads as synchronized after its time source was stopped: ${out.trim()}`);
+  });
+}
+
+/** Gives the time source back (loseTimeSync) and waits until timedatectl reports the clock synchronized. */
+export async function restoreTimeSync(vm: Vm): Promise<void> {
+  await asRoot(vm, "systemctl start keel-vm-time systemd-timesyncd");
   const wait = `for i in $(seq 90); do [ "$(timedatectl show -p NTPSynchronized --value)" = yes ] && exit 0; sleep 1; done; timedatectl timesync-status; exit 1`;
   await asRoot(vm, `sh -c ${shellQuote(wait)}`, { timeoutMs: 3 * 60_000 });
 }
