@@ -53,7 +53,12 @@ if ! has_commit; then
   if ! git fetch -q --prune origin '+refs/heads/*:refs/remotes/origin/*' '+refs/tags/*:refs/tags/*'; then
     [[ $url != file://* ]] ||
       fail "cannot fetch $url (error above). It must be a git repository the deploy user can read and owns (git refuses other users' repositories)"
-    fail "cannot fetch $url (error above). Check that the deploy key (pulumi stack output deployPublicKey) is a read-only deploy key of the repository and that keel:gitKnownHosts holds the git host's keys"
+    # The usual cause on a first deploy: the key was made by this very `pulumi up` (the stack's
+    # tls.PrivateKey) and the repository does not know it yet. Name the key here: the step's output
+    # is what the operator reads, and stack outputs may not be written by a failed up.
+    public=$(ssh-keygen -y -f "$key" 2>/dev/null) || public="(unreadable: $key)"
+    fail "cannot fetch $url (error above). On a first deploy (or a rebuilt stack, which has a new key) the repository does not know this server's deploy key yet: add it as a read-only deploy key (GitHub: the repository's Settings > Deploy keys > Add deploy key, 'Allow write access' off), then run pulumi up again; this step and the ones after it run again. The key: $public
+If the key is registered, check that keel:gitKnownHosts holds the git host's keys"
   fi
   # A commit on no branch or tag: ask for it by id (GitHub serves reachable commits this way).
   has_commit || git fetch -q origin "$commit" 2>/dev/null || true

@@ -226,7 +226,7 @@ describe("engine-source.sh", () => {
       const r = source(first, url(), mkdirFor(join(root, "opt", "ssh-wrong")));
       expect(r.code).toBe(1);
       expect(r.stderr).toContain("Host key verification failed");
-      expect(r.stderr).toContain("Check that the deploy key (pulumi stack output deployPublicKey) is a read-only deploy key");
+      expect(r.stderr).toContain("If the key is registered, check that keel:gitKnownHosts holds the git host's keys");
       expect(readFileSync(knownHosts(), "utf8")).toBe(`[127.0.0.1]:${port} ${other}\n`);
     });
 
@@ -235,6 +235,23 @@ describe("engine-source.sh", () => {
       const r = source(first, url(), mkdirFor(join(root, "opt", "ssh-none")));
       expect(r.code).toBe(1);
       expect(r.stderr).toBe(`keel source: no pinned host keys in ${knownHosts()}; set keel:gitKnownHosts to the git host's known_hosts lines\n`);
+    });
+
+    it("names the deploy key to register when the repository does not know it (a first deploy), and carries on once it does", () => {
+      writeFileSync(knownHosts(), `${hostLine}\n`);
+      const fresh = join("/home", DEPLOY, ".ssh", "fresh_deploy_key");
+      execFileSync("runuser", ["-u", DEPLOY, "--", "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "keel-deploy", "-f", fresh]);
+      const publicKey = execFileSync("ssh-keygen", ["-y", "-f", fresh], { encoding: "utf8" }).trim();
+      const dir = mkdirFor(join(root, "opt", "ssh-unregistered"));
+      const r = asDeploy("engine-source.sh", [url(), first, dir, fresh, knownHosts()]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain("Permission denied (publickey)");
+      expect(r.stderr).toContain("the repository does not know this server's deploy key yet: add it as a read-only deploy key");
+      expect(r.stderr).toContain(`then run pulumi up again; this step and the ones after it run again. The key: ${publicKey}\n`);
+      // Registered: the same step, run again, clones.
+      appendFileSync(join("/home", DEPLOY, ".ssh", "authorized_keys"), readFileSync(`${fresh}.pub`));
+      expect(asDeploy("engine-source.sh", [url(), first, dir, fresh, knownHosts()])).toMatchObject({ code: 0 });
+      expect(readFileSync(join(dir, ".git", "HEAD"), "utf8")).toBe(`${first}\n`);
     });
 
     it("clones with the deploy key when the host key is the pinned one", () => {
