@@ -1,7 +1,6 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { sha256, stableJson } from "../plan/hash";
-import { parseFileResult } from "../plan/steps";
 import type { LocalStep, RemoteStep, SecretName, Step, UploadStep } from "../plan/types";
 
 export interface HostStepsArgs {
@@ -48,9 +47,9 @@ const READINESS_DIAL_ERROR_LIMIT = -1;
  *   its trigger is a secret hash, and nothing of it reaches the command text.
  * - local: a local.Command on the operator's machine, in the project root (the repository's). Its stdout is its
  *   result, stored in state: a local step prints a path and a sha256, never content.
- * - upload: a remote.CopyToRemote of the file a local step's result names (a FileAsset: state keeps
- *   its path and hash, never its bytes), over the same pinned connection. It copies again only when
- *   that result changes, not when the file changes afterwards.
+ * - upload: a local.Command that copies the file a local step's result names to the host over the
+ *   same pinned connection (scripts/upload-file.sh). It copies again only when that result (or the
+ *   server) changes, never reads the file otherwise.
  */
 export class HostSteps extends pulumi.ComponentResource {
   /** The remote commands, in plan order. */
@@ -82,7 +81,7 @@ export class HostSteps extends pulumi.ComponentResource {
         results.set(step.name, cmd.stdout);
         previous = cmd;
       } else if (step.kind === "upload") {
-        previous = this.upload(`${name}-${step.name}`, step, connection, resultOf(step, step.from), args.serverId, resourceOpts);
+        previous = this.upload(`${name}-${step.name}`, step, args, resultOf(step, step.from), resourceOpts);
       } else {
         const cmd = this.remote(`${name}-${step.name}`, step, connection, args, step.stdinFrom === undefined ? undefined : resultOf(step, step.stdinFrom), resourceOpts);
         commands.push(cmd);
@@ -140,21 +139,29 @@ export class HostSteps extends pulumi.ComponentResource {
   private upload(
     name: string,
     step: UploadStep,
-    connection: command.types.input.remote.ConnectionArgs,
+    args: HostStepsArgs,
     result: pulumi.Output<string>,
-    serverId: pulumi.Input<string>,
     opts: pulumi.CustomResourceOptions,
-  ): command.remote.CopyToRemote {
-    return new command.remote.CopyToRemote(
+  ): command.local.Command {
+    // Not a CopyToRemote of a FileAsset: the engine reads and hashes an asset's file whenever the
+    // resource is registered (pulumi v3.248.0 pkg/resource/deploy/source_eval.go, resmon
+    // RegisterResource unmarshals with ComputeAssetHashes), every later preview and up included
+    // (ignoreChanges only applies after that), so a source DB moved after its migration, or any
+    // other machine (CI), would fail them all. scripts/upload-file.sh copies over the same pinned connection (the operator's ssh-agent,
+    // the host key), checks the file still has the sha256 its local step proved, and verifies it on
+    // the host; state keeps the command, the result line and the output, never a path to read again.
+    return new command.local.Command(
       name,
       {
-        connection,
-        source: result.apply((r) => new pulumi.asset.FileAsset(parseFileResult(r).path)),
-        remotePath: step.remotePath,
-        triggers: [step.hash, result, serverId],
+        create: pulumi.interpolate`bash scripts/upload-file.sh ${args.host} ${args.port} ${args.user} ${step.remotePath}`,
+        stdin: result,
+        environment: { KEEL_HOST_KEY: args.hostKey },
+        triggers: [step.hash, result, args.serverId],
+        addPreviousOutputInEnv: false,
+        logging: "stdoutAndStderr",
       },
-      // The copy follows the local step's result (path and sha256), not later edits of the file.
-      { ...opts, ignoreChanges: ["source"] },
+      opts,
     );
   }
+
 }

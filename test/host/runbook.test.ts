@@ -4,8 +4,8 @@
 // argument checks stop bad input before any connection. keel-ops (the host side) is checked for
 // what it does without systemd; its restore, backup and adopt run on the VM (test/vm/health.test.ts).
 // Needs root (sshd, a temporary user).
-import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -330,5 +330,71 @@ describe("keel-ops (the host side) without systemd", () => {
     const r = ops(["reboot"], conf);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/^Usage: keel-ops backups/);
+  });
+});
+
+// The Pulumi executor's upload steps (components/hostSteps.ts): scripts/upload-file.sh on the
+// operator's machine, with the keys in ssh-agent (as `pulumi up` runs it) and the pinned host key.
+describe("upload-file.sh: the upload step's copy, against the sshd", () => {
+  let agent: { SSH_AUTH_SOCK: string; SSH_AGENT_PID: string };
+  const remoteDir = () => `/home/${USER}/incoming`;
+
+  beforeAll(() => {
+    const out = execFileSync("ssh-agent", ["-s"], { encoding: "utf8" });
+    agent = { SSH_AUTH_SOCK: /SSH_AUTH_SOCK=([^;]+);/.exec(out)![1], SSH_AGENT_PID: /SSH_AGENT_PID=(\d+);/.exec(out)![1] };
+    execFileSync("ssh-add", ["-q", join(dir, "admin")], { env: { ...process.env, ...agent }, stdio: "ignore" });
+    execFileSync("runuser", ["-u", USER, "--", "mkdir", "-m", "0700", remoteDir()]);
+  });
+  afterAll(() => {
+    if (agent) process.kill(Number(agent.SSH_AGENT_PID), "SIGTERM");
+  });
+
+  function upload(result: string, remote: string, hostKey = hostPub): Promise<Run> {
+    const env = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dir, ...agent, KEEL_HOST_KEY: hostKey };
+    return new Promise((resolve) => {
+      const child = execFile("bash", [join(REPO, "scripts", "upload-file.sh"), "127.0.0.1", String(port), USER, remote], { cwd: REPO, env, timeout: 60_000, encoding: "utf8" }, (error, stdout, stderr) => {
+        resolve({ code: error ? (typeof error.code === "number" ? error.code : -1) : 0, stdout, stderr });
+      });
+      child.stdin!.end(`${result}\n`);
+    });
+  }
+  const local = (name: string, bytes: Buffer) => {
+    const file = join(dir, name);
+    writeFileSync(file, bytes);
+    return { file, result: `${createHash("sha256").update(bytes).digest("hex")}  ${file}` };
+  };
+  const onHost = (p: string) => spawnSync("runuser", ["-u", USER, "--", "sh", "-c", `stat -c '%a %s' ${p} && sha256sum ${p}`], { encoding: "utf8" }).stdout;
+
+  it("copies the file the local step proved, verifies its sha256 on the host, and leaves it 0600 under its name", async () => {
+    const bytes = randomBytes(300_000);
+    const { file, result } = local("chosen.db", bytes);
+    const remote = `${remoteDir()}/engine.db`;
+    const r = await upload(result, remote);
+    expect(r).toMatchObject({ code: 0, stderr: "" });
+    expect(r.stdout).toBe(`upload: ${file} (${result.split(" ")[0]}) is ${remote} on the host\n`);
+    expect(onHost(remote)).toBe(`600 ${bytes.length}\n${result.split(" ")[0]}  ${remote}\n`);
+    expect(onHost(`${remote}.partial`)).toBe("");
+  });
+
+  it("refuses a file changed or gone since the local step proved it, and copies nothing", async () => {
+    const { file, result } = local("changed.db", randomBytes(1000));
+    writeFileSync(file, randomBytes(1000));
+    const changed = await upload(result, `${remoteDir()}/changed.db`);
+    expect(changed.code).toBe(3);
+    expect(changed.stderr).toMatch(/^keel-upload: .*changed\.db changed since the step before this one proved it \(sha256 [0-9a-f]{64}, proven [0-9a-f]{64}\); nothing was copied/);
+    rmSync(file);
+    const gone = await upload(result, `${remoteDir()}/changed.db`);
+    expect(gone.code).toBe(3);
+    expect(gone.stderr).toContain("changed.db is gone; it was chosen by the step before this one");
+    expect(onHost(`${remoteDir()}/changed.db`)).toBe("");
+  });
+
+  it("refuses a host that shows another key, and copies nothing", async () => {
+    const { result } = local("other.db", randomBytes(1000));
+    const r = await upload(result, `${remoteDir()}/other.db`, otherPub);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("Host key verification failed");
+    expect(r.stderr).toContain("nothing was put in place");
+    expect(onHost(`${remoteDir()}/other.db`)).toBe("");
   });
 });

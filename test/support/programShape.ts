@@ -45,7 +45,8 @@ export async function expectCommonShape(run: ProgramRun, stack: string): Promise
   // provider/pkg/provider/common/inputs.go), so a new server gets every step again; the operator's
   // local steps do not depend on the server.
   const serverId = await idOf(server);
-  for (const step of [...run.byType("command:remote:Command"), ...run.byType("command:remote:CopyToRemote")]) {
+  const uploads = run.byType("command:local:Command").filter((c) => c.name.endsWith("-upload"));
+  for (const step of [...run.byType("command:remote:Command"), ...uploads]) {
     expect(await resolved<unknown[]>(step.inputs.triggers), step.name).toContain(serverId);
   }
 

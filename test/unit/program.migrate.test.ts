@@ -8,11 +8,11 @@ import { parseConfig } from "../../config";
 import { buildHostPlan } from "../../plan/hostPlan";
 import { REPO_ROOT } from "../../plan/static";
 import { FAKE_HOST_PUBLIC, localCommandResults } from "../support/mocks";
-import { resolved, runProgram, type ProgramRun } from "../support/program";
+import { idOf, resolved, runProgram, type ProgramRun } from "../support/program";
 import { expectCommonShape } from "../support/programShape";
 import { stackConfig } from "../support/stack";
 
-const STEP_TYPES = ["command:remote:Command", "command:local:Command", "command:remote:CopyToRemote"];
+const STEP_TYPES = ["command:remote:Command", "command:local:Command"];
 /** A value only the DB's content holds: it must be nowhere in the program's resources. */
 const MARKER = "row-content-5e1f0c2a-only-in-the-db";
 
@@ -76,17 +76,21 @@ describe("the prod stack with keel:migrateFrom, under Pulumi mocks", () => {
     expect(local.inputs.stdin).toBeUndefined();
   });
 
-  it("copies the chosen file as a FileAsset over the pinned connection, after the gate, and again only when the gate's result changes", async () => {
+  it("copies the chosen file over the pinned connection with scripts/upload-file.sh, after the gate, and again only when the gate's result or the server changes", async () => {
     const copy = named("db-migrate-upload");
-    expect(copy.type).toBe("command:remote:CopyToRemote");
-    // Resolved, an asset is its fields: a FileAsset has a path, a StringAsset would have a text.
-    expect(await resolved(copy.inputs.source)).toEqual({ __pulumiAsset: true, path: db });
-    expect(await resolved(copy.inputs.remotePath)).toBe("/home/deploy/keel-incoming/engine.db");
-    const conn = await resolved<Record<string, unknown>>(copy.inputs.connection);
-    expect(conn).toMatchObject({ hostKey: FAKE_HOST_PUBLIC, user: "deploy", port: 22 });
-    expect(conn.privateKey).toBeUndefined();
-    expect((await resolved<string[]>(copy.inputs.triggers))[1]).toBe(result);
-    expect(copy.opts.ignoreChanges).toEqual(["source"]);
+    // A local command, no asset: the engine reads an asset's file at every registration, so a
+    // FileAsset would break every later preview once the source moved (pulumi v3.248.0
+    // pkg/resource/deploy/source_eval.go, RegisterResource with ComputeAssetHashes).
+    expect(copy.type).toBe("command:local:Command");
+    expect(copy.inputs.source).toBeUndefined();
+    expect(await resolved(copy.inputs.create)).toBe("bash scripts/upload-file.sh 198.51.100.7 22 deploy /home/deploy/keel-incoming/engine.db");
+    expect(await resolved(copy.inputs.stdin)).toBe(result);
+    expect(await resolved(copy.inputs.environment)).toEqual({ KEEL_HOST_KEY: FAKE_HOST_PUBLIC });
+    expect(copy.inputs.dir).toBeUndefined();
+    const triggers = await resolved<string[]>(copy.inputs.triggers);
+    expect(triggers.slice(0, 2)).toEqual([plan().steps.find((s) => s.name === "db-migrate-upload")!.hash, result]);
+    expect(triggers[2]).toBe(await idOf(run.one("hcloud:index/server:Server")));
+    expect(copy.opts.dependsOn).toEqual([named("db-migrate-source").resource]);
   });
 
   it("adopts on the host with the gate's result (sha256 and origin) on stdin, before the engine's first start", async () => {
@@ -106,7 +110,6 @@ describe("the prod stack with keel:migrateFrom, under Pulumi mocks", () => {
       const text = JSON.stringify(inputs);
       expect(text, r.name).not.toContain(MARKER);
       expect(text, r.name).not.toContain(content.toString("base64").slice(0, 64));
-      if (r.inputs.source !== undefined) expect(Object.keys(await resolved<object>(r.inputs.source)).sort(), r.name).toEqual(["__pulumiAsset", "path"]);
     }
   });
 });
