@@ -35,6 +35,9 @@ export interface HostStepsArgs {
  */
 const READINESS_DIAL_ERROR_LIMIT = -1;
 
+/** Characters of a step's stdin above which a preview shows no diff of it (hideDiffs). */
+const HIDE_STDIN_DIFF_ABOVE = 4096;
+
 /**
  * Executor 1 of the host plan: one @pulumi/command resource per step, each depending on the
  * previous one, re-run only when the step's own content hash, its secret or the server changes.
@@ -120,7 +123,15 @@ export class HostSteps extends pulumi.ComponentResource {
         addPreviousOutputInEnv: false,
         logging: step.secret ? "none" : "stdoutAndStderr",
       },
-      { ...opts, additionalSecretOutputs: step.secret ? ["stdin", "stdout", "stderr"] : [] },
+      {
+        ...opts,
+        additionalSecretOutputs: step.secret ? ["stdin", "stdout", "stderr"] : [],
+        // A big stdin (the tools step's bundle of keel's scripts, ~126 KB) would fill the diff of
+        // every preview that changes it, and pulumi/actions cuts a PR comment at 64,000 characters:
+        // show its trigger (the step hash) change instead. Display only (pulumi v3.248.0
+        // pkg/backend/display/object_diff.go applies hideDiffs to an update's or replace's diff).
+        ...(typeof step.stdin === "string" && step.stdin.length > HIDE_STDIN_DIFF_ABOVE ? { hideDiffs: ["stdin"] } : {}),
+      },
     );
   }
 

@@ -66,6 +66,10 @@ describe("the prod stack under Pulumi mocks", () => {
       const triggers = await resolved<string[]>(c.inputs.triggers);
       expect(triggers[0]).toBe(plan.steps[i].hash);
     }
+    // A preview shows no diff of a big stdin (the tools bundle), only of the step's hash.
+    const bigStdin = plan.steps.filter((s) => (s.kind ?? "remote") === "remote" && "stdin" in s && typeof s.stdin === "string" && s.stdin.length > 4096).map((s) => `keel-step-${s.name}`);
+    expect(bigStdin).toContain("keel-step-tools");
+    for (const c of commands) expect(c.opts.hideDiffs, c.name).toEqual(bigStdin.includes(c.name) ? ["stdin"] : undefined);
     const ready = await resolved<Record<string, unknown>>(commands[0].inputs.connection);
     // Readiness waits for sshd as long as its timeout (unlimited dials; the custom timeout ends the
     // provider's dial loop: pulumi-go-provider v1.3.0 middleware/cancel/cancel.go); later steps keep
