@@ -18,6 +18,7 @@ const path = require("node:path");
 const REPO = path.join(__dirname, "..", "..");
 const OUT = path.join(REPO, ".keel");
 const VITEST = path.join(REPO, "node_modules", ".bin", "vitest");
+const REPORTER = path.join(__dirname, "file-times-reporter.mjs");
 
 /**
  * @typedef {{ name: string, command: string[], stream: boolean, report?: string }} Tier
@@ -36,15 +37,15 @@ const TIERS = [
 ];
 
 /**
- * Per-file wall times from a vitest JSON report.
+ * Per-file wall times, as scripts/dev/file-times-reporter.mjs wrote them.
  * @param {string} file
  * @returns {FileTime[]}
  */
 function fileTimes(file) {
   try {
-    /** @type {{ testResults: { name: string, startTime: number, endTime: number, status: string }[] }} */
-    const report = JSON.parse(fs.readFileSync(file, "utf8"));
-    return report.testResults.map((r) => ({ file: path.relative(REPO, r.name), seconds: (r.endTime - r.startTime) / 1000, passed: r.status === "passed" }));
+    /** @type {FileTime[]} */
+    const files = JSON.parse(fs.readFileSync(file, "utf8"));
+    return files.map((f) => ({ ...f, file: path.relative(REPO, f.file) }));
   } catch {
     return [];
   }
@@ -57,8 +58,13 @@ function fileTimes(file) {
 function run(tier) {
   const started = Date.now();
   const report = tier.report ? path.join(OUT, tier.report) : undefined;
-  const args = tier.command.slice(1).concat(report ? ["--reporter=default", "--reporter=json", `--outputFile.json=${report}`] : []);
-  const child = spawn(tier.command[0], args, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, FORCE_COLOR: process.stdout.isTTY ? "1" : "0" } });
+  const times = report ? report.replace(/\.json$/, ".times.json") : undefined;
+  const args = tier.command.slice(1).concat(report ? ["--reporter=default", "--reporter=json", `--outputFile.json=${report}`, `--reporter=${REPORTER}`] : []);
+  const child = spawn(tier.command[0], args, {
+    cwd: REPO,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, FORCE_COLOR: process.stdout.isTTY ? "1" : "0", ...(times ? { KEEL_FILE_TIMES: times } : {}) },
+  });
   /** @type {Buffer[]} */
   const output = [];
   const take = (/** @type {Buffer} */ chunk) => (tier.stream ? process.stdout.write(chunk) : output.push(chunk));
@@ -69,7 +75,7 @@ function run(tier) {
       const seconds = (Date.now() - started) / 1000;
       if (!tier.stream) process.stdout.write(`\n===== ${tier.name} (${seconds.toFixed(0)} s) =====\n${Buffer.concat(output).toString()}`);
       process.stdout.write(`\n===== ${tier.name}: ${code === 0 ? "passed" : `FAILED (${signal ?? `exit ${code}`})`} in ${seconds.toFixed(0)} s =====\n`);
-      resolve({ name: tier.name, code: code ?? 1, seconds, files: report ? fileTimes(report) : [] });
+      resolve({ name: tier.name, code: code ?? 1, seconds, files: times ? fileTimes(times) : [] });
     });
   });
 }
