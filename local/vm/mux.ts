@@ -21,6 +21,8 @@ interface Master {
   ready: Promise<boolean>;
   sessions: number;
   alive: boolean;
+  /** A session on it timed out: no new sessions, and it ends once the last one does. */
+  retiring?: boolean;
 }
 
 /**
@@ -42,18 +44,21 @@ export class SshMultiplexer {
   /** Runs `command` with `args` (sshArgs), over a master connection when one can carry it. */
   async exec(args: string[], command: string, stdin: string | undefined, timeoutMs: number): Promise<ExecResult> {
     const master = await this.master(args);
-    if (master && master.sessions < SESSIONS_PER_MASTER) {
+    if (master && !master.retiring && master.sessions < SESSIONS_PER_MASTER) {
       master.sessions++;
+      let r: ExecResult | undefined;
       try {
-        const r = await runSsh(["-o", `ControlPath=${master.socket}`, "-o", "ControlMaster=no", ...args], command, stdin, timeoutMs);
-        // Killing a timed-out client ends nothing on the guest while the master carries its session;
-        // ending the master does (sshd hangs up its sessions), as the end of a direct connection would.
-        if (r.timedOut) this.close(args);
-        // The master went away under us, or refused a session: the command never ran. Connect directly.
-        if (!(r.code === 255 && MUX_FAILURE.test(r.stderr))) return r;
+        r = await runSsh(["-o", `ControlPath=${master.socket}`, "-o", "ControlMaster=no", ...args], command, stdin, timeoutMs);
       } finally {
         master.sessions--;
+        // Killing a timed-out client ends nothing on the guest while the master carries its session;
+        // ending the master does (sshd hangs up its sessions), as the end of a direct connection
+        // would. A session still running on it finishes first: new execs get another master.
+        if (r?.timedOut) master.retiring = true;
+        if (master.retiring && master.sessions === 0) this.retire(master);
       }
+      // The master went away under us, or refused a session: the command never ran. Connect directly.
+      if (!(r.code === 255 && MUX_FAILURE.test(r.stderr))) return r;
     }
     return runSsh(["-o", "ControlPath=none", ...args], command, stdin, timeoutMs);
   }
@@ -63,8 +68,10 @@ export class SshMultiplexer {
     for (const key of [...this.masters.keys()]) this.closeKey(key);
   }
 
-  private close(args: string[]): void {
-    this.closeKey(args.join("\0"));
+  private retire(master: Master): void {
+    for (const [key, m] of this.masters) if (m === master) this.masters.delete(key);
+    master.alive = false;
+    master.child.kill("SIGTERM");
   }
 
   private closeKey(key: string): void {
@@ -78,7 +85,7 @@ export class SshMultiplexer {
   private async master(args: string[]): Promise<Master | undefined> {
     const key = args.join("\0");
     const existing = this.masters.get(key);
-    if (existing) return (await existing.ready) && existing.alive ? existing : undefined;
+    if (existing && !existing.retiring) return (await existing.ready) && existing.alive ? existing : undefined;
     if (Date.now() - (this.failedAt.get(key) ?? 0) < RETRY_MASTER_MS) return undefined;
 
     const socket = path.join(this.dir, `mux.${this.masters.size}.${Date.now() % 100000}`);

@@ -8,7 +8,7 @@ which answers from that machine's clock. This service
     synchronizes for a real reason and `timedatectl` reports NTPSynchronized=yes;
   - asks it for the time every STEP_CHECK_SECONDS itself and steps the clock when the two differ by
     more than STEP_THRESHOLD_SECONDS. That happens only when the VM was paused or resumed from a
-    snapshot (local/vm/snapshot.ts), as a cloud platform's guest agent does; small drifts are
+    snapshot (Vm.snapshot and resumeVm in local/vm/vm.ts), as a cloud platform's guest agent does; small drifts are
     timesyncd's to slew.
 """
 import select

@@ -125,6 +125,12 @@ export interface DeployableVm {
 export function testRunDir(): string {
   const dir = process.env.KEEL_TEST_RUN_DIR ?? path.join(tmpdir(), `keel-test-run-${process.pid}`);
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // Its name is predictable and it will hold keys and memory snapshots with host private keys: it
+  // must be a directory of this user's that nobody else can enter, not something made beforehand.
+  const st = fs.lstatSync(dir);
+  if (!st.isDirectory() || st.uid !== process.getuid?.() || (st.mode & 0o077) !== 0) {
+    throw new Error(`${dir}: expected a directory of uid ${process.getuid?.()} with mode 0700 (KEEL_TEST_RUN_DIR); found ${st.isSymbolicLink() ? "a symlink" : `uid ${st.uid}, mode ${(st.mode & 0o777).toString(8)}`}. Remove it or point KEEL_TEST_RUN_DIR elsewhere`);
+  }
   return dir;
 }
 
