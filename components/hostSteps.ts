@@ -129,7 +129,8 @@ export class HostSteps extends pulumi.ComponentResource {
         // A big stdin (the tools step's bundle of keel's scripts, ~126 KB) would fill the diff of
         // every preview that changes it, and pulumi/actions cuts a PR comment at 64,000 characters:
         // show its trigger (the step hash) change instead. Display only (pulumi v3.248.0
-        // pkg/backend/display/object_diff.go applies hideDiffs to an update's or replace's diff).
+        // pkg/backend/display/object_diff.go applies hideDiffs to an update's or replace's diff; a
+        // create still prints every input, once).
         ...(typeof step.stdin === "string" && step.stdin.length > HIDE_STDIN_DIFF_ABOVE ? { hideDiffs: ["stdin"] } : {}),
       },
     );
