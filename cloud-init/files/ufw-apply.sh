@@ -70,4 +70,7 @@ for rule in "${existing[@]}"; do
 done
 
 ufw --force enable >/dev/null
+# Enabling (re)loads UFW, which applies its own /etc/ufw/sysctl.conf and turns log_martians off
+# again: put the sysctl.d values back (keel's sorts last), as ufw.service's keel drop-in does at boot.
+/usr/lib/systemd/systemd-sysctl
 echo "keel ufw-apply: inbound denied except tcp/$port from ${sources[*]}; UFW enabled"

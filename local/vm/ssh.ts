@@ -48,8 +48,8 @@ export function sshArgs(opts: { port: number; login: SshLogin; knownHostsFile: s
     "-o", "BatchMode=yes",
     "-o", "IdentitiesOnly=yes",
     "-o", "ConnectTimeout=15",
-    "-o", "ServerAliveInterval=5",
-    "-o", "ServerAliveCountMax=6",
+    "-o", "ServerAliveInterval=15",
+    "-o", "ServerAliveCountMax=8",
     "-o", "LogLevel=ERROR",
     `${opts.login.user}@127.0.0.1`,
   ];

@@ -30,10 +30,9 @@ const REPORTER = path.join(__dirname, "file-times-reporter.mjs");
 const TIERS = [
   { name: "typecheck", command: [path.join(REPO, "node_modules", ".bin", "tsc"), "--noEmit"], stream: false },
   { name: "unit+host", command: [VITEST, "run", "test/unit", "test/host"], stream: false, report: "vitest-unit-host.json" },
-  // Four VM files at a time on the 2-core machine: a VM test waits on its guest (a boot, a ban, a
-  // restart, a sleep) much of the time, and the files that fork the run's first boot wait for it
-  // without using a core; two at a time left the cores idle half the run (docs/VM.md "vCPUs").
-  { name: "vm", command: [VITEST, "run", "test/vm", "--maxWorkers=4"], stream: true, report: "vitest-vm.json" },
+  // Two VM files at a time on the 2-core machine: TCG is CPU-bound, and four at a time took longer
+  // (43 min against 39) and starved guests past sshd's LoginGraceTime (docs/VM.md "vCPUs").
+  { name: "vm", command: [VITEST, "run", "test/vm", "--maxWorkers=2"], stream: true, report: "vitest-vm.json" },
 ];
 
 /**
