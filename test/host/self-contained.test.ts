@@ -1,7 +1,7 @@
 // The repository is self-contained: a clone of it alone, with its own node_modules, passes the unit
 // tier (what a user's clone and the PR and deploy workflows run: `npm run test:unit`). The copy
 // holds exactly the files git would check out, in a directory with nothing beside it, so a test or
-// a program file that reads outside the repository (say ../shared) fails here with ENOENT.
+// a program file that reads outside the repository (a sibling directory of the checkout) fails here with ENOENT.
 import { execFileSync, spawnSync } from "node:child_process";
 import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
