@@ -1,9 +1,9 @@
-import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { defaultCacheDir } from "./image";
 import { withDirLock } from "./lock";
 import { bootVm, defaultCpus, resumeVm, type BootOptions, type CloudInitStatus, type Vm } from "./vm";
+import { sha256 } from "../../plan/hash";
 
 /** Bump when what a first-boot snapshot holds, or how it is keyed, changes. */
 const FIRST_BOOT_FORMAT = 1;
@@ -38,8 +38,8 @@ export function firstBootCacheDir(): string {
  * done. The instance-id derives from the user-data, so the same user-data is the same instance.
  */
 export function firstBootKey(opts: FirstBootOptions): string {
-  return createHash("sha256")
-    .update(JSON.stringify({
+  return sha256(
+    JSON.stringify({
       format: FIRST_BOOT_FORMAT,
       image: opts.image.key,
       userData: opts.userData,
@@ -47,8 +47,8 @@ export function firstBootKey(opts: FirstBootOptions): string {
       cpus: opts.cpus ?? defaultCpus(),
       diskGiB: opts.diskGiB ?? 10,
       accel: opts.accel ?? "auto",
-    }))
-    .digest("hex");
+    }),
+  );
 }
 
 /**

@@ -65,19 +65,11 @@ export class SshMultiplexer {
 
   /** Ends every master connection (before a reboot or a power-off: they would die anyway). */
   closeAll(): void {
-    for (const key of [...this.masters.keys()]) this.closeKey(key);
+    for (const master of [...this.masters.values()]) this.retire(master);
   }
 
   private retire(master: Master): void {
     for (const [key, m] of this.masters) if (m === master) this.masters.delete(key);
-    master.alive = false;
-    master.child.kill("SIGTERM");
-  }
-
-  private closeKey(key: string): void {
-    const master = this.masters.get(key);
-    if (!master) return;
-    this.masters.delete(key);
     master.alive = false;
     master.child.kill("SIGTERM");
   }
