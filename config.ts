@@ -6,6 +6,7 @@
  * never silently ignored. Defaults live here and only here (Pulumi.yaml declares the same defaults
  * for the CLI's benefit; a test keeps the two equal).
  */
+import { isIPv4, isIPv6 } from "node:net";
 import * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 
@@ -30,18 +31,118 @@ export const GITHUB_KNOWN_HOSTS = [
 
 const ED25519_KEY = /^ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]{43}( [^\r\n]*)?$/;
 const LINUX_NAME = /^[a-z_][a-z0-9_-]{0,30}$/;
-const RESERVED_USERS = ["root", "daemon", "bin", "sys", "sync", "nobody", "sshd", "systemd-network", "_apt"];
 const ENV_NAME = /^[A-Z_][A-Z0-9_]*$/;
 const COMMIT_SHA = /^[0-9a-f]{40}$/;
 
-function isCidr(s: string): boolean {
-  const [addr, bits, ...rest] = s.split("/");
-  if (rest.length || bits === undefined || !/^\d{1,3}$/.test(bits)) return false;
-  const n = Number(bits);
-  const v4 = addr.split(".");
-  if (v4.length === 4 && v4.every((p) => /^\d{1,3}$/.test(p) && Number(p) <= 255)) return n <= 32;
-  return /^[0-9a-fA-F:]+$/.test(addr) && addr.includes(":") && (addr.match(/::/g) ?? []).length <= 1 && n <= 128;
+/**
+ * Names keel:appName and keel:deployUser may not take. appName becomes a system user and group, a
+ * unit (`<app>.service`, `<app>-backup.service`) and paths (/var/lib/<app>, /etc/<app>); deployUser a
+ * user with sudo. A name already on the image would hand the engine that account's rights (`root`
+ * runs the unit as uid 0, `daemon` or `sshd` share an existing uid), replace an image unit (`ssh`:
+ * the engine's unit file would shadow sshd's) or collide with keel's own paths and units (`keel`,
+ * `keel-*`). The list: Debian's base-passwd accounts and groups, the system users of the packages on
+ * Debian 12/13 and Ubuntu 24.04 cloud images and of keel's first boot, the images' default login
+ * users (`debian`, `ubuntu`) and the units those images run.
+ */
+export const RESERVED_NAMES: readonly string[] = [
+  // base-passwd users and groups
+  "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy", "www-data", "backup",
+  "list", "irc", "gnats", "nobody", "nogroup", "adm", "tty", "disk", "kmem", "dialout", "fax", "voice", "cdrom",
+  "floppy", "tape", "sudo", "audio", "dip", "operator", "src", "shadow", "utmp", "video", "sasl", "plugdev", "staff",
+  "games", "users", "input", "render", "kvm", "sgx", "netdev", "crontab", "ssl-cert", "wheel", "admin",
+  // system users of image and first-boot packages
+  "_apt", "messagebus", "sshd", "syslog", "uuidd", "tcpdump", "tss", "polkitd", "landscape", "pollinate",
+  "fwupd-refresh", "usbmux", "dnsmasq", "lxd", "_chrony", "chrony", "ntp", "ntpsec", "statd", "_rpc", "avahi",
+  "systemd-network", "systemd-resolve", "systemd-timesync", "systemd-journal", "systemd-coredump", "systemd-oom",
+  "dhcpcd", "_laurel", "debian", "ubuntu", "cloud-user",
+  // units on the images and from keel's first boot
+  "ssh", "cron", "rsyslog", "dbus", "networking", "getty", "serial-getty", "cloud-init", "cloud-config", "cloud-final",
+  "fail2ban", "ufw", "auditd", "unattended-upgrades", "apt-daily", "apt-daily-upgrade", "snapd", "multipathd",
+  "polkit", "udisks2", "systemd-networkd", "systemd-resolved", "systemd-timesyncd", "systemd-journald", "systemd-logind",
+  "systemd-udevd", "qemu-guest-agent", "e2scrub", "fstrim", "logrotate", "man-db", "dpkg-db-backup", "debsums",
+  // keel's own names
+  "keel",
+];
+
+/** Why a name is refused for keel:appName or keel:deployUser, or undefined when it is free. */
+function reservedName(name: string): string | undefined {
+  if (name === "keel" || name.startsWith("keel-")) return "keel's own units and paths use keel and keel-*";
+  if (name.startsWith("systemd-")) return "systemd's own users and units use systemd-*";
+  if (RESERVED_NAMES.includes(name)) return "a user, group or unit that the image or keel's first boot already has";
+  return undefined;
 }
+
+/**
+ * An IPv4 or IPv6 CIDR whose address is the network itself (no host bits set): `undefined` when it
+ * is fine, otherwise what is wrong with it. `203.0.113.7/24` is refused with its network named,
+ * because a firewall rule made from it silently means the whole /24.
+ */
+export function cidrProblem(s: string): string | undefined {
+  const slash = s.indexOf("/");
+  const addr = slash < 0 ? s : s.slice(0, slash);
+  const bitsText = slash < 0 ? "" : s.slice(slash + 1);
+  const v4 = isIPv4(addr);
+  if ((!v4 && !isIPv6(addr)) || addr.includes("%")) return `${JSON.stringify(addr)} is not an IPv4 or IPv6 address`;
+  const width = v4 ? 32 : 128;
+  if (!/^(0|[1-9][0-9]{0,2})$/.test(bitsText) || Number(bitsText) > width) return `the prefix length must be 0 to ${width} after a '/'`;
+  const bits = Number(bitsText);
+  const value = v4 ? ipv4Value(addr) : ipv6Value(addr);
+  const hostMask = (1n << BigInt(width - bits)) - 1n;
+  if ((value & hostMask) !== 0n) {
+    const network = value & ~hostMask & ((1n << BigInt(width)) - 1n);
+    return `host bits are set; the network is ${v4 ? ipv4Text(network) : ipv6Text(network)}/${bits} (or use /${width} for the one address)`;
+  }
+  return undefined;
+}
+
+function ipv4Value(addr: string): bigint {
+  return addr.split(".").reduce((acc, part) => (acc << 8n) | BigInt(Number(part)), 0n);
+}
+
+function ipv4Text(v: bigint): string {
+  return [24n, 16n, 8n, 0n].map((shift) => String((v >> shift) & 255n)).join(".");
+}
+
+function ipv6Value(addr: string): bigint {
+  let text = addr;
+  const v4tail = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (v4tail) {
+    const v = ipv4Value(v4tail[1]);
+    text = `${text.slice(0, -v4tail[1].length)}${(v >> 16n).toString(16)}:${(v & 0xffffn).toString(16)}`;
+  }
+  const [head, tail] = text.includes("::") ? text.split("::") : [text, undefined];
+  const headParts = head ? head.split(":") : [];
+  const tailParts = tail ? tail.split(":") : [];
+  const zeros = tail === undefined ? [] : Array(8 - headParts.length - tailParts.length).fill("0");
+  return [...headParts, ...zeros, ...tailParts].reduce((acc, part) => (acc << 16n) | BigInt(parseInt(part, 16)), 0n);
+}
+
+function ipv6Text(v: bigint): string {
+  const groups = Array.from({ length: 8 }, (_, i) => Number((v >> BigInt(16 * (7 - i))) & 0xffffn).toString(16));
+  // The longest run of two or more zero groups becomes "::" (RFC 5952).
+  let best = -1;
+  let bestLength = 1;
+  for (let i = 0; i < 8; ) {
+    let j = i;
+    while (j < 8 && groups[j] === "0") j++;
+    if (j - i > bestLength) [best, bestLength] = [i, j - i];
+    i = j === i ? i + 1 : j;
+  }
+  if (best < 0) return groups.join(":");
+  return `${groups.slice(0, best).join(":")}::${groups.slice(best + bestLength).join(":")}`;
+}
+
+/**
+ * The repository URLs keel clones from: `git@host:path` and `ssh://user@host[:port]/path` (SSH, with
+ * the read-only deploy key), and `file:///path` (the local demo and the VM tests). Host, user and path
+ * take a plain character set only: the URL reaches `git clone` as an argument, and one starting with
+ * `-` or carrying `$ ( ) ; &` must be refused here, not by a shell or by git later.
+ */
+const DNS_NAME = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*";
+const REPO_PATH = "(?!.*(?:^|/)\\.\\.(?:/|$))[A-Za-z0-9_.~][A-Za-z0-9_.~/-]*";
+export const REPO_URL = new RegExp(
+  `^(?:git@${DNS_NAME}:${REPO_PATH}|ssh://[a-z_][a-z0-9_.-]{0,31}@${DNS_NAME}(?::[1-9][0-9]{0,4})?/${REPO_PATH}|file:///${REPO_PATH})$`,
+);
 
 function isTimeZone(tz: string): boolean {
   try {
@@ -80,23 +181,33 @@ export const configSchema = z
     retiredKeys: z.array(sshPublicKey).default([]).describe("Admin keys removed from the host on the next up."),
     sshPort: z.number().int().min(1).max(65535).default(22).describe("SSH port on the host."),
     allowedSshCidrs: z
-      .array(z.string().refine(isCidr, "a CIDR such as 203.0.113.7/32 or 2001:db8::/48"))
+      .array(z.string().superRefine((cidr, ctx) => {
+        const problem = cidrProblem(cidr);
+        if (problem) ctx.addIssue({ code: "custom", message: `a CIDR such as 203.0.113.7/32 or 2001:db8::/48 (${problem})` });
+      }))
       .min(1, "at least one CIDR")
       .describe("Source CIDRs allowed to reach SSH (Hetzner firewall, UFW, fail2ban ignoreip)."),
     deployUser: z
       .string()
       .regex(LINUX_NAME, "a Linux user name (lowercase letters, digits, _ or -)")
-      .refine((u) => !RESERVED_USERS.includes(u), "a non-system user name (not root)")
+      .superRefine((u, ctx) => {
+        const why = reservedName(u);
+        if (why) ctx.addIssue({ code: "custom", message: `a name of its own, not a system or reserved name (${why})` });
+      })
       .default("deploy")
       .describe("Non-root admin/deploy user."),
     appName: z
       .string()
       .regex(/^[a-z][a-z0-9-]{1,30}$/, "a short lowercase name (letters, digits, -), used for the unit, user and paths")
+      .superRefine((a, ctx) => {
+        const why = reservedName(a);
+        if (why) ctx.addIssue({ code: "custom", message: `a name of its own, not a system or reserved name (${why})` });
+      })
       .default("engine")
       .describe("Service name: unit, system user and paths."),
     repoUrl: z
       .string()
-      .regex(/^(git@[A-Za-z0-9.-]+:[A-Za-z0-9._/-]+|ssh:\/\/[^\s'"]+|file:\/\/\/[^\s'"]+)$/, "an SSH git URL (git@github.com:org/repo.git or ssh://…) or file:///path")
+      .regex(REPO_URL, "git@host:org/repo.git, ssh://user@host[:port]/org/repo.git or file:///path, in letters, digits and . _ - ~ / only")
       .describe("Git repository of the engine, cloned with the read-only deploy key."),
     repoRef: z.string().regex(COMMIT_SHA, "a full 40-character commit SHA (pin the exact commit)").describe("Pinned commit to deploy."),
     gitKnownHosts: z
@@ -199,6 +310,10 @@ function howToFix(path: PropertyKey[]): string {
  */
 export function parseConfig(raw: Record<string, string>, isSecret: (key: string) => boolean = () => false): KeelConfig {
   const problems: string[] = [];
+  if ("hcloud:token" in raw && !isSecret("hcloud:token")) {
+    // The policy pack refuses this too, but a plain `pulumi up` does not load the pack.
+    problems.push("hcloud:token: must be a secret, found a plaintext value (not shown). fix: pulumi config rm hcloud:token, then pulumi config set --secret hcloud:token <token>, and rotate the token if the stack file was ever committed");
+  }
   const known = new Set<string>([...Object.keys(configSchema.shape), ...SECRET_KEYS]);
   const values: Record<string, unknown> = {};
   for (const [fullKey, text] of Object.entries(raw)) {
@@ -267,6 +382,9 @@ function finish(c: ParsedConfig, problems: string[]): KeelConfig {
   }
   if (c.healthDiskWarnPercent >= c.healthDiskCritPercent) {
     problems.push(`keel:healthDiskWarnPercent: expected less than keel:healthDiskCritPercent (${c.healthDiskCritPercent}); found ${c.healthDiskWarnPercent}. fix: pulumi config set keel:healthDiskWarnPercent 80`);
+  }
+  if (c.deployUser === c.appName) {
+    problems.push(`keel:deployUser: must differ from keel:appName (${c.appName}): the engine would run as the user that has sudo. fix: pulumi config set keel:deployUser deploy, or pick another keel:appName`);
   }
   if (c.migrateFallbackDir && !c.migrateFrom) {
     problems.push(`keel:migrateFallbackDir: only used together with keel:migrateFrom; found it alone. fix: set keel:migrateFrom or pulumi config rm keel:migrateFallbackDir`);

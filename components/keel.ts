@@ -99,7 +99,10 @@ export function knownHostsLine(addresses: string[], port: number, hostKey: strin
   return `${hosts.join(",")} ${hostKey.trim()}`;
 }
 
-/** The ssh command the runbook uses: the pinned known_hosts file only, never trust on first use. */
+/**
+ * The ssh command the runbook uses: the pinned known_hosts file only (not the system-wide one, where
+ * another key for the address may sit), never trust on first use.
+ */
 export function sshCommandLine(address: string, port: number, user: string): string {
-  return `ssh -o StrictHostKeyChecking=yes -o UserKnownHostsFile=keel_known_hosts -p ${port} ${user}@${address}`;
+  return `ssh -o StrictHostKeyChecking=yes -o UserKnownHostsFile=keel_known_hosts -o GlobalKnownHostsFile=/dev/null -p ${port} ${user}@${address}`;
 }

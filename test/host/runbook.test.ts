@@ -177,7 +177,7 @@ describe("connect.sh: the pinned host key, never trust on first use", () => {
 
   it("the sshCommand output works as printed, with the keel_known_hosts connect.sh wrote", () => {
     const cmd = JSON.parse(stackOutput(hostPub)).sshCommand as string;
-    expect(cmd).toBe(`ssh -o StrictHostKeyChecking=yes -o UserKnownHostsFile=keel_known_hosts -p ${port} ${USER}@127.0.0.1`);
+    expect(cmd).toBe(`ssh -o StrictHostKeyChecking=yes -o UserKnownHostsFile=keel_known_hosts -o GlobalKnownHostsFile=/dev/null -p ${port} ${USER}@127.0.0.1`);
     const [ssh, ...args] = cmd.split(" ");
     const r = spawnSync(ssh, ["-i", join(dir, "admin"), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", ...args, "echo", "as-printed"], { cwd: dir, encoding: "utf8", timeout: 30_000 });
     expect([r.status, r.stdout]).toEqual([0, "as-printed\n"]);

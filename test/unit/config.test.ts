@@ -61,8 +61,9 @@ describe("stack config", () => {
       const cfg = parseConfig(raw, (k) => secretKeys.includes(k));
       expect(cfg.adminKeys.length).toBeGreaterThan(0);
     }
-    expect(parseConfig(stackConfig("prod").raw, (k) => k === "keel:secretEnv").protect).toBe(true);
-    expect(parseConfig(stackConfig("staging").raw, (k) => k === "keel:secretEnv").protect).toBe(false);
+    const secret = (k: string) => k === "keel:secretEnv" || k === "hcloud:token";
+    expect(parseConfig(stackConfig("prod").raw, secret).protect).toBe(true);
+    expect(parseConfig(stackConfig("staging").raw, secret).protect).toBe(false);
   });
 
   it("accepts arm server types and Debian images", () => {
@@ -98,9 +99,9 @@ describe("stack config", () => {
     expect(message).toContain('keel:serverType: expected a server type Hetzner still sells (e.g. cx23; cx22 and older are retired); found "cx22"');
     expect(message).toContain('keel:ipv4: expected a boolean; found "maybe"');
     expect(message).toContain("keel:sshPort: expected a number <= 65535; found 70000");
-    expect(message).toContain('keel:allowedSshCidrs[0]: expected a CIDR such as 203.0.113.7/32 or 2001:db8::/48; found "203.0.113.10/33"');
+    expect(message).toContain(`keel:allowedSshCidrs[0]: expected a CIDR such as 203.0.113.7/32 or 2001:db8::/48 (the prefix length must be 0 to 32 after a '/'); found "203.0.113.10/33"`);
     expect(message).toContain('keel:timezone: expected an IANA time zone such as UTC or Europe/Berlin; found "Mars/Olympus"');
-    expect(message).toContain('keel:deployUser: expected a non-system user name (not root); found "root"');
+    expect(message).toContain(`keel:deployUser: expected a name of its own, not a system or reserved name (a user, group or unit that the image or keel's first boot already has); found "root"`);
   });
 
   it("refuses an EU-only server type outside the EU, before anything is ordered", () => {
@@ -174,6 +175,59 @@ describe("stack config", () => {
       expect.stringMatching(/^keel:retiredKeys: the key .* is also in keel:adminKeys/),
     ]);
     expect(parseConfig(minimal({ "keel:retiredKeys": JSON.stringify([OTHER_KEY]) })).retiredKeys).toEqual([OTHER_KEY]);
+  });
+
+  it("refuses appName and deployUser names the image or keel already has, and a deployUser equal to appName", () => {
+    for (const name of ["root", "ssh", "keel", "keel-health", "daemon", "sshd", "systemd-network", "systemd-anything", "debian", "ubuntu", "backup"]) {
+      for (const key of ["appName", "deployUser"]) {
+        expect(problems(minimal({ [`keel:${key}`]: name })), `${key} ${name}`).toEqual([expect.stringMatching(new RegExp(`^keel:${key}: expected a name of its own, not a system or reserved name \\(.+\\); found "${name}"`))]);
+      }
+    }
+    expect(problems(minimal({ "keel:appName": "ops", "keel:deployUser": "ops" }))).toEqual([
+      "keel:deployUser: must differ from keel:appName (ops): the engine would run as the user that has sudo. fix: pulumi config set keel:deployUser deploy, or pick another keel:appName",
+    ]);
+    expect(parseConfig(minimal({ "keel:appName": "billing", "keel:deployUser": "ops" }))).toMatchObject({ appName: "billing", deployUser: "ops" });
+  });
+
+  it("refuses a malformed CIDR (IPv6 too) and one with host bits set, naming the network meant", () => {
+    const cidrProblems = (cidr: string) => problems(minimal({ "keel:allowedSshCidrs": JSON.stringify([cidr]) }));
+    expect(cidrProblems("203.0.113.7/24")).toEqual([
+      `keel:allowedSshCidrs[0]: expected a CIDR such as 203.0.113.7/32 or 2001:db8::/48 (host bits are set; the network is 203.0.113.0/24 (or use /32 for the one address)); found "203.0.113.7/24". fix: pulumi config set --path 'keel:allowedSshCidrs[0]' <value>  (or edit Pulumi.<stack>.yaml)`,
+    ]);
+    expect(cidrProblems("2001:db8::1/48")).toEqual([expect.stringContaining("(host bits are set; the network is 2001:db8::/48 (or use /128 for the one address))")]);
+    for (const bad of ["2001:db8:::1/64", "2001:db8::g/64", "::1::2/128", "fe80::1%eth0/128", "1.2.3/24", "01.2.3.4/32", "1.2.3.4", "1.2.3.4/33", "2001:db8::/129", "1.2.3.4/08"]) {
+      expect(cidrProblems(bad), bad).toEqual([expect.stringMatching(/^keel:allowedSshCidrs\[0\]: expected a CIDR such as .* \((.* is not an IPv4 or IPv6 address|the prefix length must be 0 to (32|128) after a '\/')\); found /)]);
+    }
+    for (const good of ["203.0.113.7/32", "10.0.0.0/8", "0.0.0.0/0", "2001:db8::/48", "::/0", "2001:db8:0:1::7/128", "::ffff:0:0/96"]) {
+      expect(parseConfig(minimal({ "keel:allowedSshCidrs": JSON.stringify([good]) })).allowedSshCidrs, good).toEqual([good]);
+    }
+  });
+
+  it("refuses a repoUrl outside the SSH and file forms, or with characters a shell or git would act on", () => {
+    for (const bad of [
+      "ssh://-oProxyCommand=touch${IFS}x/repo.git",
+      "git@github.com:org/$(id).git",
+      "git@github.com:org/repo.git;reboot",
+      "git@-oProxyCommand=x:repo.git",
+      "git@github.com:-u/repo.git",
+      "ssh://git@github.com/org/../../etc/passwd",
+      "https://github.com/org/repo.git",
+      "ssh://github.com/org/repo.git",
+      "git@github.com:org/repo git",
+    ]) {
+      expect(problems(minimal({ "keel:repoUrl": bad })), bad).toEqual([expect.stringMatching(/^keel:repoUrl: expected git@host:org\/repo\.git, ssh:\/\/user@host\[:port\]\/org\/repo\.git or file:\/\/\/path/)]);
+    }
+    for (const good of ["git@github.com:org/repo.git", "ssh://git@git.example.org:2222/team/engine.git", "git@git.example.org:~team/engine", "file:///srv/engine.git"]) {
+      const extra: Record<string, string> = /github\.com|file:/.test(good) ? {} : { "keel:gitKnownHosts": JSON.stringify(["git.example.org ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"]) };
+      expect(parseConfig(minimal({ "keel:repoUrl": good, ...extra })).repoUrl).toBe(good);
+    }
+  });
+
+  it("refuses a plaintext hcloud:token (a plain pulumi up loads no policy pack), never showing it", () => {
+    const found = problems(minimal({ "hcloud:token": "plaintext-token-canary" }));
+    expect(found).toEqual([expect.stringMatching(/^hcloud:token: must be a secret, found a plaintext value \(not shown\)\. fix: pulumi config rm hcloud:token, then pulumi config set --secret hcloud:token/)]);
+    expect(found.join("\n")).not.toContain("plaintext-token-canary");
+    expect(parseConfig(minimal({ "hcloud:token": "secret" }), (k) => k === "hcloud:token").appName).toBe("engine");
   });
 
   it("refuses a privileged SSH port other than 22", () => {

@@ -86,7 +86,7 @@ describe("the prod stack under Pulumi mocks", () => {
     expect(o.sshPort).toBe(22);
     expect(o.deployUser).toBe("deploy");
     expect(await resolved(o.knownHosts)).toBe(`198.51.100.7,2001:db8:4f8::1 ${FAKE_HOST_PUBLIC}`);
-    expect(await resolved(o.sshCommand)).toBe("ssh -o StrictHostKeyChecking=yes -o UserKnownHostsFile=keel_known_hosts -p 22 deploy@198.51.100.7");
+    expect(await resolved(o.sshCommand)).toBe("ssh -o StrictHostKeyChecking=yes -o UserKnownHostsFile=keel_known_hosts -o GlobalKnownHostsFile=/dev/null -p 22 deploy@198.51.100.7");
     expect(await resolved(o.deployPublicKey)).toBe(FAKE_DEPLOY_PUBLIC);
     expect(o.serviceName).toBe("engine.service");
     expect(o.paths).toMatchObject({
