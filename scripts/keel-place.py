@@ -12,22 +12,28 @@ under /var/lib/keel/pending/, named by the bundle's file paths): the next run ru
 commands again, though no file changes then, until they pass.
 
 Files are written atomically (temp file in the same directory, fsync, rename) with umask 077, so a
-reader sees the old or the new file, never half of one. Contents are never printed: a bundle may
+reader sees the old or the new file, never half of one. No symbolic link is ever followed: every
+path is walked from / one component at a time with O_NOFOLLOW, and modes and owners are set on the
+open file descriptor (fchmod/fchown). Some directories keel places into belong to another user (the
+engine's /var/backups/<app>, the deploy user's home); a link planted there must not make root
+chmod, chown or write the place it points to. A link anywhere on a planned path is refused (exit 2). Contents are never printed: a bundle may
 carry a secret. Every placed file is recorded with its sha256 in /var/lib/keel/manifest.json so the
 health report can tell when someone edited the box by hand.
 
 Exit codes: 0 converged (prints what changed), 1 check or onChange command failed (files rolled
 back when the check failed, onChange left pending when it failed), 2 bad bundle or usage.
 """
+import errno
 import grp
 import hashlib
 import json
 import os
 import pwd
 import re
+import secrets
+import stat
 import subprocess
 import sys
-import tempfile
 
 MANIFEST = os.environ.get("KEEL_MANIFEST", "/var/lib/keel/manifest.json")
 MODE = re.compile(r"^0[0-7]{3}$")
@@ -52,12 +58,77 @@ def ids(entry):
                 "the user step must run first")
 
 
+def open_dir(path, create=False, mode=0o755):
+    """An O_DIRECTORY descriptor of path, walked from / without following any link. With create,
+    missing directories are made (root's, with mode). Fails (exit 2) on a link or a non-directory."""
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    walked = ""
+    try:
+        for name in [part for part in path.split("/") if part]:
+            walked += "/" + name
+            try:
+                child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                try:
+                    os.mkdir(name, mode, dir_fd=fd)
+                except FileExistsError:
+                    pass  # made meanwhile: the open below still refuses a link
+                child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as err:
+                if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                    fail(2, f"{walked} is a symbolic link or not a directory; keel-place follows no link. "
+                            f"Move it away by hand (ls -la {os.path.dirname(walked) or '/'}) and re-run")
+                raise
+            os.close(fd)
+            fd = child
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    fd = open_dir(path)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_atomic(path, data, mode, uid, gid):
+    dfd = open_dir(os.path.dirname(path), create=True)
+    try:
+        name = os.path.basename(path)
+        tmp = f".keel-place.{secrets.token_hex(8)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fchown(f.fileno(), uid, gid)
+                os.fchmod(f.fileno(), mode)
+                os.fsync(f.fileno())
+            os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=dfd)
+            except FileNotFoundError:
+                pass
+            raise
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def unlink(path):
+    dfd = open_dir(os.path.dirname(path))
+    try:
+        os.unlink(os.path.basename(path), dir_fd=dfd)
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def ensure_user(user):
@@ -78,68 +149,59 @@ def ensure_dir(d):
         fail(2, f"{d['path']}: mode {d['mode']!r} is not an octal mode like 0750")
     uid, gid = ids(d)
     mode = int(d["mode"], 8)
-    changed = False
-    if not os.path.isdir(d["path"]):
-        os.makedirs(d["path"], mode=0o755, exist_ok=True)
+    try:
+        fd = open_dir(d["path"])
+        changed = False
+    except FileNotFoundError:
+        fd = open_dir(d["path"], create=True)
         changed = True
-    st = os.lstat(d["path"])
-    if (st.st_uid, st.st_gid) != (uid, gid):
-        os.chown(d["path"], uid, gid)
-        changed = True
-    if st.st_mode & 0o7777 != mode:
-        os.chmod(d["path"], mode)
-        changed = True
+    try:
+        st = os.fstat(fd)
+        if (st.st_uid, st.st_gid) != (uid, gid):
+            os.fchown(fd, uid, gid)
+            changed = True
+        if st.st_mode & 0o7777 != mode:
+            os.fchmod(fd, mode)
+            changed = True
+    finally:
+        os.close(fd)
     return changed
 
 
 def current(path):
-    """(bytes, mode, uid, gid) of the file now at path, or None."""
+    """(bytes, mode, uid, gid) of the file now at path, or None. Opened without following a link
+    and without blocking (a named pipe there is refused, not waited on)."""
     try:
-        st = os.lstat(path)
+        dfd = open_dir(os.path.dirname(path))
     except FileNotFoundError:
         return None
-    if not os.path.isfile(path) or os.path.islink(path):
-        fail(2, f"{path} exists and is not a regular file; move it away by hand and re-run")
-    with open(path, "rb") as f:
+    try:
+        fd = os.open(os.path.basename(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            fail(2, f"{path} exists and is not a regular file; move it away by hand and re-run")
+        raise
+    finally:
+        os.close(dfd)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            fail(2, f"{path} exists and is not a regular file; move it away by hand and re-run")
         return f.read(), st.st_mode & 0o7777, st.st_uid, st.st_gid
 
 
-def write_atomic(path, data, mode, uid, gid):
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".keel-place.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchown(f.fileno(), uid, gid)
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(directory)
-
-
 def load_manifest():
-    try:
-        with open(MANIFEST) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return {}
+    data = current(MANIFEST)
+    return json.loads(data[0]) if data else {}
 
 
 def save_manifest(manifest):
-    os.makedirs(os.path.dirname(MANIFEST), mode=0o755, exist_ok=True)
     data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
-    try:
-        with open(MANIFEST, "rb") as f:
-            if f.read() == data:
-                return  # already recorded: a converged run changes no file, not even this one
-    except FileNotFoundError:
-        pass
+    now = current(MANIFEST)
+    if now and now[0] == data:
+        return  # already recorded: a converged run changes no file, not even this one
     write_atomic(MANIFEST, data, 0o600, 0, 0)
 
 
@@ -147,7 +209,7 @@ def drift():
     """Print files from the manifest whose content, mode or owner no longer match. Exit 1 if any."""
     drifted = 0
     for path, want in sorted(load_manifest().items()):
-        now = current(path) if os.path.lexists(path) else None
+        now = current(path)
         if now is None:
             print(f"missing {path}")
             drifted += 1
@@ -214,7 +276,7 @@ def main(args):
     if before and bundle.get("check") and not run(bundle["check"], "check"):
         for path, old in before.items():
             if old is None:
-                os.unlink(path)
+                unlink(path)
             else:
                 write_atomic(path, old[0], old[1], old[2], old[3])
         fail(1, f"rolled back {len(before)} file(s); the host keeps its previous configuration. "
@@ -228,20 +290,19 @@ def main(args):
 
     on_change = bundle.get("onChange", [])
     pending = pending_marker(files)
-    owed = bool(on_change) and os.path.exists(pending)
+    owed = bool(on_change) and current(pending) is not None
     if owed and not changed:
         print("keel-place: running the on-change commands an earlier run left failed")
     if changed or owed:
         for argv in on_change:
             if not run(argv, "on-change command"):
                 if not owed:
-                    os.makedirs(os.path.dirname(pending), mode=0o700, exist_ok=True)
+                    os.close(open_dir(os.path.dirname(pending), create=True, mode=0o700))
                     write_atomic(pending, b"", 0o600, 0, 0)
                 fail(1, "the files are placed; their on-change commands run again on the next run "
                         "(pulumi up) until they pass. Fix what the command says, then run pulumi up again")
         if owed:
-            os.unlink(pending)
-            fsync_dir(os.path.dirname(pending))
+            unlink(pending)
     for item in changed:
         print(f"changed {item}")
     print(f"keel-place: {len(changed)} changed, {len(files) - len(before)} file(s) already as planned")

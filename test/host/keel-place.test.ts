@@ -1,5 +1,6 @@
 import { spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -141,5 +142,61 @@ describe("keel-place (real python3, real files)", () => {
     const noUser = place({ files: [file("ok", "ok"), { ...file("h", "h"), owner: "no-such-user-keel" }] }, manifest);
     expect(noUser).toMatchObject({ code: 2, stderr: expect.stringContaining("owner 'no-such-user-keel' or group 'root' does not exist") });
     for (const name of ["g", "h", "ok"]) expect(existsSync(join(dir, name)), name).toBe(false);
+  });
+
+  // Issue 11: a directory keel places into may belong to another user (the engine's backup tree,
+  // the deploy user's home). Standing in for a compromised engine, `nobody` owns such a directory
+  // and plants links in it; root's keel-place must not chmod, chown or write where they point.
+  describe("under a directory another user owns", () => {
+    const nobody = () => Number(execFileSync("id", ["-u", "nobody"], { encoding: "utf8" }));
+    let owned: string;
+    let victim: string;
+    beforeEach(() => {
+      chmodSync(dir, 0o755);
+      owned = join(dir, "backups");
+      mkdirSync(owned, { mode: 0o755 });
+      chownSync(owned, nobody(), 0);
+      // Stands in for /usr: root's, 0755, holding a file of root's.
+      victim = join(dir, "usr");
+      mkdirSync(victim, { mode: 0o755 });
+      writeFileSync(join(victim, "keep"), "root's\n", { mode: 0o644 });
+    });
+    const asNobody = (command: string) => execFileSync("setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", "sh", "-c", command]);
+
+    it("refuses a link planted where a directory is planned: the place it points to keeps its mode and owner", () => {
+      asNobody(`ln -s ${victim} ${join(owned, "sessions")}`);
+      const r = place({ dirs: [{ path: join(owned, "sessions"), owner: "root", group: "root", mode: "0700" }] }, manifest);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(`${join(owned, "sessions")} is a symbolic link or not a directory; keel-place follows no link`);
+      expect(statSync(victim).mode & 0o7777).toBe(0o755);
+      expect(statSync(victim).uid).toBe(0);
+    });
+
+    it("refuses a link on the way to a planned file, and writes nothing where it points", () => {
+      asNobody(`ln -s ${victim} ${join(owned, "sub")}`);
+      const r = place({ files: [{ path: join(owned, "sub", "keep"), owner: "root", group: "root", mode: "0600", content: "planted\n" }] }, manifest);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(`${join(owned, "sub")} is a symbolic link or not a directory`);
+      expect(readFileSync(join(victim, "keep"), "utf8")).toBe("root's\n");
+      expect(statSync(join(victim, "keep")).mode & 0o7777).toBe(0o644);
+    });
+
+    it("refuses a link or a named pipe where a file is planned (no write through it, no hang)", () => {
+      asNobody(`ln -s ${join(victim, "keep")} ${join(owned, "status")} && mkfifo ${join(owned, "fifo")}`);
+      for (const name of ["status", "fifo"]) {
+        const r = place({ files: [{ path: join(owned, name), owner: "root", group: "root", mode: "0600", content: "x\n" }] }, manifest);
+        expect(r, name).toMatchObject({ code: 2, stderr: expect.stringContaining(`${join(owned, name)} exists and is not a regular file`) });
+      }
+      expect(readFileSync(join(victim, "keep"), "utf8")).toBe("root's\n");
+    });
+
+    it("still sets mode and owner on a real directory there, and places files in it", () => {
+      asNobody(`mkdir ${join(owned, "sessions")}`);
+      const r = place({ dirs: [{ path: join(owned, "sessions"), owner: "root", group: "root", mode: "0700" }], files: [{ path: join(owned, "sessions", "a"), owner: "root", group: "root", mode: "0600", content: "a\n" }] }, manifest);
+      expect(r.code, r.stderr).toBe(0);
+      expect(statSync(join(owned, "sessions"))).toMatchObject({ uid: 0, mode: expect.any(Number) });
+      expect(statSync(join(owned, "sessions")).mode & 0o7777).toBe(0o700);
+      expect(readFileSync(join(owned, "sessions", "a"), "utf8")).toBe("a\n");
+    });
   });
 });
