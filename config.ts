@@ -64,9 +64,12 @@ export const RESERVED_NAMES: readonly string[] = [
   "keel",
 ];
 
-/** Why a name is refused for keel:appName or keel:deployUser, or undefined when it is free. */
-function reservedName(name: string): string | undefined {
-  if (name === "keel" || name.startsWith("keel-")) return "keel's own units and paths use keel and keel-*";
+/**
+ * Why a name is refused for keel:appName or keel:deployUser, or undefined when it is free. appName
+ * also names units, so it may not start with `keel-` (keel-health, keel-metadata-guard, ...).
+ */
+function reservedName(name: string, isUnit: boolean): string | undefined {
+  if (name === "keel" || (isUnit && name.startsWith("keel-"))) return "keel's own units and paths use keel and keel-*";
   if (name.startsWith("systemd-")) return "systemd's own users and units use systemd-*";
   if (RESERVED_NAMES.includes(name)) return "a user, group or unit that the image or keel's first boot already has";
   return undefined;
@@ -191,7 +194,7 @@ export const configSchema = z
       .string()
       .regex(LINUX_NAME, "a Linux user name (lowercase letters, digits, _ or -)")
       .superRefine((u, ctx) => {
-        const why = reservedName(u);
+        const why = reservedName(u, false);
         if (why) ctx.addIssue({ code: "custom", message: `a name of its own, not a system or reserved name (${why})` });
       })
       .default("deploy")
@@ -200,7 +203,7 @@ export const configSchema = z
       .string()
       .regex(/^[a-z][a-z0-9-]{1,30}$/, "a short lowercase name (letters, digits, -), used for the unit, user and paths")
       .superRefine((a, ctx) => {
-        const why = reservedName(a);
+        const why = reservedName(a, true);
         if (why) ctx.addIssue({ code: "custom", message: `a name of its own, not a system or reserved name (${why})` });
       })
       .default("engine")

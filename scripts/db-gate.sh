@@ -23,7 +23,9 @@ verify   Full PRAGMA integrity_check and foreign_key_check, plus the consistency
          -shm beside DB (a -wal of another DB, a truncated one, one without its DB) and of a hot
          -journal. Prints "ok" and exits 0 only for a clean DB. Never writes to DB, its -wal or
          its -shm: the file is read through an immutable read-only URI, and a -wal holding frames
-         is replayed on a private copy (a hard link opened read-only beside a copy of the -wal).
+         is replayed on a private copy (a hard link opened read-only beside a copy of the -wal,
+         in a temporary directory beside DB when that directory is the caller's own, else under
+         \$TMPDIR or /var/tmp).
 prepare  Source side, with the engine stopped: verify, PRAGMA wal_checkpoint(TRUNCATE), confirm
          the -wal is empty or gone, verify again. Then copy only the DB file.
 adopt    Host side: verify SRC, copy it (with its -wal) to a temporary file beside DEST, switch
@@ -31,6 +33,8 @@ adopt    Host side: verify SRC, copy it (with its -wal) to a temporary file besi
          SRC's owner), fsync, rename it to DEST atomically, then remove SRC. Only if DEST does
          not exist, or with --replace after a verified backup of DEST into DIR (db-backup.sh;
          DIR defaults to \$KEEL_DB_BACKUP_DIR); the previous DEST stays as DEST.pre-adopt-<utc>.
+         As root, only where DEST's directory is root's and no one else can write it (else
+         exit 2): in the engine's directory, run it as the engine's user (setpriv).
 
 prepare and adopt refuse (exit 3) while a process holds the DB (SRC or DEST) open; so does
 verify, which reads the file without locks: verify a snapshot (db-snapshot.sh) of a live DB.
@@ -81,6 +85,7 @@ cmd_adopt() {
   [[ $src != "$dest" ]] || keel_usage_error "SRC and DEST are the same file"
   keel_require_local "$src"
   keel_require_local "$dest"
+  keel_require_own_dir "$(dirname -- "$dest")"
   keel_require_unused "$src"
   keel_require_unused "$dest"
   if [[ -e $dest ]]; then

@@ -212,6 +212,28 @@ keel_holders() {
 }
 
 # Refuses (exit 3) while a process holds DB, DB-wal, DB-shm or DB-journal open.
+# keel_dir_is_mine DIR — true when DIR is a real directory (not a link) owned by the current user
+# that no group or other user can write. Only there do the tools create their temporary files.
+keel_dir_is_mine() {
+  local d=$1 st
+  [[ -d $d && ! -L $d ]] || return 1
+  st=$(stat -c '%u %a' -- "$d" 2>/dev/null) || return 1
+  [[ ${st%% *} == "$(id -u)" ]] && (((8#${st##* } & 8#022) == 0))
+}
+
+# keel_require_own_dir DIR — root creates, links, copies into, chmods or chowns nothing in a
+# directory another user can write (docs/DATABASE.md "Who runs what"): that user could turn a name
+# root is about to write into a link to any file between two steps. As root in such a directory
+# (the engine's /var/lib/<app>), refuse and say how to run as its owner instead.
+keel_require_own_dir() {
+  local d=$1 owner
+  [[ $(id -u) -eq 0 ]] || return 0
+  keel_dir_is_mine "$d" && return 0
+  owner=$(stat -c %U:%G -- "$d" 2>/dev/null) || owner="its owner"
+  keel_die "$KEEL_EX_USAGE" "refused: as root in $d, which belongs to $owner or is writable by others; root writes nothing where another user can" \
+    "run it as the directory's owner: setpriv --reuid=${owner%%:*} --regid=${owner#*:} --clear-groups -- $KEEL_PROG …"
+}
+
 keel_require_unused() {
   local db=$1 holders
   [[ -d /proc/self/fd ]] || command -v lsof >/dev/null 2>&1 ||
@@ -427,16 +449,22 @@ keel_check_shm() {
 }
 
 # integrity_check of DB as SQLite sees it with its -wal, on a private copy: a temporary directory
-# beside the DB holds a hard link to it (opened read-only: the kernel refuses any write) and a copy
-# of the -wal; SQLite builds its -shm there. Falls back to a full copy where hard links fail.
+# holds a hard link to it (opened read-only: the kernel refuses any write) and a copy of the -wal;
+# SQLite builds its -shm there. The directory is beside the DB when that directory is the caller's
+# own (keel_dir_is_mine), else a private one under $TMPDIR or /var/tmp (0700, in a sticky directory
+# on the same disk as /var/lib as a rule): root never works inside the engine's directory, where
+# the engine could swap the temporary directory for a link. Falls back to a full copy where hard
+# links fail.
 # Returns 1 with KEEL_FINDINGS like keel_integrity, or 2 when the replayed DB is clean but its
 # size disagrees with the -wal's last commit (the -wal was written for another DB: every commit
 # records the DB size, which equals the page count in the page-1 header of a DB and its own -wal).
 # Exits on an I/O failure.
 keel_integrity_with_wal() {
-  local db=$1 tmp rc=0 uri pages
-  tmp=$(mktemp -d "$(dirname -- "$db")/.keel-verify.XXXXXX" 2>/dev/null) ||
-    tmp=$(mktemp -d "${TMPDIR:-/tmp}/keel-verify.XXXXXX") ||
+  local db=$1 tmp="" rc=0 uri pages
+  if keel_dir_is_mine "$(dirname -- "$db")"; then
+    tmp=$(mktemp -d "$(dirname -- "$db")/.keel-verify.XXXXXX" 2>/dev/null) || tmp=""
+  fi
+  [[ -n $tmp ]] || tmp=$(mktemp -d "${TMPDIR:-/var/tmp}/keel-verify.XXXXXX") ||
     keel_die "$KEEL_EX_FAIL" "verify $db: cannot create a temporary directory"
   keel_cleanup_add "$tmp"
   if ! ln -- "$db" "$tmp/db" 2>/dev/null; then

@@ -58,7 +58,7 @@ for f in "$db" "$db-wal" "$db-shm" "$db-journal"; do
   [[ -e $f ]] || continue
   keel_info "$f exists: keel never replaces a live DB, so the migration of $origin changes nothing (it ran before, or the engine started first)"
   if [[ -e $staged ]]; then
-    keel_info "the uploaded copy stays at $staged; to replace the live DB with it after all: sudo systemctl stop $unit && sudo keel-db-gate adopt --replace --backup-dir <backup dir> --owner $owner $staged $db && sudo systemctl start $unit; otherwise: rm $staged"
+    keel_info "the uploaded copy stays at $staged; to replace the live DB with it after all: sudo keel-ops adopt $staged (a verified backup of the live DB is taken first); otherwise: rm $staged"
   fi
   echo "migrate: $db already exists, nothing changed"
   exit 0
@@ -75,5 +75,23 @@ if systemctl is-active --quiet -- "$unit"; then
 fi
 
 keel_info "the copy at $staged has the sha256 of $origin ($expected)"
-"$(keel_sibling gate)" adopt --owner "$owner" "$staged" "$db" >/dev/null
+dbdir=$(dirname -- "$db")
+if keel_dir_is_mine "$dbdir"; then
+  "$(keel_sibling gate)" adopt --owner "$owner" "$staged" "$db" >/dev/null
+else
+  # The DB's directory is the engine's: root writes nothing there (keel_require_own_dir). Root
+  # reads the upload, the DB's owner writes its own copy beside the DB and adopts that.
+  user=${owner%%:*}
+  group=${owner#*:}
+  [[ $owner == *:* ]] || group=$(id -gn -- "$user")
+  as_owner() { setpriv --reuid="$user" --regid="$group" --clear-groups -- "$@"; }
+  copy=$(as_owner mktemp "$dbdir/.$(basename -- "$db").migrate.XXXXXX") ||
+    keel_die "$KEEL_EX_FAIL" "cannot create a file in $dbdir as $user"
+  keel_cleanup_add "$copy"
+  as_owner dd of="$copy" bs=1M conv=fsync status=none <"$staged" || keel_die "$KEEL_EX_FAIL" "cannot copy $staged into $dbdir (disk full?); nothing was adopted"
+  [[ $(keel_sha256 "$copy") == "$expected" ]] || keel_die "$KEEL_EX_GATE" "the copy of $staged in $dbdir does not have its sha256; nothing was adopted" "run pulumi up again"
+  as_owner "$(keel_sibling gate)" adopt --owner "$owner" "$copy" "$db" >/dev/null
+  keel_cleanup_forget "$copy"
+  rm -f -- "$staged"
+fi
 echo "migrate: adopted $origin (sha256 $expected) as $db"

@@ -22,7 +22,8 @@ DB, switches the copy to WAL mode, checkpoints and verifies it, sets mode 0600 a
 (--owner, else the current DB's owner), fsyncs it, keeps the current DB aside as
 DB.pre-restore-<utc> (with its -wal/-shm/-journal, which must not meet the restored file) and
 renames the copy to DB atomically; then verifies DB. BACKUP is only read. Prints "ok".
-Refuses (exit 3) while a process holds DB open: stop the engine first.
+Refuses (exit 3) while a process holds DB open: stop the engine first. Refuses (exit 2) to run as
+root in a directory another user owns or can write: run it as the DB directory's owner (setpriv).
 Remove the DB.pre-restore-* files once the restored DB has proven itself.
 $KEEL_EXIT_CODES_HELP
 EOF
@@ -50,6 +51,7 @@ db=$(keel_abspath "$2")
 [[ $backup != "$db" ]] || keel_usage_error "BACKUP and DB are the same file"
 keel_require_local "$backup"
 keel_require_local "$db"
+keel_require_own_dir "$(dirname -- "$db")"
 keel_require_unused "$db"
 [[ ! -e $db || -f $db ]] || keel_die "$KEEL_EX_FAIL" "$db is not a regular file"
 keel_verify "$backup"

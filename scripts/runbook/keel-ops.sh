@@ -111,6 +111,10 @@ tool() { # the path of keel-<name>, which must be installed
   printf '%s' "$tools/keel-$1"
 }
 show() { systemctl show --property="$1" --value -- "$unit"; }
+# Runs a command as the engine's user. The DB's directory and the backups are the engine's: root
+# creates, copies and renames nothing there (the engine could swap a name for a link in between);
+# keel's DB tools refuse to, and run as their owner instead.
+as_app() { setpriv --reuid="${conf[app_user]}" --regid="${conf[app_user]}" --clear-groups -- "$@"; }
 
 # Final-named backups of the DB, oldest first (the names keel-db-backup gives them).
 backups() {
@@ -184,10 +188,10 @@ case $cmd in
     [[ $want =~ ^$base-[0-9]{8}T[0-9]{6}Z\.db$ && -f $dir/$want ]] ||
       fail 3 "no backup named '$want' in $dir; list them with: sudo keel-ops backups"
     # Verify while the engine still runs: a bad backup costs no downtime.
-    "$(tool db-gate)" verify "$dir/$want" >/dev/null || fail 1 "$want fails the integrity gate; pick an older one (sudo keel-ops backups)"
+    as_app "$(tool db-gate)" verify "$dir/$want" >/dev/null || fail 1 "$want fails the integrity gate; pick an older one (sudo keel-ops backups)"
     stop_engine
     rc=0
-    "$(tool db-restore)" --owner "${conf[app_user]}:${conf[app_user]}" "$dir/$want" "$db" >/dev/null || rc=$?
+    as_app "$(tool db-restore)" "$dir/$want" "$db" >/dev/null || rc=$?
     if [[ $rc -ne 0 ]]; then
       echo "$PROG: the restore failed (exit $rc); $db is as it was. Starting $unit again." >&2
       start_engine || true
@@ -212,15 +216,15 @@ case $cmd in
     stop_engine
     # adopt runs as the DB's owner, like every backup: the verified backup it takes of the current
     # DB, its lock and status file then belong to the engine's user as the timer's do. So it gets
-    # its own copy of the upload beside the DB (the upload is in the deploy user's home).
-    owner=${conf[app_user]}
-    copy=$(mktemp "$(dirname -- "$db")/.keel-ops-adopt.XXXXXX")
-    install -m 0600 -o "$owner" -g "$owner" -- "$src" "$copy"
+    # its own copy of the upload beside the DB (the upload is in the deploy user's home, which the
+    # engine's user cannot read): root reads the upload, the engine's user writes the copy.
+    copy=$(as_app mktemp "$(dirname -- "$db")/.keel-ops-adopt.XXXXXX") || fail 1 "cannot create a file beside $db as ${conf[app_user]}"
+    as_app dd of="$copy" bs=1M conv=fsync status=none <"$src" || { rm -f -- "$copy"; fail 1 "cannot copy $src beside $db (disk full?); nothing changed"; }
     replace=()
     [[ ! -e $db ]] || replace=(--replace --backup-dir "$dir")
     rc=0
     # The backup of the current DB keeps the configured retention, not db-backup's default.
-    setpriv --reuid="$owner" --regid="$owner" --clear-groups -- env KEEL_DB_BACKUP_KEEP="${conf[backup_keep]}" \
+    as_app env KEEL_DB_BACKUP_KEEP="${conf[backup_keep]}" \
       "$(tool db-gate)" adopt ${replace[@]+"${replace[@]}"} "$copy" "$db" >/dev/null || rc=$?
     rm -f -- "$copy"
     if [[ $rc -ne 0 ]]; then

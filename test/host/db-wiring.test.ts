@@ -241,7 +241,7 @@ describe("keel-db-migrate (the host's side)", () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toBe(`migrate: ${live} already exists, nothing changed\n`);
     expect(r.stderr).toContain("keel never replaces a live DB");
-    expect(r.stderr).toContain(`keel-db-gate adopt --replace --backup-dir <backup dir> --owner nobody:nogroup ${staged} ${live}`);
+    expect(r.stderr).toContain(`to replace the live DB with it after all: sudo keel-ops adopt ${staged} (a verified backup of the live DB is taken first)`);
     expect(fingerprint(live)).toEqual(before);
     expect(existsSync(staged)).toBe(true);
   });

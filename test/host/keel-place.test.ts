@@ -1,6 +1,6 @@
 import { spawnSync } from "node:child_process";
 import { execFileSync } from "node:child_process";
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -165,7 +165,7 @@ describe("keel-place (real python3, real files)", () => {
 
     it("refuses a link planted where a directory is planned: the place it points to keeps its mode and owner", () => {
       asNobody(`ln -s ${victim} ${join(owned, "sessions")}`);
-      const r = place({ dirs: [{ path: join(owned, "sessions"), owner: "root", group: "root", mode: "0700" }] }, manifest);
+      const r = place({ dirs: [{ path: join(owned, "sessions"), owner: "root", group: "root", mode: "0700" }], files: [] }, manifest);
       expect(r.code).toBe(2);
       expect(r.stderr).toContain(`${join(owned, "sessions")} is a symbolic link or not a directory; keel-place follows no link`);
       expect(statSync(victim).mode & 0o7777).toBe(0o755);

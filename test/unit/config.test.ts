@@ -178,7 +178,9 @@ describe("stack config", () => {
   });
 
   it("refuses appName and deployUser names the image or keel already has, and a deployUser equal to appName", () => {
-    for (const name of ["root", "ssh", "keel", "keel-health", "daemon", "sshd", "systemd-network", "systemd-anything", "debian", "ubuntu", "backup"]) {
+    expect(problems(minimal({ "keel:appName": "keel-health" }))).toEqual([expect.stringMatching(/^keel:appName: expected a name of its own, not a system or reserved name \(keel's own units and paths use keel and keel-\*\)/)]);
+    expect(parseConfig(minimal({ "keel:deployUser": "keel-ops-team" })).deployUser).toBe("keel-ops-team");
+    for (const name of ["root", "ssh", "keel", "daemon", "sshd", "systemd-network", "systemd-anything", "debian", "ubuntu", "backup"]) {
       for (const key of ["appName", "deployUser"]) {
         expect(problems(minimal({ [`keel:${key}`]: name })), `${key} ${name}`).toEqual([expect.stringMatching(new RegExp(`^keel:${key}: expected a name of its own, not a system or reserved name \\(.+\\); found "${name}"`))]);
       }
