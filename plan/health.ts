@@ -95,6 +95,8 @@ export function renderHealthService(cfg: KeelConfig): string {
       "# 1 (degraded) and 2 (down) are the report, not a failure of the check; 3 is (it could not run).",
       "SuccessExitStatus=1 2",
       "TimeoutStartSec=600",
+      "# What it reads may be hostile (a compromised engine writes its DB and backups): bounded.",
+      "MemoryMax=256M",
       "SyslogIdentifier=keel-health",
       "Nice=10",
       "IOSchedulingClass=idle",

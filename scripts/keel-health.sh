@@ -286,12 +286,14 @@ check_backup() {
   base=${name%.*}
   status_file=$dir/$base.status.json
   local backups=() f n
+  # What the backup directory holds is read as hostile (issue 11): its writer may be compromised.
+  # Regular files only (no link, no pipe), named as keel-db-backup names them.
   for f in "$dir/$base"-*.db; do
     n=${f##*/}
     n=${n#"$base"-}
-    [[ -f $f && ${n%.db} =~ ^[0-9]{8}T[0-9]{6}Z$ ]] && backups+=("$f")
+    [[ -f $f && ! -L $f && ${n%.db} =~ ^[0-9]{8}T[0-9]{6}Z$ ]] && backups+=("$f")
   done
-  local newest=null newest_file="" age="" last=null run_result="" run_time="" run_reason=""
+  local newest=null newest_file="" newest_size=0 newest_head="" age="" last=null run_result="" run_time="" run_reason="" run_file="" run_size=""
   if [[ ${#backups[@]} -gt 0 ]]; then
     newest_file=${backups[-1]}
     n=${newest_file##*/}
@@ -299,26 +301,33 @@ check_backup() {
     local at
     at=$(stamp_epoch "${n%.db}")
     age=$((NOW - at))
+    newest_size=$(stat -c %s -- "$newest_file" 2>/dev/null) || newest_size=0
+    newest_head=$(timeout 10 head -c 15 -- "$newest_file" 2>/dev/null | tr -dc 'A-Za-z0-9 ') || newest_head=""
     newest=$(jobj file "$(js "$newest_file")" time "$(js "$(iso "$at")")" age_seconds "$(jint "$age")" \
-      size_bytes "$(jint "$(stat -c %s -- "$newest_file")")")
+      size_bytes "$(jint "$newest_size")")
   fi
-  if [[ -e $status_file ]]; then
+  if [[ -e $status_file || -L $status_file ]]; then
     local fields=()
-    # The status file is one line of JSON written by keel-db-backup (docs/DATABASE.md).
-    if ! mapfile -d '' -t fields < <(python3 -c '
-import json, sys
-d = json.load(open(sys.argv[1]))
+    # The status file is one line of JSON written by keel-db-backup (docs/DATABASE.md). Opened
+    # without following a link and without blocking (a named pipe there must not hang the check),
+    # a regular file of at most 64 KiB, under a timeout.
+    if ! mapfile -d '' -t fields < <(timeout 20 python3 -c '
+import json, os, stat, sys
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+if not stat.S_ISREG(os.fstat(fd).st_mode):
+    sys.exit("not a regular file")
+d = json.loads(os.read(fd, 65536))
 if not isinstance(d, dict) or d.get("result") not in ("ok", "failed"):
     sys.exit("not a backup status")
-for k in ("result", "time", "finished", "exit_code", "reason", "keep", "count"):
+for k in ("result", "time", "finished", "exit_code", "reason", "keep", "count", "file", "size"):
     v = d.get(k)
-    sys.stdout.write(("" if v is None else str(v)) + "\0")
-' "$status_file") || [[ ${#fields[@]} -ne 7 ]]; then
+    sys.stdout.write(("" if v is None else str(v).replace("\0", "")) + "\0")
+' "$status_file" 2>/dev/null) || [[ ${#fields[@]} -ne 9 ]]; then
       result unknown "cannot read the backup status $status_file" "look at it: sudo cat $status_file; the next backup run rewrites it" \
         "$(jobj dir "$(js "$dir")" status_file "$(js "$status_file")")"
       return
     fi
-    run_result=${fields[0]} run_time=${fields[1]} run_reason=${fields[4]}
+    run_result=${fields[0]} run_time=${fields[1]} run_reason=${fields[4]} run_file=${fields[7]} run_size=${fields[8]}
     last=$(jobj result "$(js "${fields[0]}")" time "$(js "${fields[1]}")" finished "$(js "${fields[2]}")" \
       exit_code "$(jint "${fields[3]}")" reason "$(js "${fields[4]}")" keep "$(jint "${fields[5]}")" count "$(jint "${fields[6]}")")
   fi
@@ -326,9 +335,24 @@ for k in ("result", "time", "finished", "exit_code", "reason", "keep", "count"):
   details=$(jobj dir "$(js "$dir")" status_file "$(js "$status_file")" max_age_hours "$(jint "${conf[backup_max_age_hours]}")" \
     count "$(jint "${#backups[@]}")" newest "$newest" last_run "$last")
   local todo_now="take one now (scripts/runbook/backup-now.sh) and read why the timer did not: docs/RUNBOOK.md \"Backups\""
+  local run_now_size=""
+  if [[ $run_result == ok && -n $run_file ]]; then
+    if [[ -f $run_file && ! -L $run_file ]]; then run_now_size=$(stat -c %s -- "$run_file" 2>/dev/null) || run_now_size=""; fi
+  fi
   if [[ $run_result == failed ]]; then
     result degraded "the last backup run ($run_time) failed: $run_reason" \
       "fix what it says, then scripts/runbook/backup-now.sh (docs/RUNBOOK.md \"Backups\")" "$details"
+  elif [[ $run_result == ok && -n $run_file && $run_now_size != "$run_size" ]]; then
+    local now_is="gone"
+    [[ -z $run_now_size ]] || now_is="now $run_now_size bytes"
+    result degraded "the last backup run ($run_time) wrote $run_file ($run_size bytes), which is $now_is" \
+      "find out who removed or changed it (sudo keel-ops audit keel); take a new one: scripts/runbook/backup-now.sh (docs/RUNBOOK.md \"Backups\")" "$details"
+  elif [[ -n $newest_file && $age -lt -300 ]]; then
+    result degraded "the newest backup is dated $(hours $((-age))) h in the future: $newest_file (the clock was wrong when it was taken, or the file was planted)" \
+      "check the clock (timedatectl), list the backups (sudo keel-ops backups) and move that file away; then scripts/runbook/backup-now.sh" "$details"
+  elif [[ -n $newest_file && ($newest_size -lt 512 || $newest_head != "SQLite format 3") ]]; then
+    result degraded "the newest backup $newest_file is not an SQLite DB ($newest_size bytes)" \
+      "move it away (sudo keel-ops backups lists them), then scripts/runbook/backup-now.sh (docs/RUNBOOK.md \"Backups\")" "$details"
   elif [[ -z $newest_file ]]; then
     local born
     born=$(stat -c %W -- "$db" 2>/dev/null) || born=0

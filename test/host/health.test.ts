@@ -94,6 +94,18 @@ class Layout {
     return { ...(JSON.parse(run.stdout) as Report), run };
   }
 
+  /**
+   * Makes the newest backup look taken at `stamp` (20250101T000000Z): renamed, and the status file
+   * names it under its new name, as if the run had been then.
+   */
+  backdateNewestBackup(stamp: string): void {
+    const statusFile = join(this.backups, "engine.status.json");
+    const status = JSON.parse(readFileSync(statusFile, "utf8")) as { file: string };
+    const old = join(this.backups, `engine-${stamp}.db`);
+    renameSync(status.file, old);
+    writeFileSync(statusFile, JSON.stringify({ ...status, file: old }) + "\n");
+  }
+
   /** A real backup with the real script (status file included); its exit code. */
   backup(): number {
     return spawnSync(DB_BACKUP, ["--keep", "3", this.db, this.backups], { encoding: "utf8" }).status ?? -1;
@@ -134,8 +146,7 @@ describe("keel-health: exit codes for constructed states", { timeout: 120_000 },
     const l = layout();
     makeDb(l.db);
     expect(l.backup()).toBe(0);
-    const [fresh] = JSON.parse(readFileSync(join(l.backups, "engine.status.json"), "utf8")).file.split("/").slice(-1);
-    renameSync(join(l.backups, fresh), join(l.backups, "engine-20250101T000000Z.db"));
+    l.backdateNewestBackup("20250101T000000Z");
     const r = await l.report("backup");
     expect(r.run.code).toBe(1);
     expect(r.checks.backup.status).toBe("degraded");
@@ -156,6 +167,58 @@ describe("keel-health: exit codes for constructed states", { timeout: 120_000 },
     expect(r.run.code).toBe(1);
     expect(r.checks.backup.summary).toMatch(/^the last backup run \(\d{4}-\d\d-\d\dT[\d:]+Z\) failed: .*integrity/);
     expect(r.checks.backup.details).toMatchObject({ count: 1, last_run: { result: "failed", exit_code: 1 } });
+  });
+
+  // Issue 11: what the backup directory holds is read as hostile (its writer may be compromised).
+  it("is degraded (1), not healthy, when the newest backup is dated in the future or is not an SQLite DB", async () => {
+    const l = layout();
+    makeDb(l.db);
+    expect(l.backup()).toBe(0);
+    writeFileSync(join(l.backups, "engine-20991231T235959Z.db"), "");
+    const future = await l.report("backup");
+    expect(future.run.code).toBe(1);
+    expect(future.checks.backup.summary).toMatch(/^the newest backup is dated \d+\.\d h in the future: .*engine-20991231T235959Z\.db \(the clock was wrong when it was taken, or the file was planted\)$/);
+    rmSync(join(l.backups, "engine-20991231T235959Z.db"));
+    const { file } = JSON.parse(readFileSync(join(l.backups, "engine.status.json"), "utf8")) as { file: string };
+    // Newer than the real one by a minute, within the clock's slack: the newest by name.
+    const stamp = new Date(Date.now() + 60_000).toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
+    const planted = file.replace(/\d{8}T\d{6}Z/, stamp);
+    writeFileSync(planted, "");
+    const empty = await l.report("backup");
+    expect(empty.run.code).toBe(1);
+    expect(empty.checks.backup.summary).toBe(`the newest backup ${planted} is not an SQLite DB (0 bytes)`);
+  });
+
+  it("is degraded (1) when the file the last backup run wrote is gone or changed size", async () => {
+    const l = layout();
+    makeDb(l.db);
+    expect(l.backup()).toBe(0);
+    const { file, size } = JSON.parse(readFileSync(join(l.backups, "engine.status.json"), "utf8")) as { file: string; size: number };
+    writeFileSync(file, readFileSync(file).subarray(0, 4096));
+    const truncated = await l.report("backup");
+    expect(truncated.run.code).toBe(1);
+    expect(truncated.checks.backup.summary).toMatch(new RegExp(`^the last backup run \\(.*\\) wrote ${file} \\(${size} bytes\\), which is now 4096 bytes$`));
+    rmSync(file);
+    const gone = await l.report("backup");
+    expect(gone.checks.backup.summary).toMatch(new RegExp(`wrote ${file} \\(${size} bytes\\), which is gone$`));
+  });
+
+  it("reads a status file that is a named pipe or a link as unreadable (unknown), without hanging or following it", async () => {
+    const l = layout();
+    makeDb(l.db);
+    expect(l.backup()).toBe(0);
+    const status = join(l.backups, "engine.status.json");
+    const copy = join(l.root, "status-copy.json");
+    renameSync(status, copy);
+    symlinkSync(copy, status);
+    const linked = await l.report("backup");
+    expect([linked.checks.backup.status, linked.checks.backup.summary]).toEqual(["unknown", `cannot read the backup status ${status}`]);
+    rmSync(status);
+    spawnSync("mkfifo", [status]);
+    const started = Date.now();
+    const piped = await l.report("backup");
+    expect([piped.checks.backup.status, piped.checks.backup.summary]).toEqual(["unknown", `cannot read the backup status ${status}`]);
+    expect(Date.now() - started).toBeLessThan(60_000);
   });
 
   it("is degraded (1) without any backup of an old DB, and ok without one while the DB is younger than the limit", async () => {
@@ -446,8 +509,7 @@ describe("keel-health --record and the alert webhook", { timeout: 180_000 }, () 
     expect(statSync(join(l.keel, "health.state")).mode & 0o777).toBe(0o600);
 
     // Degraded: one alert, then quiet while it stays degraded.
-    const fresh = JSON.parse(readFileSync(join(l.backups, "engine.status.json"), "utf8")).file as string;
-    renameSync(fresh, join(l.backups, "engine-20250101T000000Z.db"));
+    l.backdateNewestBackup("20250101T000000Z");
     expect((await record()).code).toBe(1);
     expect((await record()).code).toBe(1);
     expect(received).toHaveLength(1);
