@@ -110,20 +110,27 @@ export async function probeFromAttacker(vm: Vm, port: number, seconds = 8): Prom
 }
 
 /**
- * `attempts` failed SSH logins from the attacker namespace (a user sshd does not allow, no key),
- * pinning `hostPublicKey` like every connection keel makes. Returns each attempt's ssh exit status
- * and last stderr line.
+ * Up to `attempts` failed SSH logins from the attacker namespace (a user sshd does not allow, no
+ * key), pinning `hostPublicKey` like every connection keel makes. Returns each attempt's ssh exit
+ * status and last stderr line. Stops at the first attempt that times out: the ban is in force.
+ * A ban can land while an attempt's connection is open, and nftables then drops its packets
+ * mid-handshake, where ConnectTimeout no longer applies: ServerAlive and `timeout` end it (without
+ * them one attempt hung until the helper's 5-minute limit, seen on Debian 13).
  */
 export async function failedLoginsFromAttacker(vm: Vm, port: number, hostPublicKey: string, attempts: number): Promise<string[]> {
   const host = port === 22 ? GUEST_VETH_ADDRESS : `[${GUEST_VETH_ADDRESS}]:${port}`;
   const knownHosts = `/run/keel-attacker-known_hosts`;
   await asRoot(vm, `printf '%s\\n' ${shellQuote(`${host} ${hostPublicKey}`)} > ${knownHosts}`);
   const ssh = [
-    "ssh -F /dev/null -p", port, "-o BatchMode=yes -o PubkeyAuthentication=no -o ConnectTimeout=8",
+    "timeout 20 ssh -F /dev/null -p", port, "-o BatchMode=yes -o PubkeyAuthentication=no -o ConnectTimeout=8 -o ServerAliveInterval=3 -o ServerAliveCountMax=2",
     `-o UserKnownHostsFile=${knownHosts} -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes`,
     `intruder@${GUEST_VETH_ADDRESS} true`,
   ].join(" ");
-  const r = await fromAttacker(vm, `for i in $(seq ${attempts}); do ${ssh} 2>/tmp/keel-attempt; echo "$? $(tail -n 1 /tmp/keel-attempt)"; done`, 5 * MINUTE);
+  const r = await fromAttacker(
+    vm,
+    `for i in $(seq ${attempts}); do ${ssh} 2>/tmp/keel-attempt; rc=$?; echo "$rc $(tail -n 1 /tmp/keel-attempt)"; [ $rc = 124 ] && break; grep -qi "timed out\\|timeout" /tmp/keel-attempt && break; done`,
+    5 * MINUTE,
+  );
   return r.stdout.trim().split("\n");
 }
 
