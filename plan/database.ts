@@ -153,7 +153,8 @@ export function renderBackupTimer(cfg: KeelConfig): string {
  */
 export function renderSessionDropIn(cfg: KeelConfig): string {
   const p = hostPaths(cfg);
-  const backup = (phase: string) => `${toolPath("db-session-backup")} ${phase} --keep ${cfg.backupRetention} ${p.db} ${sessionBackupDir(cfg)}`;
+  const backup = (phase: string) =>
+    `${toolPath("db-session-backup")} ${phase} --keep ${cfg.backupRetention}${phase === "pre" ? ` --history ${p.backupDir}` : ""} ${p.db} ${sessionBackupDir(cfg)}`;
   const lines = [
     "# Written by keel (plan/database.ts); edits are overwritten on the next pulumi up.",
     "# Pre- and post-session backups (seed 000 §11C; docs/DATABASE.md).",

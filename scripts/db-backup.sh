@@ -121,6 +121,23 @@ if command -v flock >/dev/null 2>&1; then
   rm -f -- "$dir/.$base-"*.partial.*
 fi
 
+# Names order backups by time, so a new one must be dated after the newest there is. The clock can
+# step back (an NTP correction after it ran ahead): up to two minutes behind the newest name, wait
+# for it; further behind, refuse and record it, rather than write a backup that sorts as the
+# oldest, which retention would prune at once and `restore latest` would pass over.
+newest=$(list_backups | tail -n 1)
+newest=${newest##*/}
+newest=${newest#"$base"-}
+newest=${newest%.db}
+if [[ -n $newest ]]; then
+  ahead=$(($(keel_stamp_epoch "$newest") - $(date -u +%s)))
+  if ((ahead >= 0 && ahead <= 120)); then
+    sleep $((ahead + 1))
+  elif ((ahead > 120)); then
+    keel_die "$KEEL_EX_FAIL" "the newest backup in $dir is dated $newest, $ahead s after this clock ($(keel_utc_stamp)): the clock went back, or that file is dated in the future; nothing was written" \
+      "check the clock (timedatectl); if it is right, move the future-dated backups out of $dir (keel-ops backups lists them), then run again"
+  fi
+fi
 # One name per second; a second run within the same second waits for the next one.
 for _ in 1 2 3; do
   started=$(keel_utc_stamp)
@@ -141,10 +158,11 @@ mv -f -- "$tmp" "$final" || keel_die "$KEEL_EX_FAIL" "cannot rename $tmp to $fin
 tmp=""
 keel_fsync "$dir"
 
-# Retention: the newest $keep final-named backups of this DB stay.
+# Retention: the newest $keep final-named backups of this DB stay, and never the one just written.
 backups=()
 while IFS= read -r f; do backups+=("$f"); done < <(list_backups)
 for ((i = 0; i < ${#backups[@]} - keep; i++)); do
+  [[ ${backups[i]} != "$final" ]] || continue
   rm -f -- "${backups[i]}" "${backups[i]}-wal" "${backups[i]}-shm" "${backups[i]}-journal"
 done
 keel_fsync "$dir"

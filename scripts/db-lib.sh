@@ -105,12 +105,30 @@ keel_sha256() {
   printf '%s\n' "${out%% *}"
 }
 
-# fsync files and directories: GNU sync(1) fsyncs each named path; elsewhere flush everything.
+# fsync files and directories: GNU sync(1) fsyncs each named path, and a failure there (EIO: the
+# disk lost the write) fails the script, so nothing unsynced gets a final name or an "ok". BSD and
+# macOS sync(1) takes no paths: there it flushes everything (the operator's machine only).
 keel_fsync() {
-  sync -- "$@" 2>/dev/null || sync
+  local err
+  if [[ -z ${KEEL_GNU_SYNC:-} ]]; then
+    if sync --version >/dev/null 2>&1; then KEEL_GNU_SYNC=1; else KEEL_GNU_SYNC=0; fi
+  fi
+  if [[ $KEEL_GNU_SYNC == 0 ]]; then
+    sync
+    return 0
+  fi
+  err=$(sync -- "$@" 2>&1) ||
+    keel_die "$KEEL_EX_FAIL" "fsync of $* failed: ${err:-sync exited non-zero}" \
+      "the disk did not confirm the write: read dmesg and check the disk; nothing was given a final name"
 }
 
 keel_utc_stamp() { date -u +%Y%m%dT%H%M%SZ; }
+# 20261122T031700Z -> seconds since the epoch (GNU date, or BSD date on macOS).
+keel_stamp_epoch() {
+  local t=$1
+  date -u -d "${t:0:4}-${t:4:2}-${t:6:2}T${t:9:2}:${t:11:2}:${t:13:2}Z" +%s 2>/dev/null ||
+    date -u -j -f %Y%m%dT%H%M%SZ "$t" +%s
+}
 keel_utc_iso() { date -u +%Y-%m-%dT%H:%M:%SZ; }
 
 # An absolute path whose directory is resolved physically (the file itself need not exist).

@@ -16,13 +16,16 @@ for lib in "$KEEL_DB_HERE/db-lib.sh" "$KEEL_DB_HERE/keel-db-lib" ""; do [[ -r $l
 
 usage() {
   cat <<EOF
-usage: $KEEL_PROG pre|post [--keep N] DB DIR
+usage: $KEEL_PROG pre|post [--keep N] [--history HDIR]... DB DIR
        $KEEL_PROG -h
 
-pre   before the engine starts: a verified backup of DB into DIR (db-backup.sh). No DB yet (the
-      first start) is not a failure: there is nothing to back up. A failed backup exits non-zero
-      with the reason, and the engine does not start (the unit runs this as ExecCondition=, whose
-      failure systemd neither restarts nor retries).
+pre   before the engine starts: a verified backup of DB into DIR (db-backup.sh). No DB is a first
+      start, with nothing to back up, only if DB never had a backup: none in DIR nor in any HDIR
+      (the scheduled backups' directory), and no status file of one. Otherwise the DB went
+      missing (deleted, moved, a mount that failed) and the engine must not start on an empty
+      one: exit 1, "DB missing: restore". A failed backup exits non-zero with the reason, and the
+      engine does not start (the unit runs this as ExecCondition=, whose failure systemd neither
+      restarts nor retries).
 post  after the engine stopped, for whatever reason: the same backup of the session just ended.
 Exit codes: db-backup.sh's (0 ok, 1 gate, 3 busy, 4 not local, 5 failed), 2 usage.
 EOF
@@ -34,16 +37,39 @@ case $1 in
   pre | post) phase=$1; shift ;;
   *) keel_usage_error "expected pre or post, not '$1'" ;;
 esac
-keep=()
-if [[ ${1:-} == --keep ]]; then
-  [[ $# -ge 2 ]] || keel_usage_error "--keep needs a number"
-  keep=(--keep "$2")
-  shift 2
-fi
+keep=() history=()
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --keep) [[ $# -ge 2 ]] || keel_usage_error "--keep needs a number"; keep=(--keep "$2"); shift 2 ;;
+    --history) [[ $# -ge 2 ]] || keel_usage_error "--history needs a directory"; history+=("$2"); shift 2 ;;
+    -*) keel_usage_error "unknown option $1" ;;
+    *) break ;;
+  esac
+done
 [[ $# -eq 2 ]] || keel_usage_error "expected DB and DIR"
 db=$1 dir=$2
 
+# Evidence that DB existed once: a backup of it (its name's pattern) or a status file of one.
+backed_up_before() {
+  local name base d f n
+  name=$(basename -- "$db")
+  base=${name%.*}
+  for d in "$dir" ${history[@]+"${history[@]}"}; do
+    [[ ! -e $d/$base.status.json ]] || { printf '%s\n' "$d/$base.status.json"; return 0; }
+    for f in "$d/$base"-*.db; do
+      n=${f##*/}
+      n=${n#"$base"-}
+      [[ -f $f && ${n%.db} =~ ^[0-9]{8}T[0-9]{6}Z$ ]] && { printf '%s\n' "$f"; return 0; }
+    done
+  done
+  return 1
+}
+
 if [[ ! -e $db && ! -e $db-wal ]]; then
+  if [[ $phase == pre ]] && evidence=$(backed_up_before); then
+    keel_die "$KEEL_EX_GATE" "DB missing: restore. There is no DB at $db, but it had backups ($evidence): it was deleted or moved, or its disk is not mounted. The engine does not start on an empty DB" \
+      "find the DB (mounts, a move), or restore the newest backup: sudo keel-ops restore latest. To start empty on purpose, move the backups of it out of $dir${history[0]:+ and ${history[*]}} first"
+  fi
   keel_info "$phase-session backup: no DB at $db yet (the engine's first start): nothing to back up"
   exit 0
 fi

@@ -234,4 +234,52 @@ describe("db-backup.sh", () => {
     expect(readdirSync(out).filter((f) => /^engine-\d{8}T\d{6}Z\.db$/.test(f))).toHaveLength(1);
     expect(existsSync(join(out, "engine.status.json"))).toBe(true);
   });
+
+  // Issue 17, item 3: the clock stepped back (it ran ahead, then NTP corrected it). The state that
+  // leaves is a backup named in the future; it stands in for the fake clock.
+  describe("after the clock stepped back", () => {
+    const stamp = (offsetSeconds: number) => new Date(Date.now() + offsetSeconds * 1000).toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
+
+    it("refuses (exit 5) and records it when the newest backup is dated well after the clock: nothing written, nothing pruned", () => {
+      const db = makeDb(join(dir, "app.db"), { rows: 10 });
+      expect(backup("--keep", "1", db, out).code).toBe(0);
+      const future = `app-${stamp(3 * 86400)}.db`;
+      copyFileSync(join(out, finals(out)[0]), join(out, future));
+      const before = finals(out);
+      const r = backup("--keep", "1", db, out);
+      expect(r.code).toBe(5);
+      expect(r.stderr).toMatch(new RegExp(`the newest backup in ${out} is dated ${future.slice(4, -3)}, \\d+ s after this clock .*: the clock went back, or that file is dated in the future; nothing was written`));
+      expect(finals(out)).toEqual(before);
+      expect(status(out)).toMatchObject({ result: "failed", exit_code: 5, file: null, reason: expect.stringContaining("the clock went back") });
+    });
+
+    it("waits for a clock less than two minutes behind, and keeps the backup it writes (never pruned at once)", () => {
+      const db = makeDb(join(dir, "app.db"), { rows: 10 });
+      mkdirSync(out, { mode: 0o700 });
+      const ahead = `app-${stamp(4)}.db`;
+      copyFileSync(makeDb(join(dir, "other.db"), { rows: 3 }), join(out, ahead));
+      const r = backup("--keep", "1", db, out);
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      const written = r.stdout.trim().split("/").at(-1)!;
+      expect(written > ahead).toBe(true);
+      expect(finals(out)).toEqual([written]);
+      expect(status(out)).toMatchObject({ result: "ok", file: join(out, written) });
+    });
+  });
+
+  // Issue 17, item 6: sync(1) reports the disk's error (EIO); it must not fall back to a global sync.
+  it("fails (exit 5) when fsync fails: no file under a final name, the status says why", () => {
+    const db = makeDb(join(dir, "app.db"), { rows: 10 });
+    const bin = join(dir, "bin");
+    mkdirSync(bin);
+    writeFileSync(join(bin, "sync"), '#!/bin/sh\n[ "$1" = --version ] && exec /usr/bin/sync --version\n[ $# -eq 0 ] && exit 0\necho "sync: error syncing \'$2\': Input/output error" >&2\nexit 1\n', { mode: 0o755 });
+    const r = script("backup", [db, out], { PATH: `${bin}:${process.env.PATH}` });
+    expect(r.code).toBe(5);
+    expect(r.stderr).toContain("fsync of ");
+    expect(r.stderr).toContain("Input/output error");
+    expect(finals(out)).toEqual([]);
+    expect(readdirSync(out).filter((f) => f.includes(".partial."))).toEqual([]);
+    expect(status(out)).toMatchObject({ result: "failed", exit_code: 5, file: null, reason: expect.stringContaining("Input/output error") });
+  });
 });

@@ -288,6 +288,28 @@ describe("keel-db-session-backup", () => {
     expect(r.stderr).toContain("the engine does not start without one");
   });
 
+  // Issue 17, item 1: a DB that had backups and is gone is not a first start.
+  it("refuses a start without the DB when it had backups (in DIR or a --history directory): DB missing, restore", () => {
+    const backups = join(dir, "backups");
+    mkdirSync(backups);
+    const db = makeDb(join(dir, "engine.db"), { rows: 5 });
+    expect(run(join(SCRIPTS, "db-backup.sh"), [db, backups]).code).toBe(0);
+    rmSync(db);
+    for (const args of [["--history", backups], ["--history", join(dir, "elsewhere"), "--history", backups]]) {
+      const r = session("pre", "--keep", "3", ...args, db, join(dir, "sessions"));
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(`DB missing: restore. There is no DB at ${db}, but it had backups (${join(backups, "engine.status.json")})`);
+      expect(r.stderr).toContain("sudo keel-ops restore latest");
+      expect(existsSync(db)).toBe(false);
+    }
+    // A backup in the sessions directory itself counts too, status file or not.
+    mkdirSync(join(dir, "sessions"));
+    writeFileSync(join(dir, "sessions", "engine-20261201T000000Z.db"), "x");
+    expect(session("pre", db, join(dir, "sessions")).code).toBe(1);
+    // post (after a stop) with no DB has nothing to back up: not its call to refuse a start.
+    expect(session("post", db, join(dir, "sessions")).code).toBe(0);
+  });
+
   it("rejects bad usage with exit 2", () => {
     expect(session("during", "a", "b").code).toBe(2);
     expect(session("pre", "a").code).toBe(2);

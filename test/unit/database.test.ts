@@ -115,7 +115,7 @@ describe("the pre- and post-session backups", () => {
   const dropIn = renderSessionDropIn(cfg);
 
   it("run around every start and stop, into their own directory, with the configured retention", () => {
-    expect(unitLines(dropIn, "ExecCondition")).toEqual(["/usr/local/sbin/keel-db-session-backup pre --keep 30 /var/lib/engine/engine.db /var/backups/engine/sessions"]);
+    expect(unitLines(dropIn, "ExecCondition")).toEqual(["/usr/local/sbin/keel-db-session-backup pre --keep 30 --history /var/backups/engine /var/lib/engine/engine.db /var/backups/engine/sessions"]);
     expect(unitLines(dropIn, "ExecStopPost")).toEqual(["/usr/local/sbin/keel-db-session-backup post --keep 30 /var/lib/engine/engine.db /var/backups/engine/sessions"]);
     expect(unitLines(dropIn, "TimeoutStartSec")).toEqual([START_TIMEOUT]);
   });
