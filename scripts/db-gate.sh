@@ -17,6 +17,7 @@ usage() {
 usage: $KEEL_PROG verify DB
        $KEEL_PROG prepare DB
        $KEEL_PROG adopt [--replace --backup-dir DIR] [--owner USER[:GROUP]] SRC DEST
+       $KEEL_PROG recover DB
        $KEEL_PROG -h
 
 verify   Full PRAGMA integrity_check and foreign_key_check, plus the consistency of the -wal and
@@ -35,6 +36,11 @@ adopt    Host side: verify SRC, copy it (with its -wal) to a temporary file besi
          DIR defaults to \$KEEL_DB_BACKUP_DIR); the previous DEST stays as DEST.pre-adopt-<utc>.
          As root, only where DEST's directory is root's and no one else can write it (else
          exit 2): in the engine's directory, run it as the engine's user (setpriv).
+
+recover  After a restore or adopt of DB was interrupted mid-swap (its marker DIR/.NAME.swap is
+         left): finishes the swap if the new file already has DB's name, else rolls it back (the
+         previous DB and its -wal/-shm/-journal get their names back). Prints "ok" (also when
+         there was nothing to recover). The engine's start gate refuses to start until then.
 
 prepare and adopt refuse (exit 3) while a process holds the DB (SRC or DEST) open; so does
 verify, which reads the file without locks: verify a snapshot (db-snapshot.sh) of a live DB.
@@ -131,10 +137,20 @@ cmd_adopt() {
   echo ok
 }
 
+cmd_recover() {
+  [[ $# -eq 1 ]] || keel_usage_error "recover needs DB"
+  local db
+  db=$(keel_abspath "$1")
+  keel_require_own_dir "$(dirname -- "$db")"
+  keel_swap_lock "$db"
+  keel_swap_recover "$db"
+  echo ok
+}
+
 [[ $# -gt 0 ]] || keel_usage_error "missing command"
 case $1 in
   -h | --help) usage; exit 0 ;;
-  verify | prepare | adopt)
+  verify | prepare | adopt | recover)
     keel_require_tools sqlite3 od awk
     cmd=$1; shift; "cmd_$cmd" "$@" ;;
   *) keel_usage_error "unknown command '$1'" ;;

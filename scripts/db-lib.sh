@@ -561,13 +561,71 @@ keel_vacuum_into() {
 
 # ---- putting a prepared file in place -----------------------------------------------------------
 
-# keel_install_db TMP DB TAG — atomically renames TMP (in DB's directory, verified, fsynced) to DB.
-# An existing DB is kept aside as DB.TAG-<utc> (a hard link of the same inode, so no space is
-# needed) together with its -wal/-shm/-journal, which must not meet the new file. Sets KEEL_ASIDE
-# to the aside path (empty if there was nothing to keep).
+# A swap of the live DB (restore, adopt) is marked in progress by DIR/.NAME.swap, written and
+# fsynced before the first rename and removed after the last, and runs under an flock on
+# DIR/.NAME.swap.lock, which the engine's start gate (db-session-backup.sh pre) waits for. An
+# interrupted swap (a kill, a power loss) leaves the marker: the start gate refuses to start the
+# engine, and `db-gate.sh recover DB` (`keel-ops recover`) or the next swap finishes it or rolls it
+# back (keel_swap_recover).
+keel_swap_marker() { printf '%s/.%s.swap\n' "$(dirname -- "$1")" "$(basename -- "$1")"; }
+
+# keel_swap_lock DB [SECONDS] — takes the swap lock of DB on fd 7 (waits up to SECONDS, 600).
+keel_swap_lock() {
+  local lock
+  lock="$(dirname -- "$1")/.$(basename -- "$1").swap.lock"
+  exec 7>>"$lock" || keel_die "$KEEL_EX_FAIL" "cannot open $lock"
+  command -v flock >/dev/null 2>&1 || return 0
+  flock -w "${2:-600}" 7 || keel_die "$KEEL_EX_BUSY" "another restore or adopt of $1 holds $lock" "wait for it to finish, then run again"
+}
+
+# keel_swap_recover DB — with the swap lock held: if a swap of DB was interrupted, finish it (the
+# new file already has DB's name) or roll it back (it does not: the previous DB and its
+# -wal/-shm/-journal get their names back, the prepared copy is removed). Says what it did.
+keel_swap_recover() {
+  local db=$1 marker tmp="" aside="" line ext dir
+  marker=$(keel_swap_marker "$db")
+  [[ -e $marker ]] || return 0
+  dir=$(dirname -- "$db")
+  while IFS= read -r line; do
+    case $line in
+      tmp=*) tmp=${line#tmp=} ;;
+      aside=*) aside=${line#aside=} ;;
+    esac
+  done <"$marker"
+  # The marker names files beside DB only: a temporary name of the tools and an aside name.
+  [[ $tmp == "$dir"/.* && ${tmp#"$dir"/} != */* ]] ||
+    keel_die "$KEEL_EX_FAIL" "the swap marker $marker names '$tmp', which is not a temporary file beside $db" "inspect $dir by hand"
+  [[ -z $aside || $aside == "$db".pre-*-[0-9]*T[0-9]*Z ]] ||
+    keel_die "$KEEL_EX_FAIL" "the swap marker $marker names '$aside', which is not an aside name of $db" "inspect $dir by hand"
+  if [[ -e $tmp ]]; then
+    for ext in "" -wal -shm -journal; do
+      if [[ -n $aside && -e $aside$ext && ! -e $db$ext ]]; then
+        mv -- "$aside$ext" "$db$ext" || keel_die "$KEEL_EX_FAIL" "cannot move $aside$ext back to $db$ext"
+      fi
+    done
+    rm -f -- "$tmp" "$tmp-wal" "$tmp-shm" "$tmp-journal"
+    keel_fsync "$dir"
+    rm -f -- "$marker"
+    keel_fsync "$dir"
+    keel_info "an interrupted restore or adopt of $db was rolled back: $db is the DB it was before, with its -wal"
+  else
+    rm -f -- "$marker"
+    keel_fsync "$dir"
+    keel_info "an interrupted restore or adopt of $db was completed: $db is the new DB${aside:+; the previous one is $aside}"
+  fi
+}
+
+# keel_install_db TMP DB TAG — renames TMP (in DB's directory, verified, fsynced) to DB. An
+# existing DB is moved aside as DB.TAG-<utc> together with its -wal/-shm/-journal, which must not
+# meet the new file: renames only, never a second name for the live inode, so the aside is the
+# old DB exactly and nothing written later reaches it. Under the swap lock and its marker (above).
+# Sets KEEL_ASIDE to the aside path (empty if there was nothing to keep).
 KEEL_ASIDE=""
 keel_install_db() {
-  local tmp=$1 db=$2 tag=$3 aside="" ext try
+  local tmp=$1 db=$2 tag=$3 aside="" ext try marker dir
+  dir=$(dirname -- "$db")
+  keel_swap_lock "$db"
+  keel_swap_recover "$db"
   for ext in "" -wal -shm -journal; do
     if [[ -e $db$ext ]]; then aside=1; fi
   done
@@ -579,18 +637,25 @@ keel_install_db() {
       [[ $try -eq 3 ]] || sleep 1
     done
     [[ ! -e $aside && ! -e $aside-wal ]] || keel_die "$KEEL_EX_FAIL" "$aside already exists" "wait a second and run again"
-    if [[ -e $db ]]; then
-      ln -- "$db" "$aside" || keel_die "$KEEL_EX_FAIL" "cannot keep $db aside as $aside (hard link failed)"
-    fi
-    for ext in -wal -shm -journal; do
+  fi
+  marker=$(keel_swap_marker "$db")
+  printf 'tmp=%s\naside=%s\n' "$tmp" "$aside" >"$marker.new" || keel_die "$KEEL_EX_FAIL" "cannot write $marker.new (disk full?)"
+  keel_fsync "$marker.new"
+  mv -f -- "$marker.new" "$marker" || keel_die "$KEEL_EX_FAIL" "cannot create the swap marker $marker"
+  keel_fsync "$dir"
+  if [[ -n $aside ]]; then
+    for ext in "" -wal -shm -journal; do
       if [[ -e $db$ext ]]; then
-        mv -f -- "$db$ext" "$aside$ext" || keel_die "$KEEL_EX_FAIL" "cannot move $db$ext aside to $aside$ext"
+        mv -- "$db$ext" "$aside$ext" || keel_die "$KEEL_EX_FAIL" "cannot move $db$ext aside to $aside$ext" "sudo keel-ops recover (puts it back)"
       fi
     done
   fi
   # shellcheck disable=SC2034 # read by the scripts that source this file
   KEEL_ASIDE=$aside
-  mv -f -- "$tmp" "$db" || keel_die "$KEEL_EX_FAIL" "cannot rename $tmp to $db" "the previous DB is kept as $aside"
+  mv -f -- "$tmp" "$db" || keel_die "$KEEL_EX_FAIL" "cannot rename $tmp to $db" "sudo keel-ops recover (puts the previous DB back)"
   keel_cleanup_forget "$tmp"
-  keel_fsync "$(dirname -- "$db")"
+  keel_fsync "$dir"
+  rm -f -- "$marker"
+  keel_fsync "$dir"
+  exec 7>&-
 }

@@ -19,7 +19,9 @@ usage() {
 usage: $KEEL_PROG pre|post [--keep N] [--history HDIR]... DB DIR
        $KEEL_PROG -h
 
-pre   before the engine starts: a verified backup of DB into DIR (db-backup.sh). No DB is a first
+pre   before the engine starts: waits for a restore or adopt swapping DB to finish, and refuses
+      (exit 1) after one that was interrupted (db-gate.sh recover). Then a verified backup of
+      DB into DIR (db-backup.sh). No DB is a first
       start, with nothing to back up, only if DB never had a backup: none in DIR nor in any HDIR
       (the scheduled backups' directory), and no status file of one. Otherwise the DB went
       missing (deleted, moved, a mount that failed) and the engine must not start on an empty
@@ -64,6 +66,16 @@ backed_up_before() {
   done
   return 1
 }
+
+if [[ $phase == pre && -d $(dirname -- "$db") ]]; then
+  # A restore or adopt swapping the DB right now: wait for it (the swap lock), then refuse to start
+  # on a swap that was interrupted (its marker is left).
+  keel_swap_lock "$db"
+  [[ ! -e $(keel_swap_marker "$db") ]] ||
+    keel_die "$KEEL_EX_GATE" "a restore or adopt of $db was interrupted while it swapped the DB ($(keel_swap_marker "$db") is left): the engine does not start on a half-swapped DB" \
+      "sudo keel-ops recover (finishes the swap or puts the previous DB back), then sudo keel-ops start"
+  exec 7>&-
+fi
 
 if [[ ! -e $db && ! -e $db-wal ]]; then
   if [[ $phase == pre ]] && evidence=$(backed_up_before); then

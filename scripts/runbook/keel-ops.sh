@@ -13,6 +13,8 @@
 #        keel-ops adopt FILE              migrate: FILE (in ~/keel-incoming/ of the deploy user) passes
 #                                         the integrity gate and replaces the DB (after a verified
 #                                         backup of it, as the engine's user), the engine stopped meanwhile
+#        keel-ops recover                 after a restore or adopt was interrupted mid-swap (the engine
+#                                         then refuses to start): finish it or put the previous DB back
 #        keel-ops asides                  list the previous DBs a restore or adopt kept beside the DB
 #        keel-ops remove-asides           remove them (once the DB in place has proven itself)
 #        keel-ops stop | start | restart  the engine's unit; start and restart confirm it stays up
@@ -50,7 +52,7 @@ fail() {
 cmd=$1
 shift
 case $cmd in
-  backups | backup | snapshot | asides | remove-asides | stop | start | restart) [[ $# -eq 0 ]] || usage ;;
+  backups | backup | snapshot | recover | asides | remove-asides | stop | start | restart) [[ $# -eq 0 ]] || usage ;;
   restore | adopt) [[ $# -eq 1 ]] || usage ;;
   audit) [[ $# -ge 1 && $# -le 2 ]] || usage ;;
   verify-packages) [[ $# -eq 0 ]] || usage ;;
@@ -161,7 +163,30 @@ start_engine() {
   return 1
 }
 
+# The DB file's identity (device, inode, size, mtime) for telling whether a failed restore or
+# adopt changed it: only then may keel-ops say the DB "is as it was".
+db_identity() { stat -c '%d:%i:%s:%Y' -- "$db" 2>/dev/null || echo none; }
+swap_marker() { printf '%s/.%s.swap\n' "$(dirname -- "$db")" "$name"; }
+
+# after_failure WHAT EXIT-CODE IDENTITY-BEFORE: says what state the DB is in, then starts the engine
+# only where that is safe, and exits 1.
+after_failure() {
+  if [[ -e $(swap_marker) ]]; then
+    echo "$PROG: $1 failed (exit $2) while it swapped the DB; the engine stays stopped (its start gate refuses a half-swapped DB). Run: sudo keel-ops recover, then sudo keel-ops start" >&2
+  elif [[ $(db_identity) == "$3" ]]; then
+    echo "$PROG: $1 failed (exit $2); $db is as it was. Starting $unit again." >&2
+    start_engine || true
+  else
+    echo "$PROG: $1 failed (exit $2) after $db was replaced; the previous DB is kept beside it (sudo keel-ops asides). The engine stays stopped: decide which DB you want (restore another backup, or put the aside back), then sudo keel-ops start." >&2
+  fi
+  exit 1
+}
+
 case $cmd in
+  recover)
+    as_app "$(tool db-gate)" recover "$db" >/dev/null || fail 1 "the recovery failed (reason above)"
+    echo "$PROG: $db is consistent (nothing was half-swapped, or the interrupted swap is finished or rolled back); start the engine: sudo keel-ops start"
+    ;;
   backups)
     backups | while IFS= read -r f; do printf '%s\t%s\n' "${f##*/}" "$(stat -c %s -- "$f")"; done
     ;;
@@ -191,11 +216,10 @@ case $cmd in
     as_app "$(tool db-gate)" verify "$dir/$want" >/dev/null || fail 1 "$want fails the integrity gate; pick an older one (sudo keel-ops backups)"
     stop_engine
     rc=0
+    before=$(db_identity)
     as_app "$(tool db-restore)" "$dir/$want" "$db" >/dev/null || rc=$?
     if [[ $rc -ne 0 ]]; then
-      echo "$PROG: the restore failed (exit $rc); $db is as it was. Starting $unit again." >&2
-      start_engine || true
-      exit 1
+      after_failure "the restore" "$rc" "$before"
     fi
     echo "$PROG: restored $want into $db (the previous DB is kept beside it as ${name}.pre-restore-*)"
     start_engine
@@ -223,14 +247,13 @@ case $cmd in
     replace=()
     [[ ! -e $db ]] || replace=(--replace --backup-dir "$dir")
     rc=0
+    before=$(db_identity)
     # The backup of the current DB keeps the configured retention, not db-backup's default.
     as_app env KEEL_DB_BACKUP_KEEP="${conf[backup_keep]}" \
       "$(tool db-gate)" adopt ${replace[@]+"${replace[@]}"} "$copy" "$db" >/dev/null || rc=$?
     rm -f -- "$copy"
     if [[ $rc -ne 0 ]]; then
-      echo "$PROG: adopt failed (exit $rc); $db is as it was. Starting $unit again." >&2
-      start_engine || true
-      exit 1
+      after_failure "adopt" "$rc" "$before"
     fi
     rm -f -- "$src"
     echo "$PROG: adopted $1 as $db (a verified backup of the previous DB is in $dir)"

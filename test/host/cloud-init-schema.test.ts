@@ -114,7 +114,7 @@ describe("the files the first boot writes, checked by the tools that read them",
     cpSync("/lib/ufw", join(dir, "lib-ufw"), { recursive: true });
     const conf = (image: string, port: string, cidrs: string[]) =>
       ufwSshConf(parseConfig({ ...raw(image), "keel:sshPort": port, "keel:allowedSshCidrs": JSON.stringify(cidrs) }));
-    writeFileSync(join(dir, "ufw-1.conf"), conf("debian-12", "2222", ["203.0.113.7/32", "2001:DB8:0::/48", "198.51.100.7/24"]));
+    writeFileSync(join(dir, "ufw-1.conf"), conf("debian-12", "2222", ["203.0.113.7/32", "2001:DB8:0::/48", "198.51.100.0/24"]));
     writeFileSync(join(dir, "ufw-2.conf"), conf("debian-12", "2200", ["198.51.100.0/24"]));
     const apply = join(REPO_ROOT, "cloud-init", "files", "ufw-apply.sh");
     const script = [

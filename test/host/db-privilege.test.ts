@@ -162,7 +162,7 @@ describe("root's DB tools in a directory the engine owns", () => {
     expect(statSync(live)).toMatchObject({ uid: NOBODY() });
     expect(statSync(live).mode & 0o777).toBe(0o600);
     expect(existsSync(staged)).toBe(false);
-    expect(readdirSync(engineDir)).toEqual(["engine.db"]);
+    expect(readdirSync(engineDir).sort()).toEqual([".engine.db.swap.lock", "engine.db"]);
     expect(rootCallsInEngineDir()).toEqual([]);
     expect(readdirSync(victim)).toEqual([]);
   });
