@@ -249,7 +249,7 @@ keel_require_own_dir() {
   keel_dir_is_mine "$d" && return 0
   owner=$(stat -c %U:%G -- "$d" 2>/dev/null) || owner="its owner"
   keel_die "$KEEL_EX_USAGE" "refused: as root in $d, which belongs to $owner or is writable by others; root writes nothing where another user can" \
-    "run it as the directory's owner: setpriv --reuid=${owner%%:*} --regid=${owner#*:} --clear-groups -- $KEEL_PROG …"
+    "run it as the directory's owner: setpriv --reuid=${owner%%:*} --regid=${owner#*:} --clear-groups -- $KEEL_PROG …; on a keel host, sudo keel-ops restore NAME or sudo keel-ops adopt FILE do that"
 }
 
 keel_require_unused() {

@@ -272,7 +272,9 @@ describe("the runbook against the VM, from this machine", () => {
 describe("keel-health on the VM: degraded states", () => {
   it("is degraded (1) with a stale backup, and tells the webhook", async () => {
     const names = (await asRoot(vm, `ls ${BACKUPS} | grep -E '^engine-[0-9]{8}T[0-9]{6}Z\\.db$'`)).trim().split("\n");
-    await asRoot(vm, names.map((n, i) => `mv ${BACKUPS}/${n} ${BACKUPS}/engine-2025010${i + 1}T000000Z.db`).join(" && "));
+    // Backups as they would be after a month without one: old names, and no status file naming the
+    // last run's file (which health checks is still there).
+    await asRoot(vm, [...names.map((n, i) => `mv ${BACKUPS}/${n} ${BACKUPS}/engine-2025010${i + 1}T000000Z.db`), `mv ${BACKUPS}/engine.status.json ${BACKUPS}/engine.status.json.away`].join(" && "));
     try {
       const r = await health();
       expect(r.code).toBe(1);
@@ -282,7 +284,7 @@ describe("keel-health on the VM: degraded states", () => {
       expect((await hook.received()).slice(-1)[0].body).toMatchObject({ status: "degraded", previous: "healthy" });
     } finally {
       const stale = (await asRoot(vm, `ls ${BACKUPS} | grep -E '^engine-2025'`)).trim().split("\n");
-      await asRoot(vm, stale.map((n, i) => `mv ${BACKUPS}/${n} ${BACKUPS}/${names[i]}`).join(" && "));
+      await asRoot(vm, [...stale.map((n, i) => `mv ${BACKUPS}/${n} ${BACKUPS}/${names[i]}`), `mv ${BACKUPS}/engine.status.json.away ${BACKUPS}/engine.status.json`].join(" && "));
     }
     expect((await health("--only backup")).code).toBe(0);
   }, 10 * MINUTE);
