@@ -1,5 +1,5 @@
 import type { KeelConfig } from "../config";
-import { backupServiceName } from "./database";
+import { backupServiceName, sessionBackupDir } from "./database";
 import { GATE_FAILURE_STATUS, SETTLE_SECONDS } from "./engine";
 import { hostPaths } from "./layout";
 import { placeStep, secretPlaceStep } from "./steps";
@@ -62,6 +62,8 @@ export function renderHostConf(cfg: KeelConfig): string {
     journal_dir: "/var/log/journal",
     manifest: `${p.keelState}/manifest.json`,
     security_grace_hours: SECURITY_GRACE_HOURS,
+    // The pre- and post-session backups' directory, which `keel-ops prune` prunes too.
+    session_backup_dir: sessionBackupDir(cfg),
     settle_seconds: SETTLE_SECONDS,
     state_file: healthStatePath(cfg),
     tools_dir: p.toolsDir,

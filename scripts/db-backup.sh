@@ -15,6 +15,7 @@ for lib in "$KEEL_DB_HERE/db-lib.sh" "$KEEL_DB_HERE/keel-db-lib" ""; do [[ -r $l
 usage() {
   cat <<EOF
 usage: $KEEL_PROG [--keep N] DB DIR
+       $KEEL_PROG --prune-only [--keep N] DB DIR
        $KEEL_PROG -h
 
 Copies DB into DIR while the engine keeps writing: one read transaction of a read-only connection
@@ -31,14 +32,21 @@ A failure (a kill, a full disk, a copy that fails verify) leaves no file under a
 exits non-zero with the reason; a temporary file left by a killed run is removed by the next run.
 The live DB is only read. Runs on one DIR exclude each other through flock(1) where present.
 On success, prints the backup's path.
+
+--prune-only takes no backup: it only applies the retention (under the same lock), for a disk too
+full to write one first. It always keeps the newest backup that passes the integrity gate, besides
+the newest N, and removes nothing when none passes (exit 1). The status file is not touched. Prints
+what it removed and the bytes freed.
 $KEEL_EXIT_CODES_HELP
 EOF
 }
 
 keep=${KEEL_DB_BACKUP_KEEP:-14}
+prune_only=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     -h | --help) usage; exit 0 ;;
+    --prune-only) prune_only=1; shift ;;
     --keep) [[ $# -ge 2 ]] || keel_usage_error "--keep needs a number"; keep=$2; shift 2 ;;
     --) shift; break ;;
     -*) keel_usage_error "unknown option $1" ;;
@@ -62,7 +70,9 @@ started=$(keel_utc_stamp)
 umask 077
 if [[ -d $2 ]]; then
   dir=$(cd -P -- "$2" && pwd)
-  status=$dir/$base.status.json
+  [[ $prune_only -eq 1 ]] || status=$dir/$base.status.json
+elif [[ $prune_only -eq 1 ]]; then
+  keel_die "$KEEL_EX_FAIL" "no backup directory $2" "check the path"
 fi
 
 write_status() { # write_status RESULT EXIT-CODE REASON
@@ -112,13 +122,40 @@ if [[ -z $dir ]]; then
   dir=$(cd -P -- "$2" && pwd)
   status=$dir/$base.status.json
 fi
-[[ -f $db ]] || keel_die "$KEEL_EX_GATE" "$db: no such DB file" "check the path"
+[[ $prune_only -eq 1 || -f $db ]] || keel_die "$KEEL_EX_GATE" "$db: no such DB file" "check the path"
 
 if command -v flock >/dev/null 2>&1; then
   exec 9>>"$dir/.$base.backup.lock"
   flock -n 9 || keel_die "$KEEL_EX_BUSY" "another backup of $base into $dir is running" "wait for it to finish"
   # Under the lock, any temporary file is the leftover of a killed run.
   rm -f -- "$dir/.$base-"*.partial.*
+fi
+
+if [[ $prune_only -eq 1 ]]; then
+  backups=()
+  while IFS= read -r f; do backups+=("$f"); done < <(list_backups)
+  verified=""
+  for ((i = ${#backups[@]} - 1; i >= 0; i--)); do
+    if "$(keel_sibling gate)" verify "${backups[i]}" >/dev/null 2>&1; then
+      verified=${backups[i]}
+      break
+    fi
+    keel_info "${backups[i]} fails the integrity gate; it does not count as the backup that is kept"
+  done
+  [[ -n $verified || ${#backups[@]} -eq 0 ]] ||
+    keel_die "$KEEL_EX_GATE" "no backup of $db in $dir passes the integrity gate; nothing was removed" \
+      "keep them for now; take a new one as soon as there is room (free space elsewhere: docs/RUNBOOK.md \"Disk full\")"
+  removed=0 freed=0
+  for ((i = 0; i < ${#backups[@]} - keep; i++)); do
+    [[ ${backups[i]} != "$verified" ]] || continue
+    freed=$((freed + $(keel_size "${backups[i]}")))
+    rm -f -- "${backups[i]}" "${backups[i]}-wal" "${backups[i]}-shm" "${backups[i]}-journal"
+    keel_info "removed ${backups[i]}"
+    removed=$((removed + 1))
+  done
+  keel_fsync "$dir"
+  echo "pruned $dir: removed $removed backup(s), freed $freed bytes; kept $((${#backups[@]} - removed)), the newest verified ${verified:-none (there was no backup)}"
+  exit 0
 fi
 
 # Names order backups by time, so a new one must be dated after the newest there is. The clock can

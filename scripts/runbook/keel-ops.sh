@@ -7,6 +7,9 @@
 # Usage: keel-ops backups                 list the verified backups, oldest first
 #        keel-ops backup                  take a verified backup now: the backup timer's own service
 #                                         (keel-db-backup as the engine's user, configured retention)
+#        keel-ops prune [N]               keep only the newest N backups (default: the configured
+#                                         retention) and always the newest verified one, without
+#                                         taking a new one: for a full disk; scheduled and session
 #        keel-ops restore NAME|latest     stop the engine, put backup NAME in place of the DB, start it
 #        keel-ops snapshot                a read-only copy of the live DB for analysis, owned by the
 #                                         deploy user in ~/keel-snapshots/ (prints its path)
@@ -54,6 +57,7 @@ shift
 case $cmd in
   backups | backup | snapshot | recover | asides | remove-asides | stop | start | restart) [[ $# -eq 0 ]] || usage ;;
   restore | adopt) [[ $# -eq 1 ]] || usage ;;
+  prune) [[ $# -le 1 ]] || usage ;;
   audit) [[ $# -ge 1 && $# -le 2 ]] || usage ;;
   verify-packages) [[ $# -eq 0 ]] || usage ;;
   -h | --help | *) usage ;;
@@ -183,6 +187,15 @@ after_failure() {
 }
 
 case $cmd in
+  prune)
+    n=${1:-${conf[backup_keep]}}
+    [[ $n =~ ^[1-9][0-9]{0,3}$ ]] || fail 2 "N must be a whole number from 1, not '$n'"
+    for d in "$dir" ${conf[session_backup_dir]:+"${conf[session_backup_dir]}"}; do
+      [[ -d $d ]] || continue
+      as_app "$(tool db-backup)" --prune-only --keep "$n" "$db" "$d" || fail 1 "pruning $d failed (reason above)"
+    done
+    echo "$PROG: set keel:backupRetention to $n too (pulumi config set keel:backupRetention $n; pulumi up), or the next backups keep ${conf[backup_keep]} again"
+    ;;
   recover)
     as_app "$(tool db-gate)" recover "$db" >/dev/null || fail 1 "the recovery failed (reason above)"
     echo "$PROG: $db is consistent (nothing was half-swapped, or the interrupted swap is finished or rolled back); start the engine: sudo keel-ops start"

@@ -282,4 +282,55 @@ describe("db-backup.sh", () => {
     expect(readdirSync(out).filter((f) => f.includes(".partial."))).toEqual([]);
     expect(status(out)).toMatchObject({ result: "failed", exit_code: 5, file: null, reason: expect.stringContaining("Input/output error") });
   });
+
+  // Issue 17, item 9: on a full backup disk, lowering the retention and taking a backup frees
+  // nothing (pruning ran only after a new backup succeeded). --prune-only (keel-ops prune) does.
+  describe("--prune-only", () => {
+    it("frees a full backup disk without taking a backup, so the next backup fits (RUNBOOK \"Disk full\")", () => {
+      const db = makeDb(join(dir, "app.db"), { rows: 800, blob: 1000 }); // ~0.9 MB
+      mkdirSync(out);
+      const umount = mount(["mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", out], out);
+      try {
+        let last = 0;
+        for (let i = 0; i < 6 && last === 0; i++) last = backup("--keep", "10", db, out).code ?? -1;
+        expect(last).toBe(5);
+        const full = finals(out);
+        expect(full.length).toBeGreaterThanOrEqual(2);
+        // What the runbook used to say: fewer backups, then a backup. It cannot start for lack of room.
+        expect(backup("--keep", "1", db, out).code).toBe(5);
+        expect(finals(out)).toEqual(full);
+        const pruned = backup("--prune-only", "--keep", "1", db, out);
+        expect(pruned.stderr).not.toContain("what to do");
+        expect(pruned.code).toBe(0);
+        expect(pruned.stdout).toMatch(new RegExp(`^pruned ${out}: removed ${full.length - 1} backup\\(s\\), freed \\d+ bytes; kept 1, the newest verified ${join(out, full.at(-1)!)}\n$`));
+        expect(finals(out)).toEqual([full.at(-1)]);
+        expect(status(out)).toMatchObject({ result: "failed" }); // the last run's record stays the last run's
+        expect(backup("--keep", "1", db, out).code).toBe(0);
+      } finally {
+        umount();
+      }
+    });
+
+    it("keeps the newest backup that passes the gate besides the newest N, and removes nothing when none passes", () => {
+      const db = makeDb(join(dir, "app.db"), { rows: 2000 });
+      for (let i = 0; i < 3; i++) expect(backup("--keep", "10", db, out).code).toBe(0);
+      const [oldest, middle, newest] = finals(out);
+      const damage = (file: string) => {
+        const bytes = readFileSync(join(out, file));
+        bytes.fill(0x5a, 5 * 4096 + 8, 6 * 4096 - 8);
+        writeFileSync(join(out, file), bytes);
+      };
+      damage(newest);
+      const r = backup("--prune-only", "--keep", "1", db, out);
+      expect(r.code).toBe(0);
+      expect(r.stderr).toContain(`${join(out, newest)} fails the integrity gate; it does not count as the backup that is kept`);
+      expect(finals(out)).toEqual([middle, newest]);
+      damage(middle);
+      const none = backup("--prune-only", "--keep", "1", db, out);
+      expect(none.code).toBe(1);
+      expect(none.stderr).toContain("passes the integrity gate; nothing was removed");
+      expect(finals(out)).toEqual([middle, newest]);
+      expect(oldest).toBeDefined();
+    });
+  });
 });

@@ -302,6 +302,8 @@ describe("keel-ops (the host side) without systemd", () => {
   it("refuses a restore of anything but a listed backup, and an adopt of a file outside the deploy user's keel-incoming", () => {
     expect(ops(["restore", "../engine.db"], conf)).toMatchObject({ code: 3, stderr: expect.stringContaining("no backup named '../engine.db'") });
     expect(ops(["restore", "engine-20261119T031700Z.db"], conf).code).toBe(3);
+    expect(ops(["prune", "0"], conf)).toMatchObject({ code: 2, stderr: expect.stringContaining("N must be a whole number from 1, not '0'") });
+    expect(ops(["prune", "1", "2"], conf).code).toBe(2);
     writeFileSync(join(dir, "elsewhere.db"), "");
     expect(ops(["adopt", join(dir, "elsewhere.db")], conf)).toMatchObject({
       code: 3,

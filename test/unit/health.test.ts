@@ -54,6 +54,7 @@ describe("host.conf, the health check's config", () => {
       journal_dir: "/var/log/journal",
       manifest: "/var/lib/keel/manifest.json",
       security_grace_hours: "48",
+      session_backup_dir: "/var/backups/engine/sessions",
       settle_seconds: "5",
       state_file: "/var/lib/keel/health.state",
       tools_dir: "/usr/local/sbin",
