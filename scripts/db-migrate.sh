@@ -15,25 +15,29 @@ for lib in "$KEEL_DB_HERE/db-lib.sh" "$KEEL_DB_HERE/keel-db-lib" ""; do [[ -r $l
 
 usage() {
   cat <<EOF
-usage: $KEEL_PROG --owner USER[:GROUP] --unit NAME.service STAGED DB  < "<sha256>  <origin>"
+usage: $KEEL_PROG [--records DIR] --owner USER[:GROUP] --unit NAME.service STAGED DB  < "<sha256>  <origin>"
        $KEEL_PROG -h
 
 Reads one line on stdin, the result of the operator's side (db-migrate-source.sh): the sha256 of
 the file it proved clean and that file's path there. Then, as root:
-- DB (or a -wal/-shm/-journal of it) exists: keel never replaces a live DB. Nothing changes; a
-  staged copy left at STAGED is kept for a manual adopt --replace and the command to run is
-  printed. Exit 0.
+- DB (or a -wal/-shm/-journal of it) exists: keel never replaces a live DB, and nothing changes.
+  Exit 0 only if this very source (its sha256) was adopted here before: DIR/<sha256> records
+  every adoption (--records, default /var/lib/keel/migrated, root's). Otherwise the live DB did
+  not come from this source — the engine started before the migration ran, or the DB came from
+  elsewhere — and a green deploy would hide that the data was not carried over: exit 1, saying
+  what to do. A staged copy left at STAGED is kept.
 - otherwise STAGED must exist and its sha256 must be the one on stdin (else exit 1: the copy is
   not the file that passed the gate), the unit must be stopped (else exit 3), and then
   db-gate.sh adopt --owner USER[:GROUP] STAGED DB: verify, WAL mode, checkpoint, verify, atomic
-  rename, mode 0600; STAGED is removed.
+  rename, mode 0600; STAGED is removed; the adoption is recorded in DIR.
 $KEEL_EXIT_CODES_HELP
 EOF
 }
 
-owner="" unit=""
+owner="" unit="" records=/var/lib/keel/migrated
 while [[ $# -gt 0 ]]; do
   case $1 in
+    --records) [[ $# -ge 2 ]] || keel_usage_error "--records needs a directory"; records=$2; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     --owner) [[ $# -ge 2 ]] || keel_usage_error "--owner needs a user"; owner=$2; shift 2 ;;
     --unit) [[ $# -ge 2 ]] || keel_usage_error "--unit needs a unit name"; unit=$2; shift 2 ;;
@@ -56,12 +60,13 @@ expected=${BASH_REMATCH[1]} origin=${BASH_REMATCH[2]}
 
 for f in "$db" "$db-wal" "$db-shm" "$db-journal"; do
   [[ -e $f ]] || continue
-  keel_info "$f exists: keel never replaces a live DB, so the migration of $origin changes nothing (it ran before, or the engine started first)"
-  if [[ -e $staged ]]; then
-    keel_info "the uploaded copy stays at $staged; to replace the live DB with it after all: sudo keel-ops adopt $staged (a verified backup of the live DB is taken first); otherwise: rm $staged"
+  if [[ -f $records/$expected ]]; then
+    keel_info "$f exists: $origin (sha256 $expected) was adopted here before ($(head -n 1 -- "$records/$expected")); keel never replaces a live DB"
+    echo "migrate: $db already exists, adopted from this source before; nothing changed"
+    exit 0
   fi
-  echo "migrate: $db already exists, nothing changed"
-  exit 0
+  keel_die "$KEEL_EX_GATE" "$f exists, but it was not adopted from $origin (sha256 $expected): the engine started before the migration ran, or the live DB came from elsewhere. keel never replaces a live DB, so nothing changed, and the data of $origin is not on the host" \
+    "to carry it over after all: sudo keel-ops adopt $staged (a verified backup of the live DB is taken first), then pulumi up. If the live DB is the one you want (or this host was migrated before keel recorded migrations): pulumi config rm keel:migrateFrom (and keel:migrateFallbackDir), then pulumi up"
 done
 
 [[ -f $staged ]] || keel_die "$KEEL_EX_GATE" "no uploaded copy at $staged" \
@@ -75,6 +80,10 @@ if systemctl is-active --quiet -- "$unit"; then
 fi
 
 keel_info "the copy at $staged has the sha256 of $origin ($expected)"
+install -d -m 0700 -- "$records" || keel_die "$KEEL_EX_FAIL" "cannot create $records, where adoptions are recorded"
+printf '%s %s -> %s\n' "$(keel_utc_iso)" "$origin" "$db" >"$records/.$expected.pending" ||
+  keel_die "$KEEL_EX_FAIL" "cannot write $records/.$expected.pending (disk full?); nothing was adopted"
+keel_fsync "$records/.$expected.pending"
 dbdir=$(dirname -- "$db")
 if keel_dir_is_mine "$dbdir"; then
   "$(keel_sibling gate)" adopt --owner "$owner" "$staged" "$db" >/dev/null
@@ -94,4 +103,8 @@ else
   keel_cleanup_forget "$copy"
   rm -f -- "$staged"
 fi
+# The record that this source became the live DB, what lets a later run of this step pass:
+# written (and fsynced) before the adopt as .SHA.pending, renamed once the adopt succeeded.
+mv -f -- "$records/.$expected.pending" "$records/$expected" || keel_die "$KEEL_EX_FAIL" "adopted, but $records/$expected could not be recorded"
+keel_fsync "$records"
 echo "migrate: adopted $origin (sha256 $expected) as $db"

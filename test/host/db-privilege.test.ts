@@ -152,7 +152,7 @@ describe("root's DB tools in a directory the engine owns", () => {
     const staged = makeDb(join(incoming, "engine.db"), { rows: 42 });
     const live = join(engineDir, "engine.db");
     const sum = sha256(staged);
-    const r = run(join(SCRIPTS, "db-migrate.sh"), ["--owner", "nobody:nogroup", "--unit", "keel-test-no-such-unit.service", staged, live], {
+    const r = run(join(SCRIPTS, "db-migrate.sh"), ["--records", join(dir, "records"), "--owner", "nobody:nogroup", "--unit", "keel-test-no-such-unit.service", staged, live], {
       input: `${sum}  /home/op/engine.db\n`,
     });
     expect(r.stderr).toContain("has the sha256 of /home/op/engine.db");

@@ -205,7 +205,7 @@ const migrate = (input: string, ...args: string[]) => run(join(SCRIPTS, "db-migr
 describe("keel-db-migrate (the host's side)", () => {
   let staged: string;
   let live: string;
-  const args = () => ["--owner", "nobody:nogroup", "--unit", "engine.service", staged, live];
+  const args = () => ["--records", join(dir, "records"), "--owner", "nobody:nogroup", "--unit", "engine.service", staged, live];
   beforeEach(() => {
     mkdirSync(join(dir, "incoming"));
     mkdirSync(join(dir, "state"));
@@ -234,16 +234,31 @@ describe("keel-db-migrate (the host's side)", () => {
     expect(existsSync(staged)).toBe(true);
   });
 
-  it("changes nothing when the live DB exists (exit 0), keeps the copy and says how to replace the DB on purpose", () => {
+  // Issue 17, item 8: a live DB that did not come from this source is not "nothing to do".
+  it("fails (exit 1) when the live DB exists but was not adopted from this source: nothing changed, the copy kept, both ways out named", () => {
     makeDb(live, { rows: 7, wal: true });
     const before = fingerprint(live);
     const r = migrate(`${sha256(staged)}  /home/op/engine.db\n`, ...args());
-    expect(r.code).toBe(0);
-    expect(r.stdout).toBe(`migrate: ${live} already exists, nothing changed\n`);
-    expect(r.stderr).toContain("keel never replaces a live DB");
-    expect(r.stderr).toContain(`to replace the live DB with it after all: sudo keel-ops adopt ${staged} (a verified backup of the live DB is taken first)`);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe("");
+    expect(r.stderr).toContain(`exists, but it was not adopted from /home/op/engine.db (sha256 ${sha256(staged)}): the engine started before the migration ran`);
+    expect(r.stderr).toContain(`sudo keel-ops adopt ${staged} (a verified backup of the live DB is taken first), then pulumi up`);
+    expect(r.stderr).toContain("pulumi config rm keel:migrateFrom");
     expect(fingerprint(live)).toEqual(before);
     expect(existsSync(staged)).toBe(true);
+  });
+
+  it("passes (exit 0) on a later run once this source was adopted, and changes nothing", () => {
+    const sum = sha256(staged);
+    expect(migrate(`${sum}  /home/op/engine.db\n`, ...args()).code).toBe(0);
+    expect(readFileSync(join(dir, "records", sum), "utf8")).toMatch(new RegExp(`^\\d{4}-\\d\\d-\\d\\dT[\\d:]+Z /home/op/engine\\.db -> ${live}\n$`));
+    const before = fingerprint(live);
+    const again = migrate(`${sum}  /home/op/engine.db\n`, ...args());
+    expect(again.code).toBe(0);
+    expect(again.stdout).toBe(`migrate: ${live} already exists, adopted from this source before; nothing changed\n`);
+    expect(fingerprint(live)).toEqual(before);
+    // Another source is not this one.
+    expect(migrate(`${"b".repeat(64)}  /home/op/other.db\n`, ...args()).code).toBe(1);
   });
 
   it("refuses an input that is not the source step's result (exit 2) and a missing copy (exit 1)", () => {

@@ -152,15 +152,25 @@ describe("the database on a Debian 12 VM, deployed by the host plan's steps", ()
     await sh(vm, `rm ${staged}`);
   }, 5 * MINUTE);
 
-  it("never touches the live DB on a later up, even with another source: the steps converge and say so", async () => {
-    const other = operatorDb(join(tmp, "other.db"), 5, "other");
+  it("never touches the live DB on a later up: the adopted source converges, another source stops the deploy and says why", async () => {
     const before = await unit();
-    const runs = await up(config({ "keel:migrateFrom": other }));
+    const runs = await up(config({ "keel:migrateFrom": source }));
     const out = Object.fromEntries(runs.map((r) => [r.name, r.stdout]));
     expect(out["db-backup-timer"]).toBe("keel-place: 0 changed, 2 file(s) already as planned\n");
     expect(out["db-session-backups"]).toMatch(/^keel-place: 0 changed/);
-    expect(out["db-migrate-adopt"]).toBe(`migrate: ${DB} already exists, nothing changed\n`);
-    expect(runs.find((r) => r.name === "db-migrate-adopt")!.stderr).toContain("keel never replaces a live DB");
+    expect(out["db-migrate-adopt"]).toBe(`migrate: ${DB} already exists, adopted from this source before; nothing changed\n`);
+    // Another source: the live DB did not come from it, so a green deploy would hide that its data
+    // is not on the host (issue 17). The adopt step fails; nothing on the host changes.
+    const other = operatorDb(join(tmp, "other.db"), 5, "other");
+    const err = await up(config({ "keel:migrateFrom": other })).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(StepError);
+    const failed = (err as StepError).run;
+    expect([failed.name, failed.code]).toEqual(["db-migrate-adopt", 1]);
+    expect(failed.stderr).toContain(`but it was not adopted from ${other}`);
+    expect(failed.stderr).toContain("pulumi config rm keel:migrateFrom");
     expect(await query("SELECT count(*), max(tag) FROM trades")).toBe("1234|migrated");
     expect((await unit()).MainPID).toBe(before.MainPID);
     await asRoot(vm, `rm -f ${stagedDbPath(config())}`);
