@@ -232,6 +232,11 @@ export const configSchema = z
       .describe("DB file name under /var/lib/<app>/; defaults to <app>.db."),
     migrateFrom: z.string().min(1).optional().describe("Local path of an SQLite DB to migrate on first deploy."),
     migrateFallbackDir: z.string().min(1).optional().describe("Local directory of backups to use if migrateFrom fails its gate."),
+    migrateAcceptFallback: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/, "the sha256 (64 lowercase hex digits) that the failed migration printed for the backup to take")
+      .optional()
+      .describe("Consent to migrate that backup from migrateFallbackDir instead of a failing migrateFrom: its sha256."),
     backupSchedule: z
       .string()
       .regex(/^[A-Za-z0-9*:.,~/ -]+$/, "a systemd OnCalendar expression such as '*-*-* 03:17:00' or 'hourly'")
@@ -388,6 +393,9 @@ function finish(c: ParsedConfig, problems: string[]): KeelConfig {
   }
   if (c.deployUser === c.appName) {
     problems.push(`keel:deployUser: must differ from keel:appName (${c.appName}): the engine would run as the user that has sudo. fix: pulumi config set keel:deployUser deploy, or pick another keel:appName`);
+  }
+  if (c.migrateAcceptFallback && !c.migrateFallbackDir) {
+    problems.push(`keel:migrateAcceptFallback: only used together with keel:migrateFallbackDir; found it alone. fix: pulumi config rm keel:migrateAcceptFallback`);
   }
   if (c.migrateFallbackDir && !c.migrateFrom) {
     problems.push(`keel:migrateFallbackDir: only used together with keel:migrateFrom; found it alone. fix: set keel:migrateFrom or pulumi config rm keel:migrateFallbackDir`);

@@ -225,7 +225,7 @@ export function migrationSteps(cfg: KeelConfig): Step[] {
       `on this machine: prove ${cfg.migrateFrom} clean (db-gate.sh prepare)` +
         (fallback ? `, else take the newest backup in ${fallback} that passes the gate` : "; stop if it fails"),
       "scripts/db-migrate-source.sh",
-      [...(fallback ? ["--fallback-dir", fallback] : []), cfg.migrateFrom],
+      [...(fallback ? ["--fallback-dir", fallback] : []), ...(cfg.migrateAcceptFallback ? ["--accept-fallback", cfg.migrateAcceptFallback] : []), cfg.migrateFrom],
       { alsoScripts: ["scripts/db-gate.sh", "scripts/db-lib.sh"], timeoutSeconds: MIGRATION_TIMEOUT_SECONDS },
     ),
     uploadStep("db-migrate-upload", `copy the DB file chosen on this machine to ${staged} on the host`, "db-migrate-source", staged, MIGRATION_TIMEOUT_SECONDS),

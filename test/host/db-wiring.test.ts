@@ -139,7 +139,8 @@ describe("db-migrate-source.sh (the operator's side)", () => {
     expect(fingerprint(db)).toEqual(before);
   });
 
-  it("with a fallback, takes the newest backup that passes the gate, skipping newer failing ones and ones with -wal frames", () => {
+  // Issue 17, item 4: a fallback loses the rows written after it, so it needs the operator's consent.
+  it("with a fallback, offers the newest backup that passes the gate and takes it only with its sha256 as consent", () => {
     const db = corrupt(join(dir, "engine.db"));
     const backups = join(dir, "backups");
     mkdirSync(backups);
@@ -149,27 +150,51 @@ describe("db-migrate-source.sh (the operator's side)", () => {
     writerOnce("crash", walled, "30");
     const newest = corrupt(join(backups, "engine-20260104T000000Z.db"));
     writeFileSync(join(backups, "notes.txt"), "not a DB");
-    age(oldest, 400);
-    age(middle, 300);
-    age(walled, 200);
-    age(newest, 100);
-    const r = source("--fallback-dir", backups, db);
-    expect(r.stderr).toContain(`skipped ${newest}: it fails the gate`);
-    expect(r.stderr).toContain(`skipped ${walled}: a -wal with frames`);
-    expect(r.stderr).toContain(`using ${middle}, the newest backup that passes the gate`);
+    expect(oldest).toBeDefined();
+    const asked = source("--fallback-dir", backups, db);
+    expect(asked.stderr).toContain(`skipped ${newest}: it fails the gate`);
+    expect(asked.stderr).toContain(`skipped ${walled}: a -wal with frames`);
+    expect(asked.code).toBe(1);
+    expect(asked.stdout).toBe("");
+    expect(asked.stderr).toContain(`The newest clean backup of it is ${middle}, taken 2026-01-02 00:00:00 UTC, sha256 ${sha256(middle)}; keel takes a fallback only with your consent`);
+    expect(asked.stderr).toContain(`pulumi config set keel:migrateAcceptFallback ${sha256(middle)}, then pulumi up`);
+    const other = source("--fallback-dir", backups, "--accept-fallback", "a".repeat(64), db);
+    expect(other.code).toBe(1);
+    expect(other.stderr).toContain(`(keel:migrateAcceptFallback is ${"a".repeat(64)}, another file)`);
+    const r = source("--fallback-dir", backups, "--accept-fallback", sha256(middle), db);
+    expect(r.stderr).toContain(`using ${middle} (taken 2026-01-02 00:00:00 UTC, sha256 ${sha256(middle)}) instead of ${db}: keel:migrateAcceptFallback names it`);
     expect(r.code).toBe(0);
     expect(r.stdout).toBe(`${sha256(middle)}  ${middle}\n`);
   });
 
-  it("breaks ties of modification time by name, newest name first", () => {
+  it("orders candidates by the time in their names, never by modification time, and takes only the source's backup names", () => {
     const db = corrupt(join(dir, "engine.db"));
     const backups = join(dir, "backups");
     mkdirSync(backups);
-    const a = makeDb(join(backups, "engine-20260101T000000Z.db"), { rows: 1 });
-    const b = makeDb(join(backups, "engine-20260102T000000Z.db"), { rows: 2 });
-    age(a, 50);
-    age(b, 50);
-    expect(source("--fallback-dir", backups, db).stdout).toBe(`${sha256(b)}  ${b}\n`);
+    const older = makeDb(join(backups, "engine-20260101T000000Z.db"), { rows: 1 });
+    const newer = makeDb(join(backups, "engine-20260102T000000Z.db"), { rows: 2 });
+    // The older backup was copied here today: its mtime is the newest. It must not win.
+    age(newer, 5000);
+    age(older, 0);
+    makeDb(join(backups, "engine-latest.db"), { rows: 3 });
+    makeDb(join(backups, "other-20260103T000000Z.db"), { rows: 4 });
+    makeDb(join(backups, "engine.sqlite"), { rows: 5 });
+    const r = source("--fallback-dir", backups, "--accept-fallback", sha256(newer), db);
+    expect(r.stderr).toContain("(2 named engine-<UTC time>.db)");
+    expect(r.stdout).toBe(`${sha256(newer)}  ${newer}\n`);
+  });
+
+  it("does not fall back from a source with a hot journal: it is not damaged, SQLite rolls it back", () => {
+    const db = join(dir, "engine.db");
+    writerOnce("hot-journal", db);
+    const backups = join(dir, "backups");
+    mkdirSync(backups);
+    const backup = makeDb(join(backups, "engine-20260101T000000Z.db"), { rows: 1 });
+    const r = source("--fallback-dir", backups, "--accept-fallback", sha256(backup), db);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe("");
+    expect(r.stderr).toContain(`${db} has a hot rollback journal (${db}-journal): a transaction on it was interrupted. It is not damaged, so keel does not fall back to an older backup`);
+    expect(r.stderr).toContain("PRAGMA quick_check");
   });
 
   it("fails when no backup passes either: exit 1, nothing carried forward", () => {
@@ -180,7 +205,7 @@ describe("db-migrate-source.sh (the operator's side)", () => {
     const r = source("--fallback-dir", backups, db);
     expect(r.code).toBe(1);
     expect(r.stdout).toBe("");
-    expect(r.stderr).toContain("no backup in");
+    expect(r.stderr).toContain("no backup of it in");
   });
 
   it("exits 3 for a source still held open (the engine running), and does not fall back", async () => {

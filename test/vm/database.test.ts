@@ -274,7 +274,7 @@ describe("the database on a Debian 12 VM, deployed by the host plan's steps", ()
     await waitFor("writing on from the backup", heartbeats, (n) => n >= inBackup + 2);
   }, 10 * MINUTE);
 
-  it("takes the newest clean backup of the fallback directory when the source fails the gate (on a host without a DB)", async () => {
+  it("takes the newest clean backup of the fallback directory when the source fails the gate, once consented to (on a host without a DB)", async () => {
     const fallback = join(tmp, "operator backups");
     mkdirSync(fallback);
     const files = [
@@ -283,13 +283,24 @@ describe("the database on a Debian 12 VM, deployed by the host plan's steps", ()
       corruptDb(join(fallback, "engine-20260103T000000Z.db"), "newest-but-corrupt"),
     ];
     files.forEach((f, i) => utimesSync(f, 1_700_000_000 + i * 3600, 1_700_000_000 + i * 3600));
-    const cfg = config({ "keel:migrateFrom": corruptDb(join(tmp, "corrupt-again.db"), "corrupt"), "keel:migrateFallbackDir": fallback });
+    // The source's backups are named after it (engine.db: engine-<UTC time>.db), as keel names them.
+    mkdirSync(join(tmp, "corrupt again"));
+    const migrate = { "keel:migrateFrom": corruptDb(join(tmp, "corrupt again", "engine.db"), "corrupt"), "keel:migrateFallbackDir": fallback };
     // A host that has no DB yet: the engine stopped and its DB removed.
     await asRoot(vm, `systemctl stop engine.service && rm -f ${DB} ${DB}-wal ${DB}-shm ${DB}.pre-restore-*`, { timeoutMs: 5 * MINUTE });
-    const runs = await up(cfg, ["db-migrate-staging", "db-migrate-source", "db-migrate-upload", "db-migrate-adopt", "engine-start"]);
+    const steps = ["db-migrate-staging", "db-migrate-source", "db-migrate-upload", "db-migrate-adopt", "engine-start"];
+    // Without consent the deploy stops at the source step, naming the backup and its sha256.
+    const asked = await up(config(migrate), steps).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(asked).toBeInstanceOf(StepError);
+    expect((asked as StepError).run.name).toBe("db-migrate-source");
+    expect((asked as StepError).run.stderr).toContain(`pulumi config set keel:migrateAcceptFallback ${sha256(files[1])}`);
+    const runs = await up(config({ ...migrate, "keel:migrateAcceptFallback": sha256(files[1]) }), steps);
     const out = Object.fromEntries(runs.map((r) => [r.name, r]));
     expect(out["db-migrate-source"].stderr).toContain(`skipped ${files[2]}: it fails the gate`);
-    expect(out["db-migrate-source"].stderr).toContain(`using ${files[1]}, the newest backup that passes the gate`);
+    expect(out["db-migrate-source"].stderr).toContain(`using ${files[1]} (taken 2026-01-02 00:00:00 UTC, sha256 ${sha256(files[1])})`);
     expect(out["db-migrate-source"].stdout).toBe(`${sha256(files[1])}  ${files[1]}\n`);
     expect(out["db-migrate-adopt"].stdout).toContain(`migrate: adopted ${files[1]}`);
     expect(await query("SELECT count(*), max(tag) FROM trades")).toBe("20|newest-clean");
