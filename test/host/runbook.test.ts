@@ -351,8 +351,8 @@ describe("upload-file.sh: the upload step's copy, against the sshd", () => {
     if (agent) process.kill(Number(agent.SSH_AGENT_PID), "SIGTERM");
   });
 
-  function upload(result: string, remote: string, hostKey = hostPub): Promise<Run> {
-    const env = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dir, ...agent, KEEL_HOST_KEY: hostKey };
+  function upload(result: string, remote: string, hostKey = hostPub, path = process.env.PATH ?? "/usr/bin:/bin"): Promise<Run> {
+    const env = { PATH: path, HOME: dir, ...agent, KEEL_HOST_KEY: hostKey };
     return new Promise((resolve) => {
       const child = execFile("bash", [join(REPO, "scripts", "upload-file.sh"), "127.0.0.1", String(port), USER, remote], { cwd: REPO, env, timeout: 60_000, encoding: "utf8" }, (error, stdout, stderr) => {
         resolve({ code: error ? (typeof error.code === "number" ? error.code : -1) : 0, stdout, stderr });
@@ -389,6 +389,23 @@ describe("upload-file.sh: the upload step's copy, against the sshd", () => {
     expect(gone.code).toBe(3);
     expect(gone.stderr).toContain("changed.db is gone; it was chosen by the step before this one");
     expect(onHost(`${remoteDir()}/changed.db`)).toBe("");
+  });
+
+  it("removes the copy on the host when its sha256 there is not the proven one (a file changed between the check and the send)", async () => {
+    const { file, result } = local("raced.db", randomBytes(5000));
+    // An ssh that appends to the file after upload-file.sh checked it and opened it as ssh's stdin:
+    // the host receives other bytes than the ones proven.
+    const bin = join(dir, "raced-bin");
+    mkdirSync(bin, { recursive: true });
+    const realSsh = execFileSync("sh", ["-c", "command -v ssh"], { encoding: "utf8" }).trim();
+    writeFileSync(join(bin, "ssh"), `#!/bin/sh\nprintf 'tampered' >> ${file}\nexec ${realSsh} "$@"\n`, { mode: 0o755 });
+    const remote = `${remoteDir()}/raced.db`;
+    const r = await upload(result, remote, hostPub, `${bin}:${process.env.PATH ?? "/usr/bin:/bin"}`);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`sha256 on the host is [0-9a-f]{64}, expected ${result.split(" ")[0]}`));
+    expect(r.stderr).toContain("nothing was put in place");
+    expect(onHost(remote)).toBe("");
+    expect(onHost(`${remote}.partial`)).toBe("");
   });
 
   it("refuses a host that shows another key, and copies nothing", async () => {
