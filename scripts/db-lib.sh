@@ -55,7 +55,7 @@ keel_on_exit() {
   for p in ${KEEL_CLEANUP[@]+"${KEEL_CLEANUP[@]}"}; do rm -rf -- "$p"; done
   exit "$rc"
 }
-keel_on_signal() { keel_die "$KEEL_EX_FAIL" "interrupted by SIG$1 (nothing was put under a final name)"; }
+keel_on_signal() { keel_die "$KEEL_EX_FAIL" "interrupted by SIG$1${KEEL_SIGNAL_NOTE:- (nothing was put under a final name)}"; }
 keel_on_error() { KEEL_LAST_ERROR=${KEEL_LAST_ERROR:-"unexpected failure of: $1"}; }
 trap keel_on_exit EXIT
 trap 'keel_on_signal INT' INT
@@ -119,7 +119,7 @@ keel_fsync() {
   fi
   err=$(sync -- "$@" 2>&1) ||
     keel_die "$KEEL_EX_FAIL" "fsync of $* failed: ${err:-sync exited non-zero}" \
-      "the disk did not confirm the write: read dmesg and check the disk; nothing was given a final name"
+      "the disk did not confirm the write: read dmesg and check the disk"
 }
 
 keel_utc_stamp() { date -u +%Y%m%dT%H%M%SZ; }
@@ -573,42 +573,56 @@ keel_swap_marker() { printf '%s/.%s.swap\n' "$(dirname -- "$1")" "$(basename -- 
 keel_swap_lock() {
   local lock
   lock="$(dirname -- "$1")/.$(basename -- "$1").swap.lock"
+  command -v flock >/dev/null 2>&1 || keel_die "$KEEL_EX_FAIL" "flock is missing: a swap of $1 cannot be locked" "install util-linux (flock)"
   exec 7>>"$lock" || keel_die "$KEEL_EX_FAIL" "cannot open $lock"
-  command -v flock >/dev/null 2>&1 || return 0
   flock -w "${2:-600}" 7 || keel_die "$KEEL_EX_BUSY" "another restore or adopt of $1 holds $lock" "wait for it to finish, then run again"
 }
 
 # keel_swap_recover DB — with the swap lock held: if a swap of DB was interrupted, finish it (the
 # new file already has DB's name) or roll it back (it does not: the previous DB and its
 # -wal/-shm/-journal get their names back, the prepared copy is removed). Says what it did.
+# Anything else (no copy, no DB, no aside) is refused: it needs a person, not a guess.
 keel_swap_recover() {
-  local db=$1 marker tmp="" aside="" line ext dir
+  local db=$1 marker tmp="" aside="" line ext dir name
   marker=$(keel_swap_marker "$db")
-  [[ -e $marker ]] || return 0
+  [[ -e $marker || -L $marker ]] || return 0
+  [[ -f $marker && ! -L $marker ]] || keel_die "$KEEL_EX_FAIL" "the swap marker $marker is not a regular file" "inspect $(dirname -- "$db") by hand"
   dir=$(dirname -- "$db")
+  name=$(basename -- "$db")
   while IFS= read -r line; do
     case $line in
       tmp=*) tmp=${line#tmp=} ;;
       aside=*) aside=${line#aside=} ;;
     esac
   done <"$marker"
-  # The marker names files beside DB only: a temporary name of the tools and an aside name.
-  [[ $tmp == "$dir"/.* && ${tmp#"$dir"/} != */* ]] ||
-    keel_die "$KEEL_EX_FAIL" "the swap marker $marker names '$tmp', which is not a temporary file beside $db" "inspect $dir by hand"
-  [[ -z $aside || $aside == "$db".pre-*-[0-9]*T[0-9]*Z ]] ||
+  # The marker names files beside DB only, by the exact names the tools give them.
+  [[ ${tmp#"$dir/"} =~ ^\.${name//./\\.}\.(restore|adopt)\.[A-Za-z0-9]{6,}$ && $tmp == "$dir/"* ]] ||
+    keel_die "$KEEL_EX_FAIL" "the swap marker $marker names '$tmp', which is not a temporary file of keel's beside $db" "inspect $dir by hand"
+  [[ -z $aside || (${aside#"$dir/"} =~ ^${name//./\\.}\.pre-(restore|adopt)-[0-9]{8}T[0-9]{6}Z$ && $aside == "$dir/"*) ]] ||
     keel_die "$KEEL_EX_FAIL" "the swap marker $marker names '$aside', which is not an aside name of $db" "inspect $dir by hand"
-  if [[ -e $tmp ]]; then
+  if [[ ! -e $tmp && ! -e $db && -n $aside && -e $aside ]]; then
+    # The copy is gone and DB has no file: the copy never got DB's name. Put the previous DB back.
+    tmp=""
+  fi
+  if [[ -z $tmp || -e $tmp ]]; then
     for ext in "" -wal -shm -journal; do
       if [[ -n $aside && -e $aside$ext && ! -e $db$ext ]]; then
         mv -- "$aside$ext" "$db$ext" || keel_die "$KEEL_EX_FAIL" "cannot move $aside$ext back to $db$ext"
       fi
     done
-    rm -f -- "$tmp" "$tmp-wal" "$tmp-shm" "$tmp-journal"
+    [[ -z $tmp ]] || rm -f -- "$tmp" "$tmp-wal" "$tmp-shm" "$tmp-journal"
+    [[ -e $db || -z $aside ]] || keel_die "$KEEL_EX_FAIL" "rolling back an interrupted restore or adopt of $db: the previous DB $aside is not there to put back" \
+      "inspect $dir by hand (ls -la $dir); the marker $marker is kept, so the engine does not start"
     keel_fsync "$dir"
     rm -f -- "$marker"
     keel_fsync "$dir"
-    keel_info "an interrupted restore or adopt of $db was rolled back: $db is the DB it was before, with its -wal"
+    keel_info "an interrupted restore or adopt of $db was rolled back: ${aside:+$db is the DB it was before, with its -wal}${aside:-there was no DB before, and there is none now}"
   else
+    # The copy is gone. It got DB's name only if DB is there and is not the previous file.
+    if [[ ! -e $db ]] || { [[ -n $aside && -e $aside ]] && [[ $db -ef $aside ]]; }; then
+      keel_die "$KEEL_EX_FAIL" "an interrupted restore or adopt of $db left neither its copy nor a new $db" \
+        "inspect $dir by hand (ls -la $dir); the marker $marker is kept, so the engine does not start"
+    fi
     rm -f -- "$marker"
     keel_fsync "$dir"
     keel_info "an interrupted restore or adopt of $db was completed: $db is the new DB${aside:+; the previous one is $aside}"
@@ -626,6 +640,9 @@ keel_install_db() {
   dir=$(dirname -- "$db")
   keel_swap_lock "$db"
   keel_swap_recover "$db"
+  # Under the lock, just before the first rename: nothing may hold the DB (a start that slipped in
+  # between the caller's own check and now would keep writing to the file moved aside).
+  keel_require_unused "$db"
   for ext in "" -wal -shm -journal; do
     if [[ -e $db$ext ]]; then aside=1; fi
   done
@@ -639,6 +656,12 @@ keel_install_db() {
     [[ ! -e $aside && ! -e $aside-wal ]] || keel_die "$KEEL_EX_FAIL" "$aside already exists" "wait a second and run again"
   fi
   marker=$(keel_swap_marker "$db")
+  # From the marker on, only a recover removes the copy: a signal's cleanup would otherwise delete
+  # it while the marker names it, and the previous DB already moved aside.
+  keel_cleanup_forget "$tmp"
+  keel_cleanup_forget "$tmp-wal"
+  keel_cleanup_forget "$tmp-shm"
+  KEEL_SIGNAL_NOTE=" while it swapped $db: the engine does not start until sudo keel-ops recover (db-gate.sh recover) finishes or rolls back the swap"
   printf 'tmp=%s\naside=%s\n' "$tmp" "$aside" >"$marker.new" || keel_die "$KEEL_EX_FAIL" "cannot write $marker.new (disk full?)"
   keel_fsync "$marker.new"
   mv -f -- "$marker.new" "$marker" || keel_die "$KEEL_EX_FAIL" "cannot create the swap marker $marker"
@@ -653,9 +676,9 @@ keel_install_db() {
   # shellcheck disable=SC2034 # read by the scripts that source this file
   KEEL_ASIDE=$aside
   mv -f -- "$tmp" "$db" || keel_die "$KEEL_EX_FAIL" "cannot rename $tmp to $db" "sudo keel-ops recover (puts the previous DB back)"
-  keel_cleanup_forget "$tmp"
   keel_fsync "$dir"
   rm -f -- "$marker"
   keel_fsync "$dir"
+  KEEL_SIGNAL_NOTE=""
   exec 7>&-
 }

@@ -4,7 +4,7 @@
 // and `db-gate.sh recover` rolls the swap back (the previous DB with every committed row) or finds
 // it finished. The swap holds a lock the start gate waits on. Real sqlite3, real scripts.
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type Run, SCRIPTS, makeDb, removeDir, sql, tempDir, writerOnce } from "./db-helpers";
@@ -37,8 +37,8 @@ function run(file: string, args: string[], env: Record<string, string> = {}): Ru
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-/** mv, except that its Nth call in the DB's directory SIGKILLs the script that called it instead. */
-function killAtRename(n: number): void {
+/** mv, except that its Nth call in the DB's directory sends `signal` to the script that called it instead. */
+function killAtRename(n: number, signal = "KILL"): void {
   const counter = join(dir, "renames");
   writeFileSync(counter, "");
   writeFileSync(
@@ -47,7 +47,7 @@ function killAtRename(n: number): void {
       "#!/bin/sh",
       'for a in "$@"; do last=$a; done',
       `case $last in ${live}/*) echo x >>${counter} ;; esac`,
-      `if [ "$(wc -l <${counter})" -eq ${n} ] && case $last in ${live}/*) true ;; *) false ;; esac; then kill -9 $PPID; exit 137; fi`,
+      `if [ "$(wc -l <${counter})" -eq ${n} ] && case $last in ${live}/*) true ;; *) false ;; esac; then kill -${signal} $PPID; exit 1; fi`,
       'exec /usr/bin/mv "$@"',
       "",
     ].join("\n"),
@@ -68,10 +68,16 @@ function rows(): number {
 describe("a restore killed at each rename of its swap", () => {
   // Renames in the DB's directory: 1 the marker into place, 2 the DB aside, 3 its -wal, 4 its
   // -shm, 5 the restored copy to the DB's name.
-  it.each([1, 2, 3, 4, 5])("killed before rename %i: the start gate refuses a half swap, recover puts back the old DB with every row", (n) => {
-    killAtRename(n);
+  // SIGKILL runs no cleanup; SIGTERM and SIGHUP (a session that ends) run the scripts' traps, which
+  // must not delete the copy the marker names once the previous DB moved aside.
+  it.each([
+    [1, "KILL"], [2, "KILL"], [3, "KILL"], [4, "KILL"], [5, "KILL"],
+    [2, "TERM"], [3, "HUP"], [5, "TERM"],
+  ])("killed before rename %i (SIG%s): the start gate refuses a half swap, recover puts back the old DB with every row", (n, signal) => {
+    killAtRename(n as number, signal as string);
     const killed = restore();
     expect(killed.code).not.toBe(0);
+    if (signal !== "KILL" && n > 1) expect(killed.stderr).toContain(`interrupted by SIG${signal} while it swapped ${db}`);
     if (n === 1) {
       // Killed before the marker existed: nothing was moved, the DB is whole.
       expect(existsSync(join(live, ".engine.db.swap"))).toBe(false);
@@ -110,7 +116,7 @@ describe("a restore killed at each rename of its swap", () => {
     // Stand-in for a kill between the final rename and the marker's removal: a marker naming a
     // temporary file that no longer exists, after a complete restore.
     expect(restore().code).toBe(0);
-    writeFileSync(join(live, ".engine.db.swap"), `tmp=${join(live, ".engine.db.restore.gone")}\naside=\n`);
+    writeFileSync(join(live, ".engine.db.swap"), `tmp=${join(live, ".engine.db.restore.Gone12")}\naside=\n`);
     expect(startGate().code).toBe(1);
     const r = recover();
     expect(r.code).toBe(0);
@@ -120,11 +126,32 @@ describe("a restore killed at each rename of its swap", () => {
   });
 
   it("refuses a marker that names files outside the DB's directory or other names (exit 5), moving nothing", () => {
-    writeFileSync(join(live, ".engine.db.swap"), `tmp=/etc/passwd\naside=\n`);
-    const r = recover();
-    expect(r.code).toBe(5);
-    expect(r.stderr).toContain("which is not a temporary file beside");
+    const crafted = [
+      [`tmp=/etc/passwd\naside=`, "which is not a temporary file of keel's beside"],
+      [`tmp=${live}/..\naside=`, "which is not a temporary file of keel's beside"],
+      [`tmp=${live}/.engine.db.restore.AbC123/../../x\naside=`, "which is not a temporary file of keel's beside"],
+      [`tmp=${live}/.engine.db.restore.AbC123\naside=${db}.pre-x/../../../../etc/cron.d/job-1T1Z`, "which is not an aside name of"],
+      [`tmp=${live}/.engine.db.restore.AbC123\naside=/etc/shadow`, "which is not an aside name of"],
+    ];
+    for (const [marker, message] of crafted) {
+      writeFileSync(join(live, ".engine.db.swap"), `${marker}\n`);
+      const r = recover();
+      expect(r.code, marker).toBe(5);
+      expect(r.stderr, marker).toContain(message);
+    }
     expect(existsSync("/etc/passwd")).toBe(true);
+    expect(rows()).toBe(OLD_ROWS);
+  });
+
+  it("rolls back, never calls it finished, when the copy is gone and no file has the DB's name (a cleanup that ran too early)", () => {
+    const aside = `${db}.pre-restore-20261201T000000Z`;
+    for (const ext of ["", "-wal", "-shm"]) renameSync(`${db}${ext}`, `${aside}${ext}`);
+    writeFileSync(join(live, ".engine.db.swap"), `tmp=${join(live, ".engine.db.restore.Gone12")}\naside=${aside}\n`);
+    // No DB, its copy gone, the previous DB aside: it is put back, not called "the new DB".
+    const r = recover();
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain("was rolled back");
+    expect(rows()).toBe(OLD_ROWS);
   });
 });
 
