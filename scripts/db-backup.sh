@@ -14,7 +14,7 @@ for lib in "$KEEL_DB_HERE/db-lib.sh" "$KEEL_DB_HERE/keel-db-lib" ""; do [[ -r $l
 
 usage() {
   cat <<EOF
-usage: $KEEL_PROG [--keep N] DB DIR
+usage: $KEEL_PROG [--keep N] [--name-after-newest] DB DIR
        $KEEL_PROG --prune-only [--keep N] DB DIR
        $KEEL_PROG -h
 
@@ -33,6 +33,12 @@ exits non-zero with the reason; a temporary file left by a killed run is removed
 The live DB is only read. Runs on one DIR exclude each other through flock(1) where present.
 On success, prints the backup's path.
 
+Names order backups by time, so a new one is never dated before the newest in DIR. When the clock
+is behind it (it stepped back after running ahead): up to two minutes, the run waits; further, it
+fails (5) and records why. With --name-after-newest (the session backups, which must neither keep
+the engine from starting nor outlast its stop timeout) it does neither: the backup is named one
+second after the newest, and says so.
+
 --prune-only takes no backup: it only applies the retention (under the same lock), for a disk too
 full to write one first. It always keeps the newest backup that passes the integrity gate, besides
 the newest N, and removes nothing when none passes (exit 1). The status file is not touched. Prints
@@ -42,11 +48,12 @@ EOF
 }
 
 keep=${KEEL_DB_BACKUP_KEEP:-14}
-prune_only=0
+prune_only=0 name_after=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     -h | --help) usage; exit 0 ;;
     --prune-only) prune_only=1; shift ;;
+    --name-after-newest) name_after=1; shift ;;
     --keep) [[ $# -ge 2 ]] || keel_usage_error "--keep needs a number"; keep=$2; shift 2 ;;
     --) shift; break ;;
     -*) keel_usage_error "unknown option $1" ;;
@@ -166,9 +173,14 @@ newest=$(list_backups | tail -n 1)
 newest=${newest##*/}
 newest=${newest#"$base"-}
 newest=${newest%.db}
+fixed_stamp=""
 if [[ -n $newest ]]; then
-  ahead=$(($(keel_stamp_epoch "$newest") - $(date -u +%s)))
-  if ((ahead >= 0 && ahead <= 120)); then
+  newest_epoch=$(keel_stamp_epoch "$newest")
+  ahead=$((newest_epoch - $(date -u +%s)))
+  if ((ahead >= 0 && name_after == 1)); then
+    fixed_stamp=$(keel_epoch_stamp $((newest_epoch + 1)))
+    keel_info "the clock ($(keel_utc_stamp)) is behind the newest backup in $dir ($newest): this one is named $fixed_stamp, after it; check the clock (timedatectl)"
+  elif ((ahead >= 0 && ahead <= 120)); then
     sleep $((ahead + 1))
   elif ((ahead > 120)); then
     keel_die "$KEEL_EX_FAIL" "the newest backup in $dir is dated $newest, $ahead s after this clock ($(keel_utc_stamp)): the clock went back, or that file is dated in the future; nothing was written" \
@@ -177,7 +189,7 @@ if [[ -n $newest ]]; then
 fi
 # One name per second; a second run within the same second waits for the next one.
 for _ in 1 2 3; do
-  started=$(keel_utc_stamp)
+  started=${fixed_stamp:-$(keel_utc_stamp)}
   final=$dir/$base-$started.db
   [[ -e $final ]] || break
   sleep 1

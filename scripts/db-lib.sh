@@ -123,6 +123,8 @@ keel_fsync() {
 }
 
 keel_utc_stamp() { date -u +%Y%m%dT%H%M%SZ; }
+# seconds since the epoch -> 20261122T031700Z (GNU date, or BSD date on macOS).
+keel_epoch_stamp() { date -u -d "@$1" +%Y%m%dT%H%M%SZ 2>/dev/null || date -u -r "$1" +%Y%m%dT%H%M%SZ; }
 # 20261122T031700Z -> seconds since the epoch (GNU date, or BSD date on macOS).
 keel_stamp_epoch() {
   local t=$1

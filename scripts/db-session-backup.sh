@@ -87,7 +87,9 @@ if [[ ! -e $db && ! -e $db-wal ]]; then
 fi
 backup=$(keel_sibling backup)
 rc=0
-file=$("$backup" ${keep[@]+"${keep[@]}"} "$db" "$dir") || rc=$?
+# --name-after-newest: a clock that stepped back must neither keep the engine from starting nor make
+# the post-session backup wait past the unit's stop timeout (db-backup.sh -h).
+file=$("$backup" ${keep[@]+"${keep[@]}"} --name-after-newest "$db" "$dir") || rc=$?
 if [[ $rc -ne 0 ]]; then
   if [[ $phase == pre ]]; then
     keel_die "$rc" "pre-session backup of $db failed (reason above): the engine does not start without one (seed 000 §11C)" \

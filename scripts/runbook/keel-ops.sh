@@ -120,7 +120,9 @@ show() { systemctl show --property="$1" --value -- "$unit"; }
 # Runs a command as the engine's user. The DB's directory and the backups are the engine's: root
 # creates, copies and renames nothing there (the engine could swap a name for a link in between);
 # keel's DB tools refuse to, and run as their owner instead.
-as_app() { setpriv --reuid="${conf[app_user]}" --regid="${conf[app_user]}" --clear-groups -- "$@"; }
+# Bounded: the engine's user may signal (stop) its own processes, so a compromised engine could
+# otherwise hold root's keel-ops forever; timeout runs as root and ends them (SIGKILL at last).
+as_app() { timeout --kill-after=30 "${KEEL_OPS_TIMEOUT:-3600}" setpriv --reuid="${conf[app_user]}" --regid="${conf[app_user]}" --clear-groups -- "$@"; }
 
 # Final-named backups of the DB, oldest first (the names keel-db-backup gives them).
 backups() {

@@ -350,6 +350,22 @@ describe("keel-db-session-backup", () => {
     expect(session("post", db, join(dir, "sessions")).code).toBe(0);
   });
 
+  it("after the clock stepped back, neither refuses nor waits: names the backup one second after the newest", () => {
+    const db = makeDb(join(dir, "engine.db"), { rows: 4 });
+    mkdirSync(join(dir, "sessions"));
+    const ahead = new Date(Date.now() + 3 * 86400_000).toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
+    cpSync(db, join(dir, "sessions", `engine-${ahead}.db`));
+    for (const phase of ["pre", "post"]) {
+      const r = session(phase, "--keep", "1", db, join(dir, "sessions"));
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toContain("this one is named");
+    }
+    const names = listing(join(dir, "sessions")).filter((f) => /^engine-\d{8}T\d{6}Z\.db$/.test(f));
+    expect(names).toHaveLength(1);
+    expect(names[0] > `engine-${ahead}.db`).toBe(true);
+    expect(sql(join(dir, "sessions", names[0]), "SELECT count(*) FROM t;")).toBe("4");
+  });
+
   it("rejects bad usage with exit 2", () => {
     expect(session("during", "a", "b").code).toBe(2);
     expect(session("pre", "a").code).toBe(2);
