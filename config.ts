@@ -49,7 +49,7 @@ export const RESERVED_NAMES: readonly string[] = [
   "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy", "www-data", "backup",
   "list", "irc", "gnats", "nobody", "nogroup", "adm", "tty", "disk", "kmem", "dialout", "fax", "voice", "cdrom",
   "floppy", "tape", "sudo", "audio", "dip", "operator", "src", "shadow", "utmp", "video", "sasl", "plugdev", "staff",
-  "games", "users", "input", "render", "kvm", "sgx", "netdev", "crontab", "ssl-cert", "wheel", "admin",
+  "users", "input", "render", "kvm", "sgx", "netdev", "crontab", "ssl-cert", "wheel", "admin", "_ssh",
   // system users of image and first-boot packages
   "_apt", "messagebus", "sshd", "syslog", "uuidd", "tcpdump", "tss", "polkitd", "landscape", "pollinate",
   "fwupd-refresh", "usbmux", "dnsmasq", "lxd", "_chrony", "chrony", "ntp", "ntpsec", "statd", "_rpc", "avahi",
@@ -60,6 +60,13 @@ export const RESERVED_NAMES: readonly string[] = [
   "fail2ban", "ufw", "auditd", "unattended-upgrades", "apt-daily", "apt-daily-upgrade", "snapd", "multipathd",
   "polkit", "udisks2", "systemd-networkd", "systemd-resolved", "systemd-timesyncd", "systemd-journald", "systemd-logind",
   "systemd-udevd", "qemu-guest-agent", "e2scrub", "fstrim", "logrotate", "man-db", "dpkg-db-backup", "debsums",
+  "rescue", "emergency", "apparmor", "systemd",
+  // directories of the image's own under /etc, /var/lib, /var/backups and /opt that appName would
+  // take over (keel-place gives /var/lib/<app> and /etc/<app> to the engine's user): dpkg's
+  // maintainer scripts, apt's state, cloud-init's, PAM's, the audit rules...
+  "dpkg", "dpkg-db", "apt", "cloud", "audit", "private", "polkit-1", "ucf", "pam", "pam.d", "ssl", "ca-certificates",
+  "security", "default", "network", "networkd-dispatcher", "sysctl", "modprobe", "udev", "update-motd", "alternatives",
+  "python3", "git", "sqlite3", "containerd", "docker", "snap", "lxcfs", "landscape-common", "ubuntu-advantage",
   // keel's own names
   "keel",
 ];
@@ -86,6 +93,9 @@ export function cidrProblem(s: string): string | undefined {
   const bitsText = slash < 0 ? "" : s.slice(slash + 1);
   const v4 = isIPv4(addr);
   if ((!v4 && !isIPv6(addr)) || addr.includes("%")) return `${JSON.stringify(addr)} is not an IPv4 or IPv6 address`;
+  if (!v4 && /^::ffff:/i.test(addr) && /\./.test(addr)) {
+    return `an IPv4 address written as IPv6: UFW would put it in ip6tables, where no IPv4 client ever matches; write it as ${addr.replace(/^::ffff:/i, "")}/${Math.max(0, Number(bitsText) - 96)}`;
+  }
   const width = v4 ? 32 : 128;
   if (!/^(0|[1-9][0-9]{0,2})$/.test(bitsText) || Number(bitsText) > width) return `the prefix length must be 0 to ${width} after a '/'`;
   const bits = Number(bitsText);
@@ -142,9 +152,11 @@ function ipv6Text(v: bigint): string {
  * `-` or carrying `$ ( ) ; &` must be refused here, not by a shell or by git later.
  */
 const DNS_NAME = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*";
-const REPO_PATH = "(?!.*(?:^|/)\\.\\.(?:/|$))[A-Za-z0-9_.~][A-Za-z0-9_.~/-]*";
+// No ".." component anywhere in the path: the lookahead sits at the path's start.
+const REPO_PATH = "(?![A-Za-z0-9_.~/-]*(?:^|/)\\.\\.(?:/|$))(?!\\.\\.(?:/|$))[A-Za-z0-9_.~][A-Za-z0-9_.~/-]*";
+const PORT = "(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})";
 export const REPO_URL = new RegExp(
-  `^(?:git@${DNS_NAME}:${REPO_PATH}|ssh://[a-z_][a-z0-9_.-]{0,31}@${DNS_NAME}(?::[1-9][0-9]{0,4})?/${REPO_PATH}|file:///${REPO_PATH})$`,
+  `^(?:git@${DNS_NAME}:${REPO_PATH}|ssh://[a-z_][a-z0-9_.-]{0,31}@${DNS_NAME}(?::${PORT})?/${REPO_PATH}|file:///${REPO_PATH})$`,
 );
 
 function isTimeZone(tz: string): boolean {

@@ -69,7 +69,7 @@ if [[ $rc -eq 0 ]]; then
 fi
 [[ $rc -eq 1 ]] || exit "$rc" # busy, not local, usage, I/O: db-gate.sh said what to do
 if [[ -s $1-journal && $(keel_bytes "$1-journal" 0 8) == "217 213 5 249 32 161 99 215" ]]; then
-  keel_die "$KEEL_EX_GATE" "$1 has a hot rollback journal ($1-journal): a transaction on it was interrupted. It is not damaged, so keel does not fall back to an older backup" \
+  keel_die "$KEEL_EX_GATE" "$1 has a hot rollback journal ($1-journal): a transaction on it was interrupted, which SQLite rolls back when the DB is next opened for writing. keel does not fall back to an older backup for that (other findings of the gate are above)" \
     "open it once with the application, or: sqlite3 '$1' 'PRAGMA quick_check' (SQLite rolls the journal back), then pulumi up again"
 fi
 [[ -n $fallback ]] || keel_die "$KEEL_EX_GATE" "$1 failed the integrity gate (reason above); it is not carried forward (seed 000 §4)" \

@@ -60,6 +60,12 @@ expected=${BASH_REMATCH[1]} origin=${BASH_REMATCH[2]}
 
 for f in "$db" "$db-wal" "$db-shm" "$db-journal"; do
   [[ -e $f ]] || continue
+  if [[ -f $records/.$expected.pending && ! -f $records/$expected ]]; then
+    # Recorded as pending before the adopt, not finalized after it: the run was cut off between
+    # the adopt and the record's rename (the engine starts only in a later step, after a success).
+    mv -f -- "$records/.$expected.pending" "$records/$expected" && keel_fsync "$records"
+    keel_info "an earlier run adopted $origin (sha256 $expected) but was cut off before recording it; recorded now"
+  fi
   if [[ -f $records/$expected ]]; then
     keel_info "$f exists: $origin (sha256 $expected) was adopted here before ($(head -n 1 -- "$records/$expected")); keel never replaces a live DB"
     echo "migrate: $db already exists, adopted from this source before; nothing changed"
@@ -84,6 +90,8 @@ install -d -m 0700 -- "$records" || keel_die "$KEEL_EX_FAIL" "cannot create $rec
 printf '%s %s -> %s\n' "$(keel_utc_iso)" "$origin" "$db" >"$records/.$expected.pending" ||
   keel_die "$KEEL_EX_FAIL" "cannot write $records/.$expected.pending (disk full?); nothing was adopted"
 keel_fsync "$records/.$expected.pending"
+# A failed adopt takes its pending record with it (only a SIGKILL can leave one behind).
+keel_cleanup_add "$records/.$expected.pending"
 dbdir=$(dirname -- "$db")
 if keel_dir_is_mine "$dbdir"; then
   "$(keel_sibling gate)" adopt --owner "$owner" "$staged" "$db" >/dev/null
@@ -106,5 +114,6 @@ fi
 # The record that this source became the live DB, what lets a later run of this step pass:
 # written (and fsynced) before the adopt as .SHA.pending, renamed once the adopt succeeded.
 mv -f -- "$records/.$expected.pending" "$records/$expected" || keel_die "$KEEL_EX_FAIL" "adopted, but $records/$expected could not be recorded"
+keel_cleanup_forget "$records/.$expected.pending"
 keel_fsync "$records"
 echo "migrate: adopted $origin (sha256 $expected) as $db"

@@ -193,7 +193,7 @@ describe("db-migrate-source.sh (the operator's side)", () => {
     const r = source("--fallback-dir", backups, "--accept-fallback", sha256(backup), db);
     expect(r.code).toBe(1);
     expect(r.stdout).toBe("");
-    expect(r.stderr).toContain(`${db} has a hot rollback journal (${db}-journal): a transaction on it was interrupted. It is not damaged, so keel does not fall back to an older backup`);
+    expect(r.stderr).toContain(`${db} has a hot rollback journal (${db}-journal): a transaction on it was interrupted, which SQLite rolls back when the DB is next opened for writing. keel does not fall back to an older backup for that`);
     expect(r.stderr).toContain("PRAGMA quick_check");
   });
 

@@ -180,7 +180,7 @@ describe("stack config", () => {
   it("refuses appName and deployUser names the image or keel already has, and a deployUser equal to appName", () => {
     expect(problems(minimal({ "keel:appName": "keel-health" }))).toEqual([expect.stringMatching(/^keel:appName: expected a name of its own, not a system or reserved name \(keel's own units and paths use keel and keel-\*\)/)]);
     expect(parseConfig(minimal({ "keel:deployUser": "keel-ops-team" })).deployUser).toBe("keel-ops-team");
-    for (const name of ["root", "ssh", "keel", "daemon", "sshd", "systemd-network", "systemd-anything", "debian", "ubuntu", "backup"]) {
+    for (const name of ["root", "ssh", "keel", "daemon", "sshd", "systemd", "systemd-network", "systemd-anything", "debian", "ubuntu", "backup", "dpkg", "apt", "pam", "rescue"]) {
       for (const key of ["appName", "deployUser"]) {
         expect(problems(minimal({ [`keel:${key}`]: name })), `${key} ${name}`).toEqual([expect.stringMatching(new RegExp(`^keel:${key}: expected a name of its own, not a system or reserved name \\(.+\\); found "${name}"`))]);
       }
@@ -197,6 +197,7 @@ describe("stack config", () => {
       `keel:allowedSshCidrs[0]: expected a CIDR such as 203.0.113.7/32 or 2001:db8::/48 (host bits are set; the network is 203.0.113.0/24 (or use /32 for the one address)); found "203.0.113.7/24". fix: pulumi config set --path 'keel:allowedSshCidrs[0]' <value>  (or edit Pulumi.<stack>.yaml)`,
     ]);
     expect(cidrProblems("2001:db8::1/48")).toEqual([expect.stringContaining("(host bits are set; the network is 2001:db8::/48 (or use /128 for the one address))")]);
+    expect(cidrProblems("::ffff:203.0.113.7/128")).toEqual([expect.stringContaining("(an IPv4 address written as IPv6: UFW would put it in ip6tables, where no IPv4 client ever matches; write it as 203.0.113.7/32)")]);
     for (const bad of ["2001:db8:::1/64", "2001:db8::g/64", "::1::2/128", "fe80::1%eth0/128", "1.2.3/24", "01.2.3.4/32", "1.2.3.4", "1.2.3.4/33", "2001:db8::/129", "1.2.3.4/08"]) {
       expect(cidrProblems(bad), bad).toEqual([expect.stringMatching(/^keel:allowedSshCidrs\[0\]: expected a CIDR such as .* \((.* is not an IPv4 or IPv6 address|the prefix length must be 0 to (32|128) after a '\/')\); found /)]);
     }
@@ -216,6 +217,11 @@ describe("stack config", () => {
       "https://github.com/org/repo.git",
       "ssh://github.com/org/repo.git",
       "git@github.com:org/repo git",
+      "git@github.com:../repo.git",
+      "file:///../etc/passwd",
+      "file:///..",
+      "ssh://git@github.com/../x.git",
+      "ssh://git@git.example.org:65536/engine.git",
     ]) {
       expect(problems(minimal({ "keel:repoUrl": bad })), bad).toEqual([expect.stringMatching(/^keel:repoUrl: expected git@host:org\/repo\.git, ssh:\/\/user@host\[:port\]\/org\/repo\.git or file:\/\/\/path/)]);
     }
