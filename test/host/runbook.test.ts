@@ -6,7 +6,7 @@
 // Needs root (sshd, a temporary user).
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -319,6 +319,65 @@ describe("keel-ops (the host side) without systemd", () => {
     expect(ops(["remove-asides"], conf)).toMatchObject({ code: 0, stdout: "keel-ops: removed 3 file(s) kept aside by restore or adopt\n" });
     for (const f of aside) expect(existsSync(f), f).toBe(false);
     for (const f of [db, `${db}-wal`, `${db}.pre-restore-notes.txt`]) expect(existsSync(f), f).toBe(true);
+  });
+
+  // The DB commands that need no systemd, run for real: as the engine's user (the test's user, with
+  // a group of its own name as keel's users have, stands in), with keel's DB tools installed under
+  // their host names.
+  describe("prune and recover, as the engine's user", () => {
+    let live: string;
+    let nobodyConf: string;
+    beforeAll(() => {
+      const tools = join(root, "tools");
+      mkdirSync(tools);
+      for (const t of ["backup", "gate", "lib", "restore"]) symlinkSync(join(REPO, "scripts", `db-${t}.sh`), join(tools, `keel-db-${t}`));
+      live = join(root, "live");
+      mkdirSync(live, { mode: 0o755 });
+      chmodSync(root, 0o755);
+      nobodyConf = join(root, "nobody.conf");
+      const base = readFileSync(conf, "utf8");
+      writeFileSync(
+        nobodyConf,
+        base
+          .replace(/^app_user=.*$/m, `app_user=${USER}`)
+          .replace(/^db=.*$/m, `db=${join(live, "engine.db")}`)
+          .replace(/^backup_dir=.*$/m, `backup_dir=${join(live, "backups")}`)
+          .replace(/^session_backup_dir=.*$/m, `session_backup_dir=${join(live, "backups", "sessions")}`)
+          .replace(/^tools_dir=.*$/m, `tools_dir=${tools}`),
+      );
+      execFileSync("sh", ["-c", `chown -R ${USER}:${USER} ${live}`]);
+    });
+    const asApp = (command: string) => execFileSync("setpriv", [`--reuid=${USER}`, `--regid=${USER}`, "--clear-groups", "sh", "-c", command], { encoding: "utf8" });
+
+    it("prune keeps the newest N of the scheduled and the session backups, and the newest verified one", () => {
+      const db = join(live, "engine.db");
+      asApp(`sqlite3 ${db} "CREATE TABLE t(x); INSERT INTO t VALUES (1);" && mkdir -p ${join(live, "backups", "sessions")}`);
+      for (let i = 0; i < 3; i++) {
+        asApp(`${join(REPO, "scripts", "db-backup.sh")} --keep 10 ${db} ${join(live, "backups")} >/dev/null && ${join(REPO, "scripts", "db-backup.sh")} --keep 10 ${db} ${join(live, "backups", "sessions")} >/dev/null`);
+      }
+      const r = ops(["prune", "1"], nobodyConf);
+      expect(r.stderr).not.toContain("what to do");
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(new RegExp(`^pruned ${join(live, "backups")}: removed 2 backup\\(s\\)`, "m"));
+      expect(r.stdout).toMatch(new RegExp(`^pruned ${join(live, "backups", "sessions")}: removed 2 backup\\(s\\)`, "m"));
+      expect(r.stdout).toContain("set keel:backupRetention to 1 too");
+      for (const d of ["backups", join("backups", "sessions")]) {
+        expect(readdirSync(join(live, d)).filter((f) => /^engine-\d{8}T\d{6}Z\.db$/.test(f)), d).toHaveLength(1);
+      }
+    });
+
+    it("recover puts back the DB a swap left half done, as the engine's user", () => {
+      const db = join(live, "engine.db");
+      const aside = `${db}.pre-restore-20261201T000000Z`;
+      asApp(`mv ${db} ${aside} && printf 'tmp=%s\\naside=%s\\n' ${join(live, ".engine.db.restore.AbC123")} ${aside} > ${join(live, ".engine.db.swap")} && touch ${join(live, ".engine.db.restore.AbC123")}`);
+      const r = ops(["recover"], nobodyConf);
+      expect(r.stderr).toContain("was rolled back");
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain("is consistent");
+      expect(existsSync(db)).toBe(true);
+      expect(existsSync(join(live, ".engine.db.swap"))).toBe(false);
+      expect(statSync(db).uid).toBe(Number(execFileSync("id", ["-u", USER], { encoding: "utf8" })));
+    });
   });
 
   it("reads the audit log only for keel's audit keys and time words, before anything else", () => {
