@@ -111,7 +111,7 @@ list_backups() {
   for f in "$dir/$base"-*.db; do
     n=${f##*/}
     n=${n#"$base"-}
-    [[ -f $f && ${n%.db} =~ ^[0-9]{8}T[0-9]{6}Z$ ]] && printf '%s\n' "$f"
+    [[ -f $f && ! -L $f && ${n%.db} =~ ^[0-9]{8}T[0-9]{6}Z$ ]] && printf '%s\n' "$f"
   done
   return 0
 }

@@ -189,6 +189,18 @@ describe("keel-health: exit codes for constructed states", { timeout: 120_000 },
     expect(empty.checks.backup.summary).toBe(`the newest backup ${planted} is not an SQLite DB (0 bytes)`);
   });
 
+  it("ignores a link or a named pipe planted under a newer backup name: neither read, nor followed, nor waited on", async () => {
+    const l = layout();
+    makeDb(l.db);
+    expect(l.backup()).toBe(0);
+    spawnSync("mkfifo", [join(l.backups, "engine-20991231T235958Z.db")]);
+    symlinkSync(l.db, join(l.backups, "engine-20991231T235959Z.db"));
+    const r = await l.report("backup");
+    expect([r.run.code, r.checks.backup.status]).toEqual([0, "ok"]);
+    expect(r.checks.backup.summary).toMatch(/^newest backup 0\.0 h ago \(.*engine-\d{8}T\d{6}Z\.db\), 1 kept; last run ok$/);
+    expect(r.checks.backup.summary).not.toContain("2099");
+  });
+
   it("is degraded (1) when the file the last backup run wrote is gone or changed size", async () => {
     const l = layout();
     makeDb(l.db);

@@ -294,7 +294,8 @@ describe("keel-ops (the host side) without systemd", () => {
     for (const name of ["engine-20261120T031700Z.db", "engine-20261121T031700Z.db", "engine-notabackup.db", "other-20261121T031700Z.db"]) writeFileSync(join(backups, name), "x".repeat(7));
   });
 
-  it("lists only the DB's final-named backups, oldest first", () => {
+  it("lists only the DB's final-named backups, oldest first (no link, whatever its name)", () => {
+    symlinkSync(join(backups, "engine-20261121T031700Z.db"), join(backups, "engine-20991231T235959Z.db"));
     const r = ops(["backups"], conf);
     expect([r.code, r.stdout]).toEqual([0, "engine-20261120T031700Z.db\t7\nengine-20261121T031700Z.db\t7\n"]);
   });
