@@ -231,7 +231,6 @@ keel_holders() {
   fi
 }
 
-# Refuses (exit 3) while a process holds DB, DB-wal, DB-shm or DB-journal open.
 # keel_dir_is_mine DIR — true when DIR is a real directory (not a link) owned by the current user
 # that no group or other user can write. Only there do the tools create their temporary files.
 keel_dir_is_mine() {
@@ -254,6 +253,7 @@ keel_require_own_dir() {
     "run it as the directory's owner: setpriv --reuid=${owner%%:*} --regid=${owner#*:} --clear-groups -- $KEEL_PROG …; on a keel host, sudo keel-ops restore NAME or sudo keel-ops adopt FILE do that"
 }
 
+# Refuses (exit 3) while a process holds DB, DB-wal, DB-shm or DB-journal open.
 keel_require_unused() {
   local db=$1 holders
   [[ -d /proc/self/fd ]] || command -v lsof >/dev/null 2>&1 ||
@@ -612,9 +612,11 @@ keel_swap_recover() {
         mv -- "$aside$ext" "$db$ext" || keel_die "$KEEL_EX_FAIL" "cannot move $aside$ext back to $db$ext"
       fi
     done
-    [[ -z $tmp ]] || rm -f -- "$tmp" "$tmp-wal" "$tmp-shm" "$tmp-journal"
+    # Checked before the copy is removed: with neither the DB nor its aside, the copy may be all
+    # there is.
     [[ -e $db || -z $aside ]] || keel_die "$KEEL_EX_FAIL" "rolling back an interrupted restore or adopt of $db: the previous DB $aside is not there to put back" \
-      "inspect $dir by hand (ls -la $dir); the marker $marker is kept, so the engine does not start"
+      "inspect $dir by hand (ls -la $dir); the marker $marker and the copy $tmp are kept, so the engine does not start"
+    [[ -z $tmp ]] || rm -f -- "$tmp" "$tmp-wal" "$tmp-shm" "$tmp-journal"
     keel_fsync "$dir"
     rm -f -- "$marker"
     keel_fsync "$dir"

@@ -16,9 +16,10 @@ reader sees the old or the new file, never half of one. No symbolic link is ever
 path is walked from / one component at a time with O_NOFOLLOW, and modes and owners are set on the
 open file descriptor (fchmod/fchown). Some directories keel places into belong to another user (the
 engine's /var/backups/<app>, the deploy user's home); a link planted there must not make root
-chmod, chown or write the place it points to. A link anywhere on a planned path is refused (exit 2). Contents are never printed: a bundle may
-carry a secret. Every placed file is recorded with its sha256 in /var/lib/keel/manifest.json so the
-health report can tell when someone edited the box by hand.
+chmod, chown or write the place it points to. A link anywhere on a planned path is refused
+(exit 2). Contents are never printed: a bundle may carry a secret. Every placed file is recorded
+with its sha256 in /var/lib/keel/manifest.json so the health report can tell when someone edited
+the box by hand.
 
 Exit codes: 0 converged (prints what changed), 1 check or onChange command failed (files rolled
 back when the check failed, onChange left pending when it failed), 2 bad bundle or usage.
@@ -67,15 +68,16 @@ def open_dir(path, create=False, mode=0o755):
         for name in [part for part in path.split("/") if part]:
             walked += "/" + name
             try:
-                child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    raise
                 try:
-                    os.mkdir(name, mode, dir_fd=fd)
-                except FileExistsError:
-                    pass  # made meanwhile: the open below still refuses a link
-                child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                    child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    try:
+                        os.mkdir(name, mode, dir_fd=fd)
+                    except FileExistsError:
+                        pass  # made meanwhile: the open below still refuses a link
+                    child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
             except OSError as err:
                 if err.errno in (errno.ELOOP, errno.ENOTDIR):
                     fail(2, f"{walked} is a symbolic link or not a directory; keel-place follows no link. "
