@@ -20,10 +20,10 @@ usage: $KEEL_PROG pre|post [--keep N] [--history HDIR]... DB DIR
        $KEEL_PROG -h
 
 pre   before the engine starts: waits for a restore or adopt swapping DB to finish, and refuses
-      (exit 1) after one that was interrupted (db-gate.sh recover). Then a verified backup of
-      DB into DIR (db-backup.sh). No DB is a first
-      start, with nothing to back up, only if DB never had a backup: none in DIR nor in any HDIR
-      (the scheduled backups' directory), and no status file of one. Otherwise the DB went
+      (exit 1) after one that was interrupted (db-gate.sh recover). Then a verified backup of DB
+      into DIR (db-backup.sh). No DB is a first start, with nothing to back up, only if DB never
+      had a backup: none in DIR nor in any HDIR (the scheduled backups' directory), and no status
+      file of one. Otherwise the DB went
       missing (deleted, moved, a mount that failed) and the engine must not start on an empty
       one: exit 1, "DB missing: restore". A failed backup exits non-zero with the reason, and the
       engine does not start (the unit runs this as ExecCondition=, whose failure systemd neither

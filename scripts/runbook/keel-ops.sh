@@ -7,9 +7,9 @@
 # Usage: keel-ops backups                 list the verified backups, oldest first
 #        keel-ops backup                  take a verified backup now: the backup timer's own service
 #                                         (keel-db-backup as the engine's user, configured retention)
-#        keel-ops prune [N]               keep only the newest N backups (default: the configured
-#                                         retention) and always the newest verified one, without
-#                                         taking a new one: for a full disk; scheduled and session
+#        keel-ops prune [N]               keep only the newest N backups, scheduled and session
+#                                         (default: the configured retention), and always the newest
+#                                         verified one, without taking a new one: for a full disk
 #        keel-ops restore NAME|latest     stop the engine, put backup NAME in place of the DB, start it
 #        keel-ops snapshot                a read-only copy of the live DB for analysis, owned by the
 #                                         deploy user in ~/keel-snapshots/ (prints its path)
