@@ -328,6 +328,13 @@ for k in ("result", "time", "finished", "exit_code", "reason", "keep", "count", 
       return
     fi
     run_result=${fields[0]} run_time=${fields[1]} run_reason=${fields[4]} run_file=${fields[7]} run_size=${fields[8]}
+    # The file it names is one of this directory's backups, or the status is not keel's: the
+    # check stats it as root, and must not report on any other file of the host.
+    if [[ -n $run_file && ! (${run_file%/*} == "$dir" && ${run_file##*/} =~ ^$base-[0-9]{8}T[0-9]{6}Z\.db$) ]]; then
+      result unknown "cannot read the backup status $status_file" "look at it: sudo cat $status_file; the next backup run rewrites it" \
+        "$(jobj dir "$(js "$dir")" status_file "$(js "$status_file")")"
+      return
+    fi
     last=$(jobj result "$(js "${fields[0]}")" time "$(js "${fields[1]}")" finished "$(js "${fields[2]}")" \
       exit_code "$(jint "${fields[3]}")" reason "$(js "${fields[4]}")" keep "$(jint "${fields[5]}")" count "$(jint "${fields[6]}")")
   fi

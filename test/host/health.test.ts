@@ -225,6 +225,11 @@ describe("keel-health: exit codes for constructed states", { timeout: 120_000 },
     symlinkSync(copy, status);
     const linked = await l.report("backup");
     expect([linked.checks.backup.status, linked.checks.backup.summary]).toEqual(["unknown", `cannot read the backup status ${status}`]);
+    // A status file naming a file outside the backup directory (root would stat it): not keel's.
+    rmSync(status);
+    writeFileSync(status, readFileSync(copy, "utf8").replace(/"file":"[^"]*"/, '"file":"/etc/shadow"'));
+    const elsewhere = await l.report("backup");
+    expect([elsewhere.checks.backup.status, elsewhere.checks.backup.summary]).toEqual(["unknown", `cannot read the backup status ${status}`]);
     rmSync(status);
     spawnSync("mkfifo", [status]);
     const started = Date.now();
