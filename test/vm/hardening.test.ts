@@ -17,6 +17,7 @@ import { readStatic } from "../../plan/static";
 import {
   ATTACKER_CIDR,
   expectBanAndUnban,
+  useAttacker,
   isLoopback,
   metadataGuardCount,
   connectToMetadata,
@@ -138,8 +139,9 @@ describe("keel's first boot on Debian 12", () => {
 });
 
 /** The checks that must hold after the first boot and after every reboot. */
-function hardenedHostChecks(when: string): void {
+function hardenedHostChecks(when: string, round: number): void {
   describe(when, () => {
+    beforeAll(() => useAttacker(round));
     it("presents the pinned ED25519 host key and no other; a wrong pinned key is refused", async () => {
       expect((await ssh(admin)).stdout).toBe("keel-ok\n");
       const wrong = await ssh(admin, { hostKey: wrongHostKey });
@@ -330,7 +332,7 @@ function hardenedHostChecks(when: string): void {
   });
 }
 
-hardenedHostChecks("after the first boot and the first converge");
+hardenedHostChecks("after the first boot and the first converge", 0);
 
 describe("a reboot", () => {
   it("comes back with cloud-init done and no new error", async () => {
@@ -346,7 +348,7 @@ describe("a reboot", () => {
   }, 35 * MINUTE);
 });
 
-hardenedHostChecks("after a reboot");
+hardenedHostChecks("after a reboot", 1);
 
 describe("a server first booted by an older keel, before auditd and debsums were first-boot packages", () => {
   const named = (...names: string[]) => buildHostPlan(cfg).steps.filter((s) => names.includes(s.name));
