@@ -61,8 +61,10 @@ export function isLoopback(address: string): boolean {
 /**
  * The guest side and the namespace side of the veth a ban test makes; see attackerNamespace. One
  * pair per round of checks (useAttacker): fail2ban keeps what it saw, the failures of a round before
- * a reboot included (it reads the persistent journal back over its findtime when it starts), so a
- * later round attacks from an address of its own.
+ * a reboot included. When it starts, its systemd backend seeks the persistent journal to
+ * max(its last saved position, now - findtime) and counts what it reads from there (fail2ban 1.0.2,
+ * server/filtersystemd.py, the seek in its run loop), so a later round attacks from an address of
+ * its own.
  */
 let GUEST_VETH_ADDRESS = "198.18.0.1";
 let ATTACKER_ADDRESS = "198.18.0.2";
