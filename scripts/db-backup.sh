@@ -106,15 +106,7 @@ iso() { # 20261122T031700Z -> 2026-11-22T03:17:00Z
 }
 
 # Final-named backups of this DB in DIR, oldest first.
-list_backups() {
-  local f n
-  for f in "$dir/$base"-*.db; do
-    n=${f##*/}
-    n=${n#"$base"-}
-    [[ -f $f && ! -L $f && ${n%.db} =~ ^[0-9]{8}T[0-9]{6}Z$ ]] && printf '%s\n' "$f"
-  done
-  return 0
-}
+list_backups() { keel_list_backups "$dir" "$base"; }
 
 keel_exit_hook() {
   [[ $1 -ne 0 && -n $status ]] || return 0

@@ -123,6 +123,18 @@ keel_fsync() {
 }
 
 keel_utc_stamp() { date -u +%Y%m%dT%H%M%SZ; }
+
+# keel_list_backups DIR BASE — the backups of a DB named BASE.* in DIR, oldest first: regular files
+# (never a link) named BASE-YYYYMMDDTHHMMSSZ.db, as db-backup.sh names them.
+keel_list_backups() {
+  local f n
+  for f in "$1/$2"-*.db; do
+    n=${f##*/}
+    n=${n#"$2"-}
+    [[ -f $f && ! -L $f && ${n%.db} =~ ^[0-9]{8}T[0-9]{6}Z$ ]] && printf '%s\n' "$f"
+  done
+  return 0
+}
 # seconds since the epoch -> 20261122T031700Z (GNU date, or BSD date on macOS).
 keel_epoch_stamp() { date -u -d "@$1" +%Y%m%dT%H%M%SZ 2>/dev/null || date -u -r "$1" +%Y%m%dT%H%M%SZ; }
 # 20261122T031700Z -> seconds since the epoch (GNU date, or BSD date on macOS).

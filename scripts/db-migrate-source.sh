@@ -81,11 +81,7 @@ fi
 name=$(basename -- "$1")
 base=${name%.*}
 candidates=()
-for f in "$fallback/$base"-*.db; do
-  n=${f##*/}
-  n=${n#"$base"-}
-  [[ -f $f && ! -L $f && ${n%.db} =~ ^[0-9]{8}T[0-9]{6}Z$ ]] && candidates=("$f" ${candidates[@]+"${candidates[@]}"})
-done
+while IFS= read -r f; do candidates=("$f" ${candidates[@]+"${candidates[@]}"}); done < <(keel_list_backups "$fallback" "$base")
 keel_info "$1 failed the integrity gate; looking for the newest clean backup of it in $fallback (${#candidates[@]} named $base-<UTC time>.db)"
 for f in ${candidates[@]+"${candidates[@]}"}; do
   if [[ -s $f-wal || -e $f-journal ]]; then

@@ -53,16 +53,13 @@ db=$1 dir=$2
 
 # Evidence that DB existed once: a backup of it (its name's pattern) or a status file of one.
 backed_up_before() {
-  local name base d f n
+  local name base d f
   name=$(basename -- "$db")
   base=${name%.*}
   for d in "$dir" ${history[@]+"${history[@]}"}; do
     [[ ! -e $d/$base.status.json ]] || { printf '%s\n' "$d/$base.status.json"; return 0; }
-    for f in "$d/$base"-*.db; do
-      n=${f##*/}
-      n=${n#"$base"-}
-      [[ -f $f && ${n%.db} =~ ^[0-9]{8}T[0-9]{6}Z$ ]] && { printf '%s\n' "$f"; return 0; }
-    done
+    f=$(keel_list_backups "$d" "$base" | head -n 1)
+    [[ -z $f ]] || { printf '%s\n' "$f"; return 0; }
   done
   return 1
 }
