@@ -55,7 +55,14 @@ cp -a "$npm_dir" "$root/usr/local/lib/node_modules/npm"
 ln -s ../lib/node_modules/npm/bin/npm-cli.js "$root/usr/local/bin/npm"
 # A clone of the committed repository: what a newcomer has.
 git clone -q "$repo" "$root/keel"
-in_root() { chroot "$root" env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "$@"; }
+# A network that inspects TLS with a CA of its own (NODE_EXTRA_CA_CERTS here) needs the same trust in
+# the chroot, or npm fails with SELF_SIGNED_CERT_IN_CHAIN; nothing else of this machine goes in.
+extra_ca=()
+if [[ -n ${NODE_EXTRA_CA_CERTS:-} && -r $NODE_EXTRA_CA_CERTS ]]; then
+  install -D -m 0644 "$NODE_EXTRA_CA_CERTS" "$root/etc/keel-bench/extra-ca.pem"
+  extra_ca=(NODE_EXTRA_CA_CERTS=/etc/keel-bench/extra-ca.pem)
+fi
+in_root() { chroot "$root" env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "${extra_ca[@]}" "$@"; }
 
 echo "setup-bare-debian: node $(in_root node --version), npm $(in_root npm --version)" >&2
 # shellcheck disable=SC2016 # the $ fields are dpkg-query's, inside node's string
