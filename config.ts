@@ -195,6 +195,13 @@ export const configSchema = z
     adminKeys: z.array(sshPublicKey).min(1, "at least one admin key").describe("Admin SSH public keys (ED25519, passphrase-protected)."),
     retiredKeys: z.array(sshPublicKey).default([]).describe("Admin keys removed from the host on the next up."),
     sshPort: z.number().int().min(1).max(65535).default(22).describe("SSH port on the host."),
+    sshPortNext: z
+      .number()
+      .int()
+      .min(1)
+      .max(65535)
+      .optional()
+      .describe("A second SSH port served beside keel:sshPort while the port moves (docs/LIFECYCLE.md)."),
     allowedSshCidrs: z
       .array(z.string().superRefine((cidr, ctx) => {
         const problem = cidrProblem(cidr);
@@ -400,6 +407,12 @@ function finish(c: ParsedConfig, problems: string[]): KeelConfig {
   if (c.sshPort !== 22 && c.sshPort < 1024) {
     problems.push(`keel:sshPort: expected 22 or a port from 1024 to 65535; found ${c.sshPort}. fix: pulumi config set keel:sshPort 2222`);
   }
+  if (c.sshPortNext !== undefined && c.sshPortNext !== 22 && c.sshPortNext < 1024) {
+    problems.push(`keel:sshPortNext: expected 22 or a port from 1024 to 65535; found ${c.sshPortNext}. fix: pulumi config set keel:sshPortNext 2222`);
+  }
+  if (c.sshPortNext === c.sshPort) {
+    problems.push(`keel:sshPortNext: expected a port other than keel:sshPort (${c.sshPort}); found the same. fix: pulumi config rm keel:sshPortNext`);
+  }
   if (c.healthDiskWarnPercent >= c.healthDiskCritPercent) {
     problems.push(`keel:healthDiskWarnPercent: expected less than keel:healthDiskCritPercent (${c.healthDiskCritPercent}); found ${c.healthDiskWarnPercent}. fix: pulumi config set keel:healthDiskWarnPercent 80`);
   }
@@ -423,6 +436,14 @@ function finish(c: ParsedConfig, problems: string[]): KeelConfig {
 }
 
 /** The key material of a public key line (type + base64), without its comment. */
+/**
+ * Every port sshd, UFW, fail2ban and the Hetzner firewall serve SSH on: keel:sshPort (every
+ * connection keel makes) and, while the port moves, keel:sshPortNext (docs/LIFECYCLE.md).
+ */
+export function sshPorts(cfg: Pick<KeelConfig, "sshPort" | "sshPortNext">): number[] {
+  return cfg.sshPortNext === undefined ? [cfg.sshPort] : [cfg.sshPort, cfg.sshPortNext];
+}
+
 export function keyBody(line: string): string {
   return line.trim().split(/\s+/).slice(0, 2).join(" ");
 }

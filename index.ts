@@ -20,7 +20,12 @@ const keel = new Keel("keel", { config, secretEnv, alertWebhookUrl, stack: pulum
 export const ipv4 = keel.ipv4;
 export const ipv6 = keel.ipv6;
 export const sshPort = config.sshPort;
+/** Every port SSH is served on: sshPort, and keel:sshPortNext while the port moves (read back by the next up). */
+export const sshPorts = keel.sshPorts;
 export const deployUser = config.deployUser;
+/** What the server was created with; the next up refuses a change while it exists (components/connectionGuard.ts). */
+export const image = config.image;
+export const location = config.location;
 export const sshCommand = keel.sshCommand;
 export const knownHosts = keel.knownHosts;
 export const deployPublicKey = keel.deployPublicKey;

@@ -1,4 +1,4 @@
-import type { KeelConfig } from "../config";
+import { sshPorts, type KeelConfig } from "../config";
 import { readStatic } from "../plan/static";
 import { placeStep, toolStep } from "../plan/steps";
 import type { HostFile, Step } from "../plan/types";
@@ -89,8 +89,8 @@ export function sshdDropIn(cfg: KeelConfig): string {
   const opensshVersion = OPENSSH_VERSION[cfg.image];
   const lines = [
     "",
-    `# Rendered from the stack config (keel:sshPort, keel:deployUser, keel:image = ${cfg.image} with OpenSSH ${opensshVersion}).`,
-    `Port ${cfg.sshPort}`,
+    `# Rendered from the stack config (keel:sshPort, keel:sshPortNext, keel:deployUser, keel:image = ${cfg.image} with OpenSSH ${opensshVersion}).`,
+    ...sshPorts(cfg).map((port) => `Port ${port}`),
     `AllowUsers ${cfg.deployUser}`,
     `KexAlgorithms ${kexAlgorithms(cfg.image).join(",")}`,
   ];
@@ -133,21 +133,21 @@ export function fail2banJail(cfg: KeelConfig): string {
   return (
     readStatic("cloud-init/files/fail2ban-sshd.local") +
     [
-      `# Rendered from the stack config (keel:sshPort, keel:allowedSshCidrs): never ban loopback or the admins'`,
+      `# Rendered from the stack config (keel:sshPort, keel:sshPortNext, keel:allowedSshCidrs): never ban loopback or the admins'`,
       `# own networks (allowed CIDRs of /${FAIL2BAN_EXEMPT_MIN_PREFIX.ipv4} or narrower for IPv4, /${FAIL2BAN_EXEMPT_MIN_PREFIX.ipv6} for IPv6; broader ones are banned as usual).`,
-      `port = ${cfg.sshPort}`,
+      `port = ${sshPorts(cfg).join(",")}`,
       `ignoreip = ${["127.0.0.1/8", "::1", ...fail2banExemptCidrs(cfg)].join(" ")}`,
     ].join("\n") +
     "\n"
   );
 }
 
-/** The input of ufw-apply: the SSH port and the sources allowed to reach it. */
+/** The input of ufw-apply: the SSH port(s) and the sources allowed to reach them. */
 export function ufwSshConf(cfg: KeelConfig): string {
   return [
-    "# keel: SSH is allowed on this port from these sources only (keel:sshPort, keel:allowedSshCidrs).",
+    "# keel: SSH is allowed on these ports from these sources only (keel:sshPort, keel:sshPortNext, keel:allowedSshCidrs).",
     `# Applied by ${HARDENING_PATHS.ufwApply}; change the stack config and run pulumi up instead of editing this file.`,
-    `port ${cfg.sshPort}`,
+    ...sshPorts(cfg).map((port) => `port ${port}`),
     ...cfg.allowedSshCidrs.map((cidr) => `allow ${cidr}`),
     "",
   ].join("\n");

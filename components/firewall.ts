@@ -1,20 +1,34 @@
 import * as hcloud from "@pulumi/hcloud";
 import * as pulumi from "@pulumi/pulumi";
+import { sshPorts } from "../config";
 
 export interface FirewallArgs {
   /** The host's SSH port: the only inbound TCP port. */
   readonly sshPort: number;
+  /** The port SSH moves to (keel:sshPortNext), open beside sshPort until the move ends. */
+  readonly sshPortNext?: number;
   /** Source CIDRs allowed to reach SSH. */
   readonly allowedSshCidrs: string[];
   readonly labels: Record<string, string>;
+  /** The rules are registered only once this resolves (components/connectionGuard.ts). */
+  readonly after?: pulumi.Input<unknown>;
 }
 
 const ANYWHERE = ["0.0.0.0/0", "::/0"];
 
-/** The inbound rules: SSH from the allowed CIDRs, ICMP (ping, path MTU) from anywhere, nothing else. */
-export function firewallRules(args: Pick<FirewallArgs, "sshPort" | "allowedSshCidrs">): hcloud.types.input.FirewallRule[] {
+/**
+ * The inbound rules: SSH from the allowed CIDRs (on both ports while it moves), ICMP (ping, path
+ * MTU) from anywhere, nothing else.
+ */
+export function firewallRules(args: Pick<FirewallArgs, "sshPort" | "sshPortNext" | "allowedSshCidrs">): hcloud.types.input.FirewallRule[] {
   return [
-    { direction: "in", protocol: "tcp", port: String(args.sshPort), sourceIps: [...args.allowedSshCidrs], description: "SSH from the admin CIDRs" },
+    ...sshPorts(args).map((port) => ({
+      direction: "in",
+      protocol: "tcp",
+      port: String(port),
+      sourceIps: [...args.allowedSshCidrs],
+      description: port === args.sshPort ? "SSH from the admin CIDRs" : "SSH from the admin CIDRs (keel:sshPortNext)",
+    })),
     { direction: "in", protocol: "icmp", sourceIps: ANYWHERE, description: "ICMP (ping, path MTU discovery)" },
   ];
 }
@@ -29,7 +43,8 @@ export class Firewall extends pulumi.ComponentResource {
 
   constructor(name: string, args: FirewallArgs, opts?: pulumi.ComponentResourceOptions) {
     super("keel:hcloud:Firewall", name, {}, opts);
-    const firewall = new hcloud.Firewall(`${name}-fw`, { rules: firewallRules(args), labels: args.labels }, { parent: this });
+    const rules = pulumi.all([args.after]).apply(() => firewallRules(args));
+    const firewall = new hcloud.Firewall(`${name}-fw`, { rules, labels: args.labels }, { parent: this });
     this.firewallId = firewall.id.apply(Number);
     this.registerOutputs({ firewallId: this.firewallId });
   }

@@ -1,9 +1,10 @@
 import * as pulumi from "@pulumi/pulumi";
 import { renderCloudConfig } from "../cloud-init/userData";
-import type { KeelConfig } from "../config";
+import { sshPorts, type KeelConfig } from "../config";
 import { buildHostPlan } from "../plan/hostPlan";
 import { hostPaths, type HostPaths } from "../plan/layout";
 import { renderEnvFile } from "../plan/secrets";
+import { connectionGuard } from "./connectionGuard";
 import { Firewall } from "./firewall";
 import { HostSteps } from "./hostSteps";
 import { Server } from "./server";
@@ -33,16 +34,26 @@ export class Keel extends pulumi.ComponentResource {
   public readonly sshCommand: pulumi.Output<string>;
   public readonly deployPublicKey: pulumi.Output<string>;
   public readonly paths: HostPaths;
+  /** The ports SSH is served on (keel:sshPort, and keel:sshPortNext while it moves). */
+  public readonly sshPorts: number[];
 
   constructor(name: string, args: KeelArgs, opts?: pulumi.ComponentResourceOptions) {
     super("keel:index:Keel", name, {}, opts);
     const cfg = args.config;
     const labels = { "managed-by": "keel", stack: args.stack, service: cfg.appName };
 
+    // Nothing that reaches the server (its firewall, its user-data, every step) is registered
+    // before this check passes: a change of keel:sshPort or keel:deployUser that would lock the
+    // next ups out fails the program first, and the engine changes none of them.
+    const connectionOk = connectionGuard(`${name}-last-up`, cfg, labels, { parent: this });
     const ssh = new SshAccess(`${name}-ssh`, { stack: args.stack, labels }, { parent: this });
-    const firewall = new Firewall(`${name}-firewall`, { sshPort: cfg.sshPort, allowedSshCidrs: cfg.allowedSshCidrs, labels }, { parent: this });
+    const firewall = new Firewall(
+      `${name}-firewall`,
+      { sshPort: cfg.sshPort, sshPortNext: cfg.sshPortNext, allowedSshCidrs: cfg.allowedSshCidrs, labels, after: connectionOk },
+      { parent: this },
+    );
     const userData = pulumi.secret(
-      pulumi.all([ssh.hostPrivateKey, ssh.hostPublicKey]).apply(([privateKey, publicKey]) => renderCloudConfig(cfg, { privateKey, publicKey })),
+      pulumi.all([ssh.hostPrivateKey, ssh.hostPublicKey, connectionOk]).apply(([privateKey, publicKey]) => renderCloudConfig(cfg, { privateKey, publicKey })),
     );
     const server = new Server(
       `${name}-host`,
@@ -67,7 +78,7 @@ export class Keel extends pulumi.ComponentResource {
       `${name}-step`,
       {
         steps: plan.steps,
-        host: server.address,
+        host: pulumi.all([server.address, connectionOk]).apply(([address]) => address),
         serverId: server.serverId.apply(String),
         port: cfg.sshPort,
         user: cfg.deployUser,
@@ -89,6 +100,7 @@ export class Keel extends pulumi.ComponentResource {
     this.sshCommand = server.address.apply((address) => sshCommandLine(address, cfg.sshPort, cfg.deployUser));
     this.deployPublicKey = ssh.deployPublicKey;
     this.paths = hostPaths(cfg);
+    this.sshPorts = sshPorts(cfg);
     this.registerOutputs({ ipv4: this.ipv4, ipv6: this.ipv6, knownHosts: this.knownHosts, sshCommand: this.sshCommand, deployPublicKey: this.deployPublicKey });
   }
 }

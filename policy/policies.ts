@@ -37,11 +37,14 @@ function isAnywhere(cidr: string): boolean {
 
 /**
  * Problems with a firewall's inbound rules. The SSH port itself is the stack's choice
- * (keel:sshPort), so the rule is "one TCP port, never from anywhere", not "port 22".
+ * (keel:sshPort), so the rule is "one TCP port, never from anywhere", not "port 22". While the
+ * port moves, `sshPortNext` (the stack file's keel:sshPortNext) is open too, from exactly the same
+ * sources; no other second port.
  */
-export function firewallProblems(rules: readonly FirewallRule[] | undefined): string[] {
+export function firewallProblems(rules: readonly FirewallRule[] | undefined, sshPortNext?: string): string[] {
   const problems: string[] = [];
   const tcpPorts = new Set<string>();
+  const tcpSources = new Set<string>();
   for (const [i, rule] of (rules ?? []).entries()) {
     if (rule.direction !== "in") continue;
     const at = `rules[${i}]`;
@@ -55,12 +58,14 @@ export function firewallProblems(rules: readonly FirewallRule[] | undefined): st
       problems.push(`${at} opens inbound TCP port "${port}": only the single SSH port may be open (a range or "any" opens more). fix: set keel:sshPort and let keel render the rule`);
     }
     tcpPorts.add(port);
+    tcpSources.add(JSON.stringify([...(rule.sourceIps ?? [])].sort()));
     for (const cidr of (rule.sourceIps ?? []).filter(isAnywhere)) {
       problems.push(`${at} opens inbound TCP port ${port} to ${cidr} (the whole internet): SSH must be limited to the admin CIDRs. fix: pulumi config set --path 'keel:allowedSshCidrs[0]' <your address>/32`);
     }
   }
-  if (tcpPorts.size > 1) {
-    problems.push(`inbound TCP is open on ${tcpPorts.size} ports (${[...tcpPorts].sort().join(", ")}): only the SSH port may be open. fix: remove the other rules; the engine is reached through SSH, never directly`);
+  const moving = tcpPorts.size === 2 && sshPortNext !== undefined && tcpPorts.has(sshPortNext) && tcpSources.size === 1;
+  if (tcpPorts.size > 1 && !moving) {
+    problems.push(`inbound TCP is open on ${tcpPorts.size} ports (${[...tcpPorts].sort().join(", ")}): only the SSH port may be open (and, while it moves, keel:sshPortNext from the same sources). fix: remove the other rules; the engine is reached through SSH, never directly`);
   }
   return problems;
 }
@@ -175,12 +180,23 @@ function forType(type: string, check: (args: ResourceValidationArgs) => string[]
   };
 }
 
-export const firewallSshOnly: ResourceValidationPolicy = {
-  name: "hcloud-firewall-ssh-only",
-  description: "Inbound firewall rules allow only TCP on one port (SSH) from limited CIDRs, and ICMP.",
-  enforcementLevel: "mandatory",
-  validateResource: forType(FIREWALL, (args) => firewallProblems(args.props.rules as FirewallRule[] | undefined)),
-};
+/** keel:sshPortNext from the stack file, as a port string; undefined when unset or unreadable. */
+export function stackSshPortNext(projectDir: string | undefined, urn: string): string | undefined {
+  const { stack, project } = parseUrn(urn);
+  const read = readStackConfig(projectDir, project, stack);
+  const value = "error" in read ? undefined : read.config["keel:sshPortNext"];
+  return typeof value === "number" || (typeof value === "string" && /^[0-9]+$/.test(value)) ? String(value) : undefined;
+}
+
+/** `projectDir` is where Pulumi.yaml and the stack files live; by default, found above this pack. */
+export function firewallSshOnly(projectDir: string | undefined = findProjectDir(__dirname)): ResourceValidationPolicy {
+  return {
+    name: "hcloud-firewall-ssh-only",
+    description: "Inbound firewall rules allow only TCP on one port (SSH; two while it moves) from limited CIDRs, and ICMP.",
+    enforcementLevel: "mandatory",
+    validateResource: forType(FIREWALL, (args) => firewallProblems(args.props.rules as FirewallRule[] | undefined, stackSshPortNext(projectDir, args.urn))),
+  };
+}
 
 export const serverFirewallAtCreation: ResourceValidationPolicy = {
   name: "hcloud-server-firewall-at-creation",
@@ -224,5 +240,5 @@ export function noPlaintextSecretConfig(projectDir: string | undefined = findPro
 }
 
 export function keelPolicies(projectDir?: string): Array<ResourceValidationPolicy | StackValidationPolicy> {
-  return [firewallSshOnly, serverFirewallAtCreation, serverIgnoresForceNewInputs, prodServerProtected, noPlaintextSecretConfig(projectDir)];
+  return [firewallSshOnly(projectDir), serverFirewallAtCreation, serverIgnoresForceNewInputs, prodServerProtected, noPlaintextSecretConfig(projectDir)];
 }

@@ -3,7 +3,8 @@
 # and be enabled. Keel owns UFW's rule list: a rule added by hand is removed on the next run.
 # Installed as /usr/local/lib/keel/ufw-apply; run by cloud-init on first boot and by `pulumi up`
 # whenever /etc/keel/ufw-ssh.conf changes. Idempotent: a second run changes nothing.
-# Usage: ufw-apply FILE   (FILE: one "port N" line, then one "allow CIDR" line per source)
+# Usage: ufw-apply FILE   (FILE: a "port N" line per SSH port (two while the port moves:
+#                          keel:sshPortNext), then one "allow CIDR" line per source)
 # Exit: 0 applied; 1 ufw failed; 2 usage or a malformed FILE.
 set -euo pipefail
 
@@ -15,7 +16,7 @@ fail() {
 [[ $# -eq 1 ]] || fail "usage: ufw-apply FILE (see /etc/keel/ufw-ssh.conf)"
 [[ -r $1 ]] || fail "cannot read $1; it is placed by keel (cloud-init or pulumi up)"
 
-port=""
+ports=()
 sources=()
 while read -r word value extra; do
   [[ -z $word || $word == \#* ]] && continue
@@ -25,7 +26,7 @@ while read -r word value extra; do
       if ! [[ $value =~ ^[0-9]{1,5}$ ]] || ((value < 1 || value > 65535)); then
         fail "$1: bad port '$value'"
       fi
-      port=$value
+      ports+=("$value")
       ;;
     allow)
       [[ $value =~ ^[0-9A-Fa-f.:]+/[0-9]{1,3}$ ]] || fail "$1: bad source '$value' (a CIDR such as 203.0.113.7/32)"
@@ -34,7 +35,8 @@ while read -r word value extra; do
     *) fail "$1: unknown line '$word'" ;;
   esac
 done <"$1"
-[[ -n $port ]] || fail "$1: no 'port' line"
+((${#ports[@]})) || fail "$1: no 'port' line"
+((${#ports[@]} <= 2)) || fail "$1: ${#ports[@]} 'port' lines; SSH is served on one port, two while it moves"
 ((${#sources[@]})) || fail "$1: no 'allow' line; refusing to lock SSH out"
 
 # The rules as `ufw show added` prints them, so what exists can be compared with what is wanted.
@@ -44,15 +46,19 @@ ufw_form() {
   /usr/bin/python3 -c 'import sys; from ufw.util import normalize_address; a = sys.argv[1]; print(normalize_address(a, ":" in a)[0])' "$1"
 }
 wanted=()
-for src in "${sources[@]}"; do
-  wanted+=("allow from $(ufw_form "$src") to any port $port proto tcp comment 'keel-ssh'")
+for port in "${ports[@]}"; do
+  for src in "${sources[@]}"; do
+    wanted+=("allow from $(ufw_form "$src") to any port $port proto tcp comment 'keel-ssh'")
+  done
 done
 
 ufw default deny incoming >/dev/null
 ufw default allow outgoing >/dev/null
 ufw default deny routed >/dev/null
-for src in "${sources[@]}"; do
-  ufw allow proto tcp from "$src" to any port "$port" comment keel-ssh >/dev/null
+for port in "${ports[@]}"; do
+  for src in "${sources[@]}"; do
+    ufw allow proto tcp from "$src" to any port "$port" comment keel-ssh >/dev/null
+  done
 done
 
 mapfile -t existing < <(ufw show added | sed -n 's/^ufw //p')
@@ -73,4 +79,4 @@ ufw --force enable >/dev/null
 # Enabling (re)loads UFW, which applies its own /etc/ufw/sysctl.conf and turns log_martians off
 # again: put the sysctl.d values back (keel's sorts last), as ufw.service's keel drop-in does at boot.
 /usr/lib/systemd/systemd-sysctl
-echo "keel ufw-apply: inbound denied except tcp/$port from ${sources[*]}; UFW enabled"
+echo "keel ufw-apply: inbound denied except tcp/${ports[*]} from ${sources[*]}; UFW enabled"

@@ -155,6 +155,15 @@ export class VmSession {
     return ["ssh", ...this.sshArgs(opts)].map(shellQuote).join(" ");
   }
 
+  /**
+   * The same VM reached on another forwarded guest port, for when its sshd serves SSH there too
+   * (keel:sshPortNext) or has moved: execs go to that port, with the same login and pinned key.
+   */
+  onGuestPort(guestPort: number): VmSession {
+    this.sshPort(guestPort);
+    return new VmSession(this.dir, guestPort, this.ports, this.hostPublicKey, this.login);
+  }
+
   /** Ends this session's shared connections (its execs open new ones when needed). */
   disconnect(): void {
     this.mux.closeAll();

@@ -107,15 +107,17 @@ describe("the files the first boot writes, checked by the tools that read them",
     expect(short.stderr).toMatch(/keel:minFreeDiskGiB needs 1000000 GiB for the database, backups and logs/);
   });
 
-  it("ufw-apply converges real UFW: only SSH from the allowed sources, hand-added rules removed, idempotent, port moves", () => {
+  it("ufw-apply converges real UFW: only SSH from the allowed sources, hand-added rules removed, idempotent, port moves through two", () => {
     // Real ufw and iptables, inside a private network namespace (the rules never touch this
     // machine's firewall) and a private mount namespace (copies of /etc/ufw and /lib/ufw).
     cpSync("/etc/ufw", join(dir, "etc-ufw"), { recursive: true });
     cpSync("/lib/ufw", join(dir, "lib-ufw"), { recursive: true });
-    const conf = (image: string, port: string, cidrs: string[]) =>
-      ufwSshConf(parseConfig({ ...raw(image), "keel:sshPort": port, "keel:allowedSshCidrs": JSON.stringify(cidrs) }));
+    const conf = (image: string, port: string, cidrs: string[], next?: string) =>
+      ufwSshConf(parseConfig({ ...raw(image), "keel:sshPort": port, "keel:allowedSshCidrs": JSON.stringify(cidrs), ...(next ? { "keel:sshPortNext": next } : {}) }));
     writeFileSync(join(dir, "ufw-1.conf"), conf("debian-12", "2222", ["203.0.113.7/32", "2001:DB8:0::/48", "198.51.100.0/24"]));
-    writeFileSync(join(dir, "ufw-2.conf"), conf("debian-12", "2200", ["198.51.100.0/24"]));
+    writeFileSync(join(dir, "ufw-2.conf"), conf("debian-12", "2222", ["198.51.100.0/24"], "2200"));
+    writeFileSync(join(dir, "ufw-3.conf"), conf("debian-12", "2200", ["198.51.100.0/24"]));
+    writeFileSync(join(dir, "ufw-bad.conf"), "port 22\nport 2200\nport 2222\nallow 198.51.100.0/24\n");
     const apply = join(REPO_ROOT, "cloud-init", "files", "ufw-apply.sh");
     const script = [
       "set -e",
@@ -128,7 +130,11 @@ describe("the files the first boot writes, checked by the tools that read them",
       "echo '== again'; ufw show added",
       "echo '== status'; ufw status verbose",
       `bash ${apply} ${join(dir, "ufw-2.conf")} 2>/dev/null`,
+      "echo '== both'; ufw show added",
+      `bash ${apply} ${join(dir, "ufw-3.conf")} 2>/dev/null`,
       "echo '== moved'; ufw show added",
+      `bash ${apply} ${join(dir, "ufw-bad.conf")} 2>&1 && echo '== three ports accepted' || echo "== three ports refused: $?"`,
+      "echo '== after'; ufw show added",
     ].join("\n");
     const r = spawnSync("unshare", ["--net", "--mount", "--propagation", "private", "bash", "-c", script], { encoding: "utf8", timeout: 120_000 });
     expect(r.stderr).toBe("");
@@ -145,6 +151,13 @@ describe("the files the first boot writes, checked by the tools that read them",
     expect(section("status")).toContain("Status: active");
     // Routed shows "disabled" in a namespace without forwarding; ufw-apply sets it to deny.
     expect(section("status")).toContain("Default: deny (incoming), allow (outgoing)");
+    // keel:sshPortNext: both ports from the same sources, then the old one closed.
+    expect(rules(section("both"))).toEqual([
+      "ufw allow from 198.51.100.0/24 to any port 2200 proto tcp comment 'keel-ssh'",
+      "ufw allow from 198.51.100.0/24 to any port 2222 proto tcp comment 'keel-ssh'",
+    ]);
     expect(rules(section("moved"))).toEqual(["ufw allow from 198.51.100.0/24 to any port 2200 proto tcp comment 'keel-ssh'"]);
+    expect(r.stdout).toMatch(/3 'port' lines; SSH is served on one port, two while it moves\n== three ports refused: 2/);
+    expect(rules(section("after"))).toEqual(rules(section("moved")));
   }, 180_000);
 });

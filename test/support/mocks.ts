@@ -26,6 +26,21 @@ let nextId = 1000;
  */
 export const localCommandResults = new Map<string, string>();
 
+/**
+ * The backend's side of the stack, as a test sets it: the last up's stack outputs (what a
+ * StackReference to the stack reads; a new stack's are empty) and, when a test expects keel to ask,
+ * the servers Hetzner lists for the stack's labels (undefined: an invoke of getServers fails the test).
+ */
+export const backend: {
+  lastUp: Record<string, unknown>;
+  hetznerServers?: Array<{ id: number; name: string }>;
+  invokes: Array<{ token: string; args: Record<string, unknown> }>;
+  /** Types in the order the engine was asked to register them (after their inputs resolved). */
+  engineSaw: string[];
+  /** When set, the StackReference's read waits for it (to see what registers before the check). */
+  holdLastUp?: Promise<void>;
+} = { lastUp: {}, hetznerServers: undefined, invokes: [], engineSaw: [] };
+
 /** Outputs a provider would compute, for the resource types keel creates. */
 function providerState(type: string, name: string, inputs: Record<string, unknown>): Record<string, unknown> {
   switch (type) {
@@ -44,30 +59,38 @@ function providerState(type: string, name: string, inputs: Record<string, unknow
       return { ipv6Address: "2001:db8:4f8::1", status: "running" };
     case "command:local:Command":
       return { stdout: localCommandResults.get(name) ?? "", stderr: "" };
+    case "pulumi:pulumi:StackReference":
+      return { outputs: { ...backend.lastUp }, secretOutputNames: [] };
     default:
       return {};
   }
 }
 
 /**
- * Installs Pulumi's mock runtime with the given config. Invokes are not mocked: keel makes none, and
- * one appearing must fail the test.
+ * Installs Pulumi's mock runtime with the given config. Invokes are not mocked, except Hetzner's
+ * server list when a test sets backend.hetznerServers: any other invoke fails the test.
  */
 export async function installMocks(stack: string, config: Record<string, string>, secretKeys: string[]): Promise<void> {
   pulumi.runtime.setAllConfig(config, secretKeys);
   await pulumi.runtime.setMocks(
     {
-      newResource(args) {
+      async newResource(args) {
+        backend.engineSaw.push(args.type);
+        if (args.type === "pulumi:pulumi:StackReference" && backend.holdLastUp) await backend.holdLastUp;
         const id = args.custom === false ? undefined : String(nextId++);
         return { id, state: { ...args.inputs, ...providerState(args.type, args.name, args.inputs) } };
       },
       call(args) {
+        backend.invokes.push({ token: args.token, args: args.inputs });
+        if (args.token === "hcloud:index/getServers:getServers" && backend.hetznerServers) return { id: "servers", servers: backend.hetznerServers };
         throw new Error(`keel made an unmocked invoke: ${args.token}`);
       },
     },
     "keel",
     stack,
     false,
+    // What the CLI passes for a DIY backend (pulumi/pulumi v3.248.0 pkg/backend/diy: "organization").
+    "organization",
   );
 }
 

@@ -38,47 +38,69 @@ function server(stack: string, props: Record<string, unknown> = {}, opts: PlainR
 
 describe("hcloud-firewall-ssh-only", () => {
   it("accepts SSH from limited CIDRs plus ICMP from anywhere, on any SSH port", async () => {
-    expect(await resourceViolations(firewallSshOnly, firewall([SSH, ICMP]))).toEqual([]);
-    expect(await resourceViolations(firewallSshOnly, firewall([{ ...SSH, port: "2222" }, ICMP]))).toEqual([]);
+    expect(await resourceViolations(firewallSshOnly(), firewall([SSH, ICMP]))).toEqual([]);
+    expect(await resourceViolations(firewallSshOnly(), firewall([{ ...SSH, port: "2222" }, ICMP]))).toEqual([]);
   });
 
   it("ignores outbound rules", async () => {
     const out = { direction: "out", protocol: "udp", port: "53", destinationIps: ["0.0.0.0/0"] };
-    expect(await resourceViolations(firewallSshOnly, firewall([SSH, ICMP, out]))).toEqual([]);
+    expect(await resourceViolations(firewallSshOnly(), firewall([SSH, ICMP, out]))).toEqual([]);
   });
 
   it("refuses a second inbound TCP port", async () => {
     const https = { ...SSH, port: "443", sourceIps: ["0.0.0.0/0", "::/0"] };
-    const found = await resourceViolations(firewallSshOnly, firewall([SSH, https]));
+    const found = await resourceViolations(firewallSshOnly(), firewall([SSH, https]));
     expect(found).toContainEqual(expect.stringContaining("inbound TCP is open on 2 ports (22, 443): only the SSH port may be open"));
+    // From limited sources too, when they are not the SSH rule's own.
+    const other = { ...SSH, port: "8080", sourceIps: ["198.51.100.0/24"] };
+    expect(await resourceViolations(firewallSshOnly(), firewall([SSH, other, ICMP]))).toEqual([expect.stringContaining("inbound TCP is open on 2 ports (22, 8080)")]);
+  });
+
+  it("accepts the SSH port and the stack file's keel:sshPortNext from the same sources while the port moves, nothing else", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "keel-policy-next-"));
+    try {
+      writeFileSync(join(dir, "Pulumi.yaml"), "name: keel\nruntime: nodejs\n");
+      writeFileSync(join(dir, "Pulumi.prod.yaml"), 'config:\n  keel:sshPortNext: "2222"\n');
+      const moving = firewallSshOnly(dir);
+      const next = { ...SSH, port: "2222", sourceIps: [...SSH.sourceIps].reverse() };
+      expect(await resourceViolations(moving, firewall([SSH, next, ICMP]))).toEqual([]);
+      // Without keel:sshPortNext in the stack file (keel's own prod), the same rules are refused.
+      expect(await resourceViolations(firewallSshOnly(), firewall([SSH, next, ICMP]))).toEqual([expect.stringContaining("inbound TCP is open on 2 ports (22, 2222)")]);
+      // Another second port, other sources, or a third port: refused even while it moves.
+      expect(await resourceViolations(moving, firewall([SSH, { ...SSH, port: "443" }, ICMP]))).toEqual([expect.stringContaining("inbound TCP is open on 2 ports (22, 443)")]);
+      expect(await resourceViolations(moving, firewall([SSH, { ...next, sourceIps: ["198.51.100.0/24"] }, ICMP]))).toEqual([expect.stringContaining("inbound TCP is open on 2 ports (22, 2222)")]);
+      expect(await resourceViolations(moving, firewall([SSH, next, { ...SSH, port: "2200" }, ICMP]))).toEqual([expect.stringContaining("inbound TCP is open on 3 ports (22, 2200, 2222)")]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("refuses any inbound UDP (or other protocol) rule", async () => {
     const udp = { direction: "in", protocol: "udp", port: "51820", sourceIps: ["203.0.113.10/32"] };
-    expect(await resourceViolations(firewallSshOnly, firewall([SSH, udp]))).toEqual([
+    expect(await resourceViolations(firewallSshOnly(), firewall([SSH, udp]))).toEqual([
       "rules[1] opens inbound UDP port 51820: only TCP on the SSH port and ICMP may be open. fix: remove the rule",
     ]);
     const gre = { direction: "in", protocol: "gre", sourceIps: ["203.0.113.10/32"] };
-    expect(await resourceViolations(firewallSshOnly, firewall([SSH, gre]))).toEqual([expect.stringContaining("rules[1] opens inbound GRE")]);
+    expect(await resourceViolations(firewallSshOnly(), firewall([SSH, gre]))).toEqual([expect.stringContaining("rules[1] opens inbound GRE")]);
   });
 
   it("refuses SSH open to the whole internet, IPv4 or IPv6", async () => {
     for (const anywhere of ["0.0.0.0/0", "::/0"]) {
-      const found = await resourceViolations(firewallSshOnly, firewall([{ ...SSH, sourceIps: ["203.0.113.10/32", anywhere] }, ICMP]));
+      const found = await resourceViolations(firewallSshOnly(), firewall([{ ...SSH, sourceIps: ["203.0.113.10/32", anywhere] }, ICMP]));
       expect(found).toEqual([expect.stringContaining(`rules[0] opens inbound TCP port 22 to ${anywhere} (the whole internet): SSH must be limited to the admin CIDRs`)]);
     }
   });
 
   it("refuses a TCP port range or 'any'", async () => {
-    expect(await resourceViolations(firewallSshOnly, firewall([{ ...SSH, port: "1-65535" }]))).toEqual([
+    expect(await resourceViolations(firewallSshOnly(), firewall([{ ...SSH, port: "1-65535" }]))).toEqual([
       expect.stringContaining('rules[0] opens inbound TCP port "1-65535": only the single SSH port may be open'),
     ]);
-    expect(await resourceViolations(firewallSshOnly, firewall([{ ...SSH, port: "any" }]))).toEqual([expect.stringContaining('port "any"')]);
+    expect(await resourceViolations(firewallSshOnly(), firewall([{ ...SSH, port: "any" }]))).toEqual([expect.stringContaining('port "any"')]);
   });
 
   it("leaves other resource types alone", async () => {
     const notAFirewall = { ...firewall([{ ...SSH, sourceIps: ["0.0.0.0/0"] }]), type: "hcloud:index/network:Network" };
-    expect(await resourceViolations(firewallSshOnly, notAFirewall)).toEqual([]);
+    expect(await resourceViolations(firewallSshOnly(), notAFirewall)).toEqual([]);
   });
 });
 

@@ -3,15 +3,18 @@
 // (local/runSteps.ts), the sample engine (test/fixtures/engine) served from a git repository on the
 // VM. Then the checks of issue 3: the unit runs under its own user, files and modes, the DB and the
 // journal, a second run changes nothing, a killed engine comes back, a missing secret stops it for
-// good, a new secret or commit restarts it, the canary secret is nowhere else, the exposure.
-// One VM; the tests run in order and share it.
+// good, a new secret or commit restarts it, the canary secret is nowhere else, the exposure. Last,
+// the one safe move of the SSH port on a live server (issue 10, docs/LIFECYCLE.md): keel:sshPortNext
+// on one up, keel:sshPort on the next. One VM; the tests run in order and share it.
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { connectionChangeProblems } from "../../components/connectionGuard";
 import { parseConfig, type KeelConfig } from "../../config";
+import { HARDENING_PATHS } from "../../cloud-init/hardening";
 import { runSteps, type StepRun } from "../../local/runSteps";
-import type { Vm } from "../../local/vm";
+import type { Vm, VmSession } from "../../local/vm";
 import { stableJson } from "../../plan/hash";
 import { buildHostPlan } from "../../plan/hostPlan";
 import { hostPaths } from "../../plan/layout";
@@ -19,7 +22,8 @@ import { renderEnvFile } from "../../plan/secrets";
 import type { SecretName, Step } from "../../plan/types";
 import { CANARY, REPO } from "../support/stack";
 import { pushEngineRepository } from "../../local/localStack";
-import { deployableVm, QEMU_HOST_CIDR, ROOT_HELPER, waitFor } from "./support/keelVm";
+import { tcpListeners, isLoopback, ufwStatus } from "./support/hardeningChecks";
+import { asRoot, deployableVm, QEMU_HOST_CIDR, ROOT_HELPER, sshWith, waitFor } from "./support/keelVm";
 
 const MINUTE = 60_000;
 const FIXTURE = path.join(REPO, "test", "fixtures", "engine");
@@ -32,6 +36,7 @@ let commits: string[];
 let secrets: Record<SecretName, string>;
 let deployKey: string;
 let adminKey: string;
+let adminFile: string;
 const allRuns: StepRun[] = [];
 
 function git(dir: string, ...args: string[]): string {
@@ -39,7 +44,7 @@ function git(dir: string, ...args: string[]): string {
   return execFileSync("git", ["-C", dir, "-c", "user.name=keel-test", "-c", "user.email=keel@test", ...args], { encoding: "utf8", env }).trim();
 }
 
-function config(repoRef: string): KeelConfig {
+function config(repoRef: string, overrides: Record<string, string> = {}): KeelConfig {
   const raw = {
     "keel:image": "debian-12",
     "keel:adminKeys": JSON.stringify([adminKey]),
@@ -52,6 +57,7 @@ function config(repoRef: string): KeelConfig {
     "keel:secretEnv": JSON.stringify({ ENGINE_API_KEY: CANARY, ENGINE_DB_KEY: SECOND_SECRET }),
     "keel:minFreeDiskGiB": "1",
     "keel:protect": "false",
+    ...overrides,
   };
   return parseConfig(raw, (k) => k === "keel:secretEnv");
 }
@@ -117,9 +123,11 @@ async function filesHolding(secret: string): Promise<string[]> {
 const stepsNamed = (names: string[]) => buildHostPlan(cfg).steps.filter((s) => names.includes(s.name));
 
 beforeAll(async () => {
-  const d = await deployableVm("engine");
+  // Guest port 2222 is forwarded too, for the port move at the end.
+  const d = await deployableVm("engine", { extraGuestPorts: [2222] });
   ({ tmp, vm } = d);
   adminKey = d.admin.publicKey;
+  adminFile = d.admin.file;
   deployKey = d.deployKey;
 
   // The sample engine as a git repository: two commits, the second a change of code only.
@@ -297,4 +305,51 @@ describe("the engine on a Debian 12 VM, deployed by the host plan's steps", () =
     for (const r of allRuns) expect(`${r.stdout}\n${r.stderr}`).not.toContain(CANARY);
     expect(allRuns.length).toBeGreaterThan(0);
   }, 40 * MINUTE);
+});
+
+describe("moving SSH to another port on the live server: keel:sshPortNext, then keel:sshPort", () => {
+  /** The TCP ports sshd listens on outside loopback. */
+  const sshdPorts = async (session: VmSession) =>
+    [...new Set((await tcpListeners(session)).filter((l) => l.processes.includes("sshd") && !isLoopback(l.address)).map((l) => l.port))].sort((a, b) => a - b);
+  const ufwPorts = async (session: VmSession) => [...new Set((await ufwStatus(session)).rules.map((r) => r.to))].sort();
+  /** A new SSH connection of its own (not the shared one, which outlives sshd's move). */
+  const freshLogin = (guestPort: number) =>
+    sshWith(vm, tmp, { user: "deploy", identityFile: adminFile, hostPublicKey: vm.hostKey, guestPort, options: ["-o", "ConnectTimeout=20"] }, "echo keel-ok");
+
+  it("first up: SSH served on 22 and 2222 (sshd, UFW, fail2ban), every connection still on 22", async () => {
+    const old = cfg;
+    cfg = config(commits[1], { "keel:sshPortNext": "2222" });
+    // What the last up left (its stack outputs): 22 only. The move to 2222 is not asked yet.
+    expect(connectionChangeProblems(cfg, { sshPort: 22, sshPorts: [22], deployUser: "deploy" })).toEqual([]);
+    const rerun = buildHostPlan(cfg).steps.filter((s, i) => s.hash !== buildHostPlan(old).steps[i].hash);
+    expect(rerun.map((s) => s.name)).toEqual(["harden-sshd", "harden-firewall", "harden-fail2ban"]);
+    await up(rerun);
+    expect(await sshdPorts(vm)).toEqual([22, 2222]);
+    expect(await ufwPorts(vm)).toEqual(["22/tcp", "2222/tcp"]);
+    expect(await asRoot(vm, `grep '^port = ' ${HARDENING_PATHS.fail2banJail}`)).toBe("port = 22,2222\n");
+    expect(await asRoot(vm, "fail2ban-client status sshd")).toContain("Status for the jail: sshd");
+    // A fresh connection on each port, the pinned host key on both.
+    for (const guestPort of [22, 2222]) expect((await freshLogin(guestPort)).stdout, `port ${guestPort}`).toBe("keel-ok\n");
+  }, 20 * MINUTE);
+
+  it("second up: every step on 2222, 22 closed; a fresh connection on 22 is refused, 2222 lets the deploy user in", async () => {
+    cfg = config(commits[1], { "keel:sshPort": "2222" });
+    expect(connectionChangeProblems(cfg, { sshPort: 22, sshPorts: [22, 2222], deployUser: "deploy" })).toEqual([]);
+    // The connection of every remote step changed, so the engine updates each of them, and an update
+    // without an update command runs create again (pulumi-command v1.2.1
+    // provider/pkg/provider/remote/commandController.go Update): the whole plan, on the new port.
+    const moved = vm.onGuestPort(2222);
+    const runs = await runSteps(moved, buildHostPlan(cfg).steps, secrets);
+    allRuns.push(...runs);
+    expect(runs.find((r) => r.name === "harden-sshd")?.stdout).toMatch(/^keel-place: 1 changed/m);
+    expect(await sshdPorts(moved)).toEqual([2222]);
+    expect(await ufwPorts(moved)).toEqual(["2222/tcp"]);
+    expect(await asRoot(moved, `grep '^port = ' ${HARDENING_PATHS.fail2banJail}`)).toBe("port = 2222\n");
+    expect(await asRoot(moved, "systemctl is-active engine.service")).toBe("active\n");
+    const refused = await freshLogin(22);
+    // qemu's forward takes the connection on this side; the guest's end never answers as sshd.
+    expect(refused.code).toBe(255);
+    expect(refused.stdout).toBe("");
+    expect((await freshLogin(2222)).stdout).toBe("keel-ok\n");
+  }, 30 * MINUTE);
 });

@@ -2,7 +2,7 @@
 // listeners, the metadata guard's verdicts, and a fail2ban ban made from a network namespace inside
 // the guest. Every helper here needs the root helper (installRootHelper).
 import { expect } from "vitest";
-import type { ExecResult, Vm } from "../../../local/vm";
+import type { ExecResult, Vm, VmSession } from "../../../local/vm";
 import { asRoot, MINUTE, shellQuote, tryAsRoot } from "./keelVm";
 
 export interface UfwStatus {
@@ -13,7 +13,7 @@ export interface UfwStatus {
 }
 
 /** `ufw status verbose`, parsed. */
-export async function ufwStatus(vm: Vm): Promise<UfwStatus> {
+export async function ufwStatus(vm: VmSession): Promise<UfwStatus> {
   const out = await asRoot(vm, "ufw status verbose");
   const field = (name: string) => out.match(new RegExp(`^${name}: (.*)$`, "m"))?.[1] ?? "";
   const lines = out.split("\n");
@@ -36,7 +36,7 @@ export interface Listener {
 }
 
 /** TCP sockets in LISTEN state (`ss -Htlnp`). */
-export async function tcpListeners(vm: Vm): Promise<Listener[]> {
+export async function tcpListeners(vm: VmSession): Promise<Listener[]> {
   const out = await asRoot(vm, "ss -Htlnp");
   return out
     .trim()
@@ -146,7 +146,7 @@ export async function failedLoginsFromAttacker(vm: Vm, port: number, hostPublicK
 }
 
 /** `fail2ban-client status sshd`: the banned addresses and the total failures counted. */
-export async function sshdJail(vm: Vm): Promise<{ banned: string[]; totalFailed: number; raw: string }> {
+export async function sshdJail(vm: VmSession): Promise<{ banned: string[]; totalFailed: number; raw: string }> {
   const raw = await asRoot(vm, "fail2ban-client status sshd");
   const banned = raw.match(/Banned IP list:\s*(.*)$/m)?.[1].trim().split(/\s+/).filter(Boolean) ?? [];
   const totalFailed = Number(raw.match(/Total failed:\s*(\d+)/)?.[1] ?? NaN);

@@ -7,7 +7,7 @@ import * as path from "node:path";
 import { renderCloudConfig } from "../../../cloud-init/userData";
 import { parseConfig, type KeelConfig } from "../../../config";
 import { engineRepository, keyPair, localConfig, localUserData, pushEngineRepository, SAMPLE_ENGINE, type KeyPair } from "../../../local/localStack";
-import { bootVm, buildImage, firstBoot, GuestPanicError, type CloudInitStatus, type Release, type Vm } from "../../../local/vm";
+import { bootVm, buildImage, firstBoot, GuestPanicError, type CloudInitStatus, type Release, type Vm, type VmSession } from "../../../local/vm";
 import { withDirLock } from "../../../local/vm/lock";
 import { type ExecResult, runSsh, sshArgs, writePrivateFile, knownHostsLine } from "../../../local/vm/ssh";
 import { logProblems, parseCloudInitStatus } from "../../../local/vm/vm";
@@ -161,7 +161,7 @@ export function testHostConfig(adminKey: string, commit: string, overrides: Reco
  * caller of a run boots for real and takes the snapshot, the others wait for it), with the root
  * helper and the engine's repository pushed. Each caller gets its own VM.
  */
-export async function deployableVm(name: string): Promise<DeployableVm> {
+export async function deployableVm(name: string, opts: { extraGuestPorts?: readonly number[] } = {}): Promise<DeployableVm> {
   const tmp = fs.mkdtempSync(path.join(tmpdir(), `keel-${name}-vm-`));
   try {
     const keys = await testRunKeys();
@@ -174,6 +174,7 @@ export async function deployableVm(name: string): Promise<DeployableVm> {
       hostPublicKey: keys.host.publicKey,
       login: { user: cfg.deployUser, identityFile: keys.admin.file },
       cacheDir: path.join(testRunDir(), "first-boots"),
+      extraHostForwards: (opts.extraGuestPorts ?? []).map((guestPort) => ({ guestPort })),
       allowRecoverable: true,
       timeoutMs: 40 * MINUTE,
       log: (line) => console.log(`${name} VM: ${line}`),
@@ -205,7 +206,7 @@ export async function waitFor<T>(what: string, probe: () => Promise<T>, ok: (v: 
 }
 
 /** Runs `command` as the login user and returns its stdout; throws with the output on a non-zero exit. */
-export async function sh(vm: Vm, command: string, opts: { stdin?: string; timeoutMs?: number } = {}): Promise<string> {
+export async function sh(vm: VmSession, command: string, opts: { stdin?: string; timeoutMs?: number } = {}): Promise<string> {
   const r = await vm.exec(command, { timeoutMs: 2 * MINUTE, ...opts });
   if (r.code !== 0) throw new Error(`${command} (exit ${r.code}):\n${r.stdout}${r.stderr}`);
   return r.stdout;
@@ -219,18 +220,18 @@ export const ROOT_HELPER = "/usr/local/sbin/keel-test-root";
  * limited to /usr/local/sbin/keel-*, so this is the tests' way to root in the guest. Not part of
  * keel's plan; a VM that has it is a test VM.
  */
-export async function installRootHelper(vm: Vm): Promise<void> {
+export async function installRootHelper(vm: VmSession): Promise<void> {
   const bundle = { files: [{ path: ROOT_HELPER, owner: "root", group: "root", mode: "0755", content: '#!/bin/sh\nexec "$@"\n' }] };
   await sh(vm, `sudo ${toolPath("place")}`, { stdin: stableJson(bundle) });
 }
 
 /** Runs the shell command line `command` as root in the guest (needs installRootHelper). */
-export function asRoot(vm: Vm, command: string, opts: { stdin?: string; timeoutMs?: number } = {}): Promise<string> {
+export function asRoot(vm: VmSession, command: string, opts: { stdin?: string; timeoutMs?: number } = {}): Promise<string> {
   return sh(vm, `sudo ${ROOT_HELPER} sh -c ${shellQuote(command)}`, opts);
 }
 
 /** Like asRoot, but returns the result whatever the exit status. */
-export function tryAsRoot(vm: Vm, command: string, opts: { timeoutMs?: number } = {}): Promise<ExecResult> {
+export function tryAsRoot(vm: VmSession, command: string, opts: { timeoutMs?: number } = {}): Promise<ExecResult> {
   return vm.exec(`sudo ${ROOT_HELPER} sh -c ${shellQuote(command)}`, { timeoutMs: 2 * MINUTE, ...opts });
 }
 

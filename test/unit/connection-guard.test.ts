@@ -1,0 +1,131 @@
+// The check that keeps a config change from locking `pulumi up` out of a live server (issue 10
+// item 3): a change of keel:sshPort or keel:deployUser on a stack whose server exists. The mock
+// runtime stands in for the backend (the last up's stack outputs a StackReference to the stack
+// reads) and for Hetzner's server list; what the engine does with a failed program (nothing waiting
+// on the check is registered, so nothing of it changes) is cited in components/connectionGuard.ts.
+import * as pulumi from "@pulumi/pulumi";
+import { beforeEach, describe, expect, it } from "vitest";
+import { connectionChangeProblems, connectionGuard, ConnectionChangeError, serverSelector } from "../../components/connectionGuard";
+import { parseConfig, sshPorts, type KeelConfig } from "../../config";
+import { backend, installMocks, runInStack } from "../support/mocks";
+import { stackConfig } from "../support/stack";
+
+const LABELS = { "managed-by": "keel", stack: "prod", service: "engine" };
+
+function config(overrides: Record<string, string> = {}): KeelConfig {
+  const { raw, secretKeys } = stackConfig("prod");
+  return parseConfig({ ...raw, ...overrides }, (k) => secretKeys.includes(k));
+}
+
+/** Runs connectionGuard under the mock runtime: resolves true, or rejects with its error. */
+async function guard(cfg: KeelConfig): Promise<{ outcome: PromiseSettledResult<unknown>; types: string[] }> {
+  const { raw, secretKeys } = stackConfig("prod");
+  await installMocks("prod", raw, secretKeys);
+  let outcome!: PromiseSettledResult<unknown>;
+  const { registered } = await runInStack(async () => {
+    const ok = connectionGuard("keel-last-up", cfg, LABELS, {}) as unknown as { promise(): Promise<unknown>; isKnown: Promise<boolean>; isSecret: Promise<boolean> };
+    // Output.promise() is the SDK's own way to await an Output, rejection included. The Output's
+    // isKnown and isSecret reject with it; under `pulumi up` nobody handles them either, and the
+    // runtime's unhandled-rejection handler prints a RunError's message once and fails the program
+    // (@pulumi/pulumi 3.248.0 cmd/run/run.js uncaughtHandler). Here the test handles them.
+    ok.isKnown.catch(() => undefined);
+    ok.isSecret.catch(() => undefined);
+    [outcome] = await Promise.allSettled([ok.promise()]);
+    return {};
+  });
+  return { outcome, types: registered.map((r) => r.type) };
+}
+
+describe("connectionChangeProblems (pure)", () => {
+  const last = { sshPort: 22, sshPorts: [22], deployUser: "deploy" };
+
+  it("lets anything through on a stack with no last up", () => {
+    expect(connectionChangeProblems(config({ "keel:sshPort": "2222", "keel:deployUser": "ops" }), {})).toEqual([]);
+  });
+
+  it("lets an unchanged connection through, and a move to a port the last up already served", () => {
+    expect(connectionChangeProblems(config(), last)).toEqual([]);
+    expect(connectionChangeProblems(config({ "keel:sshPortNext": "2222" }), last)).toEqual([]);
+    const both = { sshPort: 22, sshPorts: [22, 2222], deployUser: "deploy" };
+    expect(connectionChangeProblems(config({ "keel:sshPort": "2222" }), both)).toEqual([]);
+    // Back again, before the move ended: 22 is still served.
+    expect(connectionChangeProblems(config({ "keel:sshPort": "22", "keel:sshPortNext": "2222" }), both)).toEqual([]);
+  });
+
+  it("refuses a port the server does not serve yet, with the two-up procedure", () => {
+    const [problem, ...rest] = connectionChangeProblems(config({ "keel:sshPort": "2222" }), last);
+    expect(rest).toEqual([]);
+    expect(problem).toMatch(/^keel:sshPort: the server serves SSH on 22 \(the last pulumi up's stack outputs\), not on 2222/);
+    expect(problem).toContain("fix: move it in two ups: pulumi config set keel:sshPort 22 && pulumi config set keel:sshPortNext 2222 && pulumi up (both ports served), then pulumi config set keel:sshPort 2222 && pulumi config rm keel:sshPortNext && pulumi up (22 closed)");
+  });
+
+  it("reads a stack last deployed before keel:sshPortNext existed by its sshPort output alone", () => {
+    expect(connectionChangeProblems(config({ "keel:sshPort": "2222" }), { sshPort: 22, deployUser: "deploy" })).toEqual([expect.stringMatching(/^keel:sshPort: the server serves SSH on 22/)]);
+  });
+
+  it("refuses another image or location, which would replace the server with the old user-data and an empty disk", () => {
+    const was = { ...last, image: "ubuntu-24.04", location: "fsn1" };
+    expect(connectionChangeProblems(config(), was)).toEqual([]);
+    expect(connectionChangeProblems(config({ "keel:image": "debian-13", "keel:location": "nbg1" }), was)).toEqual([
+      expect.stringMatching(/^keel:image: the server was created with image "ubuntu-24.04" .*the database gone\). fix: pulumi config set keel:image ubuntu-24.04; to move, replace the server \(docs\/RUNBOOK.md "Replace the server"/),
+      expect.stringMatching(/^keel:location: the server was created with location "fsn1" .*fix: pulumi config set keel:location fsn1;/),
+    ]);
+  });
+
+  it("refuses another appName or dbFile, which would start the engine on an empty DB beside the old one", () => {
+    const was = { ...last, paths: { db: "/var/lib/engine/engine.db", unit: "engine.service" } };
+    expect(connectionChangeProblems(config(), was)).toEqual([]);
+    for (const change of [{ "keel:appName": "trader" }, { "keel:dbFile": "main.db" }] as Record<string, string>[]) {
+      expect(connectionChangeProblems(config(change), was)).toEqual([
+        expect.stringMatching(/^keel:appName \/ keel:dbFile: the live database is \/var\/lib\/engine\/engine.db .*this config names \/var\/lib\/(trader\/trader|engine\/main).db/),
+      ]);
+    }
+  });
+
+  it("refuses another deploy user, naming the one the server has and the replace procedure", () => {
+    expect(connectionChangeProblems(config({ "keel:deployUser": "ops" }), last)).toEqual([
+      expect.stringMatching(/^keel:deployUser: the server's deploy user is "deploy" .*fix: pulumi config set keel:deployUser deploy; to change it, replace the server \(docs\/RUNBOOK.md "Replace the server"\)/),
+    ]);
+  });
+});
+
+describe("connectionGuard under the mock runtime", () => {
+  beforeEach(() => {
+    backend.lastUp = {};
+    backend.hetznerServers = undefined;
+    backend.invokes = [];
+  });
+
+  it("reads the last up through a StackReference to this very stack, and asks Hetzner nothing when nothing changes", async () => {
+    backend.lastUp = { sshPort: 22, sshPorts: [22], deployUser: "deploy" };
+    const { outcome, types } = await guard(config());
+    expect(outcome).toEqual({ status: "fulfilled", value: true });
+    expect(types).toEqual(["pulumi:pulumi:StackReference"]);
+    expect(backend.invokes).toEqual([]);
+  });
+
+  it("fails with the problems when the stack's server still exists at Hetzner", async () => {
+    backend.lastUp = { sshPort: 22, sshPorts: [22], deployUser: "deploy" };
+    backend.hetznerServers = [{ id: 4711, name: "engine-staging" }];
+    const { outcome } = await guard(config({ "keel:sshPort": "2222" }));
+    expect(outcome.status).toBe("rejected");
+    const err = (outcome as PromiseRejectedResult).reason;
+    expect(err).toBeInstanceOf(ConnectionChangeError);
+    // A RunError: the Pulumi runtime prints its message without a stack trace.
+    expect(pulumi.RunError.isInstance(err)).toBe(true);
+    expect(err.message).toMatch(/^keel: refused before anything changed \(1 problem\):\n {2}- keel:sshPort: the server serves SSH on 22/);
+    expect(backend.invokes).toEqual([{ token: "hcloud:index/getServers:getServers", args: { withSelector: "managed-by=keel,stack=prod,service=engine" } }]);
+  });
+
+  it("lets the change through once the stack's server is gone (the replace procedure)", async () => {
+    backend.lastUp = { sshPort: 22, sshPorts: [22], deployUser: "deploy" };
+    backend.hetznerServers = [];
+    const { outcome } = await guard(config({ "keel:sshPort": "2222", "keel:deployUser": "ops" }));
+    expect(outcome).toEqual({ status: "fulfilled", value: true });
+  });
+
+  it("selects the server by keel's labels", () => {
+    expect(serverSelector(LABELS)).toBe("managed-by=keel,stack=prod,service=engine");
+    expect(sshPorts(config({ "keel:sshPortNext": "2222" }))).toEqual([22, 2222]);
+  });
+});
