@@ -27,7 +27,14 @@ name without its extension. DIR is created (mode 0700) if missing; backups are m
 
 Every run, ok or failed, writes DIR/NAME.status.json for the health report:
   {"version":1,"db":…,"time":"<start, UTC ISO 8601>","finished":…,"result":"ok"|"failed",
-   "exit_code":…,"file":…|null,"size":<bytes>|null,"sha256":…|null,"reason":"…","keep":N,"count":…}
+   "exit_code":…,"file":…|null,"size":<bytes>|null,"sha256":…|null,"reason":"…","keep":N,"count":…,
+   "kept_check":{"file":…|null,"result":"ok"|"failed"|"none","reason":"…"}|null}
+DIR/NAME.sha256 records each kept backup's sha256 (sha256sum's format). After a new backup, one
+older kept backup is checked in turn (the next by name after the one checked last, wrapping;
+DIR/.NAME.checked holds that name): its sha256 against the record, then the integrity gate. A
+failed check is recorded in kept_check (the health report calls it degraded) and on stderr; the run
+itself stays ok, since its own backup is good. A backup with no record yet gets one once it passes.
+--name-after-newest runs (the session backups) record the sha256 but check nothing else.
 A failure (a kill, a full disk, a copy that fails verify) leaves no file under a final name and
 exits non-zero with the reason; a temporary file left by a killed run is removed by the next run.
 The live DB is only read. Runs on one DIR exclude each other through flock(1) where present.
@@ -72,7 +79,7 @@ base=${name%.*}
 # DIR must be local (or, if missing, its parent). Once DIR exists, every outcome is recorded in the
 # status file, a refused DB included; a missing DIR is created only for a DB that is accepted.
 if [[ -d $2 ]]; then keel_require_local "$2/."; else keel_require_local "$2"; fi
-dir="" status="" final="" tmp="" size="" sha=""
+dir="" status="" final="" tmp="" size="" sha="" kept_file="" kept_result=none kept_reason="no older backup to check"
 started=$(keel_utc_stamp)
 umask 077
 if [[ -d $2 ]]; then
@@ -95,7 +102,13 @@ write_status() { # write_status RESULT EXIT-CODE REASON
     else
       printf '"file":null,"size":null,"sha256":null,'
     fi
-    printf '"reason":%s,"keep":%d,"count":%d}\n' "$(keel_json_str "$3")" "$keep" "$count"
+    printf '"reason":%s,"keep":%d,"count":%d,' "$(keel_json_str "$3")" "$keep" "$count"
+    if [[ $1 == ok ]]; then
+      printf '"kept_check":{"file":%s,"result":"%s","reason":%s}}\n' \
+        "$( [[ -n $kept_file ]] && keel_json_str "$kept_file" || printf null)" "$kept_result" "$(keel_json_str "$kept_reason")"
+    else
+      printf '"kept_check":null}\n'
+    fi
   } >"$st" || { rm -f -- "$st"; return 1; }
   mv -f -- "$st" "$status" || { rm -f -- "$st"; return 1; }
 }
@@ -206,6 +219,51 @@ for ((i = 0; i < ${#backups[@]} - keep; i++)); do
   [[ ${backups[i]} != "$final" ]] || continue
   rm -f -- "${backups[i]}" "${backups[i]}-wal" "${backups[i]}-shm" "${backups[i]}-journal"
 done
+keel_fsync "$dir"
+
+# The record of what each kept backup holds: lines of backups still here, the new one's added.
+manifest=$dir/$base.sha256
+declare -A recorded=()
+if [[ -f $manifest && ! -L $manifest ]]; then
+  while IFS= read -r line; do
+    [[ $line =~ ^([0-9a-f]{64})\ \ ($base-[0-9]{8}T[0-9]{6}Z\.db)$ && -f $dir/${BASH_REMATCH[2]} ]] &&
+      recorded[${BASH_REMATCH[2]}]=${BASH_REMATCH[1]}
+  done < <(head -c 1048576 -- "$manifest")
+fi
+recorded[${final##*/}]=$sha
+
+# One older kept backup, in turn: what it holds now against the record, then the integrity gate.
+backups=()
+while IFS= read -r f; do [[ $f == "$final" ]] || backups+=("$f"); done < <(list_backups)
+# Session backups (--name-after-newest) skip it: they sit on the engine's start and stop.
+if ((${#backups[@]})) && [[ $name_after -eq 1 ]]; then
+  kept_reason="not checked by a session backup (it must not delay the engine's start or stop)"
+elif ((${#backups[@]})); then
+  cursor=$dir/.$base.checked last=""
+  [[ -f $cursor && ! -L $cursor ]] && last=$(head -c 200 -- "$cursor")
+  kept_file=${backups[0]}
+  for f in "${backups[@]}"; do
+    if [[ ${f##*/} > $last ]]; then kept_file=$f; break; fi
+  done
+  k=${kept_file##*/}
+  now_sha=$(keel_sha256 "$kept_file")
+  if [[ -n ${recorded[$k]:-} && ${recorded[$k]} != "$now_sha" ]]; then
+    kept_result=failed kept_reason="its sha256 is $now_sha, not the ${recorded[$k]} recorded when it was written: it changed on disk"
+  elif ! out=$("$(keel_sibling gate)" verify "$kept_file" 2>&1); then
+    kept_result=failed kept_reason="it fails the integrity gate: $(tail -n 1 <<<"$out")"
+  else
+    kept_result=ok kept_reason="sha256 ${recorded[$k]:+as recorded, }integrity ok"
+    [[ -n ${recorded[$k]:-} ]] || recorded[$k]=$now_sha
+  fi
+  [[ $kept_result == ok ]] || keel_err "the kept backup $kept_file failed its check: $kept_reason; move it away (keel-ops backups lists them)"
+  if ! { t=$(mktemp "$dir/.$base.checked.XXXXXX") && printf '%s\n' "$k" >"$t" && mv -f -- "$t" "$cursor"; }; then
+    keel_err "could not record $k in $cursor; the next run checks it again"
+  fi
+fi
+t=$(mktemp "$dir/.$base.sha256.XXXXXX") || keel_die "$KEEL_EX_FAIL" "cannot create a file in $dir"
+for k in "${!recorded[@]}"; do printf '%s  %s\n' "${recorded[$k]}" "$k"; done | sort -k 2 >"$t"
+keel_fsync "$t"
+mv -f -- "$t" "$manifest" || keel_die "$KEEL_EX_FAIL" "cannot rename $t to $manifest"
 keel_fsync "$dir"
 
 write_status ok 0 "" || keel_die "$KEEL_EX_FAIL" "the backup $final is complete, but the status file $status could not be written"

@@ -294,6 +294,7 @@ check_backup() {
     [[ -f $f && ! -L $f && ${n%.db} =~ ^[0-9]{8}T[0-9]{6}Z$ ]] && backups+=("$f")
   done
   local newest=null newest_file="" newest_size=0 newest_head="" age="" last=null run_result="" run_time="" run_reason="" run_file="" run_size=""
+  local run_sha="" kept_file="" kept_result="" kept_reason="" sha_now="" sha_id="" sha_seen=""
   if [[ ${#backups[@]} -gt 0 ]]; then
     newest_file=${backups[-1]}
     n=${newest_file##*/}
@@ -319,18 +320,22 @@ if not stat.S_ISREG(os.fstat(fd).st_mode):
 d = json.loads(os.read(fd, 65536))
 if not isinstance(d, dict) or d.get("result") not in ("ok", "failed"):
     sys.exit("not a backup status")
-for k in ("result", "time", "finished", "exit_code", "reason", "keep", "count", "file", "size"):
-    v = d.get(k)
+kept = d.get("kept_check") if isinstance(d.get("kept_check"), dict) else {}
+for v in [d.get(k) for k in ("result", "time", "finished", "exit_code", "reason", "keep", "count", "file", "size", "sha256")] + \
+        [kept.get(k) for k in ("file", "result", "reason")]:
     sys.stdout.write(("" if v is None else str(v).replace("\0", "")) + "\0")
-' "$status_file" 2>/dev/null) || [[ ${#fields[@]} -ne 9 ]]; then
+' "$status_file" 2>/dev/null) || [[ ${#fields[@]} -ne 13 ]]; then
       result unknown "cannot read the backup status $status_file" "look at it: sudo cat $status_file; the next backup run rewrites it" \
         "$(jobj dir "$(js "$dir")" status_file "$(js "$status_file")")"
       return
     fi
     run_result=${fields[0]} run_time=${fields[1]} run_reason=${fields[4]} run_file=${fields[7]} run_size=${fields[8]}
-    # The file it names is one of this directory's backups, or the status is not keel's: the
-    # check stats it as root, and must not report on any other file of the host.
-    if [[ -n $run_file && ! (${run_file%/*} == "$dir" && ${run_file##*/} =~ ^$base-[0-9]{8}T[0-9]{6}Z\.db$) ]]; then
+    run_sha=${fields[9]} kept_file=${fields[10]} kept_result=${fields[11]} kept_reason=${fields[12]}
+    # The files it names are this directory's backups, or the status is not keel's: the check
+    # stats and hashes them as root, and must not report on any other file of the host.
+    if [[ -n $run_file && ! (${run_file%/*} == "$dir" && ${run_file##*/} =~ ^$base-[0-9]{8}T[0-9]{6}Z\.db$) ]] ||
+      [[ -n $kept_file && ! (${kept_file%/*} == "$dir" && ${kept_file##*/} =~ ^$base-[0-9]{8}T[0-9]{6}Z\.db$) ]] ||
+      [[ -n $run_sha && ! $run_sha =~ ^[0-9a-f]{64}$ ]]; then
       result unknown "cannot read the backup status $status_file" "look at it: sudo cat $status_file; the next backup run rewrites it" \
         "$(jobj dir "$(js "$dir")" status_file "$(js "$status_file")")"
       return
@@ -338,14 +343,27 @@ for k in ("result", "time", "finished", "exit_code", "reason", "keep", "count", 
     last=$(jobj result "$(js "${fields[0]}")" time "$(js "${fields[1]}")" finished "$(js "${fields[2]}")" \
       exit_code "$(jint "${fields[3]}")" reason "$(js "${fields[4]}")" keep "$(jint "${fields[5]}")" count "$(jint "${fields[6]}")")
   fi
-  local details
-  details=$(jobj dir "$(js "$dir")" status_file "$(js "$status_file")" max_age_hours "$(jint "${conf[backup_max_age_hours]}")" \
-    count "$(jint "${#backups[@]}")" newest "$newest" last_run "$last")
-  local todo_now="take one now (scripts/runbook/backup-now.sh) and read why the timer did not: docs/RUNBOOK.md \"Backups\""
   local run_now_size=""
   if [[ $run_result == ok && -n $run_file ]]; then
     if [[ -f $run_file && ! -L $run_file ]]; then run_now_size=$(stat -c %s -- "$run_file" 2>/dev/null) || run_now_size=""; fi
   fi
+  # What the last run's file holds now, against the sha256 it recorded. Hashing a large DB at every
+  # run would cost minutes of disk reads: a hash stays valid while the file's inode, size and ctime
+  # do (only root can set a ctime back), as the last recorded run saw them (state backup_sha; it
+  # leaves this subshell in the details as sha_checked).
+  if [[ $run_result == ok && -n $run_sha && -n $run_now_size && $run_now_size == "$run_size" ]]; then
+    sha_id="$run_file|$(stat -c '%i|%s|%z' -- "$run_file" 2>/dev/null)"
+    if [[ ${state[backup_sha]:-} == "$sha_id|$run_sha" ]]; then
+      sha_now=$run_sha
+    else
+      sha_now=$(timeout 900 sha256sum -- "$run_file" 2>/dev/null) && sha_now=${sha_now%% *} || sha_now="unreadable"
+    fi
+    [[ $sha_now != "$run_sha" ]] || sha_seen="$sha_id|$run_sha"
+  fi
+  local details
+  details=$(jobj dir "$(js "$dir")" status_file "$(js "$status_file")" max_age_hours "$(jint "${conf[backup_max_age_hours]}")" \
+    count "$(jint "${#backups[@]}")" newest "$newest" last_run "$last" sha_checked "$(jstr_or_null "$sha_seen")")
+  local todo_now="take one now (scripts/runbook/backup-now.sh) and read why the timer did not: docs/RUNBOOK.md \"Backups\""
   if [[ $run_result == failed ]]; then
     result degraded "the last backup run ($run_time) failed: $run_reason" \
       "fix what it says, then scripts/runbook/backup-now.sh (docs/RUNBOOK.md \"Backups\")" "$details"
@@ -354,6 +372,14 @@ for k in ("result", "time", "finished", "exit_code", "reason", "keep", "count", 
     [[ -z $run_now_size ]] || now_is="now $run_now_size bytes"
     result degraded "the last backup run ($run_time) wrote $run_file ($run_size bytes), which is $now_is" \
       "find out who removed or changed it (sudo keel-ops audit keel); take a new one: scripts/runbook/backup-now.sh (docs/RUNBOOK.md \"Backups\")" "$details"
+  elif [[ -n $sha_now && $sha_now != "$run_sha" ]]; then
+    local now_holds="cannot be read to check it"
+    [[ $sha_now == unreadable ]] || now_holds="now holds sha256 $sha_now"
+    result degraded "the last backup run ($run_time) wrote $run_file with sha256 $run_sha; it $now_holds: it changed on disk" \
+      "set it aside (sudo keel-ops set-aside ${run_file##*/}), find out who changed it (sudo keel-ops audit keel), take a new one: scripts/runbook/backup-now.sh (docs/RUNBOOK.md \"Backups failing\")" "$details"
+  elif [[ $run_result == ok && $kept_result == failed ]]; then
+    result degraded "the kept backup $kept_file failed the check of the last backup run ($run_time): $kept_reason" \
+      "set it aside (sudo keel-ops set-aside ${kept_file##*/}): a restore must not pick it; the next runs check the others in turn (docs/RUNBOOK.md \"Backups failing\")" "$details"
   elif [[ -n $newest_file && $age -lt -300 ]]; then
     result degraded "the newest backup is dated $(hours $((-age))) h in the future: $newest_file (the clock was wrong when it was taken, or the file was planted)" \
       "check the clock (timedatectl), list the backups (sudo keel-ops backups) and move that file away; then scripts/runbook/backup-now.sh" "$details"
@@ -607,10 +633,13 @@ record_state() {
     [[ -n $notified ]] || notified=$status
   fi
   [[ -n $notified ]] || notified=$status
+  # The backup check's verified hash (check_backup), kept so the next run need not hash again.
+  local sha_checked=""
+  [[ ${r_details[backup]:-} =~ \"sha_checked\":\"([^\"]*)\" ]] && sha_checked=${BASH_REMATCH[1]}
   local tmp
   tmp=$(mktemp "$file.XXXXXX")
-  printf 'status=%s\nsince=%s\nchecked=%s\nnotified=%s\nsecurity_pending_since=%s\n' \
-    "$status" "$since" "$NOW" "$notified" "$pending_since" >"$tmp"
+  printf 'status=%s\nsince=%s\nchecked=%s\nnotified=%s\nsecurity_pending_since=%s\nbackup_sha=%s\n' \
+    "$status" "$since" "$NOW" "$notified" "$pending_since" "$sha_checked" >"$tmp"
   chmod 0600 "$tmp"
   mv -f -- "$tmp" "$file"
 }

@@ -11,6 +11,9 @@
 #                                         (default: the configured retention), and always the newest
 #                                         verified one, without taking a new one: for a full disk
 #        keel-ops restore NAME|latest     stop the engine, put backup NAME in place of the DB, start it
+#        keel-ops set-aside NAME          rename backup NAME to .set-aside-NAME beside it (as the
+#                                         engine's user): never listed, restored or pruned again,
+#                                         kept for a look (a backup that failed its check)
 #        keel-ops snapshot                a read-only copy of the live DB for analysis, owned by the
 #                                         deploy user in ~/keel-snapshots/ (prints its path)
 #        keel-ops adopt FILE              migrate: FILE (in ~/keel-incoming/ of the deploy user) passes
@@ -56,7 +59,7 @@ cmd=$1
 shift
 case $cmd in
   backups | backup | snapshot | recover | asides | remove-asides | stop | start | restart) [[ $# -eq 0 ]] || usage ;;
-  restore | adopt) [[ $# -eq 1 ]] || usage ;;
+  restore | adopt | set-aside) [[ $# -eq 1 ]] || usage ;;
   prune) [[ $# -le 1 ]] || usage ;;
   audit) [[ $# -ge 1 && $# -le 2 ]] || usage ;;
   verify-packages) [[ $# -eq 0 ]] || usage ;;
@@ -238,6 +241,15 @@ case $cmd in
     fi
     echo "$PROG: restored $want into $db (the previous DB is kept beside it as ${name}.pre-restore-*)"
     start_engine
+    ;;
+  set-aside)
+    want=$1
+    [[ $want =~ ^$base-[0-9]{8}T[0-9]{6}Z\.db$ && -f $dir/$want && ! -L $dir/$want ]] ||
+      fail 3 "no backup named '$want' in $dir; list them with: sudo keel-ops backups"
+    # The backup directory is the engine's: the rename is the engine user's, never root's.
+    as_app mv -n -T -- "$dir/$want" "$dir/.set-aside-$want" || fail 1 "could not rename $want (reason above)"
+    [[ ! -e $dir/$want ]] || fail 1 "$dir/.set-aside-$want already exists; $want stays where it is"
+    echo "$PROG: set $want aside as $dir/.set-aside-$want: no longer listed, restored or pruned; remove it once you know why it changed"
     ;;
   snapshot)
     out_dir=$deploy_home/keel-snapshots

@@ -150,6 +150,48 @@ describe("db-backup.sh", () => {
     expect(finals(out)).toContain(env.stdout.trim().split("/").pop());
   });
 
+  it("records each kept backup's sha256 and checks one older backup per run in turn: a changed or damaged one is reported, the run stays ok", () => {
+    const db = makeDb(join(dir, "app.db"), { rows: 500, wal: true });
+    const manifest = () =>
+      Object.fromEntries(readFileSync(join(out, "app.sha256"), "utf8").trim().split("\n").map((l) => [l.slice(66), l.slice(0, 64)]));
+    expect(backup(db, out).code).toBe(0);
+    expect(status(out).kept_check).toEqual({ file: null, result: "none", reason: "no older backup to check" });
+    for (let i = 0; i < 2; i++) expect(backup(db, out)).toMatchObject({ code: 0, stderr: "" });
+    const names = finals(out);
+    expect(names).toHaveLength(3);
+    // The record holds exactly the kept backups, each with what it holds.
+    expect(manifest()).toEqual(Object.fromEntries(names.map((n) => [n, sha256(join(out, n))])));
+    // Run 2 checked the first, run 3 the next one after it.
+    expect(status(out).kept_check).toEqual({ file: join(out, names[1]), result: "ok", reason: "sha256 as recorded, integrity ok" });
+    expect(readFileSync(join(out, ".app.checked"), "utf8")).toBe(`${names[1]}\n`);
+
+    // After the newest was checked, the turn goes back to the oldest: change a byte of it (its size stays).
+    writeFileSync(join(out, ".app.checked"), `${names[2]}\n`);
+    const oldest = join(out, names[0]);
+    const bytes = readFileSync(oldest);
+    bytes[bytes.length - 100] ^= 0xff;
+    writeFileSync(oldest, bytes);
+    const r = backup(db, out);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain(`the kept backup ${oldest} failed its check: its sha256 is ${sha256(oldest)}, not the ${manifest()[names[0]]} recorded when it was written: it changed on disk`);
+    expect(status(out)).toMatchObject({ result: "ok", kept_check: { file: oldest, result: "failed" } });
+    // The record keeps what the backup held when it was written, not what it holds now.
+    expect(manifest()[names[0]]).not.toBe(sha256(oldest));
+
+    // A backup with no record (written before keel kept one): the gate decides, then it is recorded.
+    writeFileSync(join(out, "app.sha256"), "");
+    writeFileSync(join(out, ".app.checked"), `${names[0]}\n`);
+    expect(backup(db, out)).toMatchObject({ code: 0, stderr: "" });
+    expect(status(out).kept_check).toEqual({ file: join(out, names[1]), result: "ok", reason: "sha256 integrity ok" });
+    expect(manifest()[names[1]]).toBe(sha256(join(out, names[1])));
+    // A damaged one with no record fails the integrity gate.
+    const second = join(out, names[2]);
+    writeFileSync(second, Buffer.concat([readFileSync(second).subarray(0, 100), Buffer.alloc(4096, 0x41)]));
+    const damaged = backup(db, out);
+    expect(damaged.code).toBe(0);
+    expect(status(out).kept_check).toMatchObject({ file: second, result: "failed", reason: expect.stringMatching(/^it fails the integrity gate: /) });
+  }, 120_000);
+
   it("gives two backups within one second distinct names", () => {
     const db = makeDb(join(dir, "app.db"));
     expect(backup(db, out).code).toBe(0);

@@ -215,6 +215,48 @@ describe("keel-health: exit codes for constructed states", { timeout: 120_000 },
     expect(gone.checks.backup.summary).toMatch(new RegExp(`wrote ${file} \\(${size} bytes\\), which is gone$`));
   });
 
+  it("is degraded (1) when the last run's file changed on disk at its size (sha256), and hashes it again only when the file changed", async () => {
+    const l = layout();
+    makeDb(l.db);
+    expect(l.backup()).toBe(0);
+    const { file, sha256: sha } = JSON.parse(readFileSync(join(l.backups, "engine.status.json"), "utf8")) as { file: string; sha256: string };
+    const fresh = await l.health(["--json", "--record", "--only", "backup"]);
+    expect(fresh.code).toBe(0);
+    const checked = (JSON.parse(fresh.stdout) as Report).checks.backup.details.sha_checked as string;
+    expect(checked).toMatch(new RegExp(`^${file}\\|\\d+\\|\\d+\\|.+\\|${sha}$`));
+    // The record lets the next run trust the hash while inode, size and ctime stay: a sha256sum
+    // that fails shows no run hashes the unchanged file again.
+    const bin = join(l.root, "bin");
+    mkdirSync(bin, { recursive: true });
+    writeFileSync(join(bin, "sha256sum"), "#!/bin/sh\nexit 1\n", { mode: 0o755 });
+    const PATH = `${bin}:${process.env.PATH}`;
+    expect((await l.report("backup", { PATH })).run.code).toBe(0);
+    // One byte changed in place, the size kept: the ctime moves, so it is hashed (and cannot be).
+    const bytes = readFileSync(file);
+    bytes[bytes.length - 10] ^= 0xff;
+    writeFileSync(file, bytes);
+    const unreadable = await l.report("backup", { PATH });
+    expect(unreadable.checks.backup.summary).toMatch(new RegExp(`^the last backup run \\(.*\\) wrote ${file} with sha256 ${sha}; it cannot be read to check it: it changed on disk$`));
+    const changed = await l.report("backup");
+    expect(changed.run.code).toBe(1);
+    expect(changed.checks.backup.summary).toMatch(new RegExp(`it now holds sha256 [0-9a-f]{64}: it changed on disk$`));
+  });
+
+  it("is degraded (1) when the last backup run found a kept backup changed or damaged", async () => {
+    const l = layout();
+    makeDb(l.db);
+    expect(l.backup()).toBe(0);
+    const { file: first } = JSON.parse(readFileSync(join(l.backups, "engine.status.json"), "utf8")) as { file: string };
+    const bytes = readFileSync(first);
+    bytes[bytes.length - 10] ^= 0xff;
+    writeFileSync(first, bytes);
+    expect(l.backup()).toBe(0);
+    const r = await l.report("backup");
+    expect(r.run.code).toBe(1);
+    expect(r.checks.backup.summary).toMatch(new RegExp(`^the kept backup ${first} failed the check of the last backup run \\(.*\\): its sha256 is [0-9a-f]{64}, not the [0-9a-f]{64} recorded when it was written: it changed on disk$`));
+    expect(r.checks.backup.todo).toContain(`set it aside (sudo keel-ops set-aside ${first.split("/").pop()})`);
+  });
+
   it("reads a status file that is a named pipe or a link as unreadable (unknown), without hanging or following it", async () => {
     const l = layout();
     makeDb(l.db);
@@ -553,7 +595,7 @@ describe("keel-health --record and the alert webhook", { timeout: 180_000 }, () 
     expect(l.backup()).toBe(0);
     expect((await record()).code).toBe(0);
     expect(received.slice(-1).map((a) => [a.status, a.previous, a.exit_code])).toEqual([["healthy", "down", 0]]);
-    expect(readFileSync(join(l.keel, "health.state"), "utf8")).toMatch(/^status=healthy\nsince=\d+\nchecked=\d+\nnotified=healthy\nsecurity_pending_since=\n$/);
+    expect(readFileSync(join(l.keel, "health.state"), "utf8")).toMatch(/^status=healthy\nsince=\d+\nchecked=\d+\nnotified=healthy\nsecurity_pending_since=\nbackup_sha=.*\n$/);
   });
 
   it("stays quiet with no webhook configured (an empty file), and records the state all the same", async () => {

@@ -367,6 +367,18 @@ describe("keel-ops (the host side) without systemd", () => {
       }
     });
 
+    it("set-aside renames one listed backup out of every list, as the engine's user, and nothing else", () => {
+      const dirB = join(live, "backups");
+      const [first] = readdirSync(dirB).filter((f) => /^engine-\d{8}T\d{6}Z\.db$/.test(f));
+      expect(ops(["set-aside", "../engine.db"], nobodyConf)).toMatchObject({ code: 3, stderr: expect.stringContaining("no backup named '../engine.db'") });
+      const r = ops(["set-aside", first], nobodyConf);
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      expect(existsSync(join(dirB, first))).toBe(false);
+      expect(statSync(join(dirB, `.set-aside-${first}`)).uid).toBe(Number(execFileSync("id", ["-u", USER], { encoding: "utf8" })));
+      expect(ops(["backups"], nobodyConf).stdout).not.toContain(first);
+    });
+
     it("recover puts back the DB a swap left half done, as the engine's user", () => {
       const db = join(live, "engine.db");
       const aside = `${db}.pre-restore-20261201T000000Z`;
