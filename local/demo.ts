@@ -146,7 +146,7 @@ async function up(asked: Release | undefined): Promise<void> {
       await pushEngineRepository(session, demo.bundle);
     }
     const plan = buildHostPlan(demo.cfg);
-    const runs = await runSteps(session, plan.steps, demo.secrets, { stateFile: f.steps, log });
+    const runs = await runSteps(session, plan.steps, demo.secrets, { stateFile: f.steps, serverId: session.dir, log });
     process.stdout.write(`\n${whatChanged(runs, plan.steps.length)}\n`);
 
     const port = session.sshPort();

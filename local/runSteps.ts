@@ -33,6 +33,11 @@ export interface RunOptions {
    * next run runs it again. Without it every step runs (the idempotency proof).
    */
   readonly stateFile?: string;
+  /**
+   * The server's identity, which the Pulumi executor puts into every step's triggers
+   * (components/hostSteps.ts serverId): with a state file, a new server runs every step again.
+   */
+  readonly serverId?: string;
   readonly log?: (line: string) => void;
 }
 
@@ -59,7 +64,7 @@ export async function runSteps(
   secrets: Partial<Record<SecretName, string>>,
   opts: RunOptions | ((line: string) => void) = {},
 ): Promise<StepRun[]> {
-  const { stateFile, log = () => undefined } = typeof opts === "function" ? { log: opts } : opts;
+  const { stateFile, serverId, log = () => undefined } = typeof opts === "function" ? { log: opts } : opts;
   const state: StepState = stateFile ? readState(stateFile) : { version: 1, steps: {} };
   const runs: StepRun[] = [];
   const results = new Map<string, string>(Object.entries(state.steps).flatMap(([name, s]) => (s.result === undefined ? [] : [[name, s.result]])));
@@ -81,6 +86,7 @@ export async function runSteps(
       hash: step.hash,
       stdin: stdin === undefined ? null : sha256(stdin),
       connection: step.kind === "local" ? null : connection,
+      server: step.kind === "local" ? null : (serverId ?? null),
       from: step.kind === "upload" ? resultOf(step, step.from) : null,
     }));
     if (stateFile && state.steps[step.name]?.inputs === inputs) continue;
