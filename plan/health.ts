@@ -154,7 +154,7 @@ export function renderHealthTimer(cfg: KeelConfig): string {
   );
 }
 
-const keelEtc = { path: KEEL_ETC, owner: "root", group: "root", mode: "0755" };
+export const keelEtc = { path: KEEL_ETC, owner: "root", group: "root", mode: "0755" };
 
 export function hostConfFile(cfg: KeelConfig): HostFile {
   return { path: HOST_CONF, owner: "root", group: "root", mode: "0644", content: renderHostConf(cfg) };
@@ -178,11 +178,12 @@ export function alertWebhookBundle(url: string): Bundle {
 /**
  * The health steps, last in the plan (they check what the others set up). The webhook step always
  * runs: with keel:alertWebhookUrl unset it empties the file, so removing the key stops the alerts.
+ * host.conf is not among them: the tools step places it with the tools that read it
+ * (plan/hostPlan.ts), so no keel-health or keel-ops ever runs beside a host.conf of another keel.
  */
 export function healthSteps(cfg: KeelConfig): Step[] {
   const units = healthUnitFiles(cfg);
   return [
-    placeStep("health-config", `write ${HOST_CONF}: the health check's paths and thresholds`, { dirs: [keelEtc], files: [hostConfFile(cfg)] }),
     secretPlaceStep(
       "alert-webhook",
       `write the alert webhook URL ${ALERT_WEBHOOK_FILE} (0600 root; empty: no alerts)`,

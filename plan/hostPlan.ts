@@ -3,7 +3,7 @@ import { databaseSteps, migrationSteps } from "./database";
 import { engineSteps } from "./engine";
 import { hostPaths } from "./layout";
 import { hardeningSteps, packagesStep } from "../cloud-init/hardening";
-import { healthSteps } from "./health";
+import { healthSteps, hostConfFile, HOST_CONF, keelEtc } from "./health";
 import { secretSteps } from "./secrets";
 import { placeStep, readinessStep } from "./steps";
 import { toolFiles } from "./tools";
@@ -57,7 +57,9 @@ function engineWithDatabase(cfg: KeelConfig): Step[] {
 export function buildHostPlan(cfg: KeelConfig): HostPlan {
   const steps = [
     readinessStep(),
-    placeStep("tools", "install keel's host tools (/usr/local/sbin/keel-*)", { files: toolFiles() }),
+    // The tools and host.conf, which keel-health and keel-ops read, in one keel-place run: a tool of
+    // one keel never meets the config of another (after an up that stopped midway, or between steps).
+    placeStep("tools", `install keel's host tools (/usr/local/sbin/keel-*) and ${HOST_CONF}, which they read`, { dirs: [keelEtc], files: [...toolFiles(), hostConfFile(cfg)] }),
     packagesStep(),
     placeStep("layout", "create the engine's system user and the directory layout", layoutBundle(cfg)),
     placeStep("admin-keys", "set the deploy user's authorized_keys to exactly the admin keys", { files: [authorizedKeysFile(cfg)] }),

@@ -73,7 +73,7 @@ INT_KEYS=(backup_keep backup_max_age_hours disk_warn_percent disk_crit_percent e
   security_grace_hours db_check_timeout_seconds settle_seconds)
 NAME_KEYS=(app unit app_user deploy_user fail2ban_jail health_timer)
 declare -A conf=()
-[[ -r $CONFIG ]] || die "cannot read the config $CONFIG; keel writes it on pulumi up (the health-config step)"
+[[ -r $CONFIG ]] || die "cannot read the config $CONFIG; keel writes it on pulumi up (the tools step)"
 lineno=0
 while IFS= read -r line || [[ -n $line ]]; do
   lineno=$((lineno + 1))

@@ -103,7 +103,7 @@ if [[ $cmd == verify-packages ]]; then
 fi
 
 declare -A conf=()
-[[ -r $CONFIG ]] || fail 3 "cannot read $CONFIG; keel writes it on pulumi up (the health-config step)"
+[[ -r $CONFIG ]] || fail 3 "cannot read $CONFIG; keel writes it on pulumi up (the tools step)"
 while IFS= read -r line || [[ -n $line ]]; do
   [[ $line =~ ^([a-z0-9_]+)=([A-Za-z0-9._/@-]*)$ ]] && conf[${BASH_REMATCH[1]}]=${BASH_REMATCH[2]}
 done <"$CONFIG"

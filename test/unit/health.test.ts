@@ -115,14 +115,16 @@ describe("keel-health.service and keel-health.timer", () => {
 describe("health steps", () => {
   const cfg = config();
 
-  it("come last in the plan: config, the webhook secret, the units", () => {
-    const names = buildHostPlan(cfg).steps.map((s) => s.name);
-    expect(names.slice(-3)).toEqual(["health-config", "alert-webhook", "health-units"]);
+  it("come last in the plan: the webhook secret, the units; host.conf comes with the tools that read it", () => {
+    const steps = buildHostPlan(cfg).steps;
+    expect(steps.map((s) => s.name).slice(-2)).toEqual(["alert-webhook", "health-units"]);
+    const tools = steps.find((s) => s.name === "tools")!;
+    expect(tools.bundle!.files.filter((f) => f.path === HOST_CONF).map((f) => [f.path, f.owner, f.mode])).toEqual([[HOST_CONF, "root", "0644"]]);
+    expect(tools.bundle!.files.map((f) => f.path)).toContain("/usr/local/sbin/keel-health");
   });
 
   it("place host.conf and the units (verified, then the timer enabled); the webhook file is in no plain bundle", () => {
-    const [configStep, webhook, units] = healthSteps(cfg);
-    expect(configStep.bundle!.files.map((f) => [f.path, f.owner, f.mode])).toEqual([[HOST_CONF, "root", "0644"]]);
+    const [webhook, units] = healthSteps(cfg);
     expect(units.bundle!.files.map((f) => f.path)).toEqual(["/etc/systemd/system/keel-health.service", "/etc/systemd/system/keel-health.timer"]);
     expect(units.bundle!.check).toEqual(["systemd-analyze", "verify", "/etc/systemd/system/keel-health.service", "/etc/systemd/system/keel-health.timer"]);
     expect(units.bundle!.onChange).toEqual([
@@ -135,7 +137,7 @@ describe("health steps", () => {
   });
 
   it("deliver the webhook URL only on stdin, into a root-only file; an unset URL empties it", () => {
-    const webhook = healthSteps(cfg)[1];
+    const webhook = healthSteps(cfg)[0];
     expect(webhook.secret!.name).toBe("alertWebhook");
     expect(webhook.command).toBe("sudo /usr/local/sbin/keel-place");
     const url = "https://hooks.example.com/services/T0/B0/secret-token";
@@ -146,15 +148,15 @@ describe("health steps", () => {
 
   it("re-run only what a config change touches; a new webhook URL changes no hash", () => {
     expect(rerun(cfg, config("prod", { "keel:healthSchedule": "hourly" }))).toEqual(["health-units"]);
-    expect(rerun(cfg, config("prod", { "keel:healthBackupMaxAgeHours": "50" }))).toEqual(["health-config"]);
-    expect(rerun(cfg, config("prod", { "keel:healthDiskWarnPercent": "70", "keel:healthDiskCritPercent": "90" }))).toEqual(["health-config"]);
-    expect(rerun(cfg, config("prod", { "keel:backupRetention": "7" }))).toContain("health-config");
-    const a = healthSteps(cfg)[1];
+    expect(rerun(cfg, config("prod", { "keel:healthBackupMaxAgeHours": "50" }))).toEqual(["tools"]);
+    expect(rerun(cfg, config("prod", { "keel:healthDiskWarnPercent": "70", "keel:healthDiskCritPercent": "90" }))).toEqual(["tools"]);
+    expect(rerun(cfg, config("prod", { "keel:backupRetention": "7" }))).toContain("tools");
+    const a = healthSteps(cfg)[0];
     const withUrl = parseConfig({ ...stackConfig("prod").raw, "keel:alertWebhookUrl": "https://hooks.example.com/x" }, (k) =>
       [...stackConfig("prod").secretKeys, "keel:alertWebhookUrl"].includes(k),
     );
     expect(withUrl.alertWebhook).toBe(true);
-    expect(healthSteps(withUrl)[1].hash).toBe(a.hash);
+    expect(healthSteps(withUrl)[0].hash).toBe(a.hash);
   });
 });
 

@@ -110,7 +110,7 @@ afterAll(async () => {
 describe("keel-health on a Debian 12 VM deployed by the host plan", () => {
   it("deploys: the health steps run last, the timer is enabled on keel:healthSchedule, the webhook file is root's alone", async () => {
     const r = await up();
-    expect(r.slice(-3).map((s) => s.name)).toEqual(["health-config", "alert-webhook", "health-units"]);
+    expect(r.slice(-2).map((s) => s.name)).toEqual(["alert-webhook", "health-units"]);
     const timer = await sh(vm, "systemctl show keel-health.timer -p ActiveState -p UnitFileState -p TimersCalendar");
     expect(timer).toContain("ActiveState=active");
     expect(timer).toContain("UnitFileState=enabled");
@@ -119,7 +119,7 @@ describe("keel-health on a Debian 12 VM deployed by the host plan", () => {
     expect((await asRoot(vm, `cat ${ALERT_WEBHOOK_FILE}`)).trim()).toBe(hook.url);
     expect((await vm.exec(`cat ${ALERT_WEBHOOK_FILE}`)).code).not.toBe(0);
     // Again: nothing changes.
-    const again = await up(["health-config", "alert-webhook", "health-units"]);
+    const again = await up(["tools", "alert-webhook", "health-units"]);
     for (const s of again) expect(s.name === "alert-webhook" || s.stdout.startsWith("keel-place: 0 changed"), s.name).toBe(true);
   }, 30 * MINUTE);
 
@@ -293,7 +293,7 @@ describe("keel-health on the VM: degraded states", () => {
     await asRoot(vm, `echo '# edited by hand' >> ${HOST_CONF}`);
     const r = await health("--only drift");
     expect([r.code, r.checks.drift.details.drifted]).toEqual([1, [`changed ${HOST_CONF} (content)`]]);
-    const fix = await up(["health-config"]);
+    const fix = await up(["tools"]);
     expect(fix[0].stdout).toContain(`changed ${HOST_CONF}`);
     expect((await health("--only drift")).code).toBe(0);
     await recordRun();
