@@ -259,10 +259,22 @@ check_db() {
   secs=$(($(date +%s) - t0))
   local first
   first=$(head -n 5 <<<"$out")
+  # The previous DBs a restore or adopt kept beside it (keel-ops asides): full copies on the DB's disk.
+  local f asides=() aside_bytes=0 note="" todo=""
+  for f in "$db".pre-restore-* "$db".pre-adopt-*; do
+    if [[ $f =~ \.pre-(restore|adopt)-[0-9]{8}T[0-9]{6}Z(-wal|-shm|-journal)?$ && -f $f && ! -L $f ]]; then
+      asides+=("$f")
+      aside_bytes=$((aside_bytes + $(stat -c %s -- "$f" 2>/dev/null || echo 0)))
+    fi
+  done
+  if ((${#asides[@]})); then
+    note="; ${#asides[@]} file(s) of previous DBs kept aside by a restore or adopt ($(human_bytes "$aside_bytes"))"
+    todo="once this DB has proven itself: sudo keel-ops remove-asides (sudo keel-ops asides lists them)"
+  fi
   details=$(jobj path "$(js "$db")" size_bytes "$(jint "$size")" wal_bytes "$(jint "$wal")" \
-    quick_check "$(js "$first")" seconds "$(jint "$secs")")
+    quick_check "$(js "$first")" seconds "$(jint "$secs")" asides "$(jstrs ${asides[@]+"${asides[@]}"})" aside_bytes "$(jint "$aside_bytes")")
   if [[ $rc -eq 0 && $out == ok ]]; then
-    result ok "quick_check ok on $db ($(human_bytes "$size"), -wal $(human_bytes "$wal"), ${secs}s)" "" "$details"
+    result ok "quick_check ok on $db ($(human_bytes "$size"), -wal $(human_bytes "$wal"), ${secs}s)$note" "$todo" "$details"
   elif [[ $rc -eq 124 ]]; then
     result unknown "quick_check on $db did not finish within ${conf[db_check_timeout_seconds]}s" \
       "run it by hand: sudo keel-health --only db; a slow disk or a huge DB" "$details"

@@ -142,6 +142,21 @@ describe("keel-health: exit codes for constructed states", { timeout: 120_000 },
     expect(r.checks.backup.summary).toMatch(/^newest backup 0\.0 h ago \(.*engine-\d{8}T\d{6}Z\.db\), 1 kept; last run ok$/);
   });
 
+  it("reports the previous DBs a restore or adopt kept aside (size, what to do), never a link, and stays ok", async () => {
+    const l = layout();
+    makeDb(l.db);
+    writeFileSync(`${l.db}.pre-restore-20261122T031700Z`, "x".repeat(3000));
+    writeFileSync(`${l.db}.pre-restore-20261122T031700Z-wal`, "x".repeat(1000));
+    symlinkSync("/etc/hostname", `${l.db}.pre-adopt-20261123T000000Z`);
+    writeFileSync(`${l.db}.pre-restore-notes`, "not an aside");
+    const r = await l.report("db");
+    expect(r.run.code).toBe(0);
+    expect(r.checks.db.status).toBe("ok");
+    expect(r.checks.db.summary).toMatch(/; 2 file\(s\) of previous DBs kept aside by a restore or adopt \(4\.0KiB\)$/);
+    expect(r.checks.db.todo).toBe("once this DB has proven itself: sudo keel-ops remove-asides (sudo keel-ops asides lists them)");
+    expect(r.checks.db.details).toMatchObject({ asides: [`${l.db}.pre-restore-20261122T031700Z`, `${l.db}.pre-restore-20261122T031700Z-wal`], aside_bytes: 4000 });
+  });
+
   it("is degraded (1) when the newest backup is older than keel:healthBackupMaxAgeHours", async () => {
     const l = layout();
     makeDb(l.db);
