@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { renderCloudConfig } from "../../../cloud-init/userData";
 import { parseConfig, type KeelConfig } from "../../../config";
-import { engineRepository, keyPair, localConfig, localUserData, pushEngineRepository, SAMPLE_ENGINE, type KeyPair } from "../../../local/localStack";
+import { engineRepository, keyPair, localConfig, localUserData, pushEngineRepository, QEMU_HOST_CIDR, SAMPLE_ENGINE, type KeyPair } from "../../../local/localStack";
 import { bootVm, buildImage, firstBoot, GuestPanicError, type CloudInitStatus, type Release, type Vm, type VmSession } from "../../../local/vm";
 import { withDirLock } from "../../../local/vm/lock";
 import { type ExecResult, runSsh, sshArgs, writePrivateFile, knownHostsLine } from "../../../local/vm/ssh";
@@ -19,7 +19,7 @@ export { keyPair, type KeyPair };
 export const MINUTE = 60_000;
 
 /** Under qemu's user networking every connection from this machine reaches the guest from here. */
-export const QEMU_HOST_CIDR = "10.0.2.2/32";
+export { QEMU_HOST_CIDR };
 
 /** The Debian release each keel image is built from. */
 export const RELEASE_OF = { "debian-12": "bookworm", "debian-13": "trixie" } as const satisfies Record<string, Release>;
