@@ -87,7 +87,10 @@ export function connectionChangeProblems(
   return problems;
 }
 
-/** Hetzner's label selector for the stack's server (components/keel.ts labels it so). */
+/**
+ * Hetzner's label selector for the stack's server (components/keel.ts labels it so): the labels no
+ * config change moves, so a new keel:appName still finds the server named by the old one.
+ */
 export function serverSelector(labels: Record<string, string>): string {
   return Object.entries(labels)
     .map(([k, v]) => `${k}=${v}`)
@@ -112,7 +115,12 @@ export function connectionGuard(
   labels: Record<string, string>,
   opts: pulumi.CustomResourceOptions,
 ): pulumi.Output<true> {
-  const self = `${pulumi.getOrganization()}/${pulumi.getProject()}/${pulumi.getStack()}`;
+  // The DIY backend's organization is always "organization", and its legacy layout parses a
+  // reference with tokens.ParseStackName, which refuses a "/"; both of its layouts take the bare
+  // stack name, the project-scoped one inferring the current project (pulumi/pulumi v3.248.0
+  // pkg/backend/diy/store.go ParseReference). The Cloud backend takes org/project/stack.
+  const org = pulumi.getOrganization();
+  const self = org === "organization" ? pulumi.getStack() : `${org}/${pulumi.getProject()}/${pulumi.getStack()}`;
   const lastUp = new pulumi.StackReference(name, { name: self }, opts);
   const names = ["sshPort", "sshPorts", "deployUser", "image", "location", "paths"] as const;
   return pulumi.all(names.map((n) => lastUp.getOutput(n))).apply(async (values) => {

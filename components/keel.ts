@@ -34,19 +34,24 @@ export class Keel extends pulumi.ComponentResource {
   public readonly sshCommand: pulumi.Output<string>;
   public readonly deployPublicKey: pulumi.Output<string>;
   public readonly paths: HostPaths;
-  /** The ports SSH is served on (keel:sshPort, and keel:sshPortNext while it moves). */
-  public readonly sshPorts: number[];
+  /**
+   * The ports SSH is served on (keel:sshPort, and keel:sshPortNext while it moves), known only once
+   * the steps that serve them (sshd, UFW, fail2ban) have run: an up that fails before them leaves
+   * the last up's value in the stack outputs, which the next up's check reads.
+   */
+  public readonly sshPorts: pulumi.Output<number[]>;
 
   constructor(name: string, args: KeelArgs, opts?: pulumi.ComponentResourceOptions) {
     super("keel:index:Keel", name, {}, opts);
     const cfg = args.config;
-    const labels = { "managed-by": "keel", stack: args.stack, service: cfg.appName };
+    const labels = { "managed-by": "keel", project: pulumi.getProject(), stack: args.stack, service: cfg.appName };
 
     // Nothing that reaches the server (its firewall, its user-data, every step) is registered
     // before this check passes: a change of keel:sshPort or keel:deployUser that would lock the
     // next ups out fails the program first, and the engine changes none of them.
-    const connectionOk = connectionGuard(`${name}-last-up`, cfg, labels, { parent: this });
-    const ssh = new SshAccess(`${name}-ssh`, { stack: args.stack, labels }, { parent: this });
+    // The stack's server is found by the labels a config change cannot move (not `service`).
+    const connectionOk = connectionGuard(`${name}-last-up`, cfg, { "managed-by": labels["managed-by"], project: labels.project, stack: labels.stack }, { parent: this });
+    const ssh = new SshAccess(`${name}-ssh`, { stack: args.stack, labels, after: connectionOk }, { parent: this });
     const firewall = new Firewall(
       `${name}-firewall`,
       { sshPort: cfg.sshPort, sshPortNext: cfg.sshPortNext, allowedSshCidrs: cfg.allowedSshCidrs, labels, after: connectionOk },
@@ -69,12 +74,13 @@ export class Keel extends pulumi.ComponentResource {
         backups: cfg.hetznerBackups,
         protect: cfg.protect,
         labels,
+        after: connectionOk,
       },
       { parent: this },
     );
 
     const plan = buildHostPlan(cfg);
-    new HostSteps(
+    const steps = new HostSteps(
       `${name}-step`,
       {
         steps: plan.steps,
@@ -100,7 +106,12 @@ export class Keel extends pulumi.ComponentResource {
     this.sshCommand = server.address.apply((address) => sshCommandLine(address, cfg.sshPort, cfg.deployUser));
     this.deployPublicKey = ssh.deployPublicKey;
     this.paths = hostPaths(cfg);
-    this.sshPorts = sshPorts(cfg);
+    const served = ["harden-sshd", "harden-firewall", "harden-fail2ban"].map((step) => {
+      const cmd = steps.byName.get(step);
+      if (!cmd) throw new Error(`keel: the host plan has no ${step} step`);
+      return cmd.id;
+    });
+    this.sshPorts = pulumi.all(served).apply(() => sshPorts(cfg));
     this.registerOutputs({ ipv4: this.ipv4, ipv6: this.ipv6, knownHosts: this.knownHosts, sshCommand: this.sshCommand, deployPublicKey: this.deployPublicKey });
   }
 }

@@ -20,6 +20,8 @@ export interface ServerArgs {
   /** Hetzner delete/rebuild protection and Pulumi `protect` on the server and its IPs. */
   readonly protect: boolean;
   readonly labels: Record<string, string>;
+  /** The primary IPs are registered only once this resolves (components/connectionGuard.ts). */
+  readonly after?: pulumi.Input<unknown>;
 }
 
 /**
@@ -45,7 +47,14 @@ export class Server extends pulumi.ComponentResource {
     const primaryIp = (family: "ipv4" | "ipv6") =>
       new hcloud.PrimaryIp(
         `${name}-${family}`,
-        { type: family, assigneeType: "server", autoDelete: false, location: args.location, deleteProtection: args.protect, labels: args.labels },
+        {
+          type: family,
+          assigneeType: "server",
+          autoDelete: false,
+          location: pulumi.all([args.after]).apply(() => args.location),
+          deleteProtection: args.protect,
+          labels: args.labels,
+        },
         ipOpts,
       );
     const v4 = args.ipv4 ? primaryIp("ipv4") : undefined;

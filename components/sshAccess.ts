@@ -8,6 +8,8 @@ export interface SshAccessArgs {
   readonly stack: string;
   /** Labels put on the Hetzner SSH key. */
   readonly labels: Record<string, string>;
+  /** The Hetzner key is registered only once this resolves (components/connectionGuard.ts). */
+  readonly after?: pulumi.Input<unknown>;
 }
 
 /**
@@ -43,7 +45,7 @@ export class SshAccess extends pulumi.ComponentResource {
     const suffix = new random.RandomId(`${name}-hcloud-suffix`, { byteLength: 4 }, { parent: this });
     const registered = new hcloud.SshKey(
       `${name}-hcloud`,
-      { name: pulumi.interpolate`keel-${args.stack}-${suffix.hex}`, publicKey: providerKey.publicKeyOpenssh.apply((k) => k.trim()), labels: args.labels },
+      { name: pulumi.interpolate`keel-${args.stack}-${suffix.hex}`, publicKey: pulumi.all([providerKey.publicKeyOpenssh, args.after]).apply(([k]) => k.trim()), labels: args.labels },
       { parent: this },
     );
     const host = new tls.PrivateKey(`${name}-host`, { algorithm: "ED25519" }, { parent: this, additionalSecretOutputs: ["privateKeyOpenssh"] });

@@ -41,7 +41,7 @@ function isAnywhere(cidr: string): boolean {
  * port moves, `sshPortNext` (the stack file's keel:sshPortNext) is open too, from exactly the same
  * sources; no other second port.
  */
-export function firewallProblems(rules: readonly FirewallRule[] | undefined, sshPortNext?: string): string[] {
+export function firewallProblems(rules: readonly FirewallRule[] | undefined, moving?: { sshPort: string; sshPortNext: string }): string[] {
   const problems: string[] = [];
   const tcpPorts = new Set<string>();
   const tcpSources = new Set<string>();
@@ -63,8 +63,8 @@ export function firewallProblems(rules: readonly FirewallRule[] | undefined, ssh
       problems.push(`${at} opens inbound TCP port ${port} to ${cidr} (the whole internet): SSH must be limited to the admin CIDRs. fix: pulumi config set --path 'keel:allowedSshCidrs[0]' <your address>/32`);
     }
   }
-  const moving = tcpPorts.size === 2 && sshPortNext !== undefined && tcpPorts.has(sshPortNext) && tcpSources.size === 1;
-  if (tcpPorts.size > 1 && !moving) {
+  const asMoving = tcpPorts.size === 2 && moving !== undefined && tcpPorts.has(moving.sshPort) && tcpPorts.has(moving.sshPortNext) && tcpSources.size === 1;
+  if (tcpPorts.size > 1 && !asMoving) {
     problems.push(`inbound TCP is open on ${tcpPorts.size} ports (${[...tcpPorts].sort().join(", ")}): only the SSH port may be open (and, while it moves, keel:sshPortNext from the same sources). fix: remove the other rules; the engine is reached through SSH, never directly`);
   }
   return problems;
@@ -180,12 +180,19 @@ function forType(type: string, check: (args: ResourceValidationArgs) => string[]
   };
 }
 
-/** keel:sshPortNext from the stack file, as a port string; undefined when unset or unreadable. */
-export function stackSshPortNext(projectDir: string | undefined, urn: string): string | undefined {
+/**
+ * keel:sshPort (default 22) and keel:sshPortNext from the stack file, as port strings; undefined
+ * when sshPortNext is unset or the file unreadable. Config that reaches the stack another way (an
+ * ESC environment) is not seen here, so such a stack's move is refused by the pack.
+ */
+export function stackSshMove(projectDir: string | undefined, urn: string): { sshPort: string; sshPortNext: string } | undefined {
   const { stack, project } = parseUrn(urn);
   const read = readStackConfig(projectDir, project, stack);
-  const value = "error" in read ? undefined : read.config["keel:sshPortNext"];
-  return typeof value === "number" || (typeof value === "string" && /^[0-9]+$/.test(value)) ? String(value) : undefined;
+  if ("error" in read) return undefined;
+  const port = (value: unknown) => (typeof value === "number" || (typeof value === "string" && /^[0-9]+$/.test(value)) ? String(value) : undefined);
+  const next = port(read.config["keel:sshPortNext"]);
+  const current = read.config["keel:sshPort"] === undefined ? "22" : port(read.config["keel:sshPort"]);
+  return next && current ? { sshPort: current, sshPortNext: next } : undefined;
 }
 
 /** `projectDir` is where Pulumi.yaml and the stack files live; by default, found above this pack. */
@@ -194,7 +201,7 @@ export function firewallSshOnly(projectDir: string | undefined = findProjectDir(
     name: "hcloud-firewall-ssh-only",
     description: "Inbound firewall rules allow only TCP on one port (SSH; two while it moves) from limited CIDRs, and ICMP.",
     enforcementLevel: "mandatory",
-    validateResource: forType(FIREWALL, (args) => firewallProblems(args.props.rules as FirewallRule[] | undefined, stackSshPortNext(projectDir, args.urn))),
+    validateResource: forType(FIREWALL, (args) => firewallProblems(args.props.rules as FirewallRule[] | undefined, stackSshMove(projectDir, args.urn))),
   };
 }
 

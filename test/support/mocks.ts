@@ -33,7 +33,7 @@ export const localCommandResults = new Map<string, string>();
  */
 export const backend: {
   lastUp: Record<string, unknown>;
-  hetznerServers?: Array<{ id: number; name: string }>;
+  hetznerServers?: Array<{ id: number; name: string; labels: Record<string, string> }>;
   invokes: Array<{ token: string; args: Record<string, unknown> }>;
   /** Types in the order the engine was asked to register them (after their inputs resolved). */
   engineSaw: string[];
@@ -82,7 +82,11 @@ export async function installMocks(stack: string, config: Record<string, string>
       },
       call(args) {
         backend.invokes.push({ token: args.token, args: args.inputs });
-        if (args.token === "hcloud:index/getServers:getServers" && backend.hetznerServers) return { id: "servers", servers: backend.hetznerServers };
+        if (args.token === "hcloud:index/getServers:getServers" && backend.hetznerServers) {
+          // Hetzner's label selector, k=v terms joined by commas: a server matches all of them.
+          const terms = String(args.inputs.withSelector ?? "").split(",").filter(Boolean).map((t) => t.split("="));
+          return { id: "servers", servers: backend.hetznerServers.filter((s) => terms.every(([k, v]) => s.labels[k] === v)) };
+        }
         throw new Error(`keel made an unmocked invoke: ${args.token}`);
       },
     },

@@ -29,7 +29,7 @@ export async function expectCommonShape(run: ProgramRun, stack: string): Promise
   expect(await resolved(server.inputs.sshKeys)).toEqual([await idOf(sshKey)]);
   expect(await resolved(sshKey.inputs.publicKey)).toBe(FAKE_HCLOUD_PUBLIC);
   expect(await resolved(sshKey.inputs.name)).toMatch(new RegExp(`^keel-${stack}-[0-9a-f]{8}$`));
-  expect(await resolved(server.inputs.labels)).toEqual({ "managed-by": "keel", stack, service: "engine" });
+  expect(await resolved(server.inputs.labels)).toEqual({ "managed-by": "keel", project: "keel", stack, service: "engine" });
 
   // The user-data carries the host's private key: secret on the way in and in state.
   expect(await isSecret(server.inputs.userData)).toBe(true);

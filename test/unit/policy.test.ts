@@ -70,6 +70,8 @@ describe("hcloud-firewall-ssh-only", () => {
       expect(await resourceViolations(moving, firewall([SSH, { ...SSH, port: "443" }, ICMP]))).toEqual([expect.stringContaining("inbound TCP is open on 2 ports (22, 443)")]);
       expect(await resourceViolations(moving, firewall([SSH, { ...next, sourceIps: ["198.51.100.0/24"] }, ICMP]))).toEqual([expect.stringContaining("inbound TCP is open on 2 ports (22, 2222)")]);
       expect(await resourceViolations(moving, firewall([SSH, next, { ...SSH, port: "2200" }, ICMP]))).toEqual([expect.stringContaining("inbound TCP is open on 3 ports (22, 2200, 2222)")]);
+      // The other port must be keel:sshPort (22 when the stack file does not set it).
+      expect(await resourceViolations(moving, firewall([{ ...SSH, port: "3306" }, next, ICMP]))).toEqual([expect.stringContaining("inbound TCP is open on 2 ports (2222, 3306)")]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -23,14 +23,14 @@ describe("the prod program, while the last up's outputs are read", () => {
     const running = runInStack(async () => ({ ...((await import("../../index")) as Record<string, unknown>) }));
     // Let every registration that does not wait on the check reach the engine: the check's read
     // and the keys (which need nothing of it), then a while longer for anything else to come.
-    for (let i = 0; i < 300 && !(backend.engineSaw.includes("pulumi:pulumi:StackReference") && backend.engineSaw.includes("hcloud:index/sshKey:SshKey")); i++) {
+    for (let i = 0; i < 300 && !(backend.engineSaw.includes("pulumi:pulumi:StackReference") && backend.engineSaw.includes("random:index/randomId:RandomId")); i++) {
       await new Promise((r) => setTimeout(r, 100));
     }
     await new Promise((r) => setTimeout(r, 1000));
     const before = [...backend.engineSaw];
     expect(before).toContain("pulumi:pulumi:StackReference");
     expect(before).toContain("tls:index/privateKey:PrivateKey");
-    for (const type of ["hcloud:index/firewall:Firewall", "hcloud:index/server:Server", "command:remote:Command", "command:local:Command"]) {
+    for (const type of ["hcloud:index/firewall:Firewall", "hcloud:index/server:Server", "hcloud:index/primaryIp:PrimaryIp", "hcloud:index/sshKey:SshKey", "command:remote:Command", "command:local:Command"]) {
       expect(before, type).not.toContain(type);
     }
     release();
@@ -40,7 +40,7 @@ describe("the prod program, while the last up's outputs are read", () => {
     for (const type of ["hcloud:index/firewall:Firewall", "hcloud:index/server:Server", "command:remote:Command"]) {
       expect(backend.engineSaw, type).toContain(type);
     }
-    expect(outputs.sshPorts).toEqual([22]);
+    expect(await promiseOf(outputs.sshPorts as pulumi.Output<number[]>)).toEqual([22]);
     expect(backend.invokes).toEqual([]);
   });
 });
