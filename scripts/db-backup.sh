@@ -28,11 +28,13 @@ name without its extension. DIR is created (mode 0700) if missing; backups are m
 Every run, ok or failed, writes DIR/NAME.status.json for the health report:
   {"version":1,"db":…,"time":"<start, UTC ISO 8601>","finished":…,"result":"ok"|"failed",
    "exit_code":…,"file":…|null,"size":<bytes>|null,"sha256":…|null,"reason":"…","keep":N,"count":…,
-   "kept_check":{"file":…|null,"result":"ok"|"failed"|"none","reason":"…"}|null}
+   "kept_check":{"file":…|null,"result":"ok"|"failed"|"none","reason":"…"}|null,
+   "kept_failed":["NAME-<utc>.db",…]}
 DIR/NAME.sha256 records each kept backup's sha256 (sha256sum's format). After a new backup, one
 older kept backup is checked in turn (the next by name after the one checked last, wrapping;
 DIR/.NAME.checked holds that name): its sha256 against the record, then the integrity gate. A
-failed check is recorded in kept_check (the health report calls it degraded) and on stderr; the run
+failed check is recorded in kept_check and, until that backup is gone or set aside, in kept_failed
+(DIR/.NAME.failed-checks keeps the list; the health report calls it degraded) and on stderr; the run
 itself stays ok, since its own backup is good. A backup with no record yet gets one once it passes.
 --name-after-newest runs (the session backups) record the sha256 but check nothing else.
 A failure (a kill, a full disk, a copy that fails verify) leaves no file under a final name and
@@ -80,6 +82,7 @@ base=${name%.*}
 # status file, a refused DB included; a missing DIR is created only for a DB that is accepted.
 if [[ -d $2 ]]; then keel_require_local "$2/."; else keel_require_local "$2"; fi
 dir="" status="" final="" tmp="" size="" sha="" kept_file="" kept_result=none kept_reason="no older backup to check"
+kept_failed=()
 started=$(keel_utc_stamp)
 umask 077
 if [[ -d $2 ]]; then
@@ -104,11 +107,19 @@ write_status() { # write_status RESULT EXIT-CODE REASON
     fi
     printf '"reason":%s,"keep":%d,"count":%d,' "$(keel_json_str "$3")" "$keep" "$count"
     if [[ $1 == ok ]]; then
-      printf '"kept_check":{"file":%s,"result":"%s","reason":%s}}\n' \
+      printf '"kept_check":{"file":%s,"result":"%s","reason":%s},' \
         "$( [[ -n $kept_file ]] && keel_json_str "$kept_file" || printf null)" "$kept_result" "$(keel_json_str "$kept_reason")"
     else
-      printf '"kept_check":null}\n'
+      printf '"kept_check":null,'
     fi
+    printf '"kept_failed":['
+    local first=1 n
+    for n in "${kept_failed[@]}"; do
+      ((first)) || printf ','
+      printf '%s' "$(keel_json_str "$n")"
+      first=0
+    done
+    printf ']}\n'
   } >"$st" || { rm -f -- "$st"; return 1; }
   mv -f -- "$st" "$status" || { rm -f -- "$st"; return 1; }
 }
@@ -255,11 +266,22 @@ elif ((${#backups[@]})); then
     kept_result=ok kept_reason="sha256 ${recorded[$k]:+as recorded, }integrity ok"
     [[ -n ${recorded[$k]:-} ]] || recorded[$k]=$now_sha
   fi
-  [[ $kept_result == ok ]] || keel_err "the kept backup $kept_file failed its check: $kept_reason; move it away (keel-ops backups lists them)"
+  [[ $kept_result == ok ]] || keel_err "the kept backup $kept_file failed its check: $kept_reason; set it aside: keel-ops set-aside $k"
   if ! { t=$(mktemp "$dir/.$base.checked.XXXXXX") && printf '%s\n' "$k" >"$t" && mv -f -- "$t" "$cursor"; }; then
     keel_err "could not record $k in $cursor; the next run checks it again"
   fi
 fi
+# Backups that failed a check stay on the list while they are here under their name.
+failed_list=$dir/.$base.failed-checks
+if [[ -f $failed_list && ! -L $failed_list ]]; then
+  while IFS= read -r line; do
+    [[ $line =~ ^$base-[0-9]{8}T[0-9]{6}Z\.db$ && -f $dir/$line && $line != "${kept_file##*/}" ]] && kept_failed+=("$line")
+  done < <(head -c 65536 -- "$failed_list")
+fi
+[[ $kept_result != failed ]] || kept_failed+=("${kept_file##*/}")
+t=$(mktemp "$dir/.$base.failed-checks.XXXXXX") || keel_die "$KEEL_EX_FAIL" "cannot create a file in $dir"
+printf '%s\n' ${kept_failed[@]+"${kept_failed[@]}"} | sed '/^$/d' >"$t"
+mv -f -- "$t" "$failed_list" || keel_die "$KEEL_EX_FAIL" "cannot rename $t to $failed_list"
 t=$(mktemp "$dir/.$base.sha256.XXXXXX") || keel_die "$KEEL_EX_FAIL" "cannot create a file in $dir"
 for k in "${!recorded[@]}"; do printf '%s  %s\n' "${recorded[$k]}" "$k"; done | sort -k 2 >"$t"
 keel_fsync "$t"

@@ -292,6 +292,27 @@ stamp_epoch() { # 20261122T031700Z -> seconds
   date -u -d "${t:0:4}-${t:4:2}-${t:6:2}T${t:9:2}:${t:11:2}:${t:13:2}Z" +%s
 }
 
+# The sha256 of a backup, as root, read through a descriptor opened without following a link or
+# blocking on a pipe; a regular, non-sparse file only (keel-db-backup writes every byte), read up
+# to its size, within 300 s (keel-health.service's TimeoutStartSec is 600). Exit non-zero otherwise.
+hash_backup() {
+  timeout 300 python3 -c '
+import hashlib, os, stat, sys
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+st = os.fstat(fd)
+if not stat.S_ISREG(st.st_mode) or st.st_blocks * 512 < st.st_size // 2:
+    sys.exit(2)
+h, left = hashlib.sha256(), st.st_size
+while left > 0:
+    b = os.read(fd, min(1 << 20, left))
+    if not b:
+        break
+    h.update(b)
+    left -= len(b)
+print(h.hexdigest())
+' "$1" 2>/dev/null
+}
+
 check_backup() {
   local dir=${conf[backup_dir]} db=${conf[db]} name base status_file max=$((conf[backup_max_age_hours] * 3600))
   name=${db##*/}
@@ -306,7 +327,7 @@ check_backup() {
     [[ -f $f && ! -L $f && ${n%.db} =~ ^[0-9]{8}T[0-9]{6}Z$ ]] && backups+=("$f")
   done
   local newest=null newest_file="" newest_size=0 newest_head="" age="" last=null run_result="" run_time="" run_reason="" run_file="" run_size=""
-  local run_sha="" kept_file="" kept_result="" kept_reason="" sha_now="" sha_id="" sha_seen=""
+  local run_sha="" kept_file="" kept_result="" kept_reason="" sha_now="" sha_id="" sha_seen="" kept_failed=() rewritten=0
   if [[ ${#backups[@]} -gt 0 ]]; then
     newest_file=${backups[-1]}
     n=${newest_file##*/}
@@ -333,21 +354,28 @@ d = json.loads(os.read(fd, 65536))
 if not isinstance(d, dict) or d.get("result") not in ("ok", "failed"):
     sys.exit("not a backup status")
 kept = d.get("kept_check") if isinstance(d.get("kept_check"), dict) else {}
+failed = d.get("kept_failed") if isinstance(d.get("kept_failed"), list) else []
 for v in [d.get(k) for k in ("result", "time", "finished", "exit_code", "reason", "keep", "count", "file", "size", "sha256")] + \
-        [kept.get(k) for k in ("file", "result", "reason")]:
+        [kept.get(k) for k in ("file", "result", "reason")] + [" ".join(str(n) for n in failed)]:
     sys.stdout.write(("" if v is None else str(v).replace("\0", "")) + "\0")
-' "$status_file" 2>/dev/null) || [[ ${#fields[@]} -ne 13 ]]; then
+' "$status_file" 2>/dev/null) || [[ ${#fields[@]} -ne 14 ]]; then
       result unknown "cannot read the backup status $status_file" "look at it: sudo cat $status_file; the next backup run rewrites it" \
         "$(jobj dir "$(js "$dir")" status_file "$(js "$status_file")")"
       return
     fi
     run_result=${fields[0]} run_time=${fields[1]} run_reason=${fields[4]} run_file=${fields[7]} run_size=${fields[8]}
     run_sha=${fields[9]} kept_file=${fields[10]} kept_result=${fields[11]} kept_reason=${fields[12]}
+    # The backups that failed a check and are still here under their name (set aside: gone).
+    local failed_names=()
+    read -ra failed_names <<<"${fields[13]}"
+    for n in ${failed_names[@]+"${failed_names[@]}"}; do
+      [[ $n =~ ^$base-[0-9]{8}T[0-9]{6}Z\.db$ && -f $dir/$n && ! -L $dir/$n ]] && kept_failed+=("$n")
+    done
     # The files it names are this directory's backups, or the status is not keel's: the check
     # stats and hashes them as root, and must not report on any other file of the host.
     if [[ -n $run_file && ! (${run_file%/*} == "$dir" && ${run_file##*/} =~ ^$base-[0-9]{8}T[0-9]{6}Z\.db$) ]] ||
       [[ -n $kept_file && ! (${kept_file%/*} == "$dir" && ${kept_file##*/} =~ ^$base-[0-9]{8}T[0-9]{6}Z\.db$) ]] ||
-      [[ -n $run_sha && ! $run_sha =~ ^[0-9a-f]{64}$ ]]; then
+      [[ -n $run_sha && ! $run_sha =~ ^[0-9a-f]{64}$ ]] || [[ ${fields[0]} == ok && -z $run_sha ]]; then
       result unknown "cannot read the backup status $status_file" "look at it: sudo cat $status_file; the next backup run rewrites it" \
         "$(jobj dir "$(js "$dir")" status_file "$(js "$status_file")")"
       return
@@ -365,10 +393,15 @@ for v in [d.get(k) for k in ("result", "time", "finished", "exit_code", "reason"
   # leaves this subshell in the details as sha_checked).
   if [[ $run_result == ok && -n $run_sha && -n $run_now_size && $run_now_size == "$run_size" ]]; then
     sha_id="$run_file|$(stat -c '%i|%s|%z' -- "$run_file" 2>/dev/null)"
-    if [[ ${state[backup_sha]:-} == "$sha_id|$run_sha" ]]; then
+    local was=${state[backup_sha]:-}
+    if [[ $was == "$sha_id|$run_sha" ]]; then
       sha_now=$run_sha
+    elif [[ ${was%%|*} == "$run_file" && ${was##*|} != "$run_sha" ]]; then
+      # The same file name with another recorded sha256 than when this check last saw it: a status
+      # rewritten for a replaced file. What this check saw first wins.
+      sha_now=${was##*|} rewritten=1
     else
-      sha_now=$(timeout 900 sha256sum -- "$run_file" 2>/dev/null) && sha_now=${sha_now%% *} || sha_now="unreadable"
+      sha_now=$(hash_backup "$run_file") || sha_now="unreadable"
     fi
     [[ $sha_now != "$run_sha" ]] || sha_seen="$sha_id|$run_sha"
   fi
@@ -385,13 +418,16 @@ for v in [d.get(k) for k in ("result", "time", "finished", "exit_code", "reason"
     result degraded "the last backup run ($run_time) wrote $run_file ($run_size bytes), which is $now_is" \
       "find out who removed or changed it (sudo keel-ops audit keel); take a new one: scripts/runbook/backup-now.sh (docs/RUNBOOK.md \"Backups\")" "$details"
   elif [[ -n $sha_now && $sha_now != "$run_sha" ]]; then
-    local now_holds="cannot be read to check it"
+    local now_holds="cannot be read to check it (not a regular file, sparse, or more than 300 s to read)"
     [[ $sha_now == unreadable ]] || now_holds="now holds sha256 $sha_now"
+    ((rewritten == 0)) || now_holds="held sha256 $sha_now when this check first read it (the status was rewritten)"
     result degraded "the last backup run ($run_time) wrote $run_file with sha256 $run_sha; it $now_holds: it changed on disk" \
       "set it aside (sudo keel-ops set-aside ${run_file##*/}), find out who changed it (sudo keel-ops audit keel), take a new one: scripts/runbook/backup-now.sh (docs/RUNBOOK.md \"Backups failing\")" "$details"
-  elif [[ $run_result == ok && $kept_result == failed ]]; then
-    result degraded "the kept backup $kept_file failed the check of the last backup run ($run_time): $kept_reason" \
-      "set it aside (sudo keel-ops set-aside ${kept_file##*/}): a restore must not pick it; the next runs check the others in turn (docs/RUNBOOK.md \"Backups failing\")" "$details"
+  elif [[ $run_result == ok && ${#kept_failed[@]} -gt 0 ]]; then
+    local why=""
+    [[ $kept_result != failed || ${kept_file##*/} != "${kept_failed[-1]}" ]] || why=" (the last run's: $kept_reason)"
+    result degraded "${#kept_failed[@]} kept backup(s) failed their check: ${kept_failed[*]}$why" \
+      "set each aside (sudo keel-ops set-aside NAME): a restore must not pick it; the backup runs check the others in turn (docs/RUNBOOK.md \"Backups failing\")" "$details"
   elif [[ -n $newest_file && $age -lt -300 ]]; then
     result degraded "the newest backup is dated $(hours $((-age))) h in the future: $newest_file (the clock was wrong when it was taken, or the file was planted)" \
       "check the clock (timedatectl), list the backups (sudo keel-ops backups) and move that file away; then scripts/runbook/backup-now.sh" "$details"

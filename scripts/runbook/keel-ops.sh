@@ -21,7 +21,8 @@
 #                                         backup of it, as the engine's user), the engine stopped meanwhile
 #        keel-ops recover                 after a restore or adopt was interrupted mid-swap (the engine
 #                                         then refuses to start): finish it or put the previous DB back
-#        keel-ops asides                  list the previous DBs a restore or adopt kept beside the DB
+#        keel-ops asides                  list the previous DBs a restore or adopt kept beside the DB,
+#                                         and the backups set aside
 #        keel-ops remove-asides           remove them (once the DB in place has proven itself)
 #        keel-ops stop | start | restart  the engine's unit; start and restart confirm it stays up
 #        keel-ops audit KEY [WHEN]        the audit log's records for KEY (identity, sudoers, sshd,
@@ -143,6 +144,10 @@ asides() {
   local f
   for f in "$db".pre-restore-* "$db".pre-adopt-*; do
     [[ $f =~ \.pre-(restore|adopt)-[0-9]{8}T[0-9]{6}Z(-wal|-shm|-journal)?$ && -f $f ]] && printf '%s\n' "$f"
+  done
+  # Backups set aside (keel-ops set-aside).
+  for f in "$dir/.set-aside-$base"-*.db; do
+    [[ ${f##*/} =~ ^\.set-aside-$base-[0-9]{8}T[0-9]{6}Z\.db$ && -f $f && ! -L $f ]] && printf '%s\n' "$f"
   done
   return 0
 }
@@ -292,10 +297,11 @@ case $cmd in
   remove-asides)
     n=0
     while IFS= read -r f; do
-      rm -f -- "$f"
+      # The backup directory is the engine's: what was set aside there goes as the engine's user.
+      if [[ ${f%/*} == "$dir" ]]; then as_app rm -f -- "$f"; else rm -f -- "$f"; fi
       n=$((n + 1))
     done < <(asides)
-    echo "$PROG: removed $n file(s) kept aside by restore or adopt"
+    echo "$PROG: removed $n file(s) kept aside by restore, adopt or set-aside"
     ;;
   stop)
     stop_engine
