@@ -49,8 +49,10 @@ export class Keel extends pulumi.ComponentResource {
     // Nothing that reaches the server (its firewall, its user-data, every step) is registered
     // before this check passes: a change of keel:sshPort or keel:deployUser that would lock the
     // next ups out fails the program first, and the engine changes none of them.
-    // The stack's server is found by the labels a config change cannot move (not `service`).
-    const connectionOk = connectionGuard(`${name}-last-up`, cfg, { "managed-by": labels["managed-by"], project: labels.project, stack: labels.stack }, { parent: this });
+    // The stack's server is found by the labels a config change cannot move (not `service`), and
+    // that servers of an older keel already have (not `project`): a keel server of another project
+    // with this stack's name counts too, which refuses rather than lets a change through.
+    const connectionOk = connectionGuard(`${name}-last-up`, cfg, { "managed-by": labels["managed-by"], stack: labels.stack }, { parent: this });
     const ssh = new SshAccess(`${name}-ssh`, { stack: args.stack, labels, after: connectionOk }, { parent: this });
     const firewall = new Firewall(
       `${name}-firewall`,

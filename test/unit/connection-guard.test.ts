@@ -11,8 +11,8 @@ import { backend, installMocks, runInStack } from "../support/mocks";
 import { stackConfig } from "../support/stack";
 
 /** What components/keel.ts selects the server by: the labels no config change moves. */
-const LABELS = { "managed-by": "keel", project: "keel", stack: "prod" };
-const SERVER = { id: 4711, name: "engine-prod", labels: { ...LABELS, service: "engine" } };
+const LABELS = { "managed-by": "keel", stack: "prod" };
+const SERVER = { id: 4711, name: "engine-prod", labels: { ...LABELS, project: "keel", service: "engine" } };
 
 function config(overrides: Record<string, string> = {}): KeelConfig {
   const { raw, secretKeys } = stackConfig("prod");
@@ -108,8 +108,9 @@ describe("connectionGuard under the mock runtime", () => {
 
   it("fails with the problems when the stack's server still exists at Hetzner", async () => {
     backend.lastUp = { sshPort: 22, sshPorts: [22], deployUser: "deploy" };
-    // Another stack's server and another project's do not count.
-    backend.hetznerServers = [{ ...SERVER, labels: { ...SERVER.labels, stack: "staging" } }, { ...SERVER, labels: { ...SERVER.labels, project: "other" } }];
+    // Another stack's server does not count (a keel server of another project with this stack's
+    // name would: that refuses, never lets through).
+    backend.hetznerServers = [{ ...SERVER, labels: { ...SERVER.labels, stack: "staging" } }];
     expect((await guard(config({ "keel:sshPort": "2222" }))).outcome).toEqual({ status: "fulfilled", value: true });
     backend.invokes = [];
     backend.hetznerServers.push(SERVER);
@@ -120,7 +121,7 @@ describe("connectionGuard under the mock runtime", () => {
     // A RunError: the Pulumi runtime prints its message without a stack trace.
     expect(pulumi.RunError.isInstance(err)).toBe(true);
     expect(err.message).toMatch(/^keel: refused before anything changed \(1 problem\):\n {2}- keel:sshPort: the server serves SSH on 22/);
-    expect(backend.invokes).toEqual([{ token: "hcloud:index/getServers:getServers", args: { withSelector: "managed-by=keel,project=keel,stack=prod" } }]);
+    expect(backend.invokes).toEqual([{ token: "hcloud:index/getServers:getServers", args: { withSelector: "managed-by=keel,stack=prod" } }]);
   });
 
   it("lets the change through once the stack's server is gone (the replace procedure)", async () => {
@@ -131,7 +132,7 @@ describe("connectionGuard under the mock runtime", () => {
   });
 
   it("selects the server by keel's labels", () => {
-    expect(serverSelector(LABELS)).toBe("managed-by=keel,project=keel,stack=prod");
+    expect(serverSelector(LABELS)).toBe("managed-by=keel,stack=prod");
     expect(sshPorts(config({ "keel:sshPortNext": "2222" }))).toEqual([22, 2222]);
   });
 });

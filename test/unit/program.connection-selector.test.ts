@@ -8,7 +8,7 @@ import { backend, installMocks, promiseOf, runInStack } from "../support/mocks";
 import { stackConfig } from "../support/stack";
 
 describe("the prod program after keel:appName changed", () => {
-  it("asks Hetzner for the stack's server by managed-by, project and stack only", async () => {
+  it("asks Hetzner for the stack's server by managed-by and stack only (labels an older keel's server has too)", async () => {
     backend.lastUp = { sshPort: 22, sshPorts: [22], deployUser: "deploy", image: "ubuntu-24.04", location: "fsn1", paths: { db: "/var/lib/engine/engine.db" } };
     backend.hetznerServers = [];
     backend.invokes = [];
@@ -17,7 +17,7 @@ describe("the prod program after keel:appName changed", () => {
     const { outputs, registered } = await runInStack(async () => ({ ...((await import("../../index")) as Record<string, unknown>) }));
     await Promise.all(Object.values(outputs).map((o) => (pulumi.Output.isInstance(o) ? promiseOf(o) : o)));
     await Promise.all(registered.map((r) => promiseOf(r.resource.urn)));
-    expect(backend.invokes).toEqual([{ token: "hcloud:index/getServers:getServers", args: { withSelector: "managed-by=keel,project=keel,stack=prod" } }]);
+    expect(backend.invokes).toEqual([{ token: "hcloud:index/getServers:getServers", args: { withSelector: "managed-by=keel,stack=prod" } }]);
     const server = registered.find((r) => r.type === "hcloud:index/server:Server")!;
     expect(await promiseOf(server.inputs.labels as pulumi.Input<Record<string, string>>)).toEqual({ "managed-by": "keel", project: "keel", stack: "prod", service: "trader" });
   });
