@@ -57,8 +57,6 @@ const HIDE_STDIN_DIFF_ABOVE = 4096;
 export class HostSteps extends pulumi.ComponentResource {
   /** The remote commands, in plan order. */
   public readonly commands: command.remote.Command[];
-  /** The remote commands by step name. */
-  public readonly byName = new Map<string, command.remote.Command>();
 
   constructor(name: string, args: HostStepsArgs, opts?: pulumi.ComponentResourceOptions) {
     super("keel:host:Steps", name, {}, opts);
@@ -90,7 +88,6 @@ export class HostSteps extends pulumi.ComponentResource {
       } else {
         const cmd = this.remote(`${name}-${step.name}`, step, connection, args, step.stdinFrom === undefined ? undefined : resultOf(step, step.stdinFrom), resourceOpts);
         commands.push(cmd);
-        this.byName.set(step.name, cmd);
         previous = cmd;
       }
     }

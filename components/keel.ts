@@ -35,11 +35,13 @@ export class Keel extends pulumi.ComponentResource {
   public readonly deployPublicKey: pulumi.Output<string>;
   public readonly paths: HostPaths;
   /**
-   * The ports SSH is served on (keel:sshPort, and keel:sshPortNext while it moves), known only once
-   * the steps that serve them (sshd, UFW, fail2ban) have run: an up that fails before them leaves
-   * the last up's value in the stack outputs, which the next up's check reads.
+   * The ports SSH is served on (keel:sshPort, and keel:sshPortNext while it moves), from the config.
+   * Not gated on the steps that serve them: the runtime registers the stack's outputs all at once,
+   * so one output waiting on a failed step would withhold the address and host key the runbook
+   * needs after a failed up. A failed up records them too: docs/LIFECYCLE.md says to finish the
+   * first up of a port move before the second.
    */
-  public readonly sshPorts: pulumi.Output<number[]>;
+  public readonly sshPorts: number[];
 
   constructor(name: string, args: KeelArgs, opts?: pulumi.ComponentResourceOptions) {
     super("keel:index:Keel", name, {}, opts);
@@ -82,7 +84,7 @@ export class Keel extends pulumi.ComponentResource {
     );
 
     const plan = buildHostPlan(cfg);
-    const steps = new HostSteps(
+    new HostSteps(
       `${name}-step`,
       {
         steps: plan.steps,
@@ -108,12 +110,7 @@ export class Keel extends pulumi.ComponentResource {
     this.sshCommand = server.address.apply((address) => sshCommandLine(address, cfg.sshPort, cfg.deployUser));
     this.deployPublicKey = ssh.deployPublicKey;
     this.paths = hostPaths(cfg);
-    const served = ["harden-sshd", "harden-firewall", "harden-fail2ban"].map((step) => {
-      const cmd = steps.byName.get(step);
-      if (!cmd) throw new Error(`keel: the host plan has no ${step} step`);
-      return cmd.id;
-    });
-    this.sshPorts = pulumi.all(served).apply(() => sshPorts(cfg));
+    this.sshPorts = sshPorts(cfg);
     this.registerOutputs({ ipv4: this.ipv4, ipv6: this.ipv6, knownHosts: this.knownHosts, sshCommand: this.sshCommand, deployPublicKey: this.deployPublicKey });
   }
 }
