@@ -389,21 +389,25 @@ for v in [d.get(k) for k in ("result", "time", "finished", "exit_code", "reason"
   fi
   # What the last run's file holds now, against the sha256 it recorded. Hashing a large DB at every
   # run would cost minutes of disk reads: a hash stays valid while the file's inode, size and ctime
-  # do (only root can set a ctime back), as the last recorded run saw them (state backup_sha; it
-  # leaves this subshell in the details as sha_checked).
+  # do (only root can set a ctime back), as the last recorded run saw them. The state (backup_sha:
+  # file|inode|size|ctime|sha256 now|sha256 first seen; it leaves this subshell in the details as
+  # sha_checked) also keeps the first sha256 this check saw for the file: a status rewritten later
+  # to match a changed file does not make it right.
   if [[ $run_result == ok && -n $run_sha && -n $run_now_size && $run_now_size == "$run_size" ]]; then
     sha_id="$run_file|$(stat -c '%i|%s|%z' -- "$run_file" 2>/dev/null)"
-    local was=${state[backup_sha]:-}
-    if [[ $was == "$sha_id|$run_sha" ]]; then
-      sha_now=$run_sha
-    elif [[ ${was%%|*} == "$run_file" && ${was##*|} != "$run_sha" ]]; then
-      # The same file name with another recorded sha256 than when this check last saw it: a status
-      # rewritten for a replaced file. What this check saw first wins.
-      sha_now=${was##*|} rewritten=1
+    local w_file w_ino w_size w_ctime w_now w_first content first
+    IFS='|' read -r w_file w_ino w_size w_ctime w_now w_first <<<"${state[backup_sha]:-}"
+    [[ -n $w_first ]] || w_first=$w_now
+    if [[ "$w_file|$w_ino|$w_size|$w_ctime" == "$sha_id" && $w_now =~ ^[0-9a-f]{64}$ ]]; then
+      content=$w_now
     else
-      sha_now=$(hash_backup "$run_file") || sha_now="unreadable"
+      content=$(hash_backup "$run_file") || content="unreadable"
     fi
-    [[ $sha_now != "$run_sha" ]] || sha_seen="$sha_id|$run_sha"
+    first=$content
+    [[ $w_file != "$run_file" || ! $w_first =~ ^[0-9a-f]{64}$ ]] || first=$w_first
+    sha_now=$content
+    if [[ $content == "$run_sha" && $first != "$run_sha" ]]; then sha_now=$first rewritten=1; fi
+    [[ $content == unreadable ]] || sha_seen="$sha_id|$content|$first"
   fi
   local details
   details=$(jobj dir "$(js "$dir")" status_file "$(js "$status_file")" max_age_hours "$(jint "${conf[backup_max_age_hours]}")" \
@@ -434,6 +438,11 @@ for v in [d.get(k) for k in ("result", "time", "finished", "exit_code", "reason"
   elif [[ -n $newest_file && ($newest_size -lt 512 || $newest_head != "SQLite format 3") ]]; then
     result degraded "the newest backup $newest_file is not an SQLite DB ($newest_size bytes)" \
       "move it away (sudo keel-ops backups lists them), then scripts/runbook/backup-now.sh (docs/RUNBOOK.md \"Backups\")" "$details"
+  elif [[ $run_result == ok && -n $run_file && -n $newest_file && $newest_file != "$run_file" ]]; then
+    # Only keel-db-backup names files here, and its last run wrote the newest; a newer one came from
+    # elsewhere, or the status names an older one (what `restore latest` picks is then unchecked).
+    result degraded "the newest backup $newest_file is not the one the last backup run wrote ($run_file)" \
+      "set it aside if nobody here made it (sudo keel-ops set-aside ${newest_file##*/}), then scripts/runbook/backup-now.sh (docs/RUNBOOK.md \"Backups failing\")" "$details"
   elif [[ -z $newest_file ]]; then
     local born
     born=$(stat -c %W -- "$db" 2>/dev/null) || born=0

@@ -23,7 +23,8 @@
 #                                         then refuses to start): finish it or put the previous DB back
 #        keel-ops asides                  list the previous DBs a restore or adopt kept beside the DB,
 #                                         and the backups set aside
-#        keel-ops remove-asides           remove them (once the DB in place has proven itself)
+#        keel-ops remove-asides           remove the previous DBs (once the DB in place has proven
+#                                         itself); backups set aside stay, for a look
 #        keel-ops stop | start | restart  the engine's unit; start and restart confirm it stays up
 #        keel-ops audit KEY [WHEN]        the audit log's records for KEY (identity, sudoers, sshd,
 #                                         keel, units, sudo-exec, modules, time-change; see
@@ -297,11 +298,12 @@ case $cmd in
   remove-asides)
     n=0
     while IFS= read -r f; do
-      # The backup directory is the engine's: what was set aside there goes as the engine's user.
-      if [[ ${f%/*} == "$dir" ]]; then as_app rm -f -- "$f"; else rm -f -- "$f"; fi
+      # Backups set aside stay: they may be the evidence of what changed them (listed, not removed).
+      [[ ${f%/*} != "$dir" ]] || continue
+      rm -f -- "$f"
       n=$((n + 1))
     done < <(asides)
-    echo "$PROG: removed $n file(s) kept aside by restore, adopt or set-aside"
+    echo "$PROG: removed $n file(s) kept aside by restore or adopt"
     ;;
   stop)
     stop_engine

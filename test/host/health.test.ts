@@ -245,14 +245,21 @@ describe("keel-health: exit codes for constructed states", { timeout: 120_000 },
     const bytes = readFileSync(file);
     bytes[bytes.length - 10] ^= 0xff;
     writeFileSync(file, bytes);
-    const changed = await l.report("backup");
-    expect(changed.run.code).toBe(1);
+    const recorded = async () => {
+      const r = await l.health(["--json", "--record", "--only", "backup"]);
+      return { code: r.code, ...(JSON.parse(r.stdout) as Report) };
+    };
+    const changed = await recorded();
+    expect(changed.code).toBe(1);
     expect(changed.checks.backup.summary).toMatch(new RegExp(`^the last backup run \\(.*\\) wrote ${file} with sha256 ${sha}; it now holds sha256 ${sha256(file)}: it changed on disk$`));
-    // The status rewritten with the new content's sha256: this check saw the file first.
+    // The status rewritten with the new content's sha256: this check saw the file first, and keeps
+    // saying so on every recorded run after.
     writeFileSync(statusFile, JSON.stringify({ ...status, sha256: sha256(file) }) + "\n");
-    const rewritten = await l.report("backup");
-    expect(rewritten.run.code).toBe(1);
-    expect(rewritten.checks.backup.summary).toMatch(new RegExp(`it held sha256 ${sha} when this check first read it \\(the status was rewritten\\): it changed on disk$`));
+    for (let run = 0; run < 2; run++) {
+      const rewritten = await recorded();
+      expect(rewritten.code, `recorded run ${run}`).toBe(1);
+      expect(rewritten.checks.backup.summary).toMatch(new RegExp(`it held sha256 ${sha} when this check first read it \\(the status was rewritten\\): it changed on disk$`));
+    }
     // A sparse file of the recorded size (no disk used, any length) is not read at all.
     rmSync(file);
     spawnSync("truncate", ["-s", String(status.size), file]);
@@ -262,6 +269,21 @@ describe("keel-health: exit codes for constructed states", { timeout: 120_000 },
     // A status that names its file without a sha256 is not keel's.
     writeFileSync(statusFile, JSON.stringify({ ...status, sha256: null }) + "\n");
     expect((await l.report("backup")).checks.backup.status).toBe("unknown");
+  });
+
+  it("is degraded (1) when the status names an older backup than the newest (a changed newest would go unchecked)", async () => {
+    const l = layout();
+    makeDb(l.db);
+    expect(l.backup()).toBe(0);
+    const statusFile = join(l.backups, "engine.status.json");
+    const older = readFileSync(statusFile, "utf8");
+    expect(l.backup()).toBe(0);
+    const newest = (JSON.parse(readFileSync(statusFile, "utf8")) as { file: string }).file;
+    expect((await l.report("backup")).run.code).toBe(0);
+    writeFileSync(statusFile, older);
+    const r = await l.report("backup");
+    expect(r.run.code).toBe(1);
+    expect(r.checks.backup.summary).toBe(`the newest backup ${newest} is not the one the last backup run wrote (${(JSON.parse(older) as { file: string }).file})`);
   });
 
   it("is degraded (1) when the last backup run found a kept backup changed or damaged", async () => {
