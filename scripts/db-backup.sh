@@ -237,8 +237,9 @@ manifest=$dir/$base.sha256
 declare -A recorded=()
 if [[ -f $manifest && ! -L $manifest ]]; then
   while IFS= read -r line; do
-    [[ $line =~ ^([0-9a-f]{64})\ \ ($base-[0-9]{8}T[0-9]{6}Z\.db)$ && -f $dir/${BASH_REMATCH[2]} ]] &&
-      recorded[${BASH_REMATCH[2]}]=${BASH_REMATCH[1]}
+    [[ $line =~ ^([0-9a-f]{64})\ \ (.+)$ ]] || continue
+    rec_sha=${BASH_REMATCH[1]} rec_name=${BASH_REMATCH[2]}
+    keel_is_backup_name "$base" "$rec_name" && [[ -f $dir/$rec_name ]] && recorded[$rec_name]=$rec_sha
   done < <(head -c 1048576 -- "$manifest")
 fi
 recorded[${final##*/}]=$sha
@@ -275,7 +276,7 @@ fi
 failed_list=$dir/.$base.failed-checks
 if [[ -f $failed_list && ! -L $failed_list ]]; then
   while IFS= read -r line; do
-    [[ $line =~ ^$base-[0-9]{8}T[0-9]{6}Z\.db$ && -f $dir/$line && $line != "${kept_file##*/}" ]] && kept_failed+=("$line")
+    keel_is_backup_name "$base" "$line" && [[ -f $dir/$line && $line != "${kept_file##*/}" ]] && kept_failed+=("$line")
   done < <(head -c 65536 -- "$failed_list")
 fi
 [[ $kept_result != failed ]] || kept_failed+=("${kept_file##*/}")

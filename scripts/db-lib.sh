@@ -124,14 +124,19 @@ keel_fsync() {
 
 keel_utc_stamp() { date -u +%Y%m%dT%H%M%SZ; }
 
+# keel_is_backup_name BASE NAME — NAME is a backup's file name as db-backup.sh gives it to a DB
+# named BASE.*: BASE-YYYYMMDDTHHMMSSZ.db.
+keel_is_backup_name() {
+  local n=${2#"$1"-}
+  [[ $2 == "$1-$n" && $n =~ ^[0-9]{8}T[0-9]{6}Z\.db$ ]]
+}
+
 # keel_list_backups DIR BASE — the backups of a DB named BASE.* in DIR, oldest first: regular files
-# (never a link) named BASE-YYYYMMDDTHHMMSSZ.db, as db-backup.sh names them.
+# (never a link) named as keel_is_backup_name says.
 keel_list_backups() {
-  local f n
+  local f
   for f in "$1/$2"-*.db; do
-    n=${f##*/}
-    n=${n#"$2"-}
-    [[ -f $f && ! -L $f && ${n%.db} =~ ^[0-9]{8}T[0-9]{6}Z$ ]] && printf '%s\n' "$f"
+    [[ -f $f && ! -L $f ]] && keel_is_backup_name "$2" "${f##*/}" && printf '%s\n' "$f"
   done
   return 0
 }

@@ -313,6 +313,13 @@ print(h.hexdigest())
 ' "$1" 2>/dev/null
 }
 
+# is_backup_name BASE NAME: NAME as keel-db-backup names a backup of a DB named BASE.*
+# (keel-db-lib's keel_is_backup_name; that library's traps keep it out of this script).
+is_backup_name() {
+  local n=${2#"$1"-}
+  [[ $2 == "$1-$n" && $n =~ ^[0-9]{8}T[0-9]{6}Z\.db$ ]]
+}
+
 check_backup() {
   local dir=${conf[backup_dir]} db=${conf[db]} name base status_file max=$((conf[backup_max_age_hours] * 3600))
   name=${db##*/}
@@ -322,10 +329,10 @@ check_backup() {
   # What the backup directory holds is read as hostile (issue 11): its writer may be compromised.
   # Regular files only (no link, no pipe), named as keel-db-backup names them.
   for f in "$dir/$base"-*.db; do
-    n=${f##*/}
-    n=${n#"$base"-}
-    [[ -f $f && ! -L $f && ${n%.db} =~ ^[0-9]{8}T[0-9]{6}Z$ ]] && backups+=("$f")
+    [[ -f $f && ! -L $f ]] && is_backup_name "$base" "${f##*/}" && backups+=("$f")
   done
+  # A path the status names: one of this directory's backups, or nothing keel wrote.
+  in_backup_dir() { [[ ${1%/*} == "$dir" ]] && is_backup_name "$base" "${1##*/}"; }
   local newest=null newest_file="" newest_size=0 newest_head="" age="" last=null run_result="" run_time="" run_reason="" run_file="" run_size=""
   local run_sha="" kept_file="" kept_result="" kept_reason="" sha_now="" sha_id="" sha_seen="" kept_failed=() rewritten=0
   if [[ ${#backups[@]} -gt 0 ]]; then
@@ -369,12 +376,11 @@ for v in [d.get(k) for k in ("result", "time", "finished", "exit_code", "reason"
     local failed_names=()
     read -ra failed_names <<<"${fields[13]}"
     for n in ${failed_names[@]+"${failed_names[@]}"}; do
-      [[ $n =~ ^$base-[0-9]{8}T[0-9]{6}Z\.db$ && -f $dir/$n && ! -L $dir/$n ]] && kept_failed+=("$n")
+      is_backup_name "$base" "$n" && [[ -f $dir/$n && ! -L $dir/$n ]] && kept_failed+=("$n")
     done
     # The files it names are this directory's backups, or the status is not keel's: the check
     # stats and hashes them as root, and must not report on any other file of the host.
-    if [[ -n $run_file && ! (${run_file%/*} == "$dir" && ${run_file##*/} =~ ^$base-[0-9]{8}T[0-9]{6}Z\.db$) ]] ||
-      [[ -n $kept_file && ! (${kept_file%/*} == "$dir" && ${kept_file##*/} =~ ^$base-[0-9]{8}T[0-9]{6}Z\.db$) ]] ||
+    if { [[ -n $run_file ]] && ! in_backup_dir "$run_file"; } || { [[ -n $kept_file ]] && ! in_backup_dir "$kept_file"; } ||
       [[ -n $run_sha && ! $run_sha =~ ^[0-9a-f]{64}$ ]] || [[ ${fields[0]} == ok && -z $run_sha ]]; then
       result unknown "cannot read the backup status $status_file" "look at it: sudo cat $status_file; the next backup run rewrites it" \
         "$(jobj dir "$(js "$dir")" status_file "$(js "$status_file")")"
@@ -690,7 +696,8 @@ record_state() {
     [[ -n $notified ]] || notified=$status
   fi
   [[ -n $notified ]] || notified=$status
-  # The backup check's verified hash (check_backup), kept so the next run need not hash again.
+  # What the backup check hashed (check_backup: the file's identity, its sha256 now and the first
+  # one seen), kept so the next run need not hash again and cannot be told another first sha256.
   local sha_checked=""
   [[ ${r_details[backup]:-} =~ \"sha_checked\":\"([^\"]*)\" ]] && sha_checked=${BASH_REMATCH[1]}
   local tmp
