@@ -220,7 +220,8 @@ export const configSchema = z
       .describe("Non-root admin/deploy user."),
     appName: z
       .string()
-      .regex(/^[a-z][a-z0-9-]{1,30}$/, "a short lowercase name (letters, digits, -), used for the unit, user and paths")
+      // At most 25 characters: the backup user `<app>-backup` must fit Linux's 32 (plan/layout.ts).
+      .regex(/^[a-z][a-z0-9-]{1,24}$/, "a short lowercase name of 2 to 25 characters (letters, digits, -), used for the unit, the engine's user <app> and the backup user <app>-backup, and paths")
       .superRefine((a, ctx) => {
         const why = reservedName(a, true);
         if (why) ctx.addIssue({ code: "custom", message: `a name of its own, not a system or reserved name (${why})` });
@@ -415,6 +416,9 @@ function finish(c: ParsedConfig, problems: string[]): KeelConfig {
   }
   if (c.healthDiskWarnPercent >= c.healthDiskCritPercent) {
     problems.push(`keel:healthDiskWarnPercent: expected less than keel:healthDiskCritPercent (${c.healthDiskCritPercent}); found ${c.healthDiskWarnPercent}. fix: pulumi config set keel:healthDiskWarnPercent 80`);
+  }
+  if (c.deployUser === `${c.appName}-backup`) {
+    problems.push(`keel:deployUser: must differ from ${c.appName}-backup, the backup user keel makes for keel:appName ${c.appName}: it would own every backup and have sudo. fix: pulumi config set keel:deployUser deploy`);
   }
   if (c.deployUser === c.appName) {
     problems.push(`keel:deployUser: must differ from keel:appName (${c.appName}): the engine would run as the user that has sudo. fix: pulumi config set keel:deployUser deploy, or pick another keel:appName`);

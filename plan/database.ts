@@ -1,8 +1,8 @@
 import type { KeelConfig } from "../config";
-import { hostPaths } from "./layout";
+import { backupUser, hostPaths } from "./layout";
 import { localStep, placeStep, toolStep, uploadStep } from "./steps";
 import { toolPath } from "./tools";
-import type { HostFile, Step } from "./types";
+import type { HostDir, HostFile, Step } from "./types";
 
 /**
  * The engine's database on the host (seed 000 §4, §11; docs/DATABASE.md): the backup timer, the
@@ -50,10 +50,18 @@ export function dropInPath(cfg: KeelConfig): string {
   return `/etc/systemd/system/${hostPaths(cfg).unit}.d/keel-session-backups.conf`;
 }
 
+/** The two identities of a backup, as db-backup.sh --as and db-session-backup.sh --as take them. */
+export function backupIdentities(cfg: KeelConfig): string {
+  return `${cfg.appName}:${backupUser(cfg)}`;
+}
+
 /**
- * The sandbox of the backup service, the engine's minus the network: the backup reads the live DB
- * (and, like any SQLite reader, may create its -wal and -shm when the engine is stopped) and
- * writes the backup directory, nothing else.
+ * The sandbox of the backup service, the engine's minus the network. It starts as root only to run
+ * its two sides as their users (db-backup.sh --as: setpriv): the engine's user reads the live DB
+ * (and, like any SQLite reader, may create its -wal and -shm when the engine is stopped) and writes
+ * a temporary copy beside it; the backup user writes the backup directory. Nothing else. So it keeps
+ * CAP_SETUID/CAP_SETGID and the set*id system calls, and no user namespace (PrivateUsers= would map
+ * both users to nobody).
  */
 function backupSandbox(cfg: KeelConfig): string[] {
   const p = hostPaths(cfg);
@@ -64,7 +72,6 @@ function backupSandbox(cfg: KeelConfig): string[] {
     "PrivateTmp=yes",
     "PrivateDevices=yes",
     "PrivateNetwork=yes",
-    "PrivateUsers=yes",
     "PrivateMounts=yes",
     "PrivateIPC=yes",
     "ProtectProc=invisible",
@@ -76,7 +83,7 @@ function backupSandbox(cfg: KeelConfig): string[] {
     "ProtectClock=yes",
     "ProtectHostname=yes",
     "NoNewPrivileges=yes",
-    "CapabilityBoundingSet=",
+    "CapabilityBoundingSet=CAP_SETUID CAP_SETGID",
     "AmbientCapabilities=",
     "RestrictSUIDSGID=yes",
     "RestrictNamespaces=yes",
@@ -89,14 +96,16 @@ function backupSandbox(cfg: KeelConfig): string[] {
     "IPAddressDeny=any",
     "SystemCallArchitectures=native",
     "SystemCallFilter=@system-service",
-    "SystemCallFilter=~@privileged @resources",
+    "# @privileged but its @setuid part and capset, which setpriv needs.",
+    "SystemCallFilter=~@chown @clock @module @raw-io @reboot @swap @resources acct bpf chroot fanotify_init fanotify_mark nfsservctl open_by_handle_at pivot_root quotactl quotactl_fd setdomainname sethostname vhangup _sysctl",
     "SystemCallErrorNumber=EPERM",
   ];
 }
 
 /**
- * `<app>-backup.service`: one verified backup (keel-db-backup) as the engine's user — a reader, so
- * the engine keeps writing meanwhile — with the configured retention.
+ * `<app>-backup.service`: one verified backup (keel-db-backup --as): the engine's user reads the DB
+ * — a reader, so the engine keeps writing meanwhile — and the backup user stores it with the
+ * configured retention.
  */
 export function renderBackupService(cfg: KeelConfig): string {
   const p = hostPaths(cfg);
@@ -107,9 +116,8 @@ export function renderBackupService(cfg: KeelConfig): string {
     "",
     "[Service]",
     "Type=oneshot",
-    `User=${cfg.appName}`,
-    `Group=${cfg.appName}`,
-    `ExecStart=${toolPath("db-backup")} --keep ${cfg.backupRetention} ${p.db} ${p.backupDir}`,
+    "# root only for setpriv: the DB is read as the engine's user, the backup written as the backup user's.",
+    `ExecStart=${toolPath("db-backup")} --as ${backupIdentities(cfg)} --keep ${cfg.backupRetention} ${p.db} ${p.backupDir}`,
     "# A oneshot waits forever by default, and keel-ops backup waits for it. Verify alone runs at",
     "# ~19 s/GiB (docs/DATABASE.md \"Benchmark\"): two hours is room for well over 100 GiB.",
     "TimeoutStartSec=2h",
@@ -119,7 +127,7 @@ export function renderBackupService(cfg: KeelConfig): string {
     "IOSchedulingClass=best-effort",
     "IOSchedulingPriority=7",
     "",
-    "# Sandbox: read the DB, write the backup directory; no network, no privileges.",
+    "# Sandbox: read the DB, write the backup directory; no network, no privileges but changing user.",
     ...backupSandbox(cfg),
   ];
   return lines.join("\n") + "\n";
@@ -147,8 +155,10 @@ export function renderBackupTimer(cfg: KeelConfig): string {
 
 /**
  * The drop-in that puts a verified backup around every session of the engine (seed 000 §11C):
- * before each start, a crash's automatic restart included, and after each stop. Both run as the
- * engine's user inside the engine's own sandbox, which may write the backup directory.
+ * before each start, a crash's automatic restart included, and after each stop. The engine's
+ * sandbox cannot write the backup directory, so both run with "+" (as root, outside the sandbox) and
+ * only to run the two sides as their users (db-session-backup.sh --as: setpriv), as the backup
+ * service does: root itself opens nothing in either directory.
  *
  * The pre-session backup is an ExecCondition=, not an ExecStartPre=: systemd restarts a unit whose
  * ExecStartPre= failed (Restart=on-failure; RestartPreventExitStatus= applies to the main process
@@ -157,7 +167,7 @@ export function renderBackupTimer(cfg: KeelConfig): string {
 export function renderSessionDropIn(cfg: KeelConfig): string {
   const p = hostPaths(cfg);
   const backup = (phase: string) =>
-    `${toolPath("db-session-backup")} ${phase} --keep ${cfg.backupRetention}${phase === "pre" ? ` --history ${p.backupDir}` : ""} ${p.db} ${sessionBackupDir(cfg)}`;
+    `+${toolPath("db-session-backup")} ${phase} --as ${backupIdentities(cfg)} --keep ${cfg.backupRetention}${phase === "pre" ? ` --history ${p.backupDir}` : ""} ${p.db} ${sessionBackupDir(cfg)}`;
   const lines = [
     "# Written by keel (plan/database.ts); edits are overwritten on the next pulumi up.",
     "# Pre- and post-session backups (seed 000 §11C; docs/DATABASE.md).",
@@ -173,6 +183,16 @@ export function renderSessionDropIn(cfg: KeelConfig): string {
   return lines.join("\n") + "\n";
 }
 
+/**
+ * A directory of the backup tree: the backup user's, readable (never writable) by the engine's group,
+ * setgid so every backup gets that group (keel-ops restore reads a backup as the engine's user).
+ * Files an older keel left there as the engine's are handed over to the backup user (keel-place
+ * adoptFilesFrom: single-link regular files only, never through a link), so no backup is lost.
+ */
+export function backupTreeDir(cfg: KeelConfig, path: string): HostDir {
+  return { path, owner: backupUser(cfg), group: cfg.appName, mode: "2750", adoptFilesFrom: { user: cfg.appName, fileMode: "0640" } };
+}
+
 function unitFile(path: string, content: string): HostFile {
   return { path, owner: "root", group: "root", mode: "0644", content };
 }
@@ -182,7 +202,6 @@ function unitFile(path: string, content: string): HostFile {
  * and service, then the session-backup drop-in (in place before the engine's first start).
  */
 export function databaseSteps(cfg: KeelConfig): Step[] {
-  const app = cfg.appName;
   const service = unitFile(`/etc/systemd/system/${backupServiceName(cfg)}`, renderBackupService(cfg));
   const timer = unitFile(`/etc/systemd/system/${backupTimerName(cfg)}`, renderBackupTimer(cfg));
   const dropIn = unitFile(dropInPath(cfg), renderSessionDropIn(cfg));
@@ -196,7 +215,7 @@ export function databaseSteps(cfg: KeelConfig): Step[] {
       ],
     }),
     placeStep("db-session-backups", `back up the DB before every start and after every stop of ${hostPaths(cfg).unit} (into ${sessionBackupDir(cfg)})`, {
-      dirs: [{ path: sessionBackupDir(cfg), owner: app, group: app, mode: "0700" }],
+      dirs: [backupTreeDir(cfg, sessionBackupDir(cfg))],
       files: [dropIn],
       check: ["systemd-analyze", "verify", `/etc/systemd/system/${hostPaths(cfg).unit}`],
       onChange: [["systemctl", "daemon-reload"]],

@@ -1,7 +1,7 @@
 import type { KeelConfig } from "../config";
 import { backupServiceName, sessionBackupDir } from "./database";
 import { GATE_FAILURE_STATUS, SETTLE_SECONDS } from "./engine";
-import { hostPaths } from "./layout";
+import { backupUser, hostPaths } from "./layout";
 import { placeStep, secretPlaceStep } from "./steps";
 import { toolPath } from "./tools";
 import type { Bundle, HostFile, Step } from "./types";
@@ -47,6 +47,8 @@ export function renderHostConf(cfg: KeelConfig): string {
     app: cfg.appName,
     app_user: cfg.appName,
     backup_dir: p.backupDir,
+    // The backup tree's owner (keel-ops prune and set-aside run as it).
+    backup_user: backupUser(cfg),
     backup_keep: cfg.backupRetention,
     backup_max_age_hours: cfg.healthBackupMaxAgeHours,
     // The backup timer's service, which `keel-ops backup` starts.

@@ -1,7 +1,7 @@
 import type { KeelConfig } from "../config";
-import { databaseSteps, migrationSteps } from "./database";
+import { backupTreeDir, databaseSteps, migrationSteps } from "./database";
 import { engineSteps } from "./engine";
-import { hostPaths } from "./layout";
+import { backupUser, hostPaths } from "./layout";
 import { hardeningSteps, packagesStep } from "../cloud-init/hardening";
 import { healthSteps, hostConfFile, HOST_CONF, keelEtc } from "./health";
 import { secretSteps } from "./secrets";
@@ -9,13 +9,20 @@ import { placeStep, readinessStep } from "./steps";
 import { toolFiles } from "./tools";
 import type { Bundle, HostFile, HostPlan, Step } from "./types";
 
-/** The engine's system user, its directories (DESIGN.md "Host layout") and keel's own state dir. */
+/**
+ * The engine's system user, the backup user (the backup tree is its own: a compromised engine can
+ * neither delete nor forge a backup), their directories (DESIGN.md "Host layout") and keel's own
+ * state dir.
+ */
 export function layoutBundle(cfg: KeelConfig): Bundle {
   const p = hostPaths(cfg);
   const app = cfg.appName;
   const deploy = cfg.deployUser;
   return {
-    users: [{ name: app, home: p.stateDir }],
+    users: [
+      { name: app, home: p.stateDir },
+      { name: backupUser(cfg), home: p.backupDir },
+    ],
     dirs: [
       // The deploy user's home (cloud-init makes it 0755): its uploads and DB snapshots stay its own.
       { path: `/home/${deploy}`, owner: deploy, group: deploy, mode: "0750" },
@@ -24,7 +31,7 @@ export function layoutBundle(cfg: KeelConfig): Bundle {
       { path: p.venv, owner: deploy, group: deploy, mode: "0755" },
       { path: p.configDir, owner: "root", group: app, mode: "0750" },
       { path: p.stateDir, owner: app, group: app, mode: "0700" },
-      { path: p.backupDir, owner: app, group: app, mode: "0700" },
+      backupTreeDir(cfg, p.backupDir),
       { path: p.keelState, owner: "root", group: "root", mode: "0700" },
     ],
     files: [],

@@ -14,7 +14,7 @@ export interface HostPaths {
   /** The live SQLite DB's directory (<app> 0700, local disk only). */
   readonly stateDir: string;
   readonly db: string;
-  /** Verified backups, apart from the live DB (<app> 0700). */
+  /** Verified backups, apart from the live DB: the backup user's, readable by the engine's group (2750). */
   readonly backupDir: string;
   readonly unit: string;
   /** keel's own host tools (keel-place and friends). */
@@ -24,6 +24,15 @@ export interface HostPaths {
   /** The read-only deploy key for the git host. */
   readonly deployKey: string;
   readonly gitKnownHosts: string;
+}
+
+/**
+ * The backup identity (docs/DATABASE.md "The backup identity"): the system user that owns the
+ * backup tree, which the engine's user can read but neither write nor delete. appName is at most
+ * 25 characters (config.ts), so this name fits Linux's 32.
+ */
+export function backupUser(cfg: Pick<KeelConfig, "appName">): string {
+  return `${cfg.appName}-backup`;
 }
 
 export function hostPaths(cfg: Pick<KeelConfig, "appName" | "dbFile" | "deployUser">): HostPaths {

@@ -24,6 +24,13 @@ export interface HostDir {
   readonly owner: string;
   readonly group: string;
   readonly mode: string;
+  /**
+   * Hand over the regular files directly in this directory (not deeper) that belong to this user:
+   * each becomes the directory's owner and group with fileMode (keel-place: opened without following
+   * links, single-link regular files only, fchown/fchmod on the descriptor). A directory keel takes
+   * from one user for another (the backup tree, from the engine's user to <app>-backup).
+   */
+  readonly adoptFilesFrom?: { readonly user: string; readonly fileMode: string };
 }
 
 /** A system user keel ensures exists (no login shell, no password). */

@@ -16,6 +16,9 @@ usage() {
   cat <<EOF
 usage: $KEEL_PROG [--keep N] [--name-after-newest] DB DIR
        $KEEL_PROG --prune-only [--keep N] DB DIR
+       $KEEL_PROG --as ENGINE:BACKUP [--keep N] [--name-after-newest] DB DIR     (root)
+       $KEEL_PROG --export [--none-if-missing] DB
+       $KEEL_PROG --from-stdin [--none-ok] [--keep N] [--name-after-newest] DB DIR
        $KEEL_PROG -h
 
 Copies DB into DIR while the engine keeps writing: one read transaction of a read-only connection
@@ -48,6 +51,17 @@ fails (5) and records why. With --name-after-newest (the session backups, which 
 the engine from starting nor outlast its stop timeout) it does neither: the backup is named one
 second after the newest, and says so.
 
+On a keel host the DB and the backups belong to two users (docs/DATABASE.md "The backup
+identity"), so a backup is two processes joined by a pipe. --export (as the DB's owner) writes a
+consistent copy of DB into a temporary file beside it, then a header line and the copy on stdout,
+and removes the file; --none-if-missing sends "none" instead of failing when there is no DB.
+--from-stdin (as the backups' owner) stores that stream as a backup of DB in DIR exactly as above
+(DB is only the name here, never opened): the stream must be whole (its size is in the header), a
+failure the exporter reported is recorded with its reason and exit code; with --none-ok a "none"
+stream prints nothing and exits 0. --as ENGINE:BACKUP, as root, runs the two (setpriv, each with
+its own groups and no new privileges) and exits with the store side's code; root itself opens
+nothing in either directory.
+
 --prune-only takes no backup: it only applies the retention (under the same lock), for a disk too
 full to write one first. It always keeps the newest backup that passes the integrity gate, besides
 the newest N, and removes nothing when none passes (exit 1). The status file is not touched. Prints
@@ -57,23 +71,94 @@ EOF
 }
 
 keep=${KEEL_DB_BACKUP_KEEP:-14}
-prune_only=0 name_after=0
+prune_only=0 name_after=0 mode=backup as="" none_missing=0 none_ok=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     -h | --help) usage; exit 0 ;;
     --prune-only) prune_only=1; shift ;;
     --name-after-newest) name_after=1; shift ;;
+    --export) mode="export"; shift ;;
+    --from-stdin) mode=store; shift ;;
+    --as) [[ $# -ge 2 ]] || keel_usage_error "--as needs ENGINE:BACKUP"; mode=as as=$2; shift 2 ;;
+    --none-if-missing) none_missing=1; shift ;;
+    --none-ok) none_ok=1; shift ;;
     --keep) [[ $# -ge 2 ]] || keel_usage_error "--keep needs a number"; keep=$2; shift 2 ;;
     --) shift; break ;;
     -*) keel_usage_error "unknown option $1" ;;
     *) break ;;
   esac
 done
-[[ $# -eq 2 ]] || keel_usage_error "expected DB and DIR"
 [[ $keep =~ ^[1-9][0-9]*$ ]] || keel_usage_error "the number of backups to keep must be a whole number >= 1, not '$keep'"
+
+# The engine's side of a backup: a consistent copy beside the DB, sent as one header and the bytes.
+if [[ $mode == export ]]; then
+  [[ $# -eq 1 ]] || keel_usage_error "--export takes DB only"
+  # shellcheck disable=SC2317 # called by db-lib's EXIT trap
+  keel_exit_hook() { keel_export_failed_header "$1"; }
+  keel_require_tools sqlite3
+  db=$(keel_abspath "$1")
+  keel_require_local "$db"
+  if [[ $none_missing -eq 1 && ! -e $db && ! -e $db-wal ]]; then
+    keel_export_header none
+    exit 0
+  fi
+  [[ -f $db ]] || keel_die "$KEEL_EX_GATE" "$db: no such DB file" "check the path"
+  umask 077
+  tmp=$(mktemp "$(dirname -- "$db")/.$(basename -- "$db").export.XXXXXX") ||
+    keel_die "$KEEL_EX_FAIL" "cannot create a file beside $db" "free space there, then run again"
+  keel_cleanup_add "$tmp"
+  keel_vacuum_into "$db" "$tmp"
+  size=$(keel_size "$tmp")
+  keel_export_header "size $size"
+  cat -- "$tmp" || keel_die "$KEEL_EX_FAIL" "sending the copy of $db failed (the store side ended?)"
+  exit 0
+fi
+
+# root: the two sides, each as its own user; the store side's result is the run's.
+if [[ $mode == as ]]; then
+  [[ $# -eq 2 ]] || keel_usage_error "expected DB and DIR"
+  [[ $(id -u) -eq 0 ]] || keel_usage_error "--as runs the two sides as other users: run it as root"
+  [[ $as =~ ^([a-z_][a-z0-9_-]{0,31}):([a-z_][a-z0-9_-]{0,31})$ ]] || keel_usage_error "--as needs ENGINE:BACKUP (two user names), not '$as'"
+  [[ ${BASH_REMATCH[1]} != "${BASH_REMATCH[2]}" ]] || keel_usage_error "--as: the engine and the backups need two users, not one"
+  [[ $1 == /* && $2 == /* ]] || keel_usage_error "--as needs absolute paths for DB and DIR"
+  engine_user=${BASH_REMATCH[1]} backup_user=${BASH_REMATCH[2]}
+  store=(--from-stdin --keep "$keep")
+  [[ $name_after -eq 0 ]] || store+=(--name-after-newest)
+  set +e
+  trap - ERR
+  keel_as "$engine_user" "$self" --export "$1" | keel_as "$backup_user" "$self" "${store[@]}" -- "$1" "$2"
+  rcs=("${PIPESTATUS[@]}")
+  set -e
+  [[ ${rcs[1]} -ne 0 || ${rcs[0]} -eq 0 ]] || keel_info "the export side ended with exit code ${rcs[0]} after the backup was stored (its message above)"
+  exit "${rcs[1]}"
+fi
+
+[[ $# -eq 2 ]] || keel_usage_error "expected DB and DIR"
 keel_require_tools sqlite3 od awk
 
-db=$(keel_abspath "$1")
+if [[ $mode == store ]]; then
+  # DB is only the backups' name: the store side cannot (and must not) open it.
+  [[ $1 == /* ]] || keel_usage_error "--from-stdin needs DB as an absolute path (it names the backups)"
+  [[ $prune_only -eq 0 ]] || keel_usage_error "--from-stdin and --prune-only do not go together"
+  db=$1
+  # The header, at most 4 KiB: what the exporter says it sends.
+  header=""
+  IFS= read -r -n 4096 header || [[ -n $header ]] || keel_die "$KEEL_EX_FAIL" "no backup stream on stdin: the export side sent nothing (its message above)"
+  export_size=""
+  if [[ $header == "$KEEL_EXPORT_MAGIC none" ]]; then
+    [[ $none_ok -eq 1 ]] || keel_die "$KEEL_EX_GATE" "$db: no such DB file (the export side found none)" "check the path"
+    exit 0
+  elif [[ $header =~ ^"$KEEL_EXPORT_MAGIC size "([0-9]{1,15})$ ]]; then
+    export_size=${BASH_REMATCH[1]}
+  elif [[ $header =~ ^"$KEEL_EXPORT_MAGIC failed "([0-9]{1,3})" "(.*)$ ]]; then
+    export_rc=${BASH_REMATCH[1]} export_failure=${BASH_REMATCH[2]}
+    [[ $export_rc =~ ^[1-5]$ ]] || export_rc=$KEEL_EX_FAIL
+  else
+    keel_die "$KEEL_EX_FAIL" "stdin is not a backup stream of db-backup.sh --export (it begins '$(printf '%s' "${header:0:60}" | tr -c '[:print:]' '?')')"
+  fi
+else
+  db=$(keel_abspath "$1")
+fi
 name=$(basename -- "$db")
 base=${name%.*}
 [[ -n $base ]] || base=$name
@@ -84,7 +169,9 @@ if [[ -d $2 ]]; then keel_require_local "$2/."; else keel_require_local "$2"; fi
 dir="" status="" final="" tmp="" size="" sha="" kept_file="" kept_result=none kept_reason="no older backup to check"
 kept_failed=()
 started=$(keel_utc_stamp)
-umask 077
+# The store side's backups are readable by the directory's group (the engine's, on a keel host:
+# keel-ops restore reads them as the engine's user); elsewhere they are the owner's alone.
+if [[ $mode == store ]]; then umask 027; else umask 077; fi
 if [[ -d $2 ]]; then
   dir=$(cd -P -- "$2" && pwd)
   [[ $prune_only -eq 1 ]] || status=$dir/$base.status.json
@@ -95,7 +182,7 @@ fi
 write_status() { # write_status RESULT EXIT-CODE REASON
   local st count
   count=$(list_backups | wc -l | tr -d ' ')
-  st=$(mktemp "$dir/.$base.status.XXXXXX") || return 1
+  st=$(dir_temp "$dir/.$base.status.XXXXXX") || return 1
   {
     printf '{"version":1,"db":%s,' "$(keel_json_str "$db")"
     printf '"time":"%s","finished":"%s",' "$(iso "$started")" "$(keel_utc_iso)"
@@ -129,6 +216,15 @@ iso() { # 20261122T031700Z -> 2026-11-22T03:17:00Z
   printf '%s-%s-%sT%s:%s:%sZ\n' "${t:0:4}" "${t:4:2}" "${t:6:2}" "${t:9:2}" "${t:11:2}" "${t:13:2}"
 }
 
+# A new file in DIR (mktemp's are 0600): on the store side readable by DIR's group like the
+# backups, so every file there has one mode and keel-place finds nothing to set back on an up.
+dir_temp() {
+  local t
+  t=$(mktemp "$1") || return 1
+  [[ $mode != store ]] || chmod 0640 -- "$t" || { rm -f -- "$t"; return 1; }
+  printf '%s\n' "$t"
+}
+
 # Final-named backups of this DB in DIR, oldest first.
 list_backups() { keel_list_backups "$dir" "$base"; }
 
@@ -139,13 +235,15 @@ keel_exit_hook() {
     keel_err "could not write the status file $status"
 }
 
-keel_require_local "$db"
+[[ $mode == store ]] || keel_require_local "$db"
 if [[ -z $dir ]]; then
   mkdir -m 0700 -- "$2" || keel_die "$KEEL_EX_FAIL" "cannot create the backup directory $2"
   dir=$(cd -P -- "$2" && pwd)
   status=$dir/$base.status.json
 fi
-[[ $prune_only -eq 1 || -f $db ]] || keel_die "$KEEL_EX_GATE" "$db: no such DB file" "check the path"
+[[ $prune_only -eq 1 || $mode == store || -f $db ]] || keel_die "$KEEL_EX_GATE" "$db: no such DB file" "check the path"
+# A failure the export side reported: recorded in the status file like one of our own.
+[[ -z ${export_rc:-} ]] || keel_die "$export_rc" "the export of $db failed: $export_failure"
 
 if command -v flock >/dev/null 2>&1; then
   exec 9>>"$dir/.$base.backup.lock"
@@ -212,8 +310,15 @@ for _ in 1 2 3; do
 done
 [[ ! -e $final ]] || keel_die "$KEEL_EX_FAIL" "$final already exists" "run again in a second"
 
-tmp=$(mktemp "$dir/.$base-$started.partial.XXXXXX") || keel_die "$KEEL_EX_FAIL" "cannot create a file in $dir"
-keel_vacuum_into "$db" "$tmp"
+tmp=$(dir_temp "$dir/.$base-$started.partial.XXXXXX") || keel_die "$KEEL_EX_FAIL" "cannot create a file in $dir"
+if [[ $mode == store ]]; then
+  # head(1) copies at most the announced size; a shorter stream is an export that died midway.
+  head -c "$export_size" >"$tmp" || keel_die "$KEEL_EX_FAIL" "writing the copy into $dir failed (disk full?)" "free space there (or keep fewer backups), then run again"
+  got=$(keel_size "$tmp")
+  [[ $got == "$export_size" ]] || keel_die "$KEEL_EX_FAIL" "the export of $db ended after $got of $export_size bytes (its message above); nothing was kept"
+else
+  keel_vacuum_into "$db" "$tmp"
+fi
 keel_verify "$tmp"
 size=$(keel_size "$tmp")
 sha=$(keel_sha256 "$tmp")
@@ -268,7 +373,7 @@ elif ((${#backups[@]})); then
     [[ -n ${recorded[$k]:-} ]] || recorded[$k]=$now_sha
   fi
   [[ $kept_result == ok ]] || keel_err "the kept backup $kept_file failed its check: $kept_reason; set it aside: keel-ops set-aside $k"
-  if ! { t=$(mktemp "$dir/.$base.checked.XXXXXX") && printf '%s\n' "$k" >"$t" && mv -f -- "$t" "$cursor"; }; then
+  if ! { t=$(dir_temp "$dir/.$base.checked.XXXXXX") && printf '%s\n' "$k" >"$t" && mv -f -- "$t" "$cursor"; }; then
     keel_err "could not record $k in $cursor; the next run checks it again"
   fi
 fi
@@ -280,10 +385,10 @@ if [[ -f $failed_list && ! -L $failed_list ]]; then
   done < <(head -c 65536 -- "$failed_list")
 fi
 [[ $kept_result != failed ]] || kept_failed+=("${kept_file##*/}")
-t=$(mktemp "$dir/.$base.failed-checks.XXXXXX") || keel_die "$KEEL_EX_FAIL" "cannot create a file in $dir"
+t=$(dir_temp "$dir/.$base.failed-checks.XXXXXX") || keel_die "$KEEL_EX_FAIL" "cannot create a file in $dir"
 printf '%s\n' ${kept_failed[@]+"${kept_failed[@]}"} | sed '/^$/d' >"$t"
 mv -f -- "$t" "$failed_list" || keel_die "$KEEL_EX_FAIL" "cannot rename $t to $failed_list"
-t=$(mktemp "$dir/.$base.sha256.XXXXXX") || keel_die "$KEEL_EX_FAIL" "cannot create a file in $dir"
+t=$(dir_temp "$dir/.$base.sha256.XXXXXX") || keel_die "$KEEL_EX_FAIL" "cannot create a file in $dir"
 for k in "${!recorded[@]}"; do printf '%s  %s\n' "${recorded[$k]}" "$k"; done | sort -k 2 >"$t"
 keel_fsync "$t"
 mv -f -- "$t" "$manifest" || keel_die "$KEEL_EX_FAIL" "cannot rename $t to $manifest"

@@ -16,7 +16,7 @@ usage() {
   cat <<EOF
 usage: $KEEL_PROG verify DB
        $KEEL_PROG prepare DB
-       $KEEL_PROG adopt [--replace --backup-dir DIR] [--owner USER[:GROUP]] SRC DEST
+       $KEEL_PROG adopt [--replace (--backup-dir DIR | --backup-taken)] [--owner USER[:GROUP]] SRC DEST
        $KEEL_PROG recover DB
        $KEEL_PROG -h
 
@@ -33,7 +33,8 @@ adopt    Host side: verify SRC, copy it (with its -wal) to a temporary file besi
          the copy to WAL mode, checkpoint, verify it, set mode 0600 and the owner (--owner, else
          SRC's owner), fsync, rename it to DEST atomically, then remove SRC. Only if DEST does
          not exist, or with --replace after a verified backup of DEST into DIR (db-backup.sh;
-         DIR defaults to \$KEEL_DB_BACKUP_DIR); the previous DEST stays as DEST.pre-adopt-<utc>.
+         DIR defaults to \$KEEL_DB_BACKUP_DIR; --backup-taken: the caller took it, as keel-ops adopt
+         does through the backup user); the previous DEST stays as DEST.pre-adopt-<utc>.
          As root, only where DEST's directory is root's and no one else can write it (else
          exit 2): in the engine's directory, run it as the engine's user (setpriv).
 
@@ -68,12 +69,13 @@ cmd_prepare() {
 }
 
 cmd_adopt() {
-  local replace=0 owner="" backup_dir=${KEEL_DB_BACKUP_DIR:-}
+  local replace=0 owner="" backup_dir=${KEEL_DB_BACKUP_DIR:-} backup_taken=0
   while [[ $# -gt 0 ]]; do
     case $1 in
       --replace) replace=1; shift ;;
       --owner) [[ $# -ge 2 ]] || keel_usage_error "--owner needs a user"; owner=$2; shift 2 ;;
       --backup-dir) [[ $# -ge 2 ]] || keel_usage_error "--backup-dir needs a directory"; backup_dir=$2; shift 2 ;;
+      --backup-taken) backup_taken=1; shift ;;
       --) shift; break ;;
       -*) keel_usage_error "unknown option $1" ;;
       *) break ;;
@@ -97,7 +99,7 @@ cmd_adopt() {
   if [[ -e $dest ]]; then
     [[ $replace -eq 1 ]] || keel_die "$KEEL_EX_FAIL" "$dest already exists; nothing was changed" \
       "to replace it, run again with --replace --backup-dir DIR (a verified backup of it is taken first)"
-    [[ -n $backup_dir ]] || keel_usage_error "--replace needs --backup-dir DIR (or KEEL_DB_BACKUP_DIR)"
+    [[ -n $backup_dir || $backup_taken -eq 1 ]] || keel_usage_error "--replace needs --backup-dir DIR (or KEEL_DB_BACKUP_DIR), or --backup-taken"
     [[ -f $dest ]] || keel_die "$KEEL_EX_FAIL" "$dest is not a regular file"
   else
     local ext
@@ -122,7 +124,7 @@ cmd_adopt() {
   keel_fsync "$tmp"
   keel_verify "$tmp"
 
-  if [[ -e $dest ]]; then
+  if [[ -e $dest && $backup_taken -eq 0 ]]; then
     local rc=0
     "$(keel_sibling backup)" "$dest" "$backup_dir" >/dev/null || rc=$?
     [[ $rc -eq 0 ]] || keel_die "$rc" "could not take a verified backup of $dest (see above); nothing was replaced" \

@@ -578,6 +578,34 @@ keel_vacuum_into() {
   esac
 }
 
+# ---- a backup across two identities (docs/DATABASE.md "The backup identity") ----------------------
+
+# The engine's user can read the DB but not write the backups; the backup user the other way round.
+# So a backup on a keel host is a pipe: `db-backup.sh --export DB` (engine's user) writes one header
+# line and the copy on stdout, `db-backup.sh --from-stdin DB DIR` (backup user) stores it. Headers:
+#   keel-db-export 1 size N          N bytes of a consistent copy (VACUUM INTO) follow
+#   keel-db-export 1 none            there is no DB (a first start; session backups only)
+#   keel-db-export 1 failed CODE WHY the export failed (CODE: these scripts' exit codes)
+readonly KEEL_EXPORT_MAGIC="keel-db-export 1"
+KEEL_EXPORT_SENT=0
+# From an exporter's exit hook: a failure before the header says so on the stream, so the store side
+# records the reason rather than "the stream ended".
+keel_export_failed_header() {
+  [[ $1 -ne 0 && $KEEL_EXPORT_SENT -eq 0 ]] || return 0
+  KEEL_EXPORT_SENT=1
+  printf '%s failed %d %s\n' "$KEEL_EXPORT_MAGIC" "$1" "$(printf '%s' "${KEEL_LAST_ERROR:-exit code $1}" | tr '\n\r' '  ' | head -c 2000)" || true
+}
+keel_export_header() { KEEL_EXPORT_SENT=1; printf '%s %s\n' "$KEEL_EXPORT_MAGIC" "$1"; }
+
+# keel_as USER CMD... — as root, run CMD as USER (its own groups, no new privileges, a clean
+# environment). Root itself opens nothing of USER's on the way (docs/DATABASE.md "Who runs what").
+keel_as() {
+  local u=$1
+  shift
+  [[ $u =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || keel_usage_error "'$u' is not a user name"
+  setpriv --reuid="$u" --regid="$u" --init-groups --no-new-privs --reset-env -- "$@"
+}
+
 # ---- putting a prepared file in place -----------------------------------------------------------
 
 # A swap of the live DB (restore, adopt) is marked in progress by DIR/.NAME.swap, written and

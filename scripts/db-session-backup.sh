@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # db-session-backup.sh — the pre- and post-session backups around every start and stop of the
-# engine (seed 000 §11C). The engine's unit runs it (a drop-in: ExecCondition= before a start,
-# ExecStopPost= after a stop), as the engine's user inside the engine's sandbox. Installed on the
-# host as /usr/local/sbin/keel-db-session-backup.
+# engine (seed 000 §11C). The engine's unit runs it as root (a drop-in: ExecCondition=+ before a
+# start, ExecStopPost=+ after a stop) with --as, which runs the DB's side as the engine's user and
+# the backups' side as the backup user. Installed on the host as /usr/local/sbin/keel-db-session-backup.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -16,7 +16,7 @@ for lib in "$KEEL_DB_HERE/db-lib.sh" "$KEEL_DB_HERE/keel-db-lib" ""; do [[ -r $l
 
 usage() {
   cat <<EOF
-usage: $KEEL_PROG pre|post [--keep N] [--history HDIR]... DB DIR
+usage: $KEEL_PROG pre|post [--as ENGINE:BACKUP] [--keep N] [--history HDIR]... DB DIR
        $KEEL_PROG -h
 
 pre   before the engine starts: waits for a restore or adopt swapping DB to finish, and refuses
@@ -29,29 +29,83 @@ pre   before the engine starts: waits for a restore or adopt swapping DB to fini
       engine does not start (the unit runs this as ExecCondition=, whose failure systemd neither
       restarts nor retries).
 post  after the engine stopped, for whatever reason: the same backup of the session just ended.
+
+The backup is two processes joined by a pipe (db-backup.sh -h, docs/DATABASE.md "The backup
+identity"): the DB's side (the swap lock, then db-backup.sh --export) and the backups' side
+(db-backup.sh --from-stdin, then the missing-DB check). With --as ENGINE:BACKUP, run as root (the
+engine's unit runs it with the "+" prefix), each side runs as its own user (setpriv); without it,
+both run as the caller.
 Exit codes: db-backup.sh's (0 ok, 1 gate, 3 busy, 4 not local, 5 failed), 2 usage.
 EOF
 }
 
 [[ $# -gt 0 ]] || keel_usage_error "expected pre or post"
+side=both
 case $1 in
   -h | --help) usage; exit 0 ;;
-  pre | post) phase=$1; shift ;;
-  *) keel_usage_error "expected pre or post, not '$1'" ;;
+  export | store) side=$1; shift ;;
 esac
-keep=() history=()
+case ${1:-} in
+  pre | post) phase=$1; shift ;;
+  *) keel_usage_error "expected pre or post, not '${1:-}'" ;;
+esac
+keep=() history=() as=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --keep) [[ $# -ge 2 ]] || keel_usage_error "--keep needs a number"; keep=(--keep "$2"); shift 2 ;;
     --history) [[ $# -ge 2 ]] || keel_usage_error "--history needs a directory"; history+=("$2"); shift 2 ;;
+    --as) [[ $# -ge 2 ]] || keel_usage_error "--as needs ENGINE:BACKUP"; as=$2; shift 2 ;;
+    --) shift; break ;;
     -*) keel_usage_error "unknown option $1" ;;
     *) break ;;
   esac
 done
+
+# The DB's side: the swap lock, then the copy on stdout (db-backup.sh --export).
+if [[ $side == export ]]; then
+  [[ $# -eq 1 ]] || keel_usage_error "export takes DB only"
+  db=$1
+  # shellcheck disable=SC2317 # called by db-lib's EXIT trap
+  keel_exit_hook() { keel_export_failed_header "$1"; }
+  if [[ $phase == pre && -d $(dirname -- "$db") ]]; then
+    # A restore or adopt swapping the DB right now: wait for it (the swap lock), then refuse to start
+    # on a swap that was interrupted (its marker is left).
+    keel_swap_lock "$db"
+    [[ ! -e $(keel_swap_marker "$db") ]] ||
+      keel_die "$KEEL_EX_GATE" "a restore or adopt of $db was interrupted while it swapped the DB ($(keel_swap_marker "$db") is left): the engine does not start on a half-swapped DB" \
+        "sudo keel-ops recover (finishes the swap or puts the previous DB back), then sudo keel-ops start"
+    exec 7>&-
+  fi
+  exec "$(keel_sibling backup)" --export --none-if-missing "$db"
+fi
+
 [[ $# -eq 2 ]] || keel_usage_error "expected DB and DIR"
 db=$1 dir=$2
 
-# Evidence that DB existed once: a backup of it (its name's pattern) or a status file of one.
+# Both sides, joined by a pipe; with --as (root) each as its own user.
+if [[ $side == both ]]; then
+  opts=(${keep[@]+"${keep[@]}"})
+  for h in ${history[@]+"${history[@]}"}; do opts+=(--history "$h"); done
+  export_side=("$self" export "$phase" -- "$db")
+  store_side=("$self" store "$phase" ${opts[@]+"${opts[@]}"} -- "$db" "$dir")
+  if [[ -n $as ]]; then
+    [[ $(id -u) -eq 0 ]] || keel_usage_error "--as runs the two sides as other users: run it as root"
+    [[ $as =~ ^([a-z_][a-z0-9_-]{0,31}):([a-z_][a-z0-9_-]{0,31})$ && ${BASH_REMATCH[1]} != "${BASH_REMATCH[2]}" ]] ||
+      keel_usage_error "--as needs ENGINE:BACKUP (two user names), not '$as'"
+    [[ $db == /* && $dir == /* ]] || keel_usage_error "--as needs absolute paths for DB and DIR"
+    export_side=(keel_as "${BASH_REMATCH[1]}" "${export_side[@]}")
+    store_side=(keel_as "${BASH_REMATCH[2]}" "${store_side[@]}")
+  fi
+  set +e
+  trap - ERR
+  "${export_side[@]}" | "${store_side[@]}"
+  rcs=("${PIPESTATUS[@]}")
+  set -e
+  exit "${rcs[1]}"
+fi
+
+# The backups' side. Evidence that DB existed once: a backup of it (its name's pattern) or a status
+# file of one.
 backed_up_before() {
   local name base d f
   name=$(basename -- "$db")
@@ -64,34 +118,24 @@ backed_up_before() {
   return 1
 }
 
-if [[ $phase == pre && -d $(dirname -- "$db") ]]; then
-  # A restore or adopt swapping the DB right now: wait for it (the swap lock), then refuse to start
-  # on a swap that was interrupted (its marker is left).
-  keel_swap_lock "$db"
-  [[ ! -e $(keel_swap_marker "$db") ]] ||
-    keel_die "$KEEL_EX_GATE" "a restore or adopt of $db was interrupted while it swapped the DB ($(keel_swap_marker "$db") is left): the engine does not start on a half-swapped DB" \
-      "sudo keel-ops recover (finishes the swap or puts the previous DB back), then sudo keel-ops start"
-  exec 7>&-
-fi
-
-if [[ ! -e $db && ! -e $db-wal ]]; then
-  if [[ $phase == pre ]] && evidence=$(backed_up_before); then
-    keel_die "$KEEL_EX_GATE" "DB missing: restore. There is no DB at $db, but it had backups ($evidence): it was deleted or moved, or its disk is not mounted. The engine does not start on an empty DB" \
-      "find the DB (mounts, a move), or restore the newest backup: sudo keel-ops restore latest. To start empty on purpose, move the backups of it out of $dir${history[0]:+ and ${history[*]}} first"
-  fi
-  keel_info "$phase-session backup: no DB at $db yet (the engine's first start): nothing to back up"
-  exit 0
-fi
-backup=$(keel_sibling backup)
 rc=0
 # --name-after-newest: a clock that stepped back must neither keep the engine from starting nor make
 # the post-session backup wait past the unit's stop timeout (db-backup.sh -h).
-file=$("$backup" ${keep[@]+"${keep[@]}"} --name-after-newest "$db" "$dir") || rc=$?
+file=$("$(keel_sibling backup)" --from-stdin --none-ok ${keep[@]+"${keep[@]}"} --name-after-newest -- "$db" "$dir") || rc=$?
 if [[ $rc -ne 0 ]]; then
   if [[ $phase == pre ]]; then
     keel_die "$rc" "pre-session backup of $db failed (reason above): the engine does not start without one (seed 000 §11C)" \
       "fix the cause (see $dir/*.status.json), then: sudo systemctl start <the engine's unit>"
   fi
   keel_die "$rc" "post-session backup of $db failed (reason above)" "fix the cause; the next start takes a pre-session backup and starts only if it succeeds"
+fi
+if [[ -z $file ]]; then
+  # The DB's side found no DB (nor a -wal of one).
+  if [[ $phase == pre ]] && evidence=$(backed_up_before); then
+    keel_die "$KEEL_EX_GATE" "DB missing: restore. There is no DB at $db, but it had backups ($evidence): it was deleted or moved, or its disk is not mounted. The engine does not start on an empty DB" \
+      "find the DB (mounts, a move), or restore the newest backup: sudo keel-ops restore latest. To start empty on purpose, move the backups of it out of $dir${history[0]:+ and ${history[*]}} first"
+  fi
+  keel_info "$phase-session backup: no DB at $db yet (the engine's first start): nothing to back up"
+  exit 0
 fi
 keel_info "$phase-session backup of $db: $file"

@@ -21,6 +21,15 @@ chmod, chown or write the place it points to. A link anywhere on a planned path 
 with its sha256 in /var/lib/keel/manifest.json so the health report can tell when someone edited
 the box by hand.
 
+A directory may carry `adoptFilesFrom` {user, fileMode}: a directory keel takes from one user for
+another (the backup tree, from the engine's user to <app>-backup). Once the directory itself has
+its new owner, group and mode, each regular file directly in it (not deeper) that belongs to that
+user becomes the directory's owner and group with fileMode; so does a file already the owner's
+whose group or mode differ. Each is opened without following a link or blocking and must still be
+a single-link regular file of that user on its descriptor, which alone is fchown'd and fchmod'd:
+a link, a named pipe, a file with a second name (a hard link may be the engine's live DB) is left
+as it is and named on stderr; another user's file and a subdirectory (its own entry) are left too.
+
 Exit codes: 0 converged (prints what changed), 1 check or onChange command failed (files rolled
 back when the check failed, onChange left pending when it failed), 2 bad bundle or usage.
 """
@@ -38,6 +47,8 @@ import sys
 
 MANIFEST = os.environ.get("KEEL_MANIFEST", "/var/lib/keel/manifest.json")
 MODE = re.compile(r"^0[0-7]{3}$")
+# A directory may also carry setgid (2750: new files get its group) or the sticky bit.
+DIR_MODE = re.compile(r"^0?[0-7]{4}$")
 NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
@@ -146,9 +157,24 @@ def ensure_user(user):
 
 
 def ensure_dir(d):
+    """Converge one directory (and, with adoptFilesFrom, the files in it). Returns what changed, as
+    items for main's "changed ..." lines: none when it was already as planned."""
     check_path(d["path"], "directory")
-    if not MODE.match(d["mode"]):
-        fail(2, f"{d['path']}: mode {d['mode']!r} is not an octal mode like 0750")
+    if not isinstance(d.get("mode"), str) or not DIR_MODE.match(d["mode"]):
+        fail(2, f"{d['path']}: mode {d.get('mode')!r} is not an octal mode like 0750 or 2750")
+    adopt = d.get("adoptFilesFrom")
+    if adopt is not None:
+        if not isinstance(adopt, dict) or not isinstance(adopt.get("user"), str):
+            fail(2, f"{d['path']}: adoptFilesFrom must be {{\"user\": ..., \"fileMode\": ...}}")
+        if not isinstance(adopt.get("fileMode"), str) or not MODE.match(adopt["fileMode"]):
+            fail(2, f"{d['path']}: adoptFilesFrom fileMode {adopt.get('fileMode')!r} is not an octal mode like 0640")
+        try:
+            from_uid = pwd.getpwnam(adopt["user"]).pw_uid
+        except KeyError:
+            fail(2, f"{d['path']}: adoptFilesFrom user {adopt['user']!r} does not exist on this host; "
+                    "the user step must run first")
+        if from_uid == 0:
+            fail(2, f"{d['path']}: adoptFilesFrom user {adopt['user']!r} is root; keel hands over no file of root's")
     uid, gid = ids(d)
     mode = int(d["mode"], 8)
     try:
@@ -165,9 +191,93 @@ def ensure_dir(d):
         if st.st_mode & 0o7777 != mode:
             os.fchmod(fd, mode)
             changed = True
+        items = [f"dir {d['path']}"] if changed else []
+        if adopt is not None:
+            adopted, repaired = adopt_files(fd, d["path"], from_uid, uid, gid, int(adopt["fileMode"], 8))
+            done = []
+            if adopted:
+                done.append(f"{adopted} file(s) handed to {d['owner']}")
+            if repaired:
+                done.append(f"{repaired} file(s) of {d['owner']}'s set back to group {d['group']}, mode {adopt['fileMode']}")
+            if done:
+                items.append(f"dir {d['path']}: {'; '.join(done)}")
     finally:
         os.close(fd)
-    return changed
+    return items
+
+
+def adopt_files(dfd, path, from_uid, uid, gid, mode):
+    """Give the regular files directly in the directory open as dfd that belong to from_uid (or to
+    uid already, with another group or mode) owner uid, group gid and mode, on their own descriptors.
+    The directory's previous owner may still be hostile: nothing is followed, opened blocking or
+    touched that is not, on its descriptor, a single-link regular file of one of those two users.
+    Returns (files handed over, files of uid's repaired)."""
+    adopted = repaired = 0
+
+    def leave(name, why):
+        print(f"keel-place: {path.rstrip('/')}/{name}: left as it is ({why})", file=sys.stderr)
+
+    def kind(st):
+        if stat.S_ISLNK(st.st_mode):
+            return "a symbolic link"
+        if stat.S_ISFIFO(st.st_mode):
+            return "a named pipe"
+        if stat.S_ISSOCK(st.st_mode):
+            return "a socket"
+        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            return "a device"
+        return "not a regular file"
+
+    def wanted(st):
+        """Whether keel acts on this file, or else why not (None: silently not ours)."""
+        if st.st_uid not in (from_uid, uid):
+            return None  # another user's: not handed over
+        if st.st_uid == uid and (st.st_gid, st.st_mode & 0o7777) == (gid, mode):
+            return None  # already handed over
+        if st.st_nlink != 1:
+            return f"{st.st_nlink} names (hard links): it may be another file too"
+        return True
+
+    for name in sorted(os.listdir(dfd)):
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            leave(name, "gone meanwhile")
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            continue  # a subdirectory has its own entry in the plan, if any
+        if not stat.S_ISREG(st.st_mode):
+            leave(name, kind(st))  # never opened: no FIFO, device or socket is touched
+            continue
+        verdict = wanted(st)
+        if verdict is not True:
+            if verdict:
+                leave(name, verdict)
+            continue
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=dfd)
+        except OSError as err:
+            why = {errno.ELOOP: "a symbolic link", errno.ENOENT: "gone meanwhile"}.get(err.errno, err.strerror)
+            leave(name, why)
+            continue
+        try:
+            st = os.fstat(fd)  # what was opened, not what the name meant a moment ago
+            verdict = wanted(st) if stat.S_ISREG(st.st_mode) else kind(st)
+            if verdict is not True:
+                if verdict:
+                    leave(name, f"{verdict}; it changed while keel-place looked at it")
+                continue
+            if (st.st_uid, st.st_gid) != (uid, gid):
+                os.fchown(fd, uid, gid)  # the kernel clears setuid and setgid here
+            if st.st_mode & 0o7777 != mode:
+                os.fchmod(fd, mode)
+            if st.st_uid == from_uid and from_uid != uid:
+                adopted += 1
+            else:
+                repaired += 1
+        finally:
+            os.close(fd)
+    return adopted, repaired
 
 
 def current(path):
@@ -263,7 +373,8 @@ def main(args):
             fail(2, f"{f['path']}: content must be a string")
 
     changed = [f"user {u['name']}" for u in bundle.get("users", []) if ensure_user(u)]
-    changed += [f"dir {d['path']}" for d in bundle.get("dirs", []) if ensure_dir(d)]
+    for d in bundle.get("dirs", []):
+        changed += ensure_dir(d)
     # Resolve every owner before writing anything: a bad bundle changes no file.
     planned = [(f, f["content"].encode(), int(f["mode"], 8), *ids(f)) for f in files]
     before = {}

@@ -6,19 +6,20 @@
 #
 # Usage: keel-ops backups                 list the verified backups, oldest first
 #        keel-ops backup                  take a verified backup now: the backup timer's own service
-#                                         (keel-db-backup as the engine's user, configured retention)
+#                                         (read as the engine's user, stored by the backup user,
+#                                         configured retention)
 #        keel-ops prune [N]               keep only the newest N backups, scheduled and session
 #                                         (default: the configured retention), and always the newest
 #                                         verified one, without taking a new one: for a full disk
 #        keel-ops restore NAME|latest     stop the engine, put backup NAME in place of the DB, start it
 #        keel-ops set-aside NAME          rename backup NAME to .set-aside-NAME beside it (as the
-#                                         engine's user): never listed, restored or pruned again,
+#                                         backup user): never listed, restored or pruned again,
 #                                         kept for a look (a backup that failed its check)
 #        keel-ops snapshot                a read-only copy of the live DB for analysis, owned by the
 #                                         deploy user in ~/keel-snapshots/ (prints its path)
 #        keel-ops adopt FILE              migrate: FILE (in ~/keel-incoming/ of the deploy user) passes
 #                                         the integrity gate and replaces the DB (after a verified
-#                                         backup of it, as the engine's user), the engine stopped meanwhile
+#                                         backup of it into the backups), the engine stopped meanwhile
 #        keel-ops recover                 after a restore or adopt was interrupted mid-swap (the engine
 #                                         then refuses to start): finish it or put the previous DB back
 #        keel-ops asides                  list the previous DBs a restore or adopt kept beside the DB,
@@ -109,7 +110,7 @@ declare -A conf=()
 while IFS= read -r line || [[ -n $line ]]; do
   [[ $line =~ ^([a-z0-9_]+)=([A-Za-z0-9._/@-]*)$ ]] && conf[${BASH_REMATCH[1]}]=${BASH_REMATCH[2]}
 done <"$CONFIG"
-for k in unit db app_user deploy_user backup_dir backup_keep backup_service tools_dir settle_seconds; do
+for k in unit db app_user backup_user deploy_user backup_dir backup_keep backup_service tools_dir settle_seconds; do
   [[ -n ${conf[$k]:-} ]] || fail 3 "$CONFIG has no $k; run pulumi up"
 done
 unit=${conf[unit]} db=${conf[db]} dir=${conf[backup_dir]} tools=${conf[tools_dir]}
@@ -122,12 +123,19 @@ tool() { # the path of keel-<name>, which must be installed
   printf '%s' "$tools/keel-$1"
 }
 show() { systemctl show --property="$1" --value -- "$unit"; }
-# Runs a command as the engine's user. The DB's directory and the backups are the engine's: root
-# creates, copies and renames nothing there (the engine could swap a name for a link in between);
-# keel's DB tools refuse to, and run as their owner instead.
-# Bounded: the engine's user may signal (stop) its own processes, so a compromised engine could
-# otherwise hold root's keel-ops forever; timeout runs as root and ends them (SIGKILL at last).
-as_app() { timeout --kill-after=30 "${KEEL_OPS_TIMEOUT:-3600}" setpriv --reuid="${conf[app_user]}" --regid="${conf[app_user]}" --clear-groups -- "$@"; }
+# Runs a command as the engine's user (as_app) or the backup user (as_backup). The DB's directory
+# is the engine's and the backups are the backup user's: root creates, copies and renames nothing
+# there (their owner could swap a name for a link in between); keel's DB tools refuse to, and run
+# as the directory's owner instead.
+# Bounded: a user may signal (stop) its own processes, so a compromised engine could otherwise
+# hold root's keel-ops forever; timeout runs as root and ends them (SIGKILL at last).
+as_user() {
+  local u=$1
+  shift
+  timeout --kill-after=30 "${KEEL_OPS_TIMEOUT:-3600}" setpriv --reuid="$u" --regid="$u" --init-groups --no-new-privs -- "$@"
+}
+as_app() { as_user "${conf[app_user]}" "$@"; }
+as_backup() { as_user "${conf[backup_user]}" "$@"; }
 
 # Final-named backups of the DB, oldest first (the names keel-db-backup gives them).
 backups() {
@@ -203,7 +211,7 @@ case $cmd in
     [[ $n =~ ^[1-9][0-9]{0,3}$ ]] || fail 2 "N must be a whole number from 1, not '$n'"
     for d in "$dir" ${conf[session_backup_dir]:+"${conf[session_backup_dir]}"}; do
       [[ -d $d ]] || continue
-      as_app "$(tool db-backup)" --prune-only --keep "$n" "$db" "$d" || fail 1 "pruning $d failed (reason above)"
+      as_backup "$(tool db-backup)" --prune-only --keep "$n" "$db" "$d" || fail 1 "pruning $d failed (reason above)"
     done
     echo "$PROG: set keel:backupRetention to $n too (pulumi config set keel:backupRetention $n; pulumi up), or the next backups keep ${conf[backup_keep]} again"
     ;;
@@ -252,8 +260,8 @@ case $cmd in
     want=$1
     [[ $want =~ ^$base-[0-9]{8}T[0-9]{6}Z\.db$ && -f $dir/$want && ! -L $dir/$want ]] ||
       fail 3 "no backup named '$want' in $dir; list them with: sudo keel-ops backups"
-    # The backup directory is the engine's: the rename is the engine user's, never root's.
-    as_app mv -n -T -- "$dir/$want" "$dir/.set-aside-$want" || fail 1 "could not rename $want (reason above)"
+    # The backup directory is the backup user's: the rename is that user's, never root's.
+    as_backup mv -n -T -- "$dir/$want" "$dir/.set-aside-$want" || fail 1 "could not rename $want (reason above)"
     [[ ! -e $dir/$want ]] || fail 1 "$dir/.set-aside-$want already exists; $want stays where it is"
     echo "$PROG: set $want aside as $dir/.set-aside-$want: no longer listed, restored or pruned; remove it once you know why it changed"
     ;;
@@ -278,12 +286,20 @@ case $cmd in
     copy=$(as_app mktemp "$(dirname -- "$db")/.keel-ops-adopt.XXXXXX") || fail 1 "cannot create a file beside $db as ${conf[app_user]}"
     as_app dd of="$copy" bs=1M conv=fsync status=none <"$src" || { rm -f -- "$copy"; fail 1 "cannot copy $src beside $db (disk full?); nothing changed"; }
     replace=()
-    [[ ! -e $db ]] || replace=(--replace --backup-dir "$dir")
     rc=0
     before=$(db_identity)
-    # The backup of the current DB keeps the configured retention, not db-backup's default.
-    as_app env KEEL_DB_BACKUP_KEEP="${conf[backup_keep]}" \
-      "$(tool db-gate)" adopt ${replace[@]+"${replace[@]}"} "$copy" "$db" >/dev/null || rc=$?
+    if [[ -e $db ]]; then
+      # A verified backup of the current DB first, the way every backup is taken: read as the
+      # engine's user, stored by the backup user (keel-db-backup --as), with the configured retention.
+      timeout --kill-after=30 "${KEEL_OPS_TIMEOUT:-3600}" "$(tool db-backup)" --as "${conf[app_user]}:${conf[backup_user]}" \
+        --keep "${conf[backup_keep]}" "$db" "$dir" >/dev/null || rc=$?
+      if [[ $rc -ne 0 ]]; then
+        rm -f -- "$copy"
+        after_failure "the backup of the current DB before adopt" "$rc" "$before"
+      fi
+      replace=(--replace --backup-taken)
+    fi
+    as_app "$(tool db-gate)" adopt ${replace[@]+"${replace[@]}"} "$copy" "$db" >/dev/null || rc=$?
     rm -f -- "$copy"
     if [[ $rc -ne 0 ]]; then
       after_failure "adopt" "$rc" "$before"

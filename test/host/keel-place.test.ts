@@ -1,6 +1,6 @@
 import { spawnSync } from "node:child_process";
 import { execFileSync } from "node:child_process";
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -15,6 +15,7 @@ function place(input: Bundle | string, manifest: string, args: string[] = []) {
     input: typeof input === "string" ? input : JSON.stringify(input),
     encoding: "utf8",
     env: { PATH: process.env.PATH, KEEL_MANIFEST: manifest },
+    timeout: 60_000, // a hang (a named pipe opened blocking) fails the test instead of stalling the run
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -197,6 +198,106 @@ describe("keel-place (real python3, real files)", () => {
       expect(statSync(join(owned, "sessions"))).toMatchObject({ uid: 0, mode: expect.any(Number) });
       expect(statSync(join(owned, "sessions")).mode & 0o7777).toBe(0o700);
       expect(readFileSync(join(owned, "sessions", "a"), "utf8")).toBe("a\n");
+    });
+
+    // The backup tree changes hands: from the engine's user (here `nobody`, who may be compromised)
+    // to <app>-backup (here `daemon`), group <app> (here `nogroup`), 2750. Root hands over only the
+    // engine's own single-link regular files, on their descriptors, and follows nothing planted.
+    describe("adoptFilesFrom: handing the directory's files over to its new owner", () => {
+      const uidOf = (user: string) => Number(execFileSync("id", ["-u", user], { encoding: "utf8" }));
+      const gidOf = (group: string) => Number(execFileSync("getent", ["group", group], { encoding: "utf8" }).split(":")[2]);
+      const takeOver = (path: string) => ({ path, owner: "daemon", group: "nogroup", mode: "2750", adoptFilesFrom: { user: "nobody", fileMode: "0640" } });
+      let engineDir: string;
+      beforeEach(() => {
+        // The engine's directory as it was: its own, 0700, its files 0600; and its live DB elsewhere.
+        chownSync(owned, nobody(), gidOf("nogroup"));
+        chmodSync(owned, 0o700);
+        engineDir = join(dir, "lib");
+        mkdirSync(engineDir, { mode: 0o700 });
+        chownSync(engineDir, nobody(), gidOf("nogroup"));
+        asNobody(`umask 077 && printf A > ${join(owned, "a.db")} && printf BB > ${join(owned, "b.db")} && printf live > ${join(engineDir, "live.db")}`);
+      });
+      const expectEngines = (path: string, mode = 0o600) => expect(lstatSync(path), path).toMatchObject({ uid: nobody(), gid: gidOf("nogroup"), mode: 0o100000 | mode });
+      const expectAdopted = (path: string) => expect(statSync(path), path).toMatchObject({ uid: uidOf("daemon"), gid: gidOf("nogroup"), mode: 0o100640 });
+
+      it("gives the directory and each of the engine's files the new owner, group and mode, contents unchanged; a second run changes nothing", () => {
+        asNobody(`umask 077 && mkdir ${join(owned, "sessions")} && printf S > ${join(owned, "sessions", "s.db")}`);
+        const bundle: Bundle = { dirs: [takeOver(owned), takeOver(join(owned, "sessions"))], files: [] };
+        const first = place(bundle, manifest);
+        expect(first.code, first.stderr).toBe(0);
+        expect(first.stderr).toBe("");
+        expect(first.stdout).toBe(
+          `changed dir ${owned}\nchanged dir ${owned}: 2 file(s) handed to daemon\n` +
+            `changed dir ${join(owned, "sessions")}\nchanged dir ${join(owned, "sessions")}: 1 file(s) handed to daemon\n` +
+            "keel-place: 4 changed, 0 file(s) already as planned\n",
+        );
+        for (const d of [owned, join(owned, "sessions")]) expect(statSync(d), d).toMatchObject({ uid: uidOf("daemon"), gid: gidOf("nogroup"), mode: 0o40000 | 0o2750 });
+        for (const f of ["a.db", "b.db", "sessions/s.db"]) expectAdopted(join(owned, f));
+        expect(["a.db", "b.db", "sessions/s.db"].map((f) => readFileSync(join(owned, f), "utf8"))).toEqual(["A", "BB", "S"]);
+
+        const second = place(bundle, manifest);
+        expect(second).toMatchObject({ code: 0, stdout: "keel-place: 0 changed, 0 file(s) already as planned\n", stderr: "" });
+
+        // A file of the new owner's whose mode was changed by hand is set back; nothing else.
+        chmodSync(join(owned, "b.db"), 0o600);
+        const third = place(bundle, manifest);
+        expect(third.stdout).toBe(`changed dir ${owned}: 1 file(s) of daemon's set back to group nogroup, mode 0640\nkeel-place: 1 changed, 0 file(s) already as planned\n`);
+        expectAdopted(join(owned, "b.db"));
+      });
+
+      it("follows no link planted there: neither a file of root's nor one of the engine's it points to changes, and says so", () => {
+        asNobody(`ln -s ${join(victim, "keep")} ${join(owned, "to-root")} && ln -s ${join(engineDir, "live.db")} ${join(owned, "to-live")}`);
+        const r = place({ dirs: [takeOver(owned)], files: [] }, manifest);
+        expect(r.code, r.stderr).toBe(0);
+        expect(statSync(join(victim, "keep"))).toMatchObject({ uid: 0, gid: 0, mode: 0o100644 });
+        expectEngines(join(engineDir, "live.db"));
+        for (const name of ["to-root", "to-live"]) {
+          expect(lstatSync(join(owned, name)).isSymbolicLink(), name).toBe(true);
+          expect(lstatSync(join(owned, name)).uid, name).toBe(nobody());
+          expect(r.stderr).toContain(`keel-place: ${join(owned, name)}: left as it is (a symbolic link)\n`);
+        }
+        expectAdopted(join(owned, "a.db"));
+      });
+
+      it("leaves a file with a second name (a hard link to the engine's live DB): neither name changes owner", () => {
+        asNobody(`ln ${join(engineDir, "live.db")} ${join(owned, "c.db")}`);
+        const r = place({ dirs: [takeOver(owned)], files: [] }, manifest);
+        expect(r.code, r.stderr).toBe(0);
+        expectEngines(join(engineDir, "live.db"));
+        expectEngines(join(owned, "c.db"));
+        expect(r.stderr).toContain(`keel-place: ${join(owned, "c.db")}: left as it is (2 names (hard links)`);
+        expectAdopted(join(owned, "a.db"));
+      });
+
+      it("neither hangs on a named pipe nor changes it", () => {
+        asNobody(`mkfifo -m 0600 ${join(owned, "fifo")}`);
+        const r = place({ dirs: [takeOver(owned)], files: [] }, manifest);
+        expect(r.code, r.stderr).toBe(0);
+        expect(lstatSync(join(owned, "fifo")).isFIFO()).toBe(true);
+        expect(lstatSync(join(owned, "fifo"))).toMatchObject({ uid: nobody(), mode: 0o10600 });
+        expect(r.stderr).toContain(`keel-place: ${join(owned, "fifo")}: left as it is (a named pipe)\n`);
+        expectAdopted(join(owned, "b.db"));
+      });
+
+      it("leaves another user's file and a subdirectory (with its files) as they are", () => {
+        writeFileSync(join(owned, "root.txt"), "root's\n", { mode: 0o600 });
+        asNobody(`umask 077 && mkdir ${join(owned, "sessions")} && printf S > ${join(owned, "sessions", "s.db")}`);
+        const r = place({ dirs: [takeOver(owned)], files: [] }, manifest);
+        expect(r).toMatchObject({ code: 0, stderr: "" });
+        expect(r.stdout).toBe(`changed dir ${owned}\nchanged dir ${owned}: 2 file(s) handed to daemon\nkeel-place: 2 changed, 0 file(s) already as planned\n`);
+        expect(statSync(join(owned, "root.txt"))).toMatchObject({ uid: 0, gid: 0, mode: 0o100600 });
+        expect(statSync(join(owned, "sessions"))).toMatchObject({ uid: nobody(), mode: 0o40700 });
+        expectEngines(join(owned, "sessions", "s.db"));
+      });
+
+      it("refuses a bad fileMode or an unknown user (exit 2, naming the directory) and changes nothing", () => {
+        const badMode = place({ dirs: [{ ...takeOver(owned), adoptFilesFrom: { user: "nobody", fileMode: "640" } }], files: [] }, manifest);
+        expect(badMode).toMatchObject({ code: 2, stderr: expect.stringContaining(`${owned}: adoptFilesFrom fileMode '640' is not an octal mode`) });
+        const noUser = place({ dirs: [{ ...takeOver(owned), adoptFilesFrom: { user: "no-such-user-keel", fileMode: "0640" } }], files: [] }, manifest);
+        expect(noUser).toMatchObject({ code: 2, stderr: expect.stringContaining(`${owned}: adoptFilesFrom user 'no-such-user-keel' does not exist`) });
+        expect(statSync(owned)).toMatchObject({ uid: nobody(), mode: 0o40700 });
+        expectEngines(join(owned, "a.db"));
+      });
     });
   });
 });

@@ -323,12 +323,15 @@ describe("keel-ops (the host side) without systemd", () => {
   });
 
   // The DB commands that need no systemd, run for real: as the engine's user (the test's user, with
-  // a group of its own name as keel's users have, stands in), with keel's DB tools installed under
-  // their host names.
-  describe("prune and recover, as the engine's user", () => {
+  // a group of its own name as keel's users have, stands in) and the backup user (a system user made
+  // here the way keel-place makes <app>-backup), with keel's DB tools installed under their host names.
+  describe("prune, set-aside and recover, as the backup user and the engine's user", () => {
     let live: string;
     let nobodyConf: string;
+    const BACKUP_USER = `${USER}-bk`;
+    afterAll(() => spawnSync("userdel", [BACKUP_USER], { timeout: 30_000 }));
     beforeAll(() => {
+      execFileSyncQuiet("useradd", ["--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", BACKUP_USER]);
       const tools = join(root, "tools");
       mkdirSync(tools);
       for (const t of ["backup", "gate", "lib", "restore"]) symlinkSync(join(REPO, "scripts", `db-${t}.sh`), join(tools, `keel-db-${t}`));
@@ -341,20 +344,34 @@ describe("keel-ops (the host side) without systemd", () => {
         nobodyConf,
         base
           .replace(/^app_user=.*$/m, `app_user=${USER}`)
+          .replace(/^backup_user=.*$/m, `backup_user=${BACKUP_USER}`)
           .replace(/^db=.*$/m, `db=${join(live, "engine.db")}`)
           .replace(/^backup_dir=.*$/m, `backup_dir=${join(live, "backups")}`)
           .replace(/^session_backup_dir=.*$/m, `session_backup_dir=${join(live, "backups", "sessions")}`)
           .replace(/^tools_dir=.*$/m, `tools_dir=${tools}`),
       );
       execFileSync("sh", ["-c", `chown -R ${USER}:${USER} ${live}`]);
+      // The backup tree as keel-place leaves it: the backup user's, setgid to the engine's group.
+      for (const d of [join(live, "backups"), join(live, "backups", "sessions")]) {
+        mkdirSync(d);
+        execFileSync("sh", ["-c", `chown ${BACKUP_USER}:${USER} ${d} && chmod 2750 ${d}`]);
+      }
     });
+    const uidOf = (u: string) => Number(execFileSync("id", ["-u", u], { encoding: "utf8" }));
     const asApp = (command: string) => execFileSync("setpriv", [`--reuid=${USER}`, `--regid=${USER}`, "--clear-groups", "sh", "-c", command], { encoding: "utf8" });
 
     it("prune keeps the newest N of the scheduled and the session backups, and the newest verified one", () => {
       const db = join(live, "engine.db");
-      asApp(`sqlite3 ${db} "CREATE TABLE t(x); INSERT INTO t VALUES (1);" && mkdir -p ${join(live, "backups", "sessions")}`);
+      asApp(`sqlite3 ${db} "CREATE TABLE t(x); INSERT INTO t VALUES (1);"`);
+      // As the backup service takes them: root runs the two sides as their users (db-backup.sh --as).
       for (let i = 0; i < 3; i++) {
-        asApp(`${join(REPO, "scripts", "db-backup.sh")} --keep 10 ${db} ${join(live, "backups")} >/dev/null && ${join(REPO, "scripts", "db-backup.sh")} --keep 10 ${db} ${join(live, "backups", "sessions")} >/dev/null`);
+        for (const d of [join(live, "backups"), join(live, "backups", "sessions")]) {
+          execFileSync(join(REPO, "scripts", "db-backup.sh"), ["--as", `${USER}:${BACKUP_USER}`, "--keep", "10", db, d], { stdio: "ignore" });
+        }
+      }
+      for (const f of readdirSync(join(live, "backups")).filter((f) => f.endsWith(".db"))) {
+        const st = statSync(join(live, "backups", f));
+        expect([st.uid, st.mode & 0o7777], f).toEqual([uidOf(BACKUP_USER), 0o640]);
       }
       const r = ops(["prune", "1"], nobodyConf);
       expect(r.stderr).not.toContain("what to do");
@@ -367,7 +384,7 @@ describe("keel-ops (the host side) without systemd", () => {
       }
     });
 
-    it("set-aside renames one listed backup out of every list, as the engine's user, and nothing else", () => {
+    it("set-aside renames one listed backup out of every list, as the backup user, and nothing else", () => {
       const dirB = join(live, "backups");
       const [first] = readdirSync(dirB).filter((f) => /^engine-\d{8}T\d{6}Z\.db$/.test(f));
       expect(ops(["set-aside", "../engine.db"], nobodyConf)).toMatchObject({ code: 3, stderr: expect.stringContaining("no backup named '../engine.db'") });
@@ -375,7 +392,7 @@ describe("keel-ops (the host side) without systemd", () => {
       expect(r.stderr).toBe("");
       expect(r.code).toBe(0);
       expect(existsSync(join(dirB, first))).toBe(false);
-      expect(statSync(join(dirB, `.set-aside-${first}`)).uid).toBe(Number(execFileSync("id", ["-u", USER], { encoding: "utf8" })));
+      expect(statSync(join(dirB, `.set-aside-${first}`)).uid).toBe(uidOf(BACKUP_USER));
       expect(ops(["backups"], nobodyConf).stdout).not.toContain(first);
       // Listed with the asides, and kept by remove-asides: it may be the evidence of what changed it.
       expect(ops(["asides"], nobodyConf).stdout).toContain(`${join(dirB, `.set-aside-${first}`)}\t`);

@@ -76,15 +76,17 @@ describe("the backup timer and service", () => {
   const service = renderBackupService(cfg);
   const timer = renderBackupTimer(cfg);
 
-  it("back up the live DB into the backup directory as the engine's user, with the configured retention", () => {
-    expect(unitLines(service, "ExecStart")).toEqual(["/usr/local/sbin/keel-db-backup --keep 30 /var/lib/engine/engine.db /var/backups/engine"]);
+  it("back up the live DB into the backup directory: read as the engine's user, stored by the backup user, with the configured retention", () => {
+    expect(unitLines(service, "ExecStart")).toEqual(["/usr/local/sbin/keel-db-backup --as engine:engine-backup --keep 30 /var/lib/engine/engine.db /var/backups/engine"]);
     expect(unitLines(service, "Type")).toEqual(["oneshot"]);
-    expect(unitLines(service, "User")).toEqual(["engine"]);
-    expect(unitLines(service, "Group")).toEqual(["engine"]);
+    // root only to run the two sides as their users (setpriv): no User=, and no capability but those two.
+    expect(unitLines(service, "User")).toEqual([]);
+    expect(unitLines(service, "PrivateUsers")).toEqual([]);
     expect(unitLines(service, "ReadWritePaths")).toEqual(["/var/lib/engine /var/backups/engine"]);
     expect(unitLines(service, "PrivateNetwork")).toEqual(["yes"]);
     expect(unitLines(service, "RestrictAddressFamilies")).toEqual(["none"]);
-    expect(unitLines(service, "CapabilityBoundingSet")).toEqual([""]);
+    expect(unitLines(service, "CapabilityBoundingSet")).toEqual(["CAP_SETUID CAP_SETGID"]);
+    expect(unitLines(service, "NoNewPrivileges")).toEqual(["yes"]);
   });
 
   it("fire on keel:backupSchedule with a random delay, and catch up a missed run", () => {
@@ -115,8 +117,9 @@ describe("the pre- and post-session backups", () => {
   const dropIn = renderSessionDropIn(cfg);
 
   it("run around every start and stop, into their own directory, with the configured retention", () => {
-    expect(unitLines(dropIn, "ExecCondition")).toEqual(["/usr/local/sbin/keel-db-session-backup pre --keep 30 --history /var/backups/engine /var/lib/engine/engine.db /var/backups/engine/sessions"]);
-    expect(unitLines(dropIn, "ExecStopPost")).toEqual(["/usr/local/sbin/keel-db-session-backup post --keep 30 /var/lib/engine/engine.db /var/backups/engine/sessions"]);
+    // "+": outside the engine's sandbox (which cannot write the backups), as root only to run the two sides as their users.
+    expect(unitLines(dropIn, "ExecCondition")).toEqual(["+/usr/local/sbin/keel-db-session-backup pre --as engine:engine-backup --keep 30 --history /var/backups/engine /var/lib/engine/engine.db /var/backups/engine/sessions"]);
+    expect(unitLines(dropIn, "ExecStopPost")).toEqual(["+/usr/local/sbin/keel-db-session-backup post --as engine:engine-backup --keep 30 /var/lib/engine/engine.db /var/backups/engine/sessions"]);
     expect(unitLines(dropIn, "TimeoutStartSec")).toEqual([START_TIMEOUT]);
   });
 
@@ -126,10 +129,12 @@ describe("the pre- and post-session backups", () => {
     expect(GATE_FAILURE_STATUS).toBe(78);
   });
 
-  it("is a drop-in of the engine's unit, with the sessions directory (engine 0700), verified with the unit", () => {
+  it("is a drop-in of the engine's unit, with the sessions directory (the backup user's, the engine's group may read), verified with the unit", () => {
     const b = bundle(byName(cfg, "db-session-backups"));
     expect(b.files.map((f) => [f.path, f.owner, f.mode])).toEqual([["/etc/systemd/system/engine.service.d/keel-session-backups.conf", "root", "0644"]]);
-    expect(b.dirs).toEqual([{ path: "/var/backups/engine/sessions", owner: "engine", group: "engine", mode: "0700" }]);
+    expect(b.dirs).toEqual([
+      { path: "/var/backups/engine/sessions", owner: "engine-backup", group: "engine", mode: "2750", adoptFilesFrom: { user: "engine", fileMode: "0640" } },
+    ]);
     expect(b.check).toEqual(["systemd-analyze", "verify", "/etc/systemd/system/engine.service"]);
     expect(b.onChange).toEqual([["systemctl", "daemon-reload"]]);
   });

@@ -59,7 +59,6 @@ describe("engine unit file", () => {
       "KEEL_CONFIG=%d/config.yaml",
       "KEEL_DB=/var/lib/engine/engine.db",
       "KEEL_STATE_DIR=/var/lib/engine",
-      "KEEL_BACKUP_DIR=/var/backups/engine",
       "PYTHONUNBUFFERED=1",
       "PYTHONDONTWRITEBYTECODE=1",
     ]);
@@ -80,8 +79,9 @@ describe("engine unit file", () => {
     expect(unitSection).toContain("StartLimitBurst=5");
   });
 
-  it("writes only the state and backup directories and reaches only the network", () => {
-    expect(unitLines(cfg, "ReadWritePaths")).toEqual(["/var/lib/engine /var/backups/engine"]);
+  it("writes only the state directory and reaches only the network", () => {
+    // Not the backups: they are the backup user's (docs/DATABASE.md "The backup identity").
+    expect(unitLines(cfg, "ReadWritePaths")).toEqual(["/var/lib/engine"]);
     expect(unitLines(cfg, "ProtectSystem")).toEqual(["strict"]);
     expect(unitLines(cfg, "RestrictAddressFamilies")).toEqual(["AF_INET AF_INET6"]);
     expect(unitLines(cfg, "CapabilityBoundingSet")).toEqual([""]);
@@ -97,7 +97,7 @@ describe("engine unit file", () => {
   it("follows keel:appName and keel:dbFile", () => {
     const other = config({ "keel:appName": "trader", "keel:dbFile": "book.sqlite" });
     expect(unitLines(other, "User")).toEqual(["trader"]);
-    expect(unitLines(other, "ReadWritePaths")).toEqual(["/var/lib/trader /var/backups/trader"]);
+    expect(unitLines(other, "ReadWritePaths")).toEqual(["/var/lib/trader"]);
     expect(unitLines(other, "Environment")).toContain("KEEL_DB=/var/lib/trader/book.sqlite");
     expect(unitFile(other).path).toBe("/etc/systemd/system/trader.service");
   });

@@ -40,6 +40,7 @@ describe("host.conf, the health check's config", () => {
       app: "engine",
       app_user: "engine",
       backup_dir: "/var/backups/engine",
+      backup_user: "engine-backup",
       backup_keep: "30",
       backup_max_age_hours: "26",
       backup_service: "engine-backup.service",
@@ -79,6 +80,7 @@ describe("host.conf, the health check's config", () => {
       unit: "trader.service",
       db: "/var/lib/trader/state.sqlite3",
       backup_dir: "/var/backups/trader",
+      backup_user: "trader-backup",
     });
   });
 

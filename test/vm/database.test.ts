@@ -176,7 +176,7 @@ describe("the database on a Debian 12 VM, deployed by the host plan's steps", ()
     await asRoot(vm, `rm -f ${stagedDbPath(config())}`);
   }, 30 * MINUTE);
 
-  it("has the backup timer enabled and waiting; its service takes a verified backup as the engine's user", async () => {
+  it("has the backup timer enabled and waiting; its service takes a verified backup, read as the engine's user and stored by the backup user", async () => {
     const cfg = config();
     expect((await sh(vm, `systemctl is-enabled ${backupTimerName(cfg)}`)).trim()).toBe("enabled");
     const timer = await sh(vm, `systemctl show ${backupTimerName(cfg)} -p ActiveState -p TimersCalendar -p NextElapseUSecRealtime`);
@@ -186,12 +186,70 @@ describe("the database on a Debian 12 VM, deployed by the host plan's steps", ()
     await asRoot(vm, `systemctl start ${backupServiceName(cfg)}`, { timeoutMs: 5 * MINUTE });
     const s = await status(hostPaths(cfg).backupDir);
     expect(s).toMatchObject({ result: "ok", exit_code: 0, keep: 14, db: DB });
-    expect((await asRoot(vm, `stat -c '%U %a' ${String(s.file)}`)).trim()).toBe("engine 600");
+    expect((await asRoot(vm, `stat -c '%U:%G %a' ${String(s.file)}`)).trim()).toBe("engine-backup:engine 640");
     expect((await asRoot(vm, `/usr/local/sbin/keel-db-gate verify ${String(s.file)}`)).trim()).toBe("ok");
     expect(await query("SELECT count(*) FROM trades", String(s.file))).toBe("1234");
     const security = await sh(vm, `systemd-analyze security ${backupServiceName(cfg)} --no-pager`);
     console.log(`systemd-analyze security ${backupServiceName(cfg)} on the VM: ${/Overall exposure level[^\n]*/.exec(security)?.[0]}`);
   }, 10 * MINUTE);
+
+  // Issue 11/17: the backup tree is the backup user's; the engine's user (a compromised engine) reads it and nothing more.
+  it("keeps the backups out of the engine's reach: its user can neither delete, rewrite, rename nor forge one", async () => {
+    const cfg = config();
+    const dir = hostPaths(cfg).backupDir;
+    const sessions = sessionBackupDir(cfg);
+    expect((await asRoot(vm, `stat -c '%n %U:%G %a' ${dir} ${sessions}`)).trim().split("\n")).toEqual([
+      `${dir} engine-backup:engine 2750`,
+      `${sessions} engine-backup:engine 2750`,
+    ]);
+    const [newest] = (await backups(dir)).slice(-1);
+    const sum = (await asRoot(vm, `sha256sum ${dir}/${newest}`)).split(" ")[0];
+    const attempts = [
+      `rm -f ${dir}/${newest}`,
+      `printf x >> ${dir}/${newest}`,
+      `mv ${dir}/${newest} ${dir}/moved.db`,
+      `: > ${dir}/engine-20991231T235959Z.db`,
+      `: > ${dir}/engine.status.json`,
+      `: > ${sessions}/engine-20991231T235959Z.db`,
+      `ln -s /etc/passwd ${dir}/planted`,
+    ];
+    for (const a of attempts) {
+      const r = await tryAsRoot(vm, `runuser -u engine -- sh -c '${a}'`);
+      expect(r.code, a).not.toBe(0);
+      expect(r.stderr, a).toMatch(/Permission denied/);
+    }
+    expect((await asRoot(vm, `sha256sum ${dir}/${newest}`)).split(" ")[0]).toBe(sum);
+    expect((await tryAsRoot(vm, `ls ${dir}/engine-20991231T235959Z.db ${dir}/planted`)).code).not.toBe(0);
+    // It can read them: keel-ops restore verifies and restores a backup as the engine's user.
+    expect(await query("SELECT count(*) FROM trades", `${dir}/${newest}`)).toBe("1234");
+  }, 10 * MINUTE);
+
+  it("hands an older keel's backup tree (the engine's, 0700) to the backup user on pulumi up, losing no backup and following no link the engine planted", async () => {
+    const cfg = config();
+    const dir = hostPaths(cfg).backupDir;
+    const sessions = sessionBackupDir(cfg);
+    const sums = async () => (await asRoot(vm, `cd ${dir} && sha256sum engine-*.db sessions/engine-*.db`)).trim();
+    const before = await sums();
+    // The layout an older keel left: everything the engine's, 0700/0600; and the engine's links.
+    await asRoot(vm, `chown -R engine:engine ${dir} && chmod 0700 ${dir} ${sessions} && find ${dir} -type f -exec chmod 0600 {} +`);
+    await asRoot(vm, `runuser -u engine -- ln -s /etc/shadow ${dir}/engine-20991231T235959Z.db && runuser -u engine -- ln ${DB} ${sessions}/hardlinked.db`);
+    const shadow = (await asRoot(vm, "stat -c '%U:%G %a' /etc/shadow")).trim();
+    const dbMode = (await asRoot(vm, `stat -c '%U:%G %a' ${DB}`)).trim();
+    const runs = await up(cfg, ["layout", "db-session-backups"]);
+    const out = Object.fromEntries(runs.map((r) => [r.name, r]));
+    expect(out.layout.stdout).toMatch(new RegExp(`changed dir ${dir}: \\d+ file\\(s\\) handed to engine-backup`));
+    expect(out["db-session-backups"].stdout).toMatch(new RegExp(`changed dir ${sessions}: \\d+ file\\(s\\) handed to engine-backup`));
+    expect(out.layout.stderr + out["db-session-backups"].stderr).toContain("left as it is");
+    expect(await sums()).toBe(before);
+    expect(await asRoot(vm, `find ${dir} -type f -name 'engine-*.db' ! -user engine-backup`)).toBe("");
+    expect(await asRoot(vm, `find ${dir} -type f -name 'engine-*.db' ! -perm 0640`)).toBe("");
+    expect((await asRoot(vm, "stat -c '%U:%G %a' /etc/shadow")).trim()).toBe(shadow);
+    expect((await asRoot(vm, `stat -c '%U:%G %a' ${DB}`)).trim()).toBe(dbMode);
+    await asRoot(vm, `rm -f ${dir}/engine-20991231T235959Z.db ${sessions}/hardlinked.db`);
+    // A backup after the hand-over lands beside the old ones.
+    await asRoot(vm, `systemctl start ${backupServiceName(cfg)}`, { timeoutMs: 5 * MINUTE });
+    expect(await status(dir)).toMatchObject({ result: "ok" });
+  }, 15 * MINUTE);
 
   it("fires the backup service from the timer (a test drop-in makes the schedule every 10 s)", async () => {
     const cfg = config();
@@ -243,9 +301,9 @@ describe("the database on a Debian 12 VM, deployed by the host plan's steps", ()
       expect(Number(state.NRestarts)).toBe(restarts);
       expect(await journal("engine.service", since)).toContain(`pre-session backup of ${DB} failed (reason above): the engine does not start without one`);
       const shown = (await tryAsRoot(vm, "systemctl status engine.service --no-pager")).stdout;
-      expect(shown).toMatch(/ExecCondition=\/usr\/local\/sbin\/keel-db-session-backup pre .*status=\d+/);
+      expect(shown).toMatch(/ExecCondition=\+?\/usr\/local\/sbin\/keel-db-session-backup pre .*status=\d+/);
     } finally {
-      await asRoot(vm, `chmod 0700 ${dir}`);
+      await asRoot(vm, `chmod 2750 ${dir}`);
     }
     await asRoot(vm, "systemctl reset-failed engine.service; systemctl start engine.service", { timeoutMs: 5 * MINUTE });
     expect(await waitFor("running again", unit, (u) => u.SubState === "running")).toMatchObject({ ActiveState: "active" });

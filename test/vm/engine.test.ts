@@ -182,7 +182,7 @@ describe("the engine on a Debian 12 VM, deployed by the host plan's steps", () =
       "/etc/engine/config.yaml root:engine 640",
       "/etc/engine/engine.env root:root 600",
       "/var/lib/engine engine:engine 700",
-      "/var/backups/engine engine:engine 700",
+      "/var/backups/engine engine-backup:engine 2750",
       "/etc/systemd/system/engine.service root:root 644",
       "/var/lib/engine/engine.db engine:engine 600",
     ]);

@@ -261,10 +261,11 @@ describe("the runbook against the VM, from this machine", () => {
     expect((await asRoot(vm, `stat -c '%U:%G %a' ${DB}`)).trim()).toBe("engine:engine 600");
     const after = Number((await asRoot(vm, `ls ${BACKUPS} | grep -cE '^engine-[0-9]{8}T[0-9]{6}Z\\.db$' || true`)).trim());
     expect(after).toBe(before + 1);
-    expect((await asRoot(vm, `stat -c %U ${BACKUPS}/.engine.backup.lock ${BACKUPS}/engine.status.json`)).trim().split("\n")).toEqual(["engine", "engine"]);
+    // The backup of the replaced DB is the backup user's, like every backup (its lock and status too).
+    expect((await asRoot(vm, `stat -c %U ${BACKUPS}/.engine.backup.lock ${BACKUPS}/engine.status.json`)).trim().split("\n")).toEqual(["engine-backup", "engine-backup"]);
     expect((await sh(vm, "ls -A /home/deploy/keel-incoming")).trim()).toBe("");
     await waitFor("heartbeats in the migrated DB", () => query("SELECT count(*) FROM heartbeat"), (n) => Number(n) >= 1, 2 * MINUTE);
-    // The backup timer's service still works after the adopt (its lock and status are the engine's).
+    // The backup timer's service still works after the adopt.
     expect((await runbook("backup-now")).code).toBe(0);
   }, 15 * MINUTE);
 });

@@ -1,0 +1,222 @@
+// Issues 11 and 17 (#11): the backup identity. The backups belong to a user of their own, which the
+// engine's user cannot act as: a compromised engine can read its backups (keel-ops restore does, as
+// the engine's user) but neither delete, rewrite, rename nor forge one. A backup is two processes
+// joined by a pipe: the DB's side (`db-backup.sh --export`, the engine's user) and the backups' side
+// (`db-backup.sh --from-stdin`, the backup user); root only starts the two (`--as`). Two temporary
+// system users stand in for <app> and <app>-backup; real sqlite3, real scripts, real setpriv.
+import { execFileSync, spawnSync } from "node:child_process";
+import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { type Run, SCRIPTS, makeDb, removeDir, sha256, sql, tempDir } from "./db-helpers";
+
+const TAG = randomBytes(3).toString("hex");
+const ENGINE = `keel-e${TAG}`;
+const BACKUP = `keel-e${TAG}-backup`;
+const id = (flag: "-u" | "-g", user: string) => Number(execFileSync("id", [flag, user], { encoding: "utf8" }));
+/** Tools whose every call is recorded with the caller's uid: root must run none of them in `--as`. */
+const RECORDED = ["mktemp", "ln", "cp", "mv", "chmod", "chown", "install", "dd", "rm", "sqlite3", "head", "cat", "touch", "mkdir"] as const;
+
+let dir: string;
+let live: string;
+let db: string;
+let tree: string;
+let sessions: string;
+let bin: string;
+let log: string;
+
+beforeAll(() => {
+  if (process.getuid?.() !== 0) throw new Error("test/host/db-identity.test.ts needs root: it creates two system users");
+  for (const u of [ENGINE, BACKUP]) {
+    execFileSync("useradd", ["--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", u]);
+  }
+});
+afterAll(() => {
+  for (const u of [BACKUP, ENGINE]) spawnSync("userdel", [u], { timeout: 30_000 });
+});
+
+beforeEach(() => {
+  dir = tempDir("keel-db-identity-");
+  chmodSync(dir, 0o755);
+  // /var/lib/<app>: the engine's, 0700.
+  live = join(dir, "live");
+  mkdirSync(live, { mode: 0o700 });
+  chownSync(live, id("-u", ENGINE), id("-g", ENGINE));
+  db = join(live, "engine.db");
+  makeDb(db, { rows: 50, wal: true });
+  execFileSync("sh", ["-c", `chown ${ENGINE}:${ENGINE} ${db}* && chmod 0600 ${db}*`]);
+  // /var/backups/<app> and its sessions directory, as keel-place leaves them (plan/database.ts backupTreeDir).
+  tree = join(dir, "backups");
+  sessions = join(tree, "sessions");
+  for (const d of [tree, sessions]) {
+    mkdirSync(d);
+    chownSync(d, id("-u", BACKUP), id("-g", ENGINE));
+    chmodSync(d, 0o2750);
+  }
+  bin = join(dir, "bin");
+  mkdirSync(bin, { mode: 0o755 });
+  log = join(dir, "calls.log");
+  writeFileSync(log, "");
+  chmodSync(log, 0o666);
+  for (const tool of RECORDED) {
+    const real = execFileSync("sh", ["-c", `command -v ${tool}`], { encoding: "utf8" }).trim();
+    writeFileSync(join(bin, tool), `#!/bin/sh\nprintf '%s %s\\n' "$(id -u)" ${tool} >>${log}\nexec ${real} "$@"\n`, { mode: 0o755 });
+  }
+});
+afterEach(() => removeDir(dir));
+
+function run(file: string, args: string[], opts: { input?: string | Buffer; as?: string } = {}): Run {
+  const argv = opts.as ? ["setpriv", `--reuid=${opts.as}`, `--regid=${opts.as}`, "--init-groups", "--", file, ...args] : [file, ...args];
+  const r = spawnSync(argv[0], argv.slice(1), {
+    encoding: "utf8",
+    input: opts.input,
+    timeout: 120_000,
+    env: { PATH: `${bin}:/usr/sbin:/usr/bin:/sbin:/bin`, HOME: "/root" },
+  });
+  if (r.error) throw r.error;
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+const backup = (...args: string[]) => run(join(SCRIPTS, "db-backup.sh"), args);
+const session = (...args: string[]) => run(join(SCRIPTS, "db-session-backup.sh"), args);
+const asEngine = (command: string) => spawnSync("setpriv", [`--reuid=${ENGINE}`, `--regid=${ENGINE}`, "--init-groups", "--", "sh", "-c", command], { encoding: "utf8" });
+const finals = (d: string) => readdirSync(d).filter((f) => /^engine-\d{8}T\d{6}Z\.db$/.test(f)).sort();
+const rootCalls = () => readFileSync(log, "utf8").split("\n").filter((l) => l.startsWith("0 "));
+
+describe("db-backup.sh --as ENGINE:BACKUP (the backup service)", () => {
+  it("reads the DB as the engine's user and stores a verified backup as the backup user's (group: the engine's, 0640); root runs no file tool", () => {
+    const r = backup("--as", `${ENGINE}:${BACKUP}`, "--keep", "3", db, tree);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const [name] = finals(tree);
+    expect(r.stdout).toBe(`${join(tree, name)}\n`);
+    const st = statSync(join(tree, name));
+    expect([st.uid, st.gid, st.mode & 0o7777]).toEqual([id("-u", BACKUP), id("-g", ENGINE), 0o640]);
+    expect(sql(join(tree, name), "PRAGMA integrity_check; SELECT count(*) FROM t;")).toBe("ok\n50");
+    const status = JSON.parse(readFileSync(join(tree, "engine.status.json"), "utf8"));
+    expect(status).toMatchObject({ result: "ok", file: join(tree, name), sha256: sha256(join(tree, name)) });
+    expect(statSync(join(tree, "engine.status.json")).uid).toBe(id("-u", BACKUP));
+    // The export's temporary copy beside the DB is gone; the DB's directory holds only the DB's files.
+    expect(readdirSync(live).filter((f) => f.includes("export"))).toEqual([]);
+    // Root ran setpriv and no file tool (the two sides run with setpriv's clean PATH, so only root's
+    // own calls pass through the recording wrappers)...
+    expect(rootCalls()).toEqual([]);
+    // ...which do record root: the same backup taken by root alone, in a directory of root's.
+    const own = join(dir, "root-own");
+    mkdirSync(own, { mode: 0o700 });
+    expect(backup(db, own).code).toBe(0);
+    expect(rootCalls()).toEqual(expect.arrayContaining(["0 sqlite3", "0 mktemp", "0 mv"]));
+  });
+
+  it("leaves the engine's user unable to delete, rewrite, rename or forge a backup, or plant a link, in either directory", () => {
+    expect(backup("--as", `${ENGINE}:${BACKUP}`, db, tree).code).toBe(0);
+    const [name] = finals(tree);
+    const sum = sha256(join(tree, name));
+    for (const attack of [
+      `rm -f ${join(tree, name)}`,
+      `printf x >> ${join(tree, name)}`,
+      `mv ${join(tree, name)} ${join(tree, "moved.db")}`,
+      `: > ${join(tree, "engine-20991231T235959Z.db")}`,
+      `: > ${join(sessions, "engine-20991231T235959Z.db")}`,
+      `mkfifo ${join(tree, "engine.status.json.fifo")}`,
+      `ln -s /etc/passwd ${join(tree, "planted")}`,
+      `rm -f ${join(tree, "engine.status.json")}`,
+    ]) {
+      const r = asEngine(attack);
+      expect(r.status, attack).not.toBe(0);
+      expect(r.stderr, attack).toMatch(/Permission denied/);
+    }
+    expect(sha256(join(tree, name))).toBe(sum);
+    expect(finals(tree)).toEqual([name]);
+    expect(finals(sessions)).toEqual([]);
+    // Reading stays possible: keel-ops restore verifies and restores a backup as the engine's user.
+    expect(asEngine(`sqlite3 'file:${join(tree, name)}?mode=ro' 'SELECT count(*) FROM t'`).stdout).toBe("50\n");
+  });
+
+  it("records the export side's failure, with its reason and exit code, in the backup user's status file", () => {
+    execFileSync("sh", ["-c", `mv ${db} ${db}.away && rm -f ${db}-wal ${db}-shm`]);
+    const r = backup("--as", `${ENGINE}:${BACKUP}`, db, tree);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`the export of ${db} failed: ${db}: no such DB file`);
+    expect(finals(tree)).toEqual([]);
+    expect(JSON.parse(readFileSync(join(tree, "engine.status.json"), "utf8"))).toMatchObject({ result: "failed", exit_code: 1, file: null });
+  });
+
+  it("refuses a non-root caller and one user for both sides (exit 2)", () => {
+    expect(backup("--as", `${ENGINE}:${ENGINE}`, db, tree)).toMatchObject({ code: 2, stderr: expect.stringContaining("two users, not one") });
+    const r = run(join(SCRIPTS, "db-backup.sh"), ["--as", `${ENGINE}:${BACKUP}`, db, tree], { as: BACKUP });
+    expect(r).toMatchObject({ code: 2, stderr: expect.stringContaining("run it as root") });
+  });
+});
+
+describe("db-backup.sh --from-stdin (the backups' side) treats the stream as the engine's word", () => {
+  // The backup user's side fed by hand, as a compromised engine could feed it.
+  const store = (input: string | Buffer, ...extra: string[]) =>
+    run(join(SCRIPTS, "db-backup.sh"), ["--from-stdin", ...extra, db, tree], { input, as: BACKUP });
+
+  it("keeps nothing of a stream cut short, a stream without a header, or a header it does not know (exit 5)", () => {
+    const bytes = readFileSync(makeDb(join(dir, "other.db"), { rows: 5 }));
+    const cut = store(Buffer.concat([Buffer.from(`keel-db-export 1 size ${bytes.length}\n`), bytes.subarray(0, 1000)]));
+    expect(cut.code).toBe(5);
+    expect(cut.stderr).toContain(`the export of ${db} ended after 1000 of ${bytes.length} bytes`);
+    expect(store(bytes).code).toBe(5);
+    expect(store("keel-db-export 2 size 10\n0123456789").stderr).toContain("stdin is not a backup stream");
+    expect(store("").stderr).toContain("no backup stream on stdin");
+    expect(finals(tree)).toEqual([]);
+    expect(readdirSync(tree).filter((f) => f.includes("partial"))).toEqual([]);
+  });
+
+  it("stores a whole stream only when it passes the integrity gate (a forged, damaged DB is refused, exit 1)", () => {
+    const bad = makeDb(join(dir, "bad.db"), { rows: 200 });
+    const buf = readFileSync(bad);
+    buf.fill(0xff, 4096, 8192); // a b-tree page overwritten
+    const r = store(Buffer.concat([Buffer.from(`keel-db-export 1 size ${buf.length}\n`), buf]));
+    expect(r.code).toBe(1);
+    expect(finals(tree)).toEqual([]);
+    const good = readFileSync(makeDb(join(dir, "good.db"), { rows: 7 }));
+    const ok = store(Buffer.concat([Buffer.from(`keel-db-export 1 size ${good.length}\n`), good]));
+    expect(ok.code).toBe(0);
+    expect(finals(tree)).toHaveLength(1);
+  });
+
+  it("takes 'no DB' only where the caller allows it (session backups): elsewhere it is a failure (exit 1)", () => {
+    expect(store("keel-db-export 1 none\n")).toMatchObject({ code: 1, stderr: expect.stringContaining("no such DB file (the export side found none)") });
+    expect(store("keel-db-export 1 none\n", "--none-ok")).toMatchObject({ code: 0, stdout: "" });
+  });
+
+  it("takes an exit code from the stream only within the scripts' codes (1-5)", () => {
+    const r = store("keel-db-export 1 failed 77 made up\n");
+    expect(r.code).toBe(5);
+    expect(JSON.parse(readFileSync(join(tree, "engine.status.json"), "utf8"))).toMatchObject({ result: "failed", exit_code: 5, reason: `the export of ${db} failed: made up` });
+  });
+});
+
+describe("db-session-backup.sh --as (the engine's ExecCondition=+ and ExecStopPost=+)", () => {
+  it("takes the pre- and post-session backups into the sessions directory as the backup user's", () => {
+    for (const phase of ["pre", "post"]) {
+      const r = session(phase, "--as", `${ENGINE}:${BACKUP}`, "--keep", "5", "--history", tree, db, sessions);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(new RegExp(`${phase}-session backup of ${db}: ${sessions}/engine-\\d{8}T\\d{6}Z\\.db`));
+    }
+    const names = finals(sessions);
+    expect(names).toHaveLength(2);
+    for (const n of names) expect(statSync(join(sessions, n)).uid).toBe(id("-u", BACKUP));
+    expect(rootCalls()).toEqual([]);
+  });
+
+  it("a first start (no DB, no backup ever) passes with nothing to back up; a DB gone after backups refuses the start: DB missing", () => {
+    execFileSync("sh", ["-c", `rm -f ${db} ${db}-wal ${db}-shm`]);
+    const first = session("pre", "--as", `${ENGINE}:${BACKUP}`, "--history", tree, db, sessions);
+    expect(first).toMatchObject({ code: 0 });
+    expect(first.stderr).toContain("no DB at");
+    expect(finals(sessions)).toEqual([]);
+    makeDb(db, { rows: 3 });
+    execFileSync("sh", ["-c", `chown ${ENGINE}:${ENGINE} ${db}*`]);
+    expect(backup("--as", `${ENGINE}:${BACKUP}`, db, tree).code).toBe(0);
+    execFileSync("sh", ["-c", `rm -f ${db} ${db}-wal ${db}-shm`]);
+    const missing = session("pre", "--as", `${ENGINE}:${BACKUP}`, "--history", tree, db, sessions);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain("DB missing: restore");
+    expect(existsSync(db)).toBe(false);
+  });
+});
