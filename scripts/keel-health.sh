@@ -68,10 +68,10 @@ if [[ -n $only ]]; then
 fi
 
 # --- config: key=value lines, never sourced --------------------------------------------------
-PATH_KEYS=(db backup_dir journal_dir state_file manifest tools_dir webhook_file)
+PATH_KEYS=(db backup_dir session_backup_dir journal_dir state_file manifest tools_dir webhook_file)
 INT_KEYS=(backup_keep backup_max_age_hours disk_warn_percent disk_crit_percent engine_gate_status
   security_grace_hours db_check_timeout_seconds settle_seconds)
-NAME_KEYS=(app unit app_user deploy_user fail2ban_jail health_timer)
+NAME_KEYS=(app unit app_user backup_user deploy_user fail2ban_jail health_timer)
 declare -A conf=()
 [[ -r $CONFIG ]] || die "cannot read the config $CONFIG; keel writes it on pulumi up (the tools step)"
 lineno=0
@@ -419,7 +419,19 @@ for v in [d.get(k) for k in ("result", "time", "finished", "exit_code", "reason"
   details=$(jobj dir "$(js "$dir")" status_file "$(js "$status_file")" max_age_hours "$(jint "${conf[backup_max_age_hours]}")" \
     count "$(jint "${#backups[@]}")" newest "$newest" last_run "$last" sha_checked "$(jstr_or_null "$sha_seen")")
   local todo_now="take one now (scripts/runbook/backup-now.sh) and read why the timer did not: docs/RUNBOOK.md \"Backups\""
-  if [[ $run_result == failed ]]; then
+  # The backup tree is the backup user's, closed to writes by anyone else (docs/DATABASE.md "The
+  # backup identity"): otherwise the engine's user, or another, could delete or forge backups.
+  local d open_tree="" st
+  for d in "$dir" "${conf[session_backup_dir]}"; do
+    st=$(stat -c '%U %a %F' -- "$d" 2>/dev/null) || continue
+    if [[ -L $d || ${st%% *} != "${conf[backup_user]}" || $st != *" directory" ]] || ((8#$(cut -d' ' -f2 <<<"$st") & 8#022)); then
+      open_tree+="${open_tree:+, }$d (${st% directory})"
+    fi
+  done
+  if [[ -n $open_tree ]]; then
+    result degraded "the backup directory is not the backup user's alone: $open_tree; the engine's user could delete or forge backups" \
+      "run pulumi up: keel gives it to ${conf[backup_user]} (mode 2750); then find out who changed it: sudo keel-ops audit keel" "$details"
+  elif [[ $run_result == failed ]]; then
     result degraded "the last backup run ($run_time) failed: $run_reason" \
       "fix what it says, then scripts/runbook/backup-now.sh (docs/RUNBOOK.md \"Backups\")" "$details"
   elif [[ $run_result == ok && -n $run_file && $run_now_size != "$run_size" ]]; then

@@ -62,6 +62,9 @@ class Layout {
     const moved: Record<string, string> = {
       db: this.db,
       backup_dir: this.backups,
+      session_backup_dir: join(this.backups, "sessions"),
+      // The backup tree's owner: root stands in for <app>-backup here (the directories are root's).
+      backup_user: "root",
       journal_dir: join(this.root, "journal"),
       manifest: join(this.keel, "manifest.json"),
       state_file: join(this.keel, "health.state"),
@@ -182,6 +185,27 @@ describe("keel-health: exit codes for constructed states", { timeout: 120_000 },
     expect(r.run.code).toBe(1);
     expect(r.checks.backup.summary).toMatch(/^the last backup run \(\d{4}-\d\d-\d\dT[\d:]+Z\) failed: .*integrity/);
     expect(r.checks.backup.details).toMatchObject({ count: 1, last_run: { result: "failed", exit_code: 1 } });
+  });
+
+  // Issues 11/17: the backup tree must be the backup user's alone, or the engine could delete or forge backups.
+  it("is degraded (1) when a backup directory is not the backup user's alone (another owner, a group or others may write)", async () => {
+    const l = layout();
+    makeDb(l.db);
+    expect(l.backup()).toBe(0);
+    expect((await l.report("backup")).run.code).toBe(0);
+    mkdirSync(join(l.backups, "sessions"), { mode: 0o755 });
+    chmodSync(join(l.backups, "sessions"), 0o2770);
+    let r = await l.report("backup");
+    expect(r.run.code).toBe(1);
+    expect(r.checks.backup.summary).toBe(`the backup directory is not the backup user's alone: ${join(l.backups, "sessions")} (root 2770); the engine's user could delete or forge backups`);
+    expect(r.checks.backup.todo).toContain("run pulumi up: keel gives it to root (mode 2750)");
+    chmodSync(join(l.backups, "sessions"), 0o2750);
+    expect((await l.report("backup")).run.code).toBe(0);
+    // An older keel's layout: the engine's user owns the tree.
+    l.writeConf({ backup_user: "engine-backup" });
+    r = await l.report("backup");
+    expect(r.run.code).toBe(1);
+    expect(r.checks.backup.summary).toContain(`${l.backups} (root 755)`);
   });
 
   // Issue 11: what the backup directory holds is read as hostile (its writer may be compromised).
