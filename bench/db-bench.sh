@@ -73,6 +73,13 @@ backup_ms=$(timed "$repo/scripts/db-backup.sh" --keep 1 "$db" "$work/backups")
 echo "backup (VACUUM INTO + verify + sha256 + fsync): $backup_ms ms   vs   cp: $cp_ms ms   ratio $(awk -v a="$backup_ms" -v b="$cp_ms" 'BEGIN { printf "%.1f", a / (b ? b : 1) }')"
 rm -rf "$work/backups"
 
+# On a keel host a backup crosses two users (docs/DATABASE.md "The backup identity"): the DB's
+# side exports a copy beside the DB and streams it, the backups' side stores it. Same user here.
+pipe_backup() { "$repo/scripts/db-backup.sh" --export "$db" | "$repo/scripts/db-backup.sh" --from-stdin --keep 1 "$db" "$work/backups"; }
+pipe_ms=$(timed pipe_backup)
+echo "backup across two users (--export | --from-stdin, as the host runs it): $pipe_ms ms   vs   cp: $cp_ms ms   ratio $(awk -v a="$pipe_ms" -v b="$cp_ms" 'BEGIN { printf "%.1f", a / (b ? b : 1) }')"
+rm -rf "$work/backups"
+
 vacuum_ms=$(timed sqlite3 "file:$db?mode=ro" "VACUUM INTO '$work/vacuum.db'")
 rm -f "$work/vacuum.db"
 echo "  of which VACUUM INTO alone: $vacuum_ms ms"

@@ -36,6 +36,18 @@ export function sessionBackupDir(cfg: KeelConfig): string {
   return `${hostPaths(cfg).backupDir}/sessions`;
 }
 
+/**
+ * The lock `keel-ops` holds (exclusively, as root) from stopping the engine for a restore, adopt or
+ * recover until the DB is in place, and the pre-session backup waits for (shared) before the engine
+ * starts: no start slips in between keel-ops' stop and its swap (issue 17 #7). In /run/keel, root's.
+ */
+export function opsLockPath(cfg: KeelConfig): string {
+  return `/run/keel/${cfg.appName}.ops.lock`;
+}
+
+/** How long a start waits for keel-ops to finish a restore or adopt before it gives up (seconds). */
+export const OPS_LOCK_WAIT_SECONDS = 600;
+
 /** The deploy user's directory where a migrated DB lands before it is adopted (0700). */
 export function incomingDir(cfg: KeelConfig): string {
   return `/home/${cfg.deployUser}/keel-incoming`;
@@ -167,7 +179,7 @@ export function renderBackupTimer(cfg: KeelConfig): string {
 export function renderSessionDropIn(cfg: KeelConfig): string {
   const p = hostPaths(cfg);
   const backup = (phase: string) =>
-    `+${toolPath("db-session-backup")} ${phase} --as ${backupIdentities(cfg)} --keep ${cfg.backupRetention}${phase === "pre" ? ` --history ${p.backupDir}` : ""} ${p.db} ${sessionBackupDir(cfg)}`;
+    `+${toolPath("db-session-backup")} ${phase} --as ${backupIdentities(cfg)}${phase === "pre" ? ` --ops-lock ${opsLockPath(cfg)}` : ""} --keep ${cfg.backupRetention}${phase === "pre" ? ` --history ${p.backupDir}` : ""} ${p.db} ${sessionBackupDir(cfg)}`;
   const lines = [
     "# Written by keel (plan/database.ts); edits are overwritten on the next pulumi up.",
     "# Pre- and post-session backups (seed 000 §11C; docs/DATABASE.md).",

@@ -1,5 +1,5 @@
 import type { KeelConfig } from "../config";
-import { backupServiceName, sessionBackupDir } from "./database";
+import { backupServiceName, opsLockPath, sessionBackupDir } from "./database";
 import { GATE_FAILURE_STATUS, SETTLE_SECONDS } from "./engine";
 import { backupUser, hostPaths } from "./layout";
 import { placeStep, secretPlaceStep } from "./steps";
@@ -63,6 +63,8 @@ export function renderHostConf(cfg: KeelConfig): string {
     health_timer: HEALTH_TIMER,
     journal_dir: "/var/log/journal",
     manifest: `${p.keelState}/manifest.json`,
+    // keel-ops holds it from its stop of the engine to the swap's end; a start waits for it.
+    ops_lock: opsLockPath(cfg),
     security_grace_hours: SECURITY_GRACE_HOURS,
     // The pre- and post-session backups' directory, which `keel-ops prune` prunes too.
     session_backup_dir: sessionBackupDir(cfg),

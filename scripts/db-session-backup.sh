@@ -16,7 +16,7 @@ for lib in "$KEEL_DB_HERE/db-lib.sh" "$KEEL_DB_HERE/keel-db-lib" ""; do [[ -r $l
 
 usage() {
   cat <<EOF
-usage: $KEEL_PROG pre|post [--as ENGINE:BACKUP] [--keep N] [--history HDIR]... DB DIR
+usage: $KEEL_PROG pre|post [--as ENGINE:BACKUP] [--ops-lock FILE] [--keep N] [--history HDIR]... DB DIR
        $KEEL_PROG -h
 
 pre   before the engine starts: waits for a restore or adopt swapping DB to finish, and refuses
@@ -34,7 +34,9 @@ The backup is two processes joined by a pipe (db-backup.sh -h, docs/DATABASE.md 
 identity"): the DB's side (the swap lock, then db-backup.sh --export) and the backups' side
 (db-backup.sh --from-stdin, then the missing-DB check). With --as ENGINE:BACKUP, run as root (the
 engine's unit runs it with the "+" prefix), each side runs as its own user (setpriv); without it,
-both run as the caller.
+both run as the caller. --ops-lock FILE (pre, as root): first wait up to 10 minutes for a shared
+flock on FILE, which keel-ops holds from its stop of the engine until a restore or adopt is in
+place, so no start slips in between (exit 3 when it is still held then).
 Exit codes: db-backup.sh's (0 ok, 1 gate, 3 busy, 4 not local, 5 failed), 2 usage.
 EOF
 }
@@ -49,12 +51,13 @@ case ${1:-} in
   pre | post) phase=$1; shift ;;
   *) keel_usage_error "expected pre or post, not '${1:-}'" ;;
 esac
-keep=() history=() as=""
+keep=() history=() as="" ops_lock=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --keep) [[ $# -ge 2 ]] || keel_usage_error "--keep needs a number"; keep=(--keep "$2"); shift 2 ;;
     --history) [[ $# -ge 2 ]] || keel_usage_error "--history needs a directory"; history+=("$2"); shift 2 ;;
     --as) [[ $# -ge 2 ]] || keel_usage_error "--as needs ENGINE:BACKUP"; as=$2; shift 2 ;;
+    --ops-lock) [[ $# -ge 2 ]] || keel_usage_error "--ops-lock needs a file"; ops_lock=$2; shift 2 ;;
     --) shift; break ;;
     -*) keel_usage_error "unknown option $1" ;;
     *) break ;;
@@ -95,6 +98,16 @@ if [[ $side == both ]]; then
     [[ $db == /* && $dir == /* ]] || keel_usage_error "--as needs absolute paths for DB and DIR"
     export_side=(keel_as "${BASH_REMATCH[1]}" "${export_side[@]}")
     store_side=(keel_as "${BASH_REMATCH[2]}" "${store_side[@]}")
+  fi
+  if [[ -n $ops_lock && $phase == pre ]]; then
+    # Only a post-session backup runs inside keel-ops' stop (systemctl stop waits for it): it must
+    # not wait for keel-ops' lock, or the two would wait for each other.
+    [[ $ops_lock == /run/keel/* && $(id -u) -eq 0 ]] || keel_usage_error "--ops-lock takes a file in /run/keel, as root"
+    [[ -d /run/keel ]] || mkdir -m 0755 /run/keel || keel_die "$KEEL_EX_FAIL" "cannot create /run/keel"
+    exec 8>>"$ops_lock" || keel_die "$KEEL_EX_FAIL" "cannot open $ops_lock"
+    flock -s -w "${KEEL_OPS_LOCK_WAIT:-600}" 8 ||
+      keel_die "$KEEL_EX_BUSY" "keel-ops has held $ops_lock (a restore or adopt) for ${KEEL_OPS_LOCK_WAIT:-600} s: the engine does not start meanwhile" \
+        "wait for keel-ops to finish, then sudo keel-ops start"
   fi
   set +e
   trap - ERR

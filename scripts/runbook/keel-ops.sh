@@ -110,7 +110,7 @@ declare -A conf=()
 while IFS= read -r line || [[ -n $line ]]; do
   [[ $line =~ ^([a-z0-9_]+)=([A-Za-z0-9._/@-]*)$ ]] && conf[${BASH_REMATCH[1]}]=${BASH_REMATCH[2]}
 done <"$CONFIG"
-for k in unit db app_user backup_user deploy_user backup_dir backup_keep backup_service tools_dir settle_seconds; do
+for k in unit db app_user backup_user deploy_user backup_dir backup_keep backup_service tools_dir settle_seconds ops_lock; do
   [[ -n ${conf[$k]:-} ]] || fail 3 "$CONFIG has no $k; run pulumi up"
 done
 unit=${conf[unit]} db=${conf[db]} dir=${conf[backup_dir]} tools=${conf[tools_dir]}
@@ -161,6 +161,17 @@ asides() {
   return 0
 }
 
+# The operation lock (issue 17 #7): held exclusively from the engine's stop until the DB is in
+# place; the engine's pre-session backup waits for it (shared), so no start slips in between.
+# Released before every start of keel-ops' own, and by the exit.
+ops_lock() {
+  [[ ${conf[ops_lock]} == /run/keel/* ]] || fail 3 "$CONFIG: ops_lock must be a file in /run/keel"
+  [[ -d /run/keel ]] || mkdir -m 0755 /run/keel
+  exec 8>>"${conf[ops_lock]}"
+  flock -x -w 600 8 || fail 1 "another keel-ops restore, adopt or recover holds ${conf[ops_lock]}; wait for it"
+}
+ops_unlock() { exec 8>&-; }
+
 stop_engine() {
   if [[ $(show ActiveState) == active || $(show ActiveState) == activating ]]; then
     systemctl stop -- "$unit"
@@ -172,6 +183,7 @@ stop_engine() {
 # PID and no automatic restart, for settle_seconds.
 start_engine() {
   local pid restarts
+  ops_unlock
   [[ $(show ActiveState) != failed ]] || systemctl reset-failed -- "$unit"
   systemctl "${1:-start}" -- "$unit"
   pid=$(show MainPID)
@@ -216,6 +228,7 @@ case $cmd in
     echo "$PROG: set keel:backupRetention to $n too (pulumi config set keel:backupRetention $n; pulumi up), or the next backups keep ${conf[backup_keep]} again"
     ;;
   recover)
+    ops_lock
     as_app "$(tool db-gate)" recover "$db" >/dev/null || fail 1 "the recovery failed (reason above)"
     echo "$PROG: $db is consistent (nothing was half-swapped, or the interrupted swap is finished or rolled back); start the engine: sudo keel-ops start"
     ;;
@@ -246,6 +259,7 @@ case $cmd in
       fail 3 "no backup named '$want' in $dir; list them with: sudo keel-ops backups"
     # Verify while the engine still runs: a bad backup costs no downtime.
     as_app "$(tool db-gate)" verify "$dir/$want" >/dev/null || fail 1 "$want fails the integrity gate; pick an older one (sudo keel-ops backups)"
+    ops_lock
     stop_engine
     rc=0
     before=$(db_identity)
@@ -278,6 +292,7 @@ case $cmd in
     [[ $src == "$incoming"/* && ! -L $1 && -f $src ]] ||
       fail 3 "$1: adopt takes a file uploaded into $incoming/ (scripts/runbook/migrate.sh puts it there)"
     "$(tool db-gate)" verify "$src" >/dev/null || fail 1 "$src fails the integrity gate: it is not carried forward (seed 000 §4); nothing changed"
+    ops_lock
     stop_engine
     # adopt runs as the DB's owner, like every backup: the verified backup it takes of the current
     # DB, its lock and status file then belong to the engine's user as the timer's do. So it gets

@@ -4,8 +4,8 @@
 // joined by a pipe: the DB's side (`db-backup.sh --export`, the engine's user) and the backups' side
 // (`db-backup.sh --from-stdin`, the backup user); root only starts the two (`--as`). Two temporary
 // system users stand in for <app> and <app>-backup; real sqlite3, real scripts, real setpriv.
-import { execFileSync, spawnSync } from "node:child_process";
-import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -66,13 +66,13 @@ beforeEach(() => {
 });
 afterEach(() => removeDir(dir));
 
-function run(file: string, args: string[], opts: { input?: string | Buffer; as?: string } = {}): Run {
+function run(file: string, args: string[], opts: { input?: string | Buffer; as?: string; env?: Record<string, string> } = {}): Run {
   const argv = opts.as ? ["setpriv", `--reuid=${opts.as}`, `--regid=${opts.as}`, "--init-groups", "--", file, ...args] : [file, ...args];
   const r = spawnSync(argv[0], argv.slice(1), {
     encoding: "utf8",
     input: opts.input,
     timeout: 120_000,
-    env: { PATH: `${bin}:/usr/sbin:/usr/bin:/sbin:/bin`, HOME: "/root" },
+    env: { PATH: `${bin}:/usr/sbin:/usr/bin:/sbin:/bin`, HOME: "/root", ...opts.env },
   });
   if (r.error) throw r.error;
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
@@ -202,6 +202,30 @@ describe("db-session-backup.sh --as (the engine's ExecCondition=+ and ExecStopPo
     expect(names).toHaveLength(2);
     for (const n of names) expect(statSync(join(sessions, n)).uid).toBe(id("-u", BACKUP));
     expect(rootCalls()).toEqual([]);
+  });
+
+  // Issue 17 #7: keel-ops holds /run/keel/<app>.ops.lock from its stop of the engine until the DB is
+  // in place; a start (the pre-session backup, as root) waits for it, a stop's backup never does.
+  it("waits before a start for the lock keel-ops holds over a restore (exit 3 after the wait), and never after a stop", async () => {
+    const lock = `/run/keel/keel-test-${TAG}.ops.lock`;
+    const holder = spawn("flock", ["-x", lock, "sleep", "30"], { stdio: "ignore" });
+    try {
+      await new Promise((res) => setTimeout(res, 500));
+      const pre = run(join(SCRIPTS, "db-session-backup.sh"), ["pre", "--as", `${ENGINE}:${BACKUP}`, "--ops-lock", lock, db, sessions], { env: { KEEL_OPS_LOCK_WAIT: "2" } });
+      expect(pre.code).toBe(3);
+      expect(pre.stderr).toContain(`keel-ops has held ${lock} (a restore or adopt) for 2 s: the engine does not start meanwhile`);
+      expect(finals(sessions)).toEqual([]);
+      const post = run(join(SCRIPTS, "db-session-backup.sh"), ["post", "--as", `${ENGINE}:${BACKUP}`, "--ops-lock", lock, db, sessions], { env: { KEEL_OPS_LOCK_WAIT: "2" } });
+      expect(post.code, post.stderr).toBe(0);
+      expect(finals(sessions)).toHaveLength(1);
+    } finally {
+      holder.kill("SIGKILL");
+    }
+    await new Promise((res) => holder.on("exit", res));
+    const pre = run(join(SCRIPTS, "db-session-backup.sh"), ["pre", "--as", `${ENGINE}:${BACKUP}`, "--ops-lock", lock, db, sessions]);
+    expect(pre.code, pre.stderr).toBe(0);
+    expect(finals(sessions)).toHaveLength(2);
+    rmSync(lock, { force: true });
   });
 
   it("a first start (no DB, no backup ever) passes with nothing to back up; a DB gone after backups refuses the start: DB missing", () => {

@@ -118,7 +118,7 @@ describe("the pre- and post-session backups", () => {
 
   it("run around every start and stop, into their own directory, with the configured retention", () => {
     // "+": outside the engine's sandbox (which cannot write the backups), as root only to run the two sides as their users.
-    expect(unitLines(dropIn, "ExecCondition")).toEqual(["+/usr/local/sbin/keel-db-session-backup pre --as engine:engine-backup --keep 30 --history /var/backups/engine /var/lib/engine/engine.db /var/backups/engine/sessions"]);
+    expect(unitLines(dropIn, "ExecCondition")).toEqual(["+/usr/local/sbin/keel-db-session-backup pre --as engine:engine-backup --ops-lock /run/keel/engine.ops.lock --keep 30 --history /var/backups/engine /var/lib/engine/engine.db /var/backups/engine/sessions"]);
     expect(unitLines(dropIn, "ExecStopPost")).toEqual(["+/usr/local/sbin/keel-db-session-backup post --as engine:engine-backup --keep 30 /var/lib/engine/engine.db /var/backups/engine/sessions"]);
     expect(unitLines(dropIn, "TimeoutStartSec")).toEqual([START_TIMEOUT]);
   });

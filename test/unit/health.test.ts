@@ -54,6 +54,7 @@ describe("host.conf, the health check's config", () => {
       health_timer: "keel-health.timer",
       journal_dir: "/var/log/journal",
       manifest: "/var/lib/keel/manifest.json",
+      ops_lock: "/run/keel/engine.ops.lock",
       security_grace_hours: "48",
       session_backup_dir: "/var/backups/engine/sessions",
       settle_seconds: "5",
