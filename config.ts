@@ -262,6 +262,13 @@ export const configSchema = z
       .regex(/^[A-Za-z0-9*:.,~/ -]+$/, "a systemd OnCalendar expression such as '*-*-* 03:17:00' or 'hourly'")
       .default("*-*-* 03:17:00")
       .describe("systemd OnCalendar for the backup timer."),
+    startTimeoutMinutes: z
+      .number()
+      .int()
+      .min(5)
+      .max(24 * 60)
+      .default(15)
+      .describe("How long a start of the engine may take, its pre-session backup of the whole DB included (about 19 s per GiB)."),
     backupRetention: z.number().int().min(1).max(1000).default(14).describe("Verified backups kept on the host."),
     timezone: z.string().refine(isTimeZone, "an IANA time zone such as UTC or Europe/Berlin").default("UTC").describe("Host time zone, set at first boot only (a change reaches a new server, not a running one)."),
     minFreeDiskGiB: z.number().min(1).max(10000).default(5).describe("Free disk the host must have for DB + backups + logs."),

@@ -14,10 +14,22 @@ import type { HostDir, HostFile, Step } from "./types";
 export const BACKUP_RANDOMIZED_DELAY = "10min";
 
 /**
- * How long a start may take, the pre-session backup included (systemd's default is 90 s). The
- * backup verifies the whole DB: about 19 s per GiB measured (docs/DATABASE.md "Benchmark").
+ * How long a start may take, the pre-session backup included (systemd's default is 90 s):
+ * keel:startTimeoutMinutes. The backup verifies the whole DB: about 19 s per GiB measured
+ * (docs/DATABASE.md "Benchmark").
  */
-export const START_TIMEOUT = "15min";
+export function startTimeoutSeconds(cfg: KeelConfig): number {
+  return cfg.startTimeoutMinutes * 60;
+}
+
+/**
+ * The pre-session backup stops itself this long before the unit's start timeout: a failed
+ * ExecCondition= (exit 1-254) leaves the engine stopped, while a start that runs into
+ * TimeoutStartSec= fails the unit with result "timeout", which Restart=on-failure restarts
+ * (systemd's service.c: service_enter_signal → SERVICE_FAILURE_TIMEOUT, service_shall_restart):
+ * a DB too large for the timeout would be backed up, killed and restarted forever.
+ */
+export const START_DEADLINE_MARGIN_SECONDS = 30;
 
 export function backupServiceName(cfg: KeelConfig): string {
   return `${cfg.appName}-backup.service`;
@@ -178,8 +190,9 @@ export function renderBackupTimer(cfg: KeelConfig): string {
  */
 export function renderSessionDropIn(cfg: KeelConfig): string {
   const p = hostPaths(cfg);
+  const pre = ` --ops-lock ${opsLockPath(cfg)} --deadline ${startTimeoutSeconds(cfg) - START_DEADLINE_MARGIN_SECONDS}`;
   const backup = (phase: string) =>
-    `+${toolPath("db-session-backup")} ${phase} --as ${backupIdentities(cfg)}${phase === "pre" ? ` --ops-lock ${opsLockPath(cfg)}` : ""} --keep ${cfg.backupRetention}${phase === "pre" ? ` --history ${p.backupDir}` : ""} ${p.db} ${sessionBackupDir(cfg)}`;
+    `+${toolPath("db-session-backup")} ${phase} --as ${backupIdentities(cfg)}${phase === "pre" ? pre : ""} --keep ${cfg.backupRetention}${phase === "pre" ? ` --history ${p.backupDir}` : ""} ${p.db} ${sessionBackupDir(cfg)}`;
   const lines = [
     "# Written by keel (plan/database.ts); edits are overwritten on the next pulumi up.",
     "# Pre- and post-session backups (seed 000 §11C; docs/DATABASE.md).",
@@ -189,8 +202,9 @@ export function renderSessionDropIn(cfg: KeelConfig): string {
     `ExecCondition=${backup("pre")}`,
     "# After every stop, a crash included: the session just ended. It must finish within TimeoutStopSec=.",
     `ExecStopPost=${backup("post")}`,
-    "# The pre-session backup verifies the whole DB: room for a large one.",
-    `TimeoutStartSec=${START_TIMEOUT}`,
+    "# The pre-session backup verifies the whole DB: room for a large one (keel:startTimeoutMinutes).",
+    "# It stops itself --deadline seconds in, before this timeout, which Restart=on-failure would restart.",
+    `TimeoutStartSec=${startTimeoutSeconds(cfg)}`,
   ];
   return lines.join("\n") + "\n";
 }

@@ -593,17 +593,24 @@ KEEL_EXPORT_SENT=0
 keel_export_failed_header() {
   [[ $1 -ne 0 && $KEEL_EXPORT_SENT -eq 0 ]] || return 0
   KEEL_EXPORT_SENT=1
+  # The store side may be gone already (killed with us by a deadline): a SIGPIPE here must not end
+  # the exit trap before it removes the temporary copy.
+  trap '' PIPE
   printf '%s failed %d %s\n' "$KEEL_EXPORT_MAGIC" "$1" "$(printf '%s' "${KEEL_LAST_ERROR:-exit code $1}" | tr '\n\r' '  ' | head -c 2000)" || true
 }
 keel_export_header() { KEEL_EXPORT_SENT=1; printf '%s %s\n' "$KEEL_EXPORT_MAGIC" "$1"; }
 
 # keel_as USER CMD... — as root, run CMD as USER (its own groups, no new privileges, a clean
 # environment). Root itself opens nothing of USER's on the way (docs/DATABASE.md "Who runs what").
+# keel_as_argv USER sets KEEL_AS to that command line's prefix, for a caller that wraps it further.
+keel_as_argv() {
+  [[ $1 =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || keel_usage_error "'$1' is not a user name"
+  KEEL_AS=(setpriv --reuid="$1" --regid="$1" --init-groups --no-new-privs --reset-env --)
+}
 keel_as() {
-  local u=$1
+  keel_as_argv "$1"
   shift
-  [[ $u =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || keel_usage_error "'$u' is not a user name"
-  setpriv --reuid="$u" --regid="$u" --init-groups --no-new-privs --reset-env -- "$@"
+  "${KEEL_AS[@]}" "$@"
 }
 
 # ---- putting a prepared file in place -----------------------------------------------------------

@@ -16,7 +16,8 @@ for lib in "$KEEL_DB_HERE/db-lib.sh" "$KEEL_DB_HERE/keel-db-lib" ""; do [[ -r $l
 
 usage() {
   cat <<EOF
-usage: $KEEL_PROG pre|post [--as ENGINE:BACKUP] [--ops-lock FILE] [--keep N] [--history HDIR]... DB DIR
+usage: $KEEL_PROG pre|post [--as ENGINE:BACKUP] [--ops-lock FILE] [--deadline SECONDS] [--keep N]
+                       [--history HDIR]... DB DIR
        $KEEL_PROG -h
 
 pre   before the engine starts: waits for a restore or adopt swapping DB to finish, and refuses
@@ -36,7 +37,10 @@ identity"): the DB's side (the swap lock, then db-backup.sh --export) and the ba
 engine's unit runs it with the "+" prefix), each side runs as its own user (setpriv); without it,
 both run as the caller. --ops-lock FILE (pre, as root): first wait up to 10 minutes for a shared
 flock on FILE, which keel-ops holds from its stop of the engine until a restore or adopt is in
-place, so no start slips in between (exit 3 when it is still held then).
+place, so no start slips in between (exit 3 when it is still held then). --deadline SECONDS: the
+lock's wait and the backup together end within SECONDS (then exit 5, the backup kept nowhere): the
+unit's start timeout is longer, because a start that runs into it is restarted and one whose
+ExecCondition= fails is not.
 Exit codes: db-backup.sh's (0 ok, 1 gate, 3 busy, 4 not local, 5 failed), 2 usage.
 EOF
 }
@@ -51,13 +55,14 @@ case ${1:-} in
   pre | post) phase=$1; shift ;;
   *) keel_usage_error "expected pre or post, not '${1:-}'" ;;
 esac
-keep=() history=() as="" ops_lock=""
+keep=() history=() as="" ops_lock="" deadline=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --keep) [[ $# -ge 2 ]] || keel_usage_error "--keep needs a number"; keep=(--keep "$2"); shift 2 ;;
     --history) [[ $# -ge 2 ]] || keel_usage_error "--history needs a directory"; history+=("$2"); shift 2 ;;
     --as) [[ $# -ge 2 ]] || keel_usage_error "--as needs ENGINE:BACKUP"; as=$2; shift 2 ;;
     --ops-lock) [[ $# -ge 2 ]] || keel_usage_error "--ops-lock needs a file"; ops_lock=$2; shift 2 ;;
+    --deadline) [[ $# -ge 2 && $2 =~ ^[1-9][0-9]{0,5}$ ]] || keel_usage_error "--deadline needs a number of seconds"; deadline=$2; shift 2 ;;
     --) shift; break ;;
     -*) keel_usage_error "unknown option $1" ;;
     *) break ;;
@@ -96,24 +101,41 @@ if [[ $side == both ]]; then
     [[ $as =~ ^([a-z_][a-z0-9_-]{0,31}):([a-z_][a-z0-9_-]{0,31})$ && ${BASH_REMATCH[1]} != "${BASH_REMATCH[2]}" ]] ||
       keel_usage_error "--as needs ENGINE:BACKUP (two user names), not '$as'"
     [[ $db == /* && $dir == /* ]] || keel_usage_error "--as needs absolute paths for DB and DIR"
-    export_side=(keel_as "${BASH_REMATCH[1]}" "${export_side[@]}")
-    store_side=(keel_as "${BASH_REMATCH[2]}" "${store_side[@]}")
+    engine_user=${BASH_REMATCH[1]} backup_user=${BASH_REMATCH[2]}
+    keel_as_argv "$engine_user"
+    export_side=("${KEEL_AS[@]}" "${export_side[@]}")
+    keel_as_argv "$backup_user"
+    store_side=("${KEEL_AS[@]}" "${store_side[@]}")
   fi
+  started_at=$(date +%s)
   if [[ -n $ops_lock && $phase == pre ]]; then
     # Only a post-session backup runs inside keel-ops' stop (systemctl stop waits for it): it must
     # not wait for keel-ops' lock, or the two would wait for each other.
     [[ $ops_lock == /run/keel/* && $(id -u) -eq 0 ]] || keel_usage_error "--ops-lock takes a file in /run/keel, as root"
     [[ -d /run/keel ]] || mkdir -m 0755 /run/keel || keel_die "$KEEL_EX_FAIL" "cannot create /run/keel"
     exec 8>>"$ops_lock" || keel_die "$KEEL_EX_FAIL" "cannot open $ops_lock"
-    flock -s -w "${KEEL_OPS_LOCK_WAIT:-600}" 8 ||
-      keel_die "$KEEL_EX_BUSY" "keel-ops has held $ops_lock (a restore or adopt) for ${KEEL_OPS_LOCK_WAIT:-600} s: the engine does not start meanwhile" \
+    wait_s=${KEEL_OPS_LOCK_WAIT:-600}
+    [[ -z $deadline ]] || ((wait_s < deadline)) || wait_s=$((deadline / 2))
+    flock -s -w "$wait_s" 8 ||
+      keel_die "$KEEL_EX_BUSY" "keel-ops has held $ops_lock (a restore or adopt) for $wait_s s: the engine does not start meanwhile" \
         "wait for keel-ops to finish, then sudo keel-ops start"
+  fi
+  if [[ -n $deadline ]]; then
+    left=$((deadline - ($(date +%s) - started_at)))
+    ((left > 0)) || keel_die "$KEEL_EX_FAIL" "no time left for the $phase-session backup within its deadline of $deadline s"
+    # Both sides end by the deadline: timeout sends TERM (their traps remove what they wrote), then KILL.
+    export_side=(timeout -k 5 "$left" "${export_side[@]}")
+    store_side=(timeout -k 5 "$left" "${store_side[@]}")
   fi
   set +e
   trap - ERR
   "${export_side[@]}" | "${store_side[@]}"
   rcs=("${PIPESTATUS[@]}")
   set -e
+  if [[ -n $deadline && (${rcs[1]} -eq 124 || ${rcs[1]} -eq 137) ]]; then
+    keel_die "$KEEL_EX_FAIL" "the $phase-session backup of $db did not finish within $deadline s, so the engine does not start (a start that ran into the unit's timeout would be restarted over and over): the DB has grown past what keel:startTimeoutMinutes allows" \
+      "raise it (pulumi config set keel:startTimeoutMinutes 60; pulumi up), then sudo keel-ops start; docs/DATABASE.md \"Large DBs\""
+  fi
   exit "${rcs[1]}"
 fi
 

@@ -228,6 +228,27 @@ describe("db-session-backup.sh --as (the engine's ExecCondition=+ and ExecStopPo
     rmSync(lock, { force: true });
   });
 
+  // Issue 17 #10: a DB too large for the start timeout. systemd restarts a start that runs into
+  // TimeoutStartSec= (Restart=on-failure) but not one whose ExecCondition= fails, so the backup ends
+  // itself first (--deadline), with exit 5 and what to raise.
+  it("ends a pre-session backup that outlasts its deadline: exit 5, no backup, nothing half-written, what to raise", () => {
+    const real = execFileSync("sh", ["-c", "command -v sqlite3"], { encoding: "utf8" }).trim();
+    // A DB that takes long to copy: VACUUM INTO sleeps first.
+    writeFileSync(join(bin, "sqlite3"), `#!/bin/sh
+case "$*" in *"VACUUM INTO"*) sleep 30 ;; esac
+exec ${real} "$@"
+`, { mode: 0o755 });
+    const t0 = Date.now();
+    const r = session("pre", "--deadline", "3", "--keep", "5", db, sessions);
+    expect(Date.now() - t0).toBeLessThan(20_000);
+    expect(r.code).toBe(5);
+    expect(r.stderr).toContain(`the pre-session backup of ${db} did not finish within 3 s, so the engine does not start`);
+    expect(r.stderr).toContain("pulumi config set keel:startTimeoutMinutes");
+    expect(finals(sessions)).toEqual([]);
+    expect(readdirSync(live).filter((f) => f.includes("export"))).toEqual([]);
+    expect(readdirSync(sessions).filter((f) => f.includes("partial"))).toEqual([]);
+  });
+
   it("a first start (no DB, no backup ever) passes with nothing to back up; a DB gone after backups refuses the start: DB missing", () => {
     execFileSync("sh", ["-c", `rm -f ${db} ${db}-wal ${db}-shm`]);
     const first = session("pre", "--as", `${ENGINE}:${BACKUP}`, "--history", tree, db, sessions);

@@ -6,7 +6,6 @@ import {
   renderBackupService,
   renderBackupTimer,
   renderSessionDropIn,
-  START_TIMEOUT,
 } from "../../plan/database";
 import { GATE_FAILURE_STATUS } from "../../plan/engine";
 import { sha256, stableJson } from "../../plan/hash";
@@ -118,9 +117,11 @@ describe("the pre- and post-session backups", () => {
 
   it("run around every start and stop, into their own directory, with the configured retention", () => {
     // "+": outside the engine's sandbox (which cannot write the backups), as root only to run the two sides as their users.
-    expect(unitLines(dropIn, "ExecCondition")).toEqual(["+/usr/local/sbin/keel-db-session-backup pre --as engine:engine-backup --ops-lock /run/keel/engine.ops.lock --keep 30 --history /var/backups/engine /var/lib/engine/engine.db /var/backups/engine/sessions"]);
+    expect(unitLines(dropIn, "ExecCondition")).toEqual(["+/usr/local/sbin/keel-db-session-backup pre --as engine:engine-backup --ops-lock /run/keel/engine.ops.lock --deadline 870 --keep 30 --history /var/backups/engine /var/lib/engine/engine.db /var/backups/engine/sessions"]);
     expect(unitLines(dropIn, "ExecStopPost")).toEqual(["+/usr/local/sbin/keel-db-session-backup post --as engine:engine-backup --keep 30 /var/lib/engine/engine.db /var/backups/engine/sessions"]);
-    expect(unitLines(dropIn, "TimeoutStartSec")).toEqual([START_TIMEOUT]);
+    expect(unitLines(dropIn, "TimeoutStartSec")).toEqual(["900"]);
+    expect(unitLines(renderSessionDropIn(config({ "keel:startTimeoutMinutes": "60" })), "ExecCondition")[0]).toContain("--deadline 3570 ");
+    expect(unitLines(renderSessionDropIn(config({ "keel:startTimeoutMinutes": "60" })), "TimeoutStartSec")).toEqual(["3600"]);
   });
 
   it("use ExecCondition (a failure stops the start, no restart), never ExecStartPre, and leave the engine's own settings alone", () => {

@@ -52,6 +52,7 @@ const OTHER: Record<string, string> = {
   migrateFallbackDir: "./old/backups",
   migrateAcceptFallback: "a".repeat(64),
   backupSchedule: "*-*-* 04:00:00",
+  startTimeoutMinutes: "60",
   backupRetention: "9",
   healthSchedule: "*:0/10",
   healthBackupMaxAgeHours: "30",

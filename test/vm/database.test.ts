@@ -285,6 +285,27 @@ describe("the database on a Debian 12 VM, deployed by the host plan's steps", ()
     expect(await status(dir)).toMatchObject({ result: "ok", file: `${dir}/${added[1]}` });
   }, 10 * MINUTE);
 
+  // Issue 17 #10: what systemd does when a start runs into TimeoutStartSec= (a DB too large to back up
+  // in time): the start fails with result "timeout", which Restart=on-failure restarts, over and over.
+  // So keel's pre-session backup ends itself before that (--deadline; test/host/db-identity.test.ts),
+  // and a failed ExecCondition= is not restarted (the next test).
+  it("restarts a start that runs into TimeoutStartSec= (systemd's own behaviour keel's --deadline avoids)", async () => {
+    const dropIn = "/etc/systemd/system/engine.service.d/zz-test-start-timeout.conf";
+    await asRoot(vm, "systemctl stop engine.service", { timeoutMs: 5 * MINUTE });
+    await asRoot(vm, `printf '[Service]\nExecCondition=\nExecCondition=/bin/sleep 600\nTimeoutStartSec=5\nRestartSec=1\n' > ${dropIn} && systemctl daemon-reload`);
+    try {
+      const r = await tryAsRoot(vm, "systemctl start engine.service", { timeoutMs: 2 * MINUTE });
+      expect(r.code).not.toBe(0);
+      // A manual start resets NRestarts: systemd counts the automatic restarts since.
+      const looping = await waitFor("restarts after the timeout", unit, (u) => Number(u.NRestarts) >= 2, 2 * MINUTE);
+      console.log(`engine.service with a start that times out: ${JSON.stringify(looping)}`);
+      expect(looping.Result === "timeout" || looping.SubState === "auto-restart" || looping.SubState === "condition").toBe(true);
+    } finally {
+      await asRoot(vm, `rm -f ${dropIn} && systemctl daemon-reload && systemctl stop engine.service; systemctl reset-failed engine.service; systemctl start engine.service`, { timeoutMs: 5 * MINUTE });
+    }
+    expect(await waitFor("running again", unit, (u) => u.SubState === "running")).toMatchObject({ ActiveState: "active" });
+  }, 10 * MINUTE);
+
   it("keeps the engine stopped, without a restart loop, when the pre-session backup fails; a start succeeds once it is fixed", async () => {
     const dir = sessionBackupDir(config());
     const since = await vmNow();
