@@ -228,7 +228,8 @@ describe("the database on a Debian 12 VM, deployed by the host plan's steps", ()
     const cfg = config();
     const dir = hostPaths(cfg).backupDir;
     const sessions = sessionBackupDir(cfg);
-    const sums = async () => (await asRoot(vm, `cd ${dir} && sha256sum engine-*.db sessions/engine-*.db`)).trim();
+    // Regular files only: a link the engine plants below must not be followed, here either.
+    const sums = async () => (await asRoot(vm, `cd ${dir} && find . -type f -name 'engine-*.db' | sort | xargs -r sha256sum`)).trim();
     const before = await sums();
     // The layout an older keel left: everything the engine's, 0700/0600; and the engine's links.
     await asRoot(vm, `chown -R engine:engine ${dir} && chmod 0700 ${dir} ${sessions} && find ${dir} -type f -exec chmod 0600 {} +`);
