@@ -39,7 +39,11 @@ DIR/.NAME.checked holds that name): its sha256 against the record, then the inte
 failed check is recorded in kept_check and, until that backup is gone or set aside, in kept_failed
 (DIR/.NAME.failed-checks keeps the list; the health report calls it degraded) and on stderr; the run
 itself stays ok, since its own backup is good. A backup with no record yet gets one once it passes.
---name-after-newest runs (the session backups) record the sha256 but check nothing else.
+--name-after-newest runs (the session backups) record the sha256 but check nothing else; instead
+--also-check D2 (the scheduled backups, D2 the session backups' directory) checks one of D2's
+backups in turn too, the same way, under D2's lock (skipped while a session backup holds it), and
+adds to the status "also_check":{"dir":…,"file":…|null,"result":…,"reason":"…"} and
+"also_failed":[…] (D2's backups that failed a check and are still there).
 A failure (a kill, a full disk, a copy that fails verify) leaves no file under a final name and
 exits non-zero with the reason; a temporary file left by a killed run is removed by the next run.
 The live DB is only read. Runs on one DIR exclude each other through flock(1) where present.
@@ -71,7 +75,7 @@ EOF
 }
 
 keep=${KEEL_DB_BACKUP_KEEP:-14}
-prune_only=0 name_after=0 mode=backup as="" none_missing=0 none_ok=0
+prune_only=0 name_after=0 mode=backup as="" none_missing=0 none_ok=0 also_check=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     -h | --help) usage; exit 0 ;;
@@ -82,6 +86,7 @@ while [[ $# -gt 0 ]]; do
     --as) [[ $# -ge 2 ]] || keel_usage_error "--as needs ENGINE:BACKUP"; mode=as as=$2; shift 2 ;;
     --none-if-missing) none_missing=1; shift ;;
     --none-ok) none_ok=1; shift ;;
+    --also-check) [[ $# -ge 2 ]] || keel_usage_error "--also-check needs a directory"; also_check=$2; shift 2 ;;
     --keep) [[ $# -ge 2 ]] || keel_usage_error "--keep needs a number"; keep=$2; shift 2 ;;
     --) shift; break ;;
     -*) keel_usage_error "unknown option $1" ;;
@@ -124,6 +129,7 @@ if [[ $mode == as ]]; then
   engine_user=${BASH_REMATCH[1]} backup_user=${BASH_REMATCH[2]}
   store=(--from-stdin --keep "$keep")
   [[ $name_after -eq 0 ]] || store+=(--name-after-newest)
+  [[ -z $also_check ]] || store+=(--also-check "$also_check")
   set +e
   trap - ERR
   keel_as "$engine_user" "$self" --export "$1" | keel_as "$backup_user" "$self" "${store[@]}" -- "$1" "$2"
@@ -199,16 +205,26 @@ write_status() { # write_status RESULT EXIT-CODE REASON
     else
       printf '"kept_check":null,'
     fi
-    printf '"kept_failed":['
-    local first=1 n
-    for n in "${kept_failed[@]}"; do
-      ((first)) || printf ','
-      printf '%s' "$(keel_json_str "$n")"
-      first=0
-    done
-    printf ']}\n'
+    printf '"kept_failed":%s' "$(json_names ${kept_failed[@]+"${kept_failed[@]}"})"
+    if [[ $1 == ok && -n $also_check ]]; then
+      printf ',"also_check":{"dir":%s,"file":%s,"result":"%s","reason":%s},"also_failed":%s' "$(keel_json_str "$also_check")" \
+        "$( [[ -n $also_file ]] && keel_json_str "$also_file" || printf null)" "$also_result" "$(keel_json_str "$also_reason")" \
+        "$(json_names ${also_failed[@]+"${also_failed[@]}"})"
+    fi
+    printf '}\n'
   } >"$st" || { rm -f -- "$st"; return 1; }
   mv -f -- "$st" "$status" || { rm -f -- "$st"; return 1; }
+}
+
+json_names() { # a JSON array of the arguments
+  local first=1 n
+  printf '['
+  for n in "$@"; do
+    ((first)) || printf ','
+    printf '%s' "$(keel_json_str "$n")"
+    first=0
+  done
+  printf ']'
 }
 
 iso() { # 20261122T031700Z -> 2026-11-22T03:17:00Z
@@ -337,62 +353,90 @@ for ((i = 0; i < ${#backups[@]} - keep; i++)); do
 done
 keel_fsync "$dir"
 
-# The record of what each kept backup holds: lines of backups still here, the new one's added.
-manifest=$dir/$base.sha256
-declare -A recorded=()
-if [[ -f $manifest && ! -L $manifest ]]; then
-  while IFS= read -r line; do
-    [[ $line =~ ^([0-9a-f]{64})\ \ (.+)$ ]] || continue
-    rec_sha=${BASH_REMATCH[1]} rec_name=${BASH_REMATCH[2]}
-    keel_is_backup_name "$base" "$rec_name" && [[ -f $dir/$rec_name ]] && recorded[$rec_name]=$rec_sha
-  done < <(head -c 1048576 -- "$manifest")
-fi
-recorded[${final##*/}]=$sha
+# check_kept D NEW CHECK — the records of the backups in D: D/NAME.sha256 keeps the lines of those
+# still there, NEW's (a name; its sha256 is $sha) added when given. With CHECK=1, one older backup
+# in turn (the next by name after D/.NAME.checked, wrapping): what it holds now against the
+# record, then the integrity gate; a backup with no record yet gets one once it passes.
+# D/.NAME.failed-checks lists those that failed and are still there. Sets kept_file, kept_result,
+# kept_reason, kept_failed.
+check_kept() {
+  local d=$1 new=$2 check=$3 manifest=$1/$base.sha256 line rec_sha rec_name f k now_sha out t cursor last failed_list
+  local -A recorded=()
+  local older=()
+  kept_file="" kept_result=none kept_reason="no older backup to check" kept_failed=()
+  if [[ -f $manifest && ! -L $manifest ]]; then
+    while IFS= read -r line; do
+      [[ $line =~ ^([0-9a-f]{64})\ \ (.+)$ ]] || continue
+      rec_sha=${BASH_REMATCH[1]} rec_name=${BASH_REMATCH[2]}
+      keel_is_backup_name "$base" "$rec_name" && [[ -f $d/$rec_name ]] && recorded[$rec_name]=$rec_sha
+    done < <(head -c 1048576 -- "$manifest")
+  fi
+  [[ -z $new ]] || recorded[$new]=$sha
+  while IFS= read -r f; do [[ ${f##*/} == "$new" ]] || older+=("$f"); done < <(keel_list_backups "$d" "$base")
+  if ((${#older[@]})) && [[ $check -eq 0 ]]; then
+    kept_reason="not checked by a session backup (it must not delay the engine's start or stop; the scheduled backup checks them in turn)"
+  elif ((${#older[@]})); then
+    cursor=$d/.$base.checked last=""
+    [[ -f $cursor && ! -L $cursor ]] && last=$(head -c 200 -- "$cursor")
+    kept_file=${older[0]}
+    for f in "${older[@]}"; do
+      if [[ ${f##*/} > $last ]]; then kept_file=$f; break; fi
+    done
+    k=${kept_file##*/}
+    now_sha=$(keel_sha256 "$kept_file")
+    if [[ -n ${recorded[$k]:-} && ${recorded[$k]} != "$now_sha" ]]; then
+      kept_result=failed kept_reason="its sha256 is $now_sha, not the ${recorded[$k]} recorded when it was written: it changed on disk"
+    elif ! out=$("$(keel_sibling gate)" verify "$kept_file" 2>&1); then
+      kept_result=failed kept_reason="it fails the integrity gate: $(tail -n 1 <<<"$out")"
+    else
+      kept_result=ok kept_reason="sha256 ${recorded[$k]:+as recorded, }integrity ok"
+      [[ -n ${recorded[$k]:-} ]] || recorded[$k]=$now_sha
+    fi
+    [[ $kept_result == ok ]] || keel_err "the kept backup $kept_file failed its check: $kept_reason; set it aside: keel-ops set-aside $k"
+    if ! { t=$(dir_temp "$d/.$base.checked.XXXXXX") && printf '%s\n' "$k" >"$t" && mv -f -- "$t" "$cursor"; }; then
+      keel_err "could not record $k in $cursor; the next run checks it again"
+    fi
+  fi
+  # Backups that failed a check stay on the list while they are here under their name.
+  failed_list=$d/.$base.failed-checks
+  if [[ -f $failed_list && ! -L $failed_list ]]; then
+    while IFS= read -r line; do
+      keel_is_backup_name "$base" "$line" && [[ -f $d/$line && $line != "${kept_file##*/}" ]] && kept_failed+=("$line")
+    done < <(head -c 65536 -- "$failed_list")
+  fi
+  [[ $kept_result != failed ]] || kept_failed+=("${kept_file##*/}")
+  t=$(dir_temp "$d/.$base.failed-checks.XXXXXX") || keel_die "$KEEL_EX_FAIL" "cannot create a file in $d"
+  printf '%s\n' ${kept_failed[@]+"${kept_failed[@]}"} | sed '/^$/d' >"$t"
+  mv -f -- "$t" "$failed_list" || keel_die "$KEEL_EX_FAIL" "cannot rename $t to $failed_list"
+  t=$(dir_temp "$d/.$base.sha256.XXXXXX") || keel_die "$KEEL_EX_FAIL" "cannot create a file in $d"
+  for k in "${!recorded[@]}"; do printf '%s  %s\n' "${recorded[$k]}" "$k"; done | sort -k 2 >"$t"
+  keel_fsync "$t"
+  mv -f -- "$t" "$manifest" || keel_die "$KEEL_EX_FAIL" "cannot rename $t to $manifest"
+  keel_fsync "$d"
+}
 
-# One older kept backup, in turn: what it holds now against the record, then the integrity gate.
-backups=()
-while IFS= read -r f; do [[ $f == "$final" ]] || backups+=("$f"); done < <(list_backups)
-# Session backups (--name-after-newest) skip it: they sit on the engine's start and stop.
-if ((${#backups[@]})) && [[ $name_after -eq 1 ]]; then
-  kept_reason="not checked by a session backup (it must not delay the engine's start or stop)"
-elif ((${#backups[@]})); then
-  cursor=$dir/.$base.checked last=""
-  [[ -f $cursor && ! -L $cursor ]] && last=$(head -c 200 -- "$cursor")
-  kept_file=${backups[0]}
-  for f in "${backups[@]}"; do
-    if [[ ${f##*/} > $last ]]; then kept_file=$f; break; fi
-  done
-  k=${kept_file##*/}
-  now_sha=$(keel_sha256 "$kept_file")
-  if [[ -n ${recorded[$k]:-} && ${recorded[$k]} != "$now_sha" ]]; then
-    kept_result=failed kept_reason="its sha256 is $now_sha, not the ${recorded[$k]} recorded when it was written: it changed on disk"
-  elif ! out=$("$(keel_sibling gate)" verify "$kept_file" 2>&1); then
-    kept_result=failed kept_reason="it fails the integrity gate: $(tail -n 1 <<<"$out")"
+# Session backups (--name-after-newest) check no older backup: they sit on the engine's start and stop.
+check_kept "$dir" "${final##*/}" $((name_after == 0))
+
+# --also-check D2 (the scheduled backups: D2 is the session backups' directory): one of D2's
+# backups in turn as well, under D2's lock (skipped, and said, while a session backup holds it).
+also_file="" also_result=none also_reason="" also_failed=()
+if [[ -n $also_check ]]; then
+  if [[ ! -d $also_check || -L $also_check ]]; then
+    also_reason="$also_check is not a directory"
+  elif ! { exec 6>>"$also_check/.$base.backup.lock" && flock -n 6; }; then
+    also_reason="a session backup held $also_check at the time; the next run checks it"
   else
-    kept_result=ok kept_reason="sha256 ${recorded[$k]:+as recorded, }integrity ok"
-    [[ -n ${recorded[$k]:-} ]] || recorded[$k]=$now_sha
-  fi
-  [[ $kept_result == ok ]] || keel_err "the kept backup $kept_file failed its check: $kept_reason; set it aside: keel-ops set-aside $k"
-  if ! { t=$(dir_temp "$dir/.$base.checked.XXXXXX") && printf '%s\n' "$k" >"$t" && mv -f -- "$t" "$cursor"; }; then
-    keel_err "could not record $k in $cursor; the next run checks it again"
+    saved=("$kept_file" "$kept_result" "$kept_reason")
+    saved_failed=(${kept_failed[@]+"${kept_failed[@]}"})
+    check_kept "$also_check" "" 1
+    also_file=$kept_file also_result=$kept_result also_reason=$kept_reason
+    also_failed=(${kept_failed[@]+"${kept_failed[@]}"})
+    kept_file=${saved[0]} kept_result=${saved[1]} kept_reason=${saved[2]}
+    kept_failed=(${saved_failed[@]+"${saved_failed[@]}"})
+    exec 6>&-
   fi
 fi
-# Backups that failed a check stay on the list while they are here under their name.
-failed_list=$dir/.$base.failed-checks
-if [[ -f $failed_list && ! -L $failed_list ]]; then
-  while IFS= read -r line; do
-    keel_is_backup_name "$base" "$line" && [[ -f $dir/$line && $line != "${kept_file##*/}" ]] && kept_failed+=("$line")
-  done < <(head -c 65536 -- "$failed_list")
-fi
-[[ $kept_result != failed ]] || kept_failed+=("${kept_file##*/}")
-t=$(dir_temp "$dir/.$base.failed-checks.XXXXXX") || keel_die "$KEEL_EX_FAIL" "cannot create a file in $dir"
-printf '%s\n' ${kept_failed[@]+"${kept_failed[@]}"} | sed '/^$/d' >"$t"
-mv -f -- "$t" "$failed_list" || keel_die "$KEEL_EX_FAIL" "cannot rename $t to $failed_list"
-t=$(dir_temp "$dir/.$base.sha256.XXXXXX") || keel_die "$KEEL_EX_FAIL" "cannot create a file in $dir"
-for k in "${!recorded[@]}"; do printf '%s  %s\n' "${recorded[$k]}" "$k"; done | sort -k 2 >"$t"
-keel_fsync "$t"
-mv -f -- "$t" "$manifest" || keel_die "$KEEL_EX_FAIL" "cannot rename $t to $manifest"
-keel_fsync "$dir"
 
 write_status ok 0 "" || keel_die "$KEEL_EX_FAIL" "the backup $final is complete, but the status file $status could not be written"
 printf '%s\n' "$final"

@@ -335,6 +335,7 @@ check_backup() {
   in_backup_dir() { [[ ${1%/*} == "$dir" ]] && is_backup_name "$base" "${1##*/}"; }
   local newest=null newest_file="" newest_size=0 newest_head="" age="" last=null run_result="" run_time="" run_reason="" run_file="" run_size=""
   local run_sha="" kept_file="" kept_result="" kept_reason="" sha_now="" sha_id="" sha_seen="" kept_failed=() rewritten=0
+  local sessions=${conf[session_backup_dir]} session_failed=()
   if [[ ${#backups[@]} -gt 0 ]]; then
     newest_file=${backups[-1]}
     n=${newest_file##*/}
@@ -362,10 +363,11 @@ if not isinstance(d, dict) or d.get("result") not in ("ok", "failed"):
     sys.exit("not a backup status")
 kept = d.get("kept_check") if isinstance(d.get("kept_check"), dict) else {}
 failed = d.get("kept_failed") if isinstance(d.get("kept_failed"), list) else []
+also = d.get("also_failed") if isinstance(d.get("also_failed"), list) else []
 for v in [d.get(k) for k in ("result", "time", "finished", "exit_code", "reason", "keep", "count", "file", "size", "sha256")] + \
-        [kept.get(k) for k in ("file", "result", "reason")] + [" ".join(str(n) for n in failed)]:
+        [kept.get(k) for k in ("file", "result", "reason")] + [" ".join(str(n) for n in failed), " ".join(str(n) for n in also)]:
     sys.stdout.write(("" if v is None else str(v).replace("\0", "")) + "\0")
-' "$status_file" 2>/dev/null) || [[ ${#fields[@]} -ne 14 ]]; then
+' "$status_file" 2>/dev/null) || [[ ${#fields[@]} -ne 15 ]]; then
       result unknown "cannot read the backup status $status_file" "look at it: sudo cat $status_file; the next backup run rewrites it" \
         "$(jobj dir "$(js "$dir")" status_file "$(js "$status_file")")"
       return
@@ -377,6 +379,11 @@ for v in [d.get(k) for k in ("result", "time", "finished", "exit_code", "reason"
     read -ra failed_names <<<"${fields[13]}"
     for n in ${failed_names[@]+"${failed_names[@]}"}; do
       is_backup_name "$base" "$n" && [[ -f $dir/$n && ! -L $dir/$n ]] && kept_failed+=("$n")
+    done
+    # The session backups the scheduled run checked in turn (--also-check) and found changed.
+    read -ra failed_names <<<"${fields[14]}"
+    for n in ${failed_names[@]+"${failed_names[@]}"}; do
+      is_backup_name "$base" "$n" && [[ -f $sessions/$n && ! -L $sessions/$n ]] && session_failed+=("$n")
     done
     # The files it names are this directory's backups, or the status is not keel's: the check
     # stats and hashes them as root, and must not report on any other file of the host.
@@ -450,6 +457,9 @@ for v in [d.get(k) for k in ("result", "time", "finished", "exit_code", "reason"
     [[ $kept_result != failed || ${kept_file##*/} != "${kept_failed[-1]}" ]] || why=" (the last run's: $kept_reason)"
     result degraded "${#kept_failed[@]} kept backup(s) failed their check: ${kept_failed[*]}$why" \
       "set each aside (sudo keel-ops set-aside NAME): a restore must not pick it; the backup runs check the others in turn (docs/RUNBOOK.md \"Backups failing\")" "$details"
+  elif [[ $run_result == ok && ${#session_failed[@]} -gt 0 ]]; then
+    result degraded "${#session_failed[@]} session backup(s) failed their check: ${session_failed[*]} (in $sessions)" \
+      "set each aside (sudo keel-ops set-aside NAME): a restore must not pick it (docs/RUNBOOK.md \"Backups failing\")" "$details"
   elif [[ -n $newest_file && $age -lt -300 ]]; then
     result degraded "the newest backup is dated $(hours $((-age))) h in the future: $newest_file (the clock was wrong when it was taken, or the file was planted)" \
       "check the clock (timedatectl), list the backups (sudo keel-ops backups) and move that file away; then scripts/runbook/backup-now.sh" "$details"

@@ -154,8 +154,8 @@ asides() {
   for f in "$db".pre-restore-* "$db".pre-adopt-*; do
     [[ $f =~ \.pre-(restore|adopt)-[0-9]{8}T[0-9]{6}Z(-wal|-shm|-journal)?$ && -f $f ]] && printf '%s\n' "$f"
   done
-  # Backups set aside (keel-ops set-aside).
-  for f in "$dir/.set-aside-$base"-*.db; do
+  # Backups set aside (keel-ops set-aside), scheduled and session ones.
+  for f in "$dir/.set-aside-$base"-*.db ${conf[session_backup_dir]:+"${conf[session_backup_dir]}/.set-aside-$base"-*.db}; do
     [[ ${f##*/} =~ ^\.set-aside-$base-[0-9]{8}T[0-9]{6}Z\.db$ && -f $f && ! -L $f ]] && printf '%s\n' "$f"
   done
   return 0
@@ -272,12 +272,15 @@ case $cmd in
     ;;
   set-aside)
     want=$1
-    [[ $want =~ ^$base-[0-9]{8}T[0-9]{6}Z\.db$ && -f $dir/$want && ! -L $dir/$want ]] ||
-      fail 3 "no backup named '$want' in $dir; list them with: sudo keel-ops backups"
-    # The backup directory is the backup user's: the rename is that user's, never root's.
-    as_backup mv -n -T -- "$dir/$want" "$dir/.set-aside-$want" || fail 1 "could not rename $want (reason above)"
-    [[ ! -e $dir/$want ]] || fail 1 "$dir/.set-aside-$want already exists; $want stays where it is"
-    echo "$PROG: set $want aside as $dir/.set-aside-$want: no longer listed, restored or pruned; remove it once you know why it changed"
+    # A scheduled backup, or else a session backup of that name (health names both).
+    in=$dir
+    [[ -e $dir/$want || -z ${conf[session_backup_dir]:-} ]] || in=${conf[session_backup_dir]}
+    [[ $want =~ ^$base-[0-9]{8}T[0-9]{6}Z\.db$ && -f $in/$want && ! -L $in/$want ]] ||
+      fail 3 "no backup named '$want' in $dir${conf[session_backup_dir]:+ or ${conf[session_backup_dir]}}; list them with: sudo keel-ops backups"
+    # The backup directories are the backup user's: the rename is that user's, never root's.
+    as_backup mv -n -T -- "$in/$want" "$in/.set-aside-$want" || fail 1 "could not rename $want (reason above)"
+    [[ ! -e $in/$want ]] || fail 1 "$in/.set-aside-$want already exists; $want stays where it is"
+    echo "$PROG: set $want aside as $in/.set-aside-$want: no longer listed, restored or pruned; remove it once you know why it changed"
     ;;
   snapshot)
     out_dir=$deploy_home/keel-snapshots
@@ -330,7 +333,7 @@ case $cmd in
     n=0
     while IFS= read -r f; do
       # Backups set aside stay: they may be the evidence of what changed them (listed, not removed).
-      [[ ${f%/*} != "$dir" ]] || continue
+      [[ ${f%/*} != "$dir" && ${f%/*} != "${conf[session_backup_dir]:-}" ]] || continue
       rm -f -- "$f"
       n=$((n + 1))
     done < <(asides)

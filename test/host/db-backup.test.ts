@@ -3,7 +3,7 @@
  * midway, retention, a full disk, and the status file the health report reads.
  */
 import { ChildProcess, spawn, spawnSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { exited, fingerprint, gate, makeDb, mount, removeDir, script, SCRIPTS, sha256, sql, startWriter, tempDir } from "./db-helpers";
@@ -12,6 +12,13 @@ const FINAL = /^app-\d{8}T\d{6}Z\.db$/;
 const finals = (dir: string) => readdirSync(dir).filter((f) => FINAL.test(f)).sort();
 const status = (dir: string) => JSON.parse(readFileSync(join(dir, "app.status.json"), "utf8"));
 const backup = (...args: string[]) => script("backup", args);
+const BACKUP_ARGV = [join(SCRIPTS, "db-backup.sh")];
+/** A backup run that must succeed; returns DIR (the last argument), for status(). */
+function backupOk(...args: string[]): string {
+  const r = backup(...args);
+  expect(r.code, r.stderr).toBe(0);
+  return args[args.length - 1];
+}
 
 let dir: string;
 let out: string;
@@ -190,6 +197,39 @@ describe("db-backup.sh", () => {
     const damaged = backup(db, out);
     expect(damaged.code).toBe(0);
     expect(status(out).kept_check).toMatchObject({ file: second, result: "failed", reason: expect.stringMatching(/^it fails the integrity gate: /) });
+  }, 120_000);
+
+  // Issue 17 #5: the session backups check no older one (they sit on the engine's start and stop), so
+  // the scheduled run checks one of theirs in turn as well.
+  it("checks one session backup per scheduled run in turn (--also-check): a changed one is listed until it is gone; a session backup running skips it", () => {
+    const db = makeDb(join(dir, "app.db"), { rows: 300, wal: true });
+    const sessions = join(dir, "sessions");
+    for (let i = 0; i < 2; i++) expect(backup("--name-after-newest", db, sessions).code).toBe(0);
+    const names = finals(sessions);
+    expect(status(sessions).kept_check.reason).toContain("the scheduled backup checks them in turn");
+    expect(backup("--also-check", sessions, db, out)).toMatchObject({ code: 0, stderr: "" });
+    expect(status(out)).toMatchObject({ also_check: { dir: sessions, file: join(sessions, names[0]), result: "ok" }, also_failed: [] });
+    // The next run takes the next one: change a byte of it first (its size stays).
+    const second = join(sessions, names[1]);
+    const bytes = readFileSync(second);
+    bytes[bytes.length - 100] ^= 0xff;
+    writeFileSync(second, bytes);
+    const r = backup("--also-check", sessions, db, out);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain(`the kept backup ${second} failed its check: its sha256 is ${sha256(second)}`);
+    expect(status(out)).toMatchObject({ result: "ok", also_check: { file: second, result: "failed" }, also_failed: [names[1]] });
+    // It stays listed on later runs (health reads it) while it is there; the session runs list it too.
+    expect(status(backupOk("--also-check", sessions, db, out))).toMatchObject({ also_failed: [names[1]] });
+    expect(backup("--name-after-newest", db, sessions).code).toBe(0);
+    expect(status(sessions).kept_failed).toEqual([names[1]]);
+    rmSync(second);
+    expect(status(backupOk("--also-check", sessions, db, out))).toMatchObject({ also_failed: [] });
+    // A session backup holding the sessions' lock: this run skips the check and says so.
+    const holder = spawnSync("flock", ["-n", join(sessions, ".app.backup.lock"), ...BACKUP_ARGV, "--also-check", sessions, db, out], { encoding: "utf8" });
+    expect(holder.status).toBe(0);
+    expect(JSON.parse(readFileSync(join(out, "app.status.json"), "utf8"))).toMatchObject({
+      also_check: { file: null, result: "none", reason: `a session backup held ${sessions} at the time; the next run checks it` },
+    });
   }, 120_000);
 
   it("gives two backups within one second distinct names", () => {

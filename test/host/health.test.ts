@@ -5,7 +5,7 @@
 // The unit-state parts (engine, time, timer) need systemd as PID 1: they run on the VM
 // (test/vm/health.test.ts); here they must fail closed. Needs root (tmpfs, chown).
 import { execFile, spawnSync } from "node:child_process";
-import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -329,6 +329,24 @@ describe("keel-health: exit codes for constructed states", { timeout: 120_000 },
     expect((await l.report("backup")).checks.backup.summary).toMatch(new RegExp(`^1 kept backup\\(s\\) failed their check: ${name}$`));
     // Set aside (renamed out of the naming pattern): no longer reported.
     renameSync(first, join(l.backups, `.set-aside-${name}`));
+    expect((await l.report("backup")).run.code).toBe(0);
+  });
+
+  it("is degraded (1) when the scheduled run found a session backup changed (--also-check), until it is set aside", async () => {
+    const l = layout();
+    makeDb(l.db);
+    const sessions = join(l.backups, "sessions");
+    expect(spawnSync(DB_BACKUP, ["--name-after-newest", l.db, sessions]).status).toBe(0);
+    const [name] = readdirSync(sessions).filter((f) => /^engine-\d{8}T\d{6}Z\.db$/.test(f));
+    const bytes = readFileSync(join(sessions, name));
+    bytes[bytes.length - 10] ^= 0xff;
+    writeFileSync(join(sessions, name), bytes);
+    expect(spawnSync(DB_BACKUP, ["--also-check", sessions, l.db, l.backups]).status).toBe(0);
+    const r = await l.report("backup");
+    expect(r.run.code).toBe(1);
+    expect(r.checks.backup.summary).toBe(`1 session backup(s) failed their check: ${name} (in ${sessions})`);
+    expect(r.checks.backup.todo).toContain("sudo keel-ops set-aside NAME");
+    renameSync(join(sessions, name), join(sessions, `.set-aside-${name}`));
     expect((await l.report("backup")).run.code).toBe(0);
   });
 

@@ -398,6 +398,13 @@ describe("keel-ops (the host side) without systemd", () => {
       expect(ops(["asides"], nobodyConf).stdout).toContain(`${join(dirB, `.set-aside-${first}`)}\t`);
       expect(ops(["remove-asides"], nobodyConf)).toMatchObject({ code: 0, stdout: expect.stringMatching(/^keel-ops: removed \d+ file\(s\)/) });
       expect(existsSync(join(dirB, `.set-aside-${first}`))).toBe(true);
+      // A session backup (health names those too), by its name alone.
+      const dirS = join(dirB, "sessions");
+      const [session] = readdirSync(dirS).filter((f) => /^engine-\d{8}T\d{6}Z\.db$/.test(f) && !existsSync(join(dirB, f)));
+      expect(session).toBeDefined();
+      expect(ops(["set-aside", session], nobodyConf)).toMatchObject({ code: 0, stdout: expect.stringContaining(`as ${join(dirS, `.set-aside-${session}`)}`) });
+      expect(existsSync(join(dirS, `.set-aside-${session}`))).toBe(true);
+      expect(ops(["asides"], nobodyConf).stdout).toContain(`${join(dirS, `.set-aside-${session}`)}\t`);
     });
 
     it("recover puts back the DB a swap left half done, as the engine's user", () => {

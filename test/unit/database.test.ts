@@ -76,7 +76,7 @@ describe("the backup timer and service", () => {
   const timer = renderBackupTimer(cfg);
 
   it("back up the live DB into the backup directory: read as the engine's user, stored by the backup user, with the configured retention", () => {
-    expect(unitLines(service, "ExecStart")).toEqual(["/usr/local/sbin/keel-db-backup --as engine:engine-backup --keep 30 /var/lib/engine/engine.db /var/backups/engine"]);
+    expect(unitLines(service, "ExecStart")).toEqual(["/usr/local/sbin/keel-db-backup --as engine:engine-backup --keep 30 --also-check /var/backups/engine/sessions /var/lib/engine/engine.db /var/backups/engine"]);
     expect(unitLines(service, "Type")).toEqual(["oneshot"]);
     // root only to run the two sides as their users (setpriv): no User=, and no capability but those two.
     expect(unitLines(service, "User")).toEqual([]);
