@@ -32,6 +32,16 @@ export const GITHUB_KNOWN_HOSTS = [
 const ED25519_KEY = /^ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]{43}( [^\r\n]*)?$/;
 const LINUX_NAME = /^[a-z_][a-z0-9_-]{0,30}$/;
 const ENV_NAME = /^[A-Z_][A-Z0-9_]*$/;
+
+/**
+ * secretEnv names that would change how a program runs rather than give it a secret. systemd hands
+ * the unit's EnvironmentFile= to every command of the unit, the "+" ones too, which run as root
+ * (the session backups' ExecCondition=+ and ExecStopPost=+): the dynamic loader's LD_*, glibc's
+ * GCONV_PATH/LOCPATH/NLSPATH/HOSTALIASES/RES_OPTIONS/LOCALDOMAIN/MALLOC_*, the shell's
+ * PATH/BASH_ENV/ENV/SHELLOPTS/BASHOPTS/PS4/IFS/CDPATH/GLOBIGNORE/BASH_FUNC_*, TMPDIR/HOME/SHELL/USER/
+ * LOGNAME, the locale (LANG, LC_*, LANGUAGE, TZDIR) and keel's own KEEL_*.
+ */
+const RESERVED_ENV = /^(LD_.*|GCONV_PATH|LOCPATH|NLSPATH|HOSTALIASES|RES_OPTIONS|LOCALDOMAIN|MALLOC_.*|GLIBC_TUNABLES|PATH|BASH_ENV|ENV|SHELLOPTS|BASHOPTS|PS4|IFS|CDPATH|GLOBIGNORE|BASH_FUNC_.*|TMPDIR|HOME|SHELL|USER|LOGNAME|LANG|LANGUAGE|LC_.*|TZDIR|KEEL_.*)$/;
 const COMMIT_SHA = /^[0-9a-f]{40}$/;
 
 /**
@@ -501,6 +511,8 @@ function secretEnvNames(text: string, problems: string[]): string[] {
   for (const [name, v] of Object.entries(value)) {
     if (!ENV_NAME.test(name)) {
       problems.push(`keel:secretEnv.${name}: expected an environment variable name (A-Z, 0-9, _); found ${shown(name)}. fix: rename it with pulumi config set --secret --path 'keel:secretEnv.${name.toUpperCase().replace(/[^A-Z0-9_]/g, "_")}' …`);
+    } else if (RESERVED_ENV.test(name)) {
+      problems.push(`keel:secretEnv.${name}: expected a name of the engine's own; found ${name}, which changes how programs run (the loader, the shell, the locale, keel's KEEL_*), and the unit's root commands read it too. fix: pulumi config rm --path 'keel:secretEnv.${name}' and give the engine its value under another name`);
     } else if (typeof v !== "string" || v.length === 0 || /[\n\r\0]/.test(v)) {
       problems.push(`keel:secretEnv.${name}: expected a non-empty single-line string; found another value (not shown). fix: pulumi config set --secret --path 'keel:secretEnv.${name}' <value>`);
     } else {

@@ -74,6 +74,17 @@ export function dropInPath(cfg: KeelConfig): string {
   return `/etc/systemd/system/${hostPaths(cfg).unit}.d/keel-session-backups.conf`;
 }
 
+/**
+ * systemd's @privileged (systemd 252 and 257) without what setpriv calls to change user: the
+ * set{,res,re}{u,g}id family, setgroups and capset. setfsuid/setfsgid stay denied. @resources is
+ * denied on top, as for the engine.
+ */
+export const PRIVILEGED_BUT_SETUID = [
+  "@chown", "@clock", "@module", "@raw-io", "@reboot", "@swap", "@resources",
+  "_sysctl", "acct", "bpf", "chroot", "fanotify_init", "fanotify_mark", "nfsservctl", "open_by_handle_at", "pivot_root",
+  "quotactl", "quotactl_fd", "setdomainname", "setfsuid", "setfsuid32", "sethostname", "vhangup",
+];
+
 /** The two identities of a backup, as db-backup.sh --as and db-session-backup.sh --as take them. */
 export function backupIdentities(cfg: KeelConfig): string {
   return `${cfg.appName}:${backupUser(cfg)}`;
@@ -120,8 +131,9 @@ function backupSandbox(cfg: KeelConfig): string[] {
     "IPAddressDeny=any",
     "SystemCallArchitectures=native",
     "SystemCallFilter=@system-service",
-    "# @privileged but its @setuid part and capset, which setpriv needs.",
-    "SystemCallFilter=~@chown @clock @module @raw-io @reboot @swap @resources acct bpf chroot fanotify_init fanotify_mark nfsservctl open_by_handle_at pivot_root quotactl quotactl_fd setdomainname sethostname vhangup _sysctl",
+    "# @privileged but the set*id calls and capset, which setpriv needs (test/host/db-wiring.test.ts",
+    "# checks this list against systemd-analyze syscall-filter).",
+    `SystemCallFilter=~${PRIVILEGED_BUT_SETUID.join(" ")}`,
     "SystemCallErrorNumber=EPERM",
   ];
 }
@@ -225,14 +237,25 @@ function unitFile(path: string, content: string): HostFile {
 }
 
 /**
- * The database's converge steps, after the engine's unit and before its start: the backup timer
- * and service, then the session-backup drop-in (in place before the engine's first start).
+ * The database's converge steps, after the engine's unit and before its start: the backup tree and
+ * the session-backup drop-in (in place before the engine's first start), then the backup timer and
+ * service.
  */
 export function databaseSteps(cfg: KeelConfig): Step[] {
   const service = unitFile(`/etc/systemd/system/${backupServiceName(cfg)}`, renderBackupService(cfg));
   const timer = unitFile(`/etc/systemd/system/${backupTimerName(cfg)}`, renderBackupTimer(cfg));
   const dropIn = unitFile(dropInPath(cfg), renderSessionDropIn(cfg));
+  const p = hostPaths(cfg);
   return [
+    // The backup tree (both directories; an older keel's files handed to the backup user) together
+    // with the drop-in that writes it as that user, right after the engine's unit: an up that stops
+    // in between leaves neither an old drop-in facing the new tree nor the reverse.
+    placeStep("db-session-backups", `give ${p.backupDir} to ${backupUser(cfg)} and back up the DB before every start and after every stop of ${p.unit} (into ${sessionBackupDir(cfg)})`, {
+      dirs: [backupTreeDir(cfg, p.backupDir), backupTreeDir(cfg, sessionBackupDir(cfg))],
+      files: [dropIn],
+      check: ["systemd-analyze", "verify", `/etc/systemd/system/${p.unit}`],
+      onChange: [["systemctl", "daemon-reload"]],
+    }),
     placeStep("db-backup-timer", `install ${backupServiceName(cfg)} and ${backupTimerName(cfg)} (${cfg.backupSchedule}, keep ${cfg.backupRetention}) and start the timer`, {
       files: [service, timer],
       check: ["systemd-analyze", "verify", service.path, timer.path],
@@ -240,12 +263,6 @@ export function databaseSteps(cfg: KeelConfig): Step[] {
         ["systemctl", "daemon-reload"],
         ["systemctl", "enable", "--now", backupTimerName(cfg)],
       ],
-    }),
-    placeStep("db-session-backups", `back up the DB before every start and after every stop of ${hostPaths(cfg).unit} (into ${sessionBackupDir(cfg)})`, {
-      dirs: [backupTreeDir(cfg, sessionBackupDir(cfg))],
-      files: [dropIn],
-      check: ["systemd-analyze", "verify", `/etc/systemd/system/${hostPaths(cfg).unit}`],
-      onChange: [["systemctl", "daemon-reload"]],
     }),
   ];
 }

@@ -1,3 +1,4 @@
+import { dirname } from "node:path";
 import { stringify } from "yaml";
 import type { KeelConfig } from "../config";
 import { sha256 } from "./hash";
@@ -170,6 +171,16 @@ export function unitFile(cfg: KeelConfig): HostFile {
 }
 
 /**
+ * How long a step that restarts the engine may take: its stop (TimeoutStopSec=30, the post-session
+ * backup included), its start (keel:startTimeoutMinutes, the pre-session backup included), the
+ * settle time, and two minutes for the rest. A fixed 300 s failed every deploy of a DB above
+ * roughly 13 GiB, whose pre-session backup alone takes longer.
+ */
+export function engineRestartTimeoutSeconds(cfg: KeelConfig): number {
+  return 30 + cfg.startTimeoutMinutes * 60 + SETTLE_SECONDS + 120;
+}
+
+/**
  * What the secrets step runs when the EnvironmentFile changed: restart the engine if it is enabled,
  * a unit its startup gate stopped included (`systemctl try-restart` leaves a failed unit alone), and
  * confirm it stays up. Before the first deploy it does nothing: the engine-start step starts it.
@@ -192,7 +203,8 @@ export function engineSteps(cfg: KeelConfig): Step[] {
       "engine-preflight",
       `check free disk (>= ${cfg.minFreeDiskGiB} GiB) and the system Python (${cfg.pythonVersion}) before deploying`,
       "scripts/engine-preflight.sh",
-      [cfg.pythonVersion, String(cfg.minFreeDiskGiB), p.stateDir, p.backupDir],
+      // The backups' parent: the backup directory itself is made later (the db-session-backups step).
+      [cfg.pythonVersion, String(cfg.minFreeDiskGiB), p.stateDir, dirname(p.backupDir)],
     ),
     scriptStep(
       "engine-source",
@@ -232,7 +244,7 @@ export function engineSteps(cfg: KeelConfig): Step[] {
         `stamp=${deployedStampPath(cfg)}`,
         `settle=${SETTLE_SECONDS}`,
       ],
-      { timeoutSeconds: 300 },
+      { timeoutSeconds: engineRestartTimeoutSeconds(cfg) },
     ),
   ];
 }

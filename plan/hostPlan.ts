@@ -1,5 +1,5 @@
 import type { KeelConfig } from "../config";
-import { backupTreeDir, databaseSteps, migrationSteps } from "./database";
+import { databaseSteps, migrationSteps } from "./database";
 import { engineSteps } from "./engine";
 import { backupUser, hostPaths } from "./layout";
 import { hardeningSteps, packagesStep } from "../cloud-init/hardening";
@@ -31,7 +31,6 @@ export function layoutBundle(cfg: KeelConfig): Bundle {
       { path: p.venv, owner: deploy, group: deploy, mode: "0755" },
       { path: p.configDir, owner: "root", group: app, mode: "0750" },
       { path: p.stateDir, owner: app, group: app, mode: "0700" },
-      backupTreeDir(cfg, p.backupDir),
       { path: p.keelState, owner: "root", group: "root", mode: "0700" },
     ],
     files: [],

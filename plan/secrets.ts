@@ -1,5 +1,5 @@
 import type { KeelConfig } from "../config";
-import { secretsChangedCommand } from "./engine";
+import { engineRestartTimeoutSeconds, secretsChangedCommand } from "./engine";
 import { hostPaths } from "./layout";
 import { secretPlaceStep } from "./steps";
 import type { Bundle, Step } from "./types";
@@ -46,6 +46,7 @@ export function deployKeyBundle(cfg: KeelConfig, privateKey: string): Bundle {
 export function secretSteps(cfg: KeelConfig): Step[] {
   return [
     secretPlaceStep("deploy-key", "install the read-only deploy key and the git host's pinned known_hosts", "deployKey", (key) => deployKeyBundle(cfg, key)),
-    secretPlaceStep("secrets", `write the EnvironmentFile ${hostPaths(cfg).envFile} (0600 root)`, "envFile", (content) => envFileBundle(cfg, content)),
+    // A changed file restarts the engine: a stop, then a start with its pre-session backup.
+    secretPlaceStep("secrets", `write the EnvironmentFile ${hostPaths(cfg).envFile} (0600 root)`, "envFile", (content) => envFileBundle(cfg, content), engineRestartTimeoutSeconds(cfg)),
   ];
 }

@@ -50,8 +50,8 @@ export function placeStep(name: string, description: string, bundle: Bundle): Re
 }
 
 /** A step that places a secret file: the secret travels only on stdin, inside the bundle. */
-export function secretPlaceStep(name: string, description: string, secret: SecretName, bundle: (value: string) => Bundle): RemoteStep {
-  return step({ name, description, command: `sudo ${KEEL_PLACE}`, secret: { name: secret, bundle } });
+export function secretPlaceStep(name: string, description: string, secret: SecretName, bundle: (value: string) => Bundle, timeoutSeconds?: number): RemoteStep {
+  return step({ name, description, command: `sudo ${KEEL_PLACE}`, secret: { name: secret, bundle }, timeoutSeconds });
 }
 
 function checkArgs(name: string, args: string[]): void {

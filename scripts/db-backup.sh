@@ -26,7 +26,8 @@ Copies DB into DIR while the engine keeps writing: one read transaction of a rea
 written under a temporary name (.NAME-<utc>.partial.*), verified (db-gate.sh verify), fsynced and
 renamed to NAME-<utc>.db (UTC, e.g. app-20261122T031700Z.db, so names sort by time); then only the
 newest N such files are kept (--keep N, else \$KEEL_DB_BACKUP_KEEP, else 14). NAME is DB's file
-name without its extension. DIR is created (mode 0700) if missing; backups are mode 0600.
+name without its extension. DIR is created (mode 0700) if missing; backups are mode 0600 (0640,
+with DIR's group, from --from-stdin); the lock file is 0600.
 
 Every run, ok or failed, writes DIR/NAME.status.json for the health report:
   {"version":1,"db":…,"time":"<start, UTC ISO 8601>","finished":…,"result":"ok"|"failed",
@@ -109,7 +110,13 @@ if [[ $mode == export ]]; then
   fi
   [[ -f $db ]] || keel_die "$KEEL_EX_GATE" "$db: no such DB file" "check the path"
   umask 077
-  tmp=$(mktemp "$(dirname -- "$db")/.$(basename -- "$db").export.XXXXXX") ||
+  # Copies a killed exporter left (SIGKILL, a power loss): named after their process, removed once
+  # it is gone. Another export running now (the timer's beside a start's) keeps its own.
+  for f in "$(dirname -- "$db")/.$(basename -- "$db").export."*; do
+    [[ -f $f && ! -L $f && ${f##*.export.} =~ ^([0-9]+)\. && ! -e /proc/${BASH_REMATCH[1]} ]] || continue
+    rm -f -- "$f" "$f-journal" && keel_info "removed $f, the copy of an export that was killed"
+  done
+  tmp=$(mktemp "$(dirname -- "$db")/.$(basename -- "$db").export.$$.XXXXXX") ||
     keel_die "$KEEL_EX_FAIL" "cannot create a file beside $db" "free space there, then run again"
   keel_cleanup_add "$tmp"
   keel_vacuum_into "$db" "$tmp"
@@ -147,21 +154,6 @@ if [[ $mode == store ]]; then
   [[ $1 == /* ]] || keel_usage_error "--from-stdin needs DB as an absolute path (it names the backups)"
   [[ $prune_only -eq 0 ]] || keel_usage_error "--from-stdin and --prune-only do not go together"
   db=$1
-  # The header, at most 4 KiB: what the exporter says it sends.
-  header=""
-  IFS= read -r -n 4096 header || [[ -n $header ]] || keel_die "$KEEL_EX_FAIL" "no backup stream on stdin: the export side sent nothing (its message above)"
-  export_size=""
-  if [[ $header == "$KEEL_EXPORT_MAGIC none" ]]; then
-    [[ $none_ok -eq 1 ]] || keel_die "$KEEL_EX_GATE" "$db: no such DB file (the export side found none)" "check the path"
-    exit 0
-  elif [[ $header =~ ^"$KEEL_EXPORT_MAGIC size "([0-9]{1,15})$ ]]; then
-    export_size=${BASH_REMATCH[1]}
-  elif [[ $header =~ ^"$KEEL_EXPORT_MAGIC failed "([0-9]{1,3})" "(.*)$ ]]; then
-    export_rc=${BASH_REMATCH[1]} export_failure=${BASH_REMATCH[2]}
-    [[ $export_rc =~ ^[1-5]$ ]] || export_rc=$KEEL_EX_FAIL
-  else
-    keel_die "$KEEL_EX_FAIL" "stdin is not a backup stream of db-backup.sh --export (it begins '$(printf '%s' "${header:0:60}" | tr -c '[:print:]' '?')')"
-  fi
 else
   db=$(keel_abspath "$1")
 fi
@@ -251,6 +243,28 @@ keel_exit_hook() {
     keel_err "could not write the status file $status"
 }
 
+# The stream, read only once an existing DIR's status file is known, so every outcome there is on
+# record (an exporter killed before its header, or sending garbage, is a failed run); a missing DIR
+# is made only for a stream that carries a backup. The header, at most 4 KiB.
+if [[ $mode == store ]]; then
+  header=""
+  IFS= read -r -n 4096 header || [[ -n $header ]] ||
+    keel_die "$KEEL_EX_FAIL" "the export of $db sent nothing: it was killed or failed before its header (its message, if any, above)"
+  export_size=""
+  if [[ $header == "$KEEL_EXPORT_MAGIC none" ]]; then
+    [[ $none_ok -eq 1 ]] || keel_die "$KEEL_EX_GATE" "$db: no such DB file (the export side found none)" "check the path"
+    exit 0
+  elif [[ $header =~ ^"$KEEL_EXPORT_MAGIC size "([0-9]{1,15})$ ]]; then
+    export_size=${BASH_REMATCH[1]}
+  elif [[ $header =~ ^"$KEEL_EXPORT_MAGIC failed "([0-9]{1,3})" "(.*)$ ]]; then
+    export_rc=${BASH_REMATCH[1]} export_failure=${BASH_REMATCH[2]}
+    [[ $export_rc =~ ^[1-5]$ ]] || export_rc=$KEEL_EX_FAIL
+    # A failure the export side reported: recorded in the status file like one of our own.
+    keel_die "$export_rc" "the export of $db failed: $export_failure"
+  else
+    keel_die "$KEEL_EX_FAIL" "stdin is not a backup stream of db-backup.sh --export (it begins '$(printf '%s' "${header:0:60}" | tr -c '[:print:]' '?')')"
+  fi
+fi
 [[ $mode == store ]] || keel_require_local "$db"
 if [[ -z $dir ]]; then
   mkdir -m 0700 -- "$2" || keel_die "$KEEL_EX_FAIL" "cannot create the backup directory $2"
@@ -258,15 +272,18 @@ if [[ -z $dir ]]; then
   status=$dir/$base.status.json
 fi
 [[ $prune_only -eq 1 || $mode == store || -f $db ]] || keel_die "$KEEL_EX_GATE" "$db: no such DB file" "check the path"
-# A failure the export side reported: recorded in the status file like one of our own.
-[[ -z ${export_rc:-} ]] || keel_die "$export_rc" "the export of $db failed: $export_failure"
 
 if command -v flock >/dev/null 2>&1; then
+  # The lock is the owner's alone (0600): a reader of the directory (the engine's group, on a keel
+  # host) who could open it could hold the lock and stop every backup.
+  (umask 077 && : >>"$dir/.$base.backup.lock") || keel_die "$KEEL_EX_FAIL" "cannot create the lock file in $dir"
   exec 9>>"$dir/.$base.backup.lock"
+  [[ $mode != store ]] || chmod 0600 -- "$dir/.$base.backup.lock" 2>/dev/null || true
   flock -n 9 || keel_die "$KEEL_EX_BUSY" "another backup of $base into $dir is running" "wait for it to finish"
   # Under the lock, any temporary file is the leftover of a killed run.
   rm -f -- "$dir/.$base-"*.partial.*
 fi
+
 
 if [[ $prune_only -eq 1 ]]; then
   backups=()

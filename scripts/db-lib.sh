@@ -305,6 +305,13 @@ keel_json_str() {
   s=${s//$'\r'/\\r}
   s=${s//$'\t'/\\t}
   s=$(printf '%s' "$s" | tr -d '\000-\037')
+  # Valid UTF-8 only (SQLite's messages quote the DB's own bytes, which its writer chose): a reader's
+  # JSON parser must not fail on them. Invalid sequences are dropped; without iconv, non-ASCII is.
+  if command -v iconv >/dev/null 2>&1; then
+    s=$(printf '%s' "$s" | iconv -f UTF-8 -t UTF-8 -c 2>/dev/null) || true
+  else
+    s=$(printf '%s' "$s" | LC_ALL=C tr -cd '\040-\176')
+  fi
   printf '"%s"' "$s"
 }
 

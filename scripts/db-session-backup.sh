@@ -92,6 +92,12 @@ db=$1 dir=$2
 
 # Both sides, joined by a pipe; with --as (root) each as its own user.
 if [[ $side == both ]]; then
+  # systemd runs ExecStopPost= after a failed ExecCondition= too: nothing ran, so nothing ended to
+  # back up (and the pre-session backup's failure stays the one on record).
+  if [[ $phase == post && ${SERVICE_RESULT:-} == exec-condition ]]; then
+    keel_info "post-session backup: the start was refused before the engine ran (the pre-session backup's reason above); nothing to back up"
+    exit 0
+  fi
   opts=(${keep[@]+"${keep[@]}"})
   for h in ${history[@]+"${history[@]}"}; do opts+=(--history "$h"); done
   export_side=("$self" export "$phase" -- "$db")
@@ -113,15 +119,22 @@ if [[ $side == both ]]; then
     # not wait for keel-ops' lock, or the two would wait for each other.
     [[ $ops_lock == /run/keel/* && $(id -u) -eq 0 ]] || keel_usage_error "--ops-lock takes a file in /run/keel, as root"
     [[ -d /run/keel ]] || mkdir -m 0755 /run/keel || keel_die "$KEEL_EX_FAIL" "cannot create /run/keel"
-    exec 8>>"$ops_lock" || keel_die "$KEEL_EX_FAIL" "cannot open $ops_lock"
-    wait_s=${KEEL_OPS_LOCK_WAIT:-600}
+    [[ $ops_lock != *..* ]] || keel_usage_error "--ops-lock: no .. in the path"
+    # root's alone (0600): a reader could hold it and keep keel-ops from its restore.
+    if ! { (umask 077 && : >>"$ops_lock") && exec 8>>"$ops_lock" && chmod 0600 -- "$ops_lock"; }; then
+      keel_die "$KEEL_EX_FAIL" "cannot open $ops_lock"
+    fi
+    # Root does arithmetic with it: a number, or the default (the unit's environment is not root's to trust).
+    wait_s=600
+    [[ ! ${KEEL_OPS_LOCK_WAIT:-} =~ ^[0-9]{1,6}$ ]] || wait_s=$KEEL_OPS_LOCK_WAIT
     [[ -z $deadline ]] || ((wait_s < deadline)) || wait_s=$((deadline / 2))
     flock -s -w "$wait_s" 8 ||
       keel_die "$KEEL_EX_BUSY" "keel-ops has held $ops_lock (a restore or adopt) for $wait_s s: the engine does not start meanwhile" \
         "wait for keel-ops to finish, then sudo keel-ops start"
   fi
+  left_at=$(date +%s)
   if [[ -n $deadline ]]; then
-    left=$((deadline - ($(date +%s) - started_at)))
+    left=$((deadline - (left_at - started_at)))
     ((left > 0)) || keel_die "$KEEL_EX_FAIL" "no time left for the $phase-session backup within its deadline of $deadline s"
     # Both sides end by the deadline: timeout sends TERM (their traps remove what they wrote), then KILL.
     export_side=(timeout -k 5 "$left" "${export_side[@]}")
@@ -129,11 +142,12 @@ if [[ $side == both ]]; then
   fi
   set +e
   trap - ERR
-  "${export_side[@]}" | "${store_side[@]}"
+  # Neither side inherits the lock (fd 8): one that kept it could hold off keel-ops.
+  "${export_side[@]}" 8>&- | "${store_side[@]}" 8>&-
   rcs=("${PIPESTATUS[@]}")
   set -e
-  if [[ -n $deadline && (${rcs[1]} -eq 124 || ${rcs[1]} -eq 137) ]]; then
-    keel_die "$KEEL_EX_FAIL" "the $phase-session backup of $db did not finish within $deadline s, so the engine does not start (a start that ran into the unit's timeout would be restarted over and over): the DB has grown past what keel:startTimeoutMinutes allows" \
+  if [[ -n $deadline ]] && [[ ${rcs[1]} -eq 124 || ${rcs[1]} -eq 137 || ${rcs[0]} -eq 124 || ${rcs[0]} -eq 137 ]]; then
+    keel_die "$KEEL_EX_FAIL" "the $phase-session backup of $db did not finish within $deadline s ($((left_at - started_at)) s of it waiting for keel-ops' lock), so the engine does not start (a start that ran into the unit's timeout would be restarted over and over): the DB has grown past what keel:startTimeoutMinutes allows" \
       "raise it (pulumi config set keel:startTimeoutMinutes 60; pulumi up), then sudo keel-ops start; docs/DATABASE.md \"Large DBs\""
   fi
   exit "${rcs[1]}"

@@ -326,6 +326,27 @@ check_backup() {
   base=${name%.*}
   status_file=$dir/$base.status.json
   local backups=() f n
+  # The backup tree is the backup user's, closed to writes by anyone else, and so is everything in
+  # it (docs/DATABASE.md "The backup identity"): otherwise the engine's user, or another, could
+  # delete, rewrite or forge backups. Checked first: nothing read from the tree counts until then.
+  local d open_tree="" st others
+  for d in "$dir" "${conf[session_backup_dir]}"; do
+    st=$(stat -c '%U %a %F' -- "$d" 2>/dev/null) || continue
+    if [[ -L $d || ${st%% *} != "${conf[backup_user]}" || $st != *" directory" ]] || ((8#$(cut -d' ' -f2 <<<"$st") & 8#022)); then
+      open_tree+="${open_tree:+, }$d (${st% directory})"
+      continue
+    fi
+    # Entries of another user (a link or file an older keel's engine left), or a file with a second
+    # name (a hard link the engine may still write through). find -P follows no link.
+    others=$(timeout 20 find -P "$d" -mindepth 1 -maxdepth 1 \( ! -user "${conf[backup_user]}" -o \( ! -type d -links +1 \) \) -printf '%f ' 2>/dev/null | head -c 400) || others="(cannot list it)"
+    [[ -z $others ]] || open_tree+="${open_tree:+, }$d holds ${others% } (another user's, or a second name of a file)"
+  done
+  if [[ -n $open_tree ]]; then
+    result degraded "the backup tree is not the backup user's alone: $open_tree; the engine's user could delete, rewrite or forge backups" \
+      "run pulumi up: keel gives the directories to ${conf[backup_user]} (2750) and hands its files over; set aside or remove what it leaves (named on the step's stderr); then find out who changed it: sudo keel-ops audit keel" \
+      "$(jobj dir "$(js "$dir")")"
+    return
+  fi
   # What the backup directory holds is read as hostile (issue 11): its writer may be compromised.
   # Regular files only (no link, no pipe), named as keel-db-backup names them.
   for f in "$dir/$base"-*.db; do
@@ -358,7 +379,7 @@ import json, os, stat, sys
 fd = os.open(sys.argv[1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
 if not stat.S_ISREG(os.fstat(fd).st_mode):
     sys.exit("not a regular file")
-d = json.loads(os.read(fd, 65536))
+d = json.loads(os.read(fd, 65536).decode("utf-8", "replace"))
 if not isinstance(d, dict) or d.get("result") not in ("ok", "failed"):
     sys.exit("not a backup status")
 kept = d.get("kept_check") if isinstance(d.get("kept_check"), dict) else {}
@@ -426,19 +447,7 @@ for v in [d.get(k) for k in ("result", "time", "finished", "exit_code", "reason"
   details=$(jobj dir "$(js "$dir")" status_file "$(js "$status_file")" max_age_hours "$(jint "${conf[backup_max_age_hours]}")" \
     count "$(jint "${#backups[@]}")" newest "$newest" last_run "$last" sha_checked "$(jstr_or_null "$sha_seen")")
   local todo_now="take one now (scripts/runbook/backup-now.sh) and read why the timer did not: docs/RUNBOOK.md \"Backups\""
-  # The backup tree is the backup user's, closed to writes by anyone else (docs/DATABASE.md "The
-  # backup identity"): otherwise the engine's user, or another, could delete or forge backups.
-  local d open_tree="" st
-  for d in "$dir" "${conf[session_backup_dir]}"; do
-    st=$(stat -c '%U %a %F' -- "$d" 2>/dev/null) || continue
-    if [[ -L $d || ${st%% *} != "${conf[backup_user]}" || $st != *" directory" ]] || ((8#$(cut -d' ' -f2 <<<"$st") & 8#022)); then
-      open_tree+="${open_tree:+, }$d (${st% directory})"
-    fi
-  done
-  if [[ -n $open_tree ]]; then
-    result degraded "the backup directory is not the backup user's alone: $open_tree; the engine's user could delete or forge backups" \
-      "run pulumi up: keel gives it to ${conf[backup_user]} (mode 2750); then find out who changed it: sudo keel-ops audit keel" "$details"
-  elif [[ $run_result == failed ]]; then
+  if [[ $run_result == failed ]]; then
     result degraded "the last backup run ($run_time) failed: $run_reason" \
       "fix what it says, then scripts/runbook/backup-now.sh (docs/RUNBOOK.md \"Backups\")" "$details"
   elif [[ $run_result == ok && -n $run_file && $run_now_size != "$run_size" ]]; then

@@ -24,8 +24,8 @@ the box by hand.
 A directory may carry `adoptFilesFrom` {user, fileMode}: a directory keel takes from one user for
 another (the backup tree, from the engine's user to <app>-backup). Once the directory itself has
 its new owner, group and mode, each regular file directly in it (not deeper) that belongs to that
-user becomes the directory's owner and group with fileMode; so does a file already the owner's
-whose group or mode differ. Each is opened without following a link or blocking and must still be
+user becomes the directory's owner and group with fileMode (the new owner's own files are left as
+they are). Each is opened without following a link or blocking and must still be
 a single-link regular file of that user on its descriptor, which alone is fchown'd and fchmod'd:
 a link, a named pipe, a file with a second name (a hard link may be the engine's live DB) is left
 as it is and named on stderr; another user's file and a subdirectory (its own entry) are left too.
@@ -193,26 +193,22 @@ def ensure_dir(d):
             changed = True
         items = [f"dir {d['path']}"] if changed else []
         if adopt is not None:
-            adopted, repaired = adopt_files(fd, d["path"], from_uid, uid, gid, int(adopt["fileMode"], 8))
-            done = []
+            adopted = adopt_files(fd, d["path"], from_uid, uid, gid, int(adopt["fileMode"], 8))
             if adopted:
-                done.append(f"{adopted} file(s) handed to {d['owner']}")
-            if repaired:
-                done.append(f"{repaired} file(s) of {d['owner']}'s set back to group {d['group']}, mode {adopt['fileMode']}")
-            if done:
-                items.append(f"dir {d['path']}: {'; '.join(done)}")
+                items.append(f"dir {d['path']}: {adopted} file(s) handed to {d['owner']}")
     finally:
         os.close(fd)
     return items
 
 
 def adopt_files(dfd, path, from_uid, uid, gid, mode):
-    """Give the regular files directly in the directory open as dfd that belong to from_uid (or to
-    uid already, with another group or mode) owner uid, group gid and mode, on their own descriptors.
-    The directory's previous owner may still be hostile: nothing is followed, opened blocking or
-    touched that is not, on its descriptor, a single-link regular file of one of those two users.
-    Returns (files handed over, files of uid's repaired)."""
-    adopted = repaired = 0
+    """Give the regular files directly in the directory open as dfd that belong to from_uid owner
+    uid, group gid and mode, on their own descriptors. The directory's previous owner may still be
+    hostile: nothing is followed, opened blocking or touched that is not, on its descriptor, a
+    single-link regular file of that user. The new owner's own files are left as they are (its lock
+    files are 0600 on purpose: a reader who could open one could hold the lock). Returns the number
+    of files handed over."""
+    adopted = 0
 
     def leave(name, why):
         print(f"keel-place: {path.rstrip('/')}/{name}: left as it is ({why})", file=sys.stderr)
@@ -230,10 +226,8 @@ def adopt_files(dfd, path, from_uid, uid, gid, mode):
 
     def wanted(st):
         """Whether keel acts on this file, or else why not (None: silently not ours)."""
-        if st.st_uid not in (from_uid, uid):
-            return None  # another user's: not handed over
-        if st.st_uid == uid and (st.st_gid, st.st_mode & 0o7777) == (gid, mode):
-            return None  # already handed over
+        if st.st_uid != from_uid or from_uid == uid:
+            return None  # another user's, or already the new owner's: not handed over
         if st.st_nlink != 1:
             return f"{st.st_nlink} names (hard links): it may be another file too"
         return True
@@ -271,13 +265,10 @@ def adopt_files(dfd, path, from_uid, uid, gid, mode):
                 os.fchown(fd, uid, gid)  # the kernel clears setuid and setgid here
             if st.st_mode & 0o7777 != mode:
                 os.fchmod(fd, mode)
-            if st.st_uid == from_uid and from_uid != uid:
-                adopted += 1
-            else:
-                repaired += 1
+            adopted += 1
         finally:
             os.close(fd)
-    return adopted, repaired
+    return adopted
 
 
 def current(path):

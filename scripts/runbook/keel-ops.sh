@@ -132,7 +132,8 @@ show() { systemctl show --property="$1" --value -- "$unit"; }
 as_user() {
   local u=$1
   shift
-  timeout --kill-after=30 "${KEEL_OPS_TIMEOUT:-3600}" setpriv --reuid="$u" --regid="$u" --init-groups --no-new-privs -- "$@"
+  # fd 8 (the ops lock) stays here: a user's process that kept it could hold off the next keel-ops.
+  timeout --kill-after=30 "${KEEL_OPS_TIMEOUT:-3600}" setpriv --reuid="$u" --regid="$u" --init-groups --no-new-privs -- "$@" 8>&-
 }
 as_app() { as_user "${conf[app_user]}" "$@"; }
 as_backup() { as_user "${conf[backup_user]}" "$@"; }
@@ -167,8 +168,13 @@ asides() {
 ops_lock() {
   [[ ${conf[ops_lock]} == /run/keel/* ]] || fail 3 "$CONFIG: ops_lock must be a file in /run/keel"
   [[ -d /run/keel ]] || mkdir -m 0755 /run/keel
+  [[ ${conf[ops_lock]} != *..* ]] || fail 3 "$CONFIG: ops_lock must not contain .."
+  # root's alone (0600): a reader (the engine can read /run) could hold it and stall keel-ops.
+  (umask 077 && : >>"${conf[ops_lock]}")
   exec 8>>"${conf[ops_lock]}"
-  flock -x -w 600 8 || fail 1 "another keel-ops restore, adopt or recover holds ${conf[ops_lock]}; wait for it"
+  chmod 0600 -- "${conf[ops_lock]}"
+  # A start's pre-session backup holds it (shared) for as long as it runs: up to keel:startTimeoutMinutes.
+  flock -x -w 3600 8 || fail 1 "${conf[ops_lock]} stayed held for an hour: another keel-ops restore, adopt or recover, or a start of the engine still taking its pre-session backup; wait for it"
 }
 ops_unlock() { exec 8>&-; }
 
@@ -255,7 +261,7 @@ case $cmd in
       [[ -n $want ]] || fail 3 "no backup of $db in $dir"
       want=${want##*/}
     fi
-    [[ $want =~ ^$base-[0-9]{8}T[0-9]{6}Z\.db$ && -f $dir/$want ]] ||
+    [[ $want =~ ^$base-[0-9]{8}T[0-9]{6}Z\.db$ && -f $dir/$want && ! -L $dir/$want ]] ||
       fail 3 "no backup named '$want' in $dir; list them with: sudo keel-ops backups"
     # Verify while the engine still runs: a bad backup costs no downtime.
     as_app "$(tool db-gate)" verify "$dir/$want" >/dev/null || fail 1 "$want fails the integrity gate; pick an older one (sudo keel-ops backups)"
@@ -310,7 +316,7 @@ case $cmd in
       # A verified backup of the current DB first, the way every backup is taken: read as the
       # engine's user, stored by the backup user (keel-db-backup --as), with the configured retention.
       timeout --kill-after=30 "${KEEL_OPS_TIMEOUT:-3600}" "$(tool db-backup)" --as "${conf[app_user]}:${conf[backup_user]}" \
-        --keep "${conf[backup_keep]}" "$db" "$dir" >/dev/null || rc=$?
+        --keep "${conf[backup_keep]}" "$db" "$dir" >/dev/null 8>&- || rc=$?
       if [[ $rc -ne 0 ]]; then
         rm -f -- "$copy"
         after_failure "the backup of the current DB before adopt" "$rc" "$before"

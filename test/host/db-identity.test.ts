@@ -161,7 +161,9 @@ describe("db-backup.sh --from-stdin (the backups' side) treats the stream as the
     expect(cut.stderr).toContain(`the export of ${db} ended after 1000 of ${bytes.length} bytes`);
     expect(store(bytes).code).toBe(5);
     expect(store("keel-db-export 2 size 10\n0123456789").stderr).toContain("stdin is not a backup stream");
-    expect(store("").stderr).toContain("no backup stream on stdin");
+    expect(store("").stderr).toContain(`the export of ${db} sent nothing: it was killed or failed before its header`);
+    // Each of them is a failed run on record, for the health check.
+    expect(JSON.parse(readFileSync(join(tree, "engine.status.json"), "utf8"))).toMatchObject({ result: "failed", exit_code: 5 });
     expect(finals(tree)).toEqual([]);
     expect(readdirSync(tree).filter((f) => f.includes("partial"))).toEqual([]);
   });
@@ -242,11 +244,36 @@ exec ${real} "$@"
     const r = session("pre", "--deadline", "3", "--keep", "5", db, sessions);
     expect(Date.now() - t0).toBeLessThan(20_000);
     expect(r.code).toBe(5);
-    expect(r.stderr).toContain(`the pre-session backup of ${db} did not finish within 3 s, so the engine does not start`);
+    expect(r.stderr).toContain(`the pre-session backup of ${db} did not finish within 3 s (0 s of it waiting for keel-ops' lock), so the engine does not start`);
     expect(r.stderr).toContain("pulumi config set keel:startTimeoutMinutes");
     expect(finals(sessions)).toEqual([]);
     expect(readdirSync(live).filter((f) => f.includes("export"))).toEqual([]);
     expect(readdirSync(sessions).filter((f) => f.includes("partial"))).toEqual([]);
+  });
+
+  it("takes no post-session backup after a start the pre-session backup refused (systemd runs ExecStopPost= then too)", () => {
+    const r = run(join(SCRIPTS, "db-session-backup.sh"), ["post", "--as", `${ENGINE}:${BACKUP}`, db, sessions], { env: { SERVICE_RESULT: "exec-condition" } });
+    expect(r).toMatchObject({ code: 0 });
+    expect(r.stderr).toContain("the start was refused before the engine ran");
+    expect(finals(sessions)).toEqual([]);
+    expect(existsSync(join(sessions, "engine.status.json"))).toBe(false);
+  });
+
+  it("removes the copy a killed exporter left beside the DB, and only once its process is gone", () => {
+    const sleeper = spawn("sleep", ["60"]);
+    const live1 = join(live, `.engine.db.export.${sleeper.pid}.AAAAAA`);
+    const dead = join(live, ".engine.db.export.999999999.BBBBBB");
+    for (const f of [live1, dead]) {
+      writeFileSync(f, "x");
+      chownSync(f, id("-u", ENGINE), id("-g", ENGINE));
+    }
+    try {
+      expect(backup("--as", `${ENGINE}:${BACKUP}`, db, tree).code).toBe(0);
+      expect(existsSync(dead)).toBe(false);
+      expect(existsSync(live1)).toBe(true);
+    } finally {
+      sleeper.kill("SIGKILL");
+    }
   });
 
   it("a first start (no DB, no backup ever) passes with nothing to back up; a DB gone after backups refuses the start: DB missing", () => {

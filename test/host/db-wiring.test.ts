@@ -9,7 +9,7 @@ import { chmodSync, closeSync, cpSync, existsSync, mkdirSync, openSync, readFile
 import { dirname, join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { parseConfig, type KeelConfig } from "../../config";
-import { backupServiceName, backupTimerName, dropInPath, renderBackupService, renderBackupTimer, renderSessionDropIn } from "../../plan/database";
+import { backupServiceName, backupTimerName, dropInPath, PRIVILEGED_BUT_SETUID, renderBackupService, renderBackupTimer, renderSessionDropIn } from "../../plan/database";
 import { execStart, renderUnit, unitFilePath } from "../../plan/engine";
 import { TOOLS, toolPath, type Tool } from "../../plan/tools";
 import { stackConfig } from "../support/stack";
@@ -109,6 +109,29 @@ describe.each(["prod", "staging"])("the backup units and the engine's drop-in of
     console.log(`systemd-analyze security --offline=true ${backupServiceName(cfg)} (${stack}): exposure ${level}`);
     expect(r.code).toBe(0);
     expect(level).toBeLessThanOrEqual(MAX_BACKUP_EXPOSURE);
+  });
+});
+
+describe("the backup service's system call filter", () => {
+  // systemd-analyze's own tables (this machine's systemd): a group's calls, nested groups expanded.
+  const expand = (items: readonly string[]): Set<string> => {
+    const out = new Set<string>();
+    for (const item of items) {
+      if (!item.startsWith("@")) {
+        out.add(item);
+        continue;
+      }
+      const r = run("systemd-analyze", ["syscall-filter", item]);
+      expect(r.code, item).toBe(0);
+      const entries = r.stdout.split("\n").slice(1).map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+      for (const c of expand(entries)) out.add(c);
+    }
+    return out;
+  };
+  it("denies @privileged and @resources but the set*id calls and capset that setpriv needs", () => {
+    const want = expand(["@privileged", "@resources"]);
+    for (const c of [...expand(["@setuid"]), "capset"]) want.delete(c);
+    expect([...expand(PRIVILEGED_BUT_SETUID)].sort()).toEqual([...want].sort());
   });
 });
 

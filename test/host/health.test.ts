@@ -5,7 +5,7 @@
 // The unit-state parts (engine, time, timer) need systemd as PID 1: they run on the VM
 // (test/vm/health.test.ts); here they must fail closed. Needs root (tmpfs, chown).
 import { execFile, spawnSync } from "node:child_process";
-import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, lchownSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -197,8 +197,8 @@ describe("keel-health: exit codes for constructed states", { timeout: 120_000 },
     chmodSync(join(l.backups, "sessions"), 0o2770);
     let r = await l.report("backup");
     expect(r.run.code).toBe(1);
-    expect(r.checks.backup.summary).toBe(`the backup directory is not the backup user's alone: ${join(l.backups, "sessions")} (root 2770); the engine's user could delete or forge backups`);
-    expect(r.checks.backup.todo).toContain("run pulumi up: keel gives it to root (mode 2750)");
+    expect(r.checks.backup.summary).toBe(`the backup tree is not the backup user's alone: ${join(l.backups, "sessions")} (root 2770); the engine's user could delete, rewrite or forge backups`);
+    expect(r.checks.backup.todo).toContain("run pulumi up: keel gives the directories to root (2750)");
     chmodSync(join(l.backups, "sessions"), 0o2750);
     expect((await l.report("backup")).run.code).toBe(0);
     // An older keel's layout: the engine's user owns the tree.
@@ -206,6 +206,19 @@ describe("keel-health: exit codes for constructed states", { timeout: 120_000 },
     r = await l.report("backup");
     expect(r.run.code).toBe(1);
     expect(r.checks.backup.summary).toContain(`${l.backups} (root 755)`);
+    l.writeConf();
+    // Entries the backup user does not own alone: another user's file or link, a second name.
+    const [backupName] = readdirSync(l.backups).filter((f) => /^engine-\d{8}T\d{6}Z\.db$/.test(f));
+    linkSync(join(l.backups, backupName), join(l.root, "second-name.db"));
+    r = await l.report("backup");
+    expect(r.run.code).toBe(1);
+    expect(r.checks.backup.summary).toContain(`${l.backups} holds ${backupName} (another user's, or a second name of a file)`);
+    rmSync(join(l.root, "second-name.db"));
+    symlinkSync("/etc/passwd", join(l.backups, "planted"));
+    lchownSync(join(l.backups, "planted"), 65534, 65534);
+    expect((await l.report("backup")).checks.backup.summary).toContain(`${l.backups} holds planted (another user's`);
+    rmSync(join(l.backups, "planted"));
+    expect((await l.report("backup")).run.code).toBe(0);
   });
 
   // Issue 11: what the backup directory holds is read as hostile (its writer may be compromised).

@@ -155,6 +155,16 @@ describe("stack config", () => {
     expect(badShape.join("\n")).not.toContain("hunter2-canary");
   });
 
+  // The unit's EnvironmentFile= reaches its "+" commands, which run as root (the session backups).
+  it("refuses secretEnv names that change how programs run: the loader's, the shell's, the locale's, keel's own", () => {
+    const names = ["LD_PRELOAD", "LD_LIBRARY_PATH", "PATH", "BASH_ENV", "ENV", "SHELLOPTS", "PS4", "IFS", "TMPDIR", "GCONV_PATH", "LC_ALL", "KEEL_OPS_LOCK_WAIT", "BASH_FUNC_X%%"];
+    const found = problems(minimal({ "keel:secretEnv": JSON.stringify(Object.fromEntries(names.map((n) => [n, "hunter2-canary"]))) }), (k) => k === "keel:secretEnv");
+    expect(found.filter((p) => p.includes("which changes how programs run"))).toHaveLength(names.length - 1); // BASH_FUNC_X%% is no name at all
+    expect(found.join("\n")).toContain("keel:secretEnv.LD_PRELOAD: expected a name of the engine's own; found LD_PRELOAD");
+    expect(found.join("\n")).not.toContain("hunter2-canary");
+    expect(parseConfig(minimal({ "keel:secretEnv": JSON.stringify({ PATHFINDER_KEY: "x", MY_PATH: "y" }) }), (k) => k === "keel:secretEnv").secretEnvNames).toEqual(["MY_PATH", "PATHFINDER_KEY"]);
+  });
+
   it("takes the secret variable names from the secret, sorted", () => {
     const cfg = parseConfig(minimal({ "keel:secretEnv": JSON.stringify({ ZED: "1", API_KEY: "2" }) }), (k) => k === "keel:secretEnv");
     expect(cfg.secretEnvNames).toEqual(["API_KEY", "ZED"]);

@@ -36,16 +36,18 @@ function unitLines(text: string, key: string): string[] {
 }
 
 describe("the database's place in the host plan", () => {
-  it("puts the backup timer and the session-backup drop-in after the engine's unit and before its start", () => {
+  // The backup tree and the drop-in that writes it as the backup user come right after the engine's
+  // unit (one keel-place run: an up stopped in between leaves no old drop-in facing the new tree).
+  it("puts the backup tree with the session-backup drop-in, then the backup timer, after the engine's unit and before its start", () => {
     const n = names(config());
-    expect(n.slice(n.indexOf("engine-unit"), n.indexOf("engine-start") + 1)).toEqual(["engine-unit", "db-backup-timer", "db-session-backups", "engine-start"]);
+    expect(n.slice(n.indexOf("engine-unit"), n.indexOf("engine-start") + 1)).toEqual(["engine-unit", "db-session-backups", "db-backup-timer", "engine-start"]);
     expect(n.filter((x) => x.startsWith("db-migrate"))).toEqual([]);
   });
 
   it("with keel:migrateFrom, migrates after them and still before the engine's first start", () => {
     const n = names(config(MIGRATE));
-    expect(n.slice(n.indexOf("db-session-backups"), n.indexOf("engine-start") + 1)).toEqual([
-      "db-session-backups",
+    expect(n.slice(n.indexOf("db-backup-timer"), n.indexOf("engine-start") + 1)).toEqual([
+      "db-backup-timer",
       "db-migrate-staging",
       "db-migrate-source",
       "db-migrate-upload",
@@ -134,6 +136,7 @@ describe("the pre- and post-session backups", () => {
     const b = bundle(byName(cfg, "db-session-backups"));
     expect(b.files.map((f) => [f.path, f.owner, f.mode])).toEqual([["/etc/systemd/system/engine.service.d/keel-session-backups.conf", "root", "0644"]]);
     expect(b.dirs).toEqual([
+      { path: "/var/backups/engine", owner: "engine-backup", group: "engine", mode: "2750", adoptFilesFrom: { user: "engine", fileMode: "0640" } },
       { path: "/var/backups/engine/sessions", owner: "engine-backup", group: "engine", mode: "2750", adoptFilesFrom: { user: "engine", fileMode: "0640" } },
     ]);
     expect(b.check).toEqual(["systemd-analyze", "verify", "/etc/systemd/system/engine.service"]);
@@ -184,7 +187,7 @@ describe("hashes", () => {
   it("re-run the backup units alone on a new schedule, and the session backups too on a new retention", () => {
     expect(rerun(config(), config({ "keel:backupSchedule": "hourly" }))).toEqual(["db-backup-timer"]);
     // (The health check reads the retention too: its own step re-runs as well.)
-    expect(rerun(config(), config({ "keel:backupRetention": "7" })).filter((n) => n.startsWith("db-"))).toEqual(["db-backup-timer", "db-session-backups"]);
+    expect(rerun(config(), config({ "keel:backupRetention": "7" })).filter((n) => n.startsWith("db-"))).toEqual(["db-session-backups", "db-backup-timer"]);
   });
 
   it("re-run what runs a DB tool when that tool changes: the tools step, the adopt step (tool + library hashed)", () => {

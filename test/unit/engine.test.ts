@@ -196,7 +196,8 @@ describe("engine steps", () => {
   });
 
   it("run root actions only through keel's tools, and the rest as the deploy user", () => {
-    expect(byName("engine-preflight").command).toBe("bash -s -- 3.12 10 /var/lib/engine /var/backups/engine");
+    // The backups' parent (/var/backups/engine itself is made later, with the backup tree).
+    expect(byName("engine-preflight").command).toBe("bash -s -- 3.12 10 /var/lib/engine /var/backups");
     expect(byName("engine-source").command).toBe(
       `bash -s -- git@github.com:example-org/engine.git ${cfg.repoRef} /opt/engine/app /home/deploy/.ssh/keel_deploy_ed25519 /home/deploy/.ssh/keel_git_known_hosts`,
     );
