@@ -214,7 +214,8 @@ describe("the runbook against the VM, from this machine", () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^\/var\/backups\/engine\/engine-\d{8}T\d{6}Z\.db\n$/);
     const file = r.stdout.trim();
-    expect((await asRoot(vm, `stat -c '%U %a' ${file}`)).trim()).toBe("engine 600");
+    // The backup user's, readable by the engine's group (docs/DATABASE.md "The backup identity").
+    expect((await asRoot(vm, `stat -c '%U:%G %a' ${file}`)).trim()).toBe("engine-backup:engine 640");
     expect((await asRoot(vm, `/usr/local/sbin/keel-db-gate verify ${file}`)).trim()).toBe("ok");
     const h = await health("--only backup");
     expect(h.code).toBe(0);
