@@ -284,7 +284,6 @@ if command -v flock >/dev/null 2>&1; then
   rm -f -- "$dir/.$base-"*.partial.*
 fi
 
-
 if [[ $prune_only -eq 1 ]]; then
   backups=()
   while IFS= read -r f; do backups+=("$f"); done < <(list_backups)
@@ -420,6 +419,14 @@ check_kept() {
     while IFS= read -r line; do
       keel_is_backup_name "$base" "$line" && [[ -f $d/$line && $line != "${kept_file##*/}" ]] && kept_failed+=("$line")
     done < <(head -c 65536 -- "$failed_list")
+  elif [[ -f $d/$base.status.json && ! -L $d/$base.status.json ]]; then
+    # No list yet: a keel before it recorded only the last check, in the status. A failure there is
+    # carried over, or the upgrade would forget it until the turn came round to that backup again.
+    line=$(head -c 65536 -- "$d/$base.status.json" | grep -o '"kept_check":{"file":"[^"]*","result":"failed"' | head -n 1) || line=""
+    line=${line#*\"file\":\"}
+    line=${line%%\"*}
+    line=${line##*/}
+    keel_is_backup_name "$base" "$line" && [[ -f $d/$line && $line != "${kept_file##*/}" ]] && kept_failed+=("$line")
   fi
   [[ $kept_result != failed ]] || kept_failed+=("${kept_file##*/}")
   t=$(dir_temp "$d/.$base.failed-checks.XXXXXX") || keel_die "$KEEL_EX_FAIL" "cannot create a file in $d"

@@ -232,6 +232,20 @@ describe("db-backup.sh", () => {
     });
   }, 120_000);
 
+  it("carries a failed check over from an older keel's status, which kept no list of failed checks", () => {
+    const db = makeDb(join(dir, "app.db"), { rows: 50 });
+    for (let i = 0; i < 3; i++) expect(backup(db, out).code).toBe(0);
+    const [first] = finals(out);
+    // What the keel before .app.failed-checks left: the last run's failed check in the status alone.
+    rmSync(join(out, ".app.failed-checks"));
+    const old = status(out);
+    writeFileSync(join(out, "app.status.json"), JSON.stringify({ ...old, kept_check: { file: join(out, first), result: "failed", reason: "it changed on disk" }, kept_failed: undefined }) + "\n");
+    writeFileSync(join(out, ".app.checked"), `${first}\n`);
+    expect(backup(db, out).code).toBe(0);
+    expect(status(out).kept_failed).toEqual([first]);
+    expect(readFileSync(join(out, ".app.failed-checks"), "utf8")).toBe(`${first}\n`);
+  });
+
   it("gives two backups within one second distinct names", () => {
     const db = makeDb(join(dir, "app.db"));
     expect(backup(db, out).code).toBe(0);
