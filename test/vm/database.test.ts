@@ -238,7 +238,8 @@ describe("the database on a Debian 12 VM, deployed by the host plan's steps", ()
     const dbMode = (await asRoot(vm, `stat -c '%U:%G %a' ${DB}`)).trim();
     const runs = await up(cfg, ["layout", "db-session-backups"]);
     const out = Object.fromEntries(runs.map((r) => [r.name, r]));
-    expect(out.layout.stdout).toMatch(new RegExp(`changed dir ${dir}: \\d+ file\\(s\\) handed to engine-backup`));
+    // Both directories, in the step that installs the drop-in writing them as the backup user.
+    expect(out["db-session-backups"].stdout).toMatch(new RegExp(`changed dir ${dir}: \\d+ file\\(s\\) handed to engine-backup`));
     expect(out["db-session-backups"].stdout).toMatch(new RegExp(`changed dir ${sessions}: \\d+ file\\(s\\) handed to engine-backup`));
     expect(out.layout.stderr + out["db-session-backups"].stderr).toContain("left as it is");
     expect(await sums()).toBe(before);
