@@ -1,4 +1,5 @@
 import type { KeelConfig } from "../config";
+import { startTimeoutSeconds } from "./engine";
 import { backupUser, hostPaths } from "./layout";
 import { localStep, placeStep, toolStep, uploadStep } from "./steps";
 import { toolPath } from "./tools";
@@ -12,15 +13,6 @@ import type { HostDir, HostFile, Step } from "./types";
 
 /** The timer's random delay: spreads a schedule such as `*-*-* 03:17:00` over ten minutes. */
 export const BACKUP_RANDOMIZED_DELAY = "10min";
-
-/**
- * How long a start may take, the pre-session backup included (systemd's default is 90 s):
- * keel:startTimeoutMinutes. The backup verifies the whole DB: about 19 s per GiB measured
- * (docs/DATABASE.md "Benchmark").
- */
-export function startTimeoutSeconds(cfg: KeelConfig): number {
-  return cfg.startTimeoutMinutes * 60;
-}
 
 /**
  * The pre-session backup stops itself this long before the unit's start timeout: a failed
@@ -56,9 +48,6 @@ export function sessionBackupDir(cfg: KeelConfig): string {
 export function opsLockPath(cfg: KeelConfig): string {
   return `/run/keel/${cfg.appName}.ops.lock`;
 }
-
-/** How long a start waits for keel-ops to finish a restore or adopt before it gives up (seconds). */
-export const OPS_LOCK_WAIT_SECONDS = 600;
 
 /** The deploy user's directory where a migrated DB lands before it is adopted (0700). */
 export function incomingDir(cfg: KeelConfig): string {

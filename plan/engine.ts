@@ -114,7 +114,7 @@ export function renderUnit(cfg: KeelConfig): string {
     `RestartSec=${RESTART.restartSec}`,
     `# A failed startup gate exits ${GATE_FAILURE_STATUS}: the engine stays stopped, no crash loop.`,
     `RestartPreventExitStatus=${GATE_FAILURE_STATUS}`,
-    "TimeoutStopSec=30",
+    `TimeoutStopSec=${STOP_TIMEOUT_SECONDS}`,
     "UMask=0077",
     "",
     "# Sandbox: outbound IPv4/IPv6 and the state directory; nothing else (the backups are the backup user's).",
@@ -170,14 +170,26 @@ export function unitFile(cfg: KeelConfig): HostFile {
   return { path: unitFilePath(cfg), owner: "root", group: "root", mode: "0644", content: renderUnit(cfg) };
 }
 
+/** The engine's TimeoutStopSec=: its stop, the post-session backup (ExecStopPost=) included. */
+export const STOP_TIMEOUT_SECONDS = 30;
+
 /**
- * How long a step that restarts the engine may take: its stop (TimeoutStopSec=30, the post-session
- * backup included), its start (keel:startTimeoutMinutes, the pre-session backup included), the
- * settle time, and two minutes for the rest. A fixed 300 s failed every deploy of a DB above
- * roughly 13 GiB, whose pre-session backup alone takes longer.
+ * The engine's TimeoutStartSec= (set by the session-backup drop-in, plan/database.ts): how long a
+ * start may take, the pre-session backup included (systemd's default is 90 s):
+ * keel:startTimeoutMinutes. The backup verifies the whole DB: about 19 s per GiB measured
+ * (docs/DATABASE.md "Benchmark").
+ */
+export function startTimeoutSeconds(cfg: KeelConfig): number {
+  return cfg.startTimeoutMinutes * 60;
+}
+
+/**
+ * How long a step that restarts the engine may take: its stop, its start, the settle time, and two
+ * minutes for the rest. A fixed 300 s failed every deploy of a DB above roughly 13 GiB, whose
+ * pre-session backup alone takes longer.
  */
 export function engineRestartTimeoutSeconds(cfg: KeelConfig): number {
-  return 30 + cfg.startTimeoutMinutes * 60 + SETTLE_SECONDS + 120;
+  return STOP_TIMEOUT_SECONDS + startTimeoutSeconds(cfg) + SETTLE_SECONDS + 120;
 }
 
 /**

@@ -195,6 +195,19 @@ describe("engine steps", () => {
     expect(names.indexOf("engine-preflight")).toBe(names.indexOf("secrets") + 1);
   });
 
+  // A restart waits for the stop (post-session backup) and the start (pre-session backup): the steps
+  // that restart the engine wait as long, keel:startTimeoutMinutes included.
+  it("give the steps that restart the engine the stop, the start timeout, the settle time and two minutes", () => {
+    const plan = (c: KeelConfig) => buildHostPlan(c).steps;
+    for (const c of [cfg, config({ "keel:startTimeoutMinutes": "60" })]) {
+      const want = 30 + c.startTimeoutMinutes * 60 + 5 + 120;
+      expect(plan(c).filter((s) => s.name === "engine-start" || s.name === "secrets").map((s) => [s.name, s.timeoutSeconds])).toEqual([
+        ["secrets", want],
+        ["engine-start", want],
+      ]);
+    }
+  });
+
   it("run root actions only through keel's tools, and the rest as the deploy user", () => {
     // The backups' parent (/var/backups/engine itself is made later, with the backup tree).
     expect(byName("engine-preflight").command).toBe("bash -s -- 3.12 10 /var/lib/engine /var/backups");
