@@ -129,17 +129,13 @@ fi
 # root: the two sides, each as its own user; the store side's result is the run's.
 if [[ $mode == as ]]; then
   [[ $# -eq 2 ]] || keel_usage_error "expected DB and DIR"
-  [[ $(id -u) -eq 0 ]] || keel_usage_error "--as runs the two sides as other users: run it as root"
-  [[ $as =~ ^([a-z_][a-z0-9_-]{0,31}):([a-z_][a-z0-9_-]{0,31})$ ]] || keel_usage_error "--as needs ENGINE:BACKUP (two user names), not '$as'"
-  [[ ${BASH_REMATCH[1]} != "${BASH_REMATCH[2]}" ]] || keel_usage_error "--as: the engine and the backups need two users, not one"
-  [[ $1 == /* && $2 == /* ]] || keel_usage_error "--as needs absolute paths for DB and DIR"
-  engine_user=${BASH_REMATCH[1]} backup_user=${BASH_REMATCH[2]}
+  keel_as_pair "$as" "$1" "$2"
   store=(--from-stdin --keep "$keep")
   [[ $name_after -eq 0 ]] || store+=(--name-after-newest)
   [[ -z $also_check ]] || store+=(--also-check "$also_check")
   set +e
   trap - ERR
-  keel_as "$engine_user" "$self" --export "$1" | keel_as "$backup_user" "$self" "${store[@]}" -- "$1" "$2"
+  "${KEEL_AS_ENGINE[@]}" "$self" --export "$1" | "${KEEL_AS_BACKUP[@]}" "$self" "${store[@]}" -- "$1" "$2"
   rcs=("${PIPESTATUS[@]}")
   set -e
   [[ ${rcs[1]} -ne 0 || ${rcs[0]} -eq 0 ]] || keel_info "the export side ended with exit code ${rcs[0]} after the backup was stored (its message above)"
@@ -275,10 +271,15 @@ fi
 
 if command -v flock >/dev/null 2>&1; then
   # The lock is the owner's alone (0600): a reader of the directory (the engine's group, on a keel
-  # host) who could open it could hold the lock and stop every backup.
-  (umask 077 && : >>"$dir/.$base.backup.lock") || keel_die "$KEEL_EX_FAIL" "cannot create the lock file in $dir"
-  exec 9>>"$dir/.$base.backup.lock"
-  [[ $mode != store ]] || chmod 0600 -- "$dir/.$base.backup.lock" 2>/dev/null || true
+  # host) who could open it could hold the lock and stop every backup. One that is not (keel-place
+  # hands an older keel's lock over as 0640) is replaced by a new file, not chmodded: a descriptor
+  # opened on the old one while it was readable could hold it still.
+  lock=$dir/.$base.backup.lock
+  if [[ $mode == store && -f $lock && ! -L $lock && $(keel_stat %a %Lp "$lock") != 600 ]]; then
+    { t=$(mktemp "$lock.XXXXXX") && mv -f -- "$t" "$lock"; } || keel_die "$KEEL_EX_FAIL" "cannot replace the lock file $lock"
+  fi
+  (umask 077 && : >>"$lock") || keel_die "$KEEL_EX_FAIL" "cannot create the lock file in $dir"
+  exec 9>>"$lock"
   flock -n 9 || keel_die "$KEEL_EX_BUSY" "another backup of $base into $dir is running" "wait for it to finish"
   # Under the lock, any temporary file is the leftover of a killed run.
   rm -f -- "$dir/.$base-"*.partial.*
@@ -448,7 +449,7 @@ also_file="" also_result=none also_reason="" also_failed=()
 if [[ -n $also_check ]]; then
   if [[ ! -d $also_check || -L $also_check ]]; then
     also_reason="$also_check is not a directory"
-  elif ! { exec 6>>"$also_check/.$base.backup.lock" && flock -n 6; }; then
+  elif ! { (umask 077 && : >>"$also_check/.$base.backup.lock") && exec 6>>"$also_check/.$base.backup.lock" && flock -n 6; }; then
     also_reason="a session backup held $also_check at the time; the next run checks it"
   else
     saved=("$kept_file" "$kept_result" "$kept_reason")

@@ -607,17 +607,20 @@ keel_export_failed_header() {
 }
 keel_export_header() { KEEL_EXPORT_SENT=1; printf '%s %s\n' "$KEEL_EXPORT_MAGIC" "$1"; }
 
-# keel_as USER CMD... — as root, run CMD as USER (its own groups, no new privileges, a clean
-# environment). Root itself opens nothing of USER's on the way (docs/DATABASE.md "Who runs what").
-# keel_as_argv USER sets KEEL_AS to that command line's prefix, for a caller that wraps it further.
-keel_as_argv() {
-  [[ $1 =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || keel_usage_error "'$1' is not a user name"
-  KEEL_AS=(setpriv --reuid="$1" --regid="$1" --init-groups --no-new-privs --reset-env --)
-}
-keel_as() {
-  keel_as_argv "$1"
-  shift
-  "${KEEL_AS[@]}" "$@"
+# keel_as_pair ENGINE:BACKUP DB DIR — the --as option of db-backup.sh and db-session-backup.sh:
+# as root, two user names (not one), absolute paths. Sets KEEL_AS_ENGINE and KEEL_AS_BACKUP to the
+# command-line prefixes that run a command as each user (setpriv: its own groups, no new
+# privileges, a clean environment). Root itself opens nothing of theirs on the way
+# (docs/DATABASE.md "Who runs what").
+keel_as_pair() {
+  [[ $(id -u) -eq 0 ]] || keel_usage_error "--as runs the two sides as other users: run it as root"
+  [[ $1 =~ ^([a-z_][a-z0-9_-]{0,31}):([a-z_][a-z0-9_-]{0,31})$ ]] || keel_usage_error "--as needs ENGINE:BACKUP (two user names), not '$1'"
+  [[ ${BASH_REMATCH[1]} != "${BASH_REMATCH[2]}" ]] || keel_usage_error "--as: the engine and the backups need two users, not one"
+  [[ $2 == /* && $3 == /* ]] || keel_usage_error "--as needs absolute paths for DB and DIR"
+  # shellcheck disable=SC2034 # read by the scripts that source this file
+  KEEL_AS_ENGINE=(setpriv --reuid="${BASH_REMATCH[1]}" --regid="${BASH_REMATCH[1]}" --init-groups --no-new-privs --reset-env --)
+  # shellcheck disable=SC2034
+  KEEL_AS_BACKUP=(setpriv --reuid="${BASH_REMATCH[2]}" --regid="${BASH_REMATCH[2]}" --init-groups --no-new-privs --reset-env --)
 }
 
 # ---- putting a prepared file in place -----------------------------------------------------------

@@ -103,15 +103,9 @@ if [[ $side == both ]]; then
   export_side=("$self" export "$phase" -- "$db")
   store_side=("$self" store "$phase" ${opts[@]+"${opts[@]}"} -- "$db" "$dir")
   if [[ -n $as ]]; then
-    [[ $(id -u) -eq 0 ]] || keel_usage_error "--as runs the two sides as other users: run it as root"
-    [[ $as =~ ^([a-z_][a-z0-9_-]{0,31}):([a-z_][a-z0-9_-]{0,31})$ && ${BASH_REMATCH[1]} != "${BASH_REMATCH[2]}" ]] ||
-      keel_usage_error "--as needs ENGINE:BACKUP (two user names), not '$as'"
-    [[ $db == /* && $dir == /* ]] || keel_usage_error "--as needs absolute paths for DB and DIR"
-    engine_user=${BASH_REMATCH[1]} backup_user=${BASH_REMATCH[2]}
-    keel_as_argv "$engine_user"
-    export_side=("${KEEL_AS[@]}" "${export_side[@]}")
-    keel_as_argv "$backup_user"
-    store_side=("${KEEL_AS[@]}" "${store_side[@]}")
+    keel_as_pair "$as" "$db" "$dir"
+    export_side=("${KEEL_AS_ENGINE[@]}" "${export_side[@]}")
+    store_side=("${KEEL_AS_BACKUP[@]}" "${store_side[@]}")
   fi
   started_at=$(date +%s)
   if [[ -n $ops_lock && $phase == pre ]]; then

@@ -108,6 +108,26 @@ describe("db-backup.sh --as ENGINE:BACKUP (the backup service)", () => {
     expect(rootCalls()).toEqual(expect.arrayContaining(["0 sqlite3", "0 mktemp", "0 mv"]));
   });
 
+  // keel-place hands an older keel's files over as 0640, its lock too: a descriptor the engine opened
+  // on it then could hold the lock for ever. The store side puts a new lock file in its place.
+  it("replaces a lock file others could open (an older keel's, handed over 0640) instead of locking it", async () => {
+    expect(backup("--as", `${ENGINE}:${BACKUP}`, db, tree).code).toBe(0);
+    const lock = join(tree, ".engine.backup.lock");
+    expect(statSync(lock).mode & 0o777).toBe(0o600);
+    chmodSync(lock, 0o640);
+    // The engine opens it while it is readable and holds it.
+    const holder = spawn("setpriv", [`--reuid=${ENGINE}`, `--regid=${ENGINE}`, "--init-groups", "--", "flock", "-s", lock, "sleep", "60"], { stdio: "ignore", detached: true });
+    try {
+      await new Promise((res) => setTimeout(res, 500));
+      const r = backup("--as", `${ENGINE}:${BACKUP}`, db, tree);
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      expect(statSync(lock).mode & 0o777).toBe(0o600);
+    } finally {
+      process.kill(-holder.pid!, "SIGKILL"); // flock and its sleep, which holds the lock too
+    }
+  });
+
   it("leaves the engine's user unable to delete, rewrite, rename or forge a backup, or plant a link, in either directory", () => {
     expect(backup("--as", `${ENGINE}:${BACKUP}`, db, tree).code).toBe(0);
     const [name] = finals(tree);
@@ -210,7 +230,9 @@ describe("db-session-backup.sh --as (the engine's ExecCondition=+ and ExecStopPo
   // in place; a start (the pre-session backup, as root) waits for it, a stop's backup never does.
   it("waits before a start for the lock keel-ops holds over a restore (exit 3 after the wait), and never after a stop", async () => {
     const lock = `/run/keel/keel-test-${TAG}.ops.lock`;
-    const holder = spawn("flock", ["-x", lock, "sleep", "30"], { stdio: "ignore" });
+    // A fresh machine has no /run/keel until keel makes it; the holder below needs it first.
+    mkdirSync("/run/keel", { recursive: true, mode: 0o755 });
+    const holder = spawn("flock", ["-x", lock, "sleep", "30"], { stdio: "ignore", detached: true });
     try {
       await new Promise((res) => setTimeout(res, 500));
       const pre = run(join(SCRIPTS, "db-session-backup.sh"), ["pre", "--as", `${ENGINE}:${BACKUP}`, "--ops-lock", lock, db, sessions], { env: { KEEL_OPS_LOCK_WAIT: "2" } });
@@ -221,7 +243,7 @@ describe("db-session-backup.sh --as (the engine's ExecCondition=+ and ExecStopPo
       expect(post.code, post.stderr).toBe(0);
       expect(finals(sessions)).toHaveLength(1);
     } finally {
-      holder.kill("SIGKILL");
+      process.kill(-holder.pid!, "SIGKILL"); // flock and its sleep, which holds the lock too
     }
     await new Promise((res) => holder.on("exit", res));
     const pre = run(join(SCRIPTS, "db-session-backup.sh"), ["pre", "--as", `${ENGINE}:${BACKUP}`, "--ops-lock", lock, db, sessions]);
