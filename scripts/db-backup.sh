@@ -31,7 +31,8 @@ with DIR's group, from --from-stdin); the lock file is 0600.
 
 Every run, ok or failed, writes DIR/NAME.status.json for the health report:
   {"version":1,"db":…,"time":"<start, UTC ISO 8601>","finished":…,"result":"ok"|"failed",
-   "exit_code":…,"file":…|null,"size":<bytes>|null,"sha256":…|null,"reason":"…","keep":N,"count":…,
+   "exit_code":…,"file":…|null,"size":<bytes>|null,"sha256":…|null,"identity":"INODE|SIZE|CTIME"|null,
+   "reason":"…","keep":N,"count":…,
    "kept_check":{"file":…|null,"result":"ok"|"failed"|"none","reason":"…"}|null,
    "kept_failed":["NAME-<utc>.db",…]}
 DIR/NAME.sha256 records each kept backup's sha256 (sha256sum's format). After a new backup, one
@@ -182,9 +183,9 @@ write_status() { # write_status RESULT EXIT-CODE REASON
     printf '"time":"%s","finished":"%s",' "$(iso "$started")" "$(keel_utc_iso)"
     printf '"result":"%s","exit_code":%d,' "$1" "$2"
     if [[ $1 == ok ]]; then
-      printf '"file":%s,"size":%d,"sha256":"%s",' "$(keel_json_str "$final")" "$size" "$sha"
+      printf '"file":%s,"size":%d,"sha256":"%s","identity":%s,' "$(keel_json_str "$final")" "$size" "$sha" "$(keel_json_str "$identity")"
     else
-      printf '"file":null,"size":null,"sha256":null,'
+      printf '"file":null,"size":null,"sha256":null,"identity":null,'
     fi
     printf '"reason":%s,"keep":%d,"count":%d,' "$(keel_json_str "$3")" "$keep" "$count"
     if [[ $1 == ok ]]; then
@@ -360,6 +361,9 @@ keel_fsync "$tmp"
 mv -f -- "$tmp" "$final" || keel_die "$KEEL_EX_FAIL" "cannot rename $tmp to $final"
 tmp=""
 keel_fsync "$dir"
+# The file as this run left it (stat's inode, size and ctime, as keel-health reads them): a backup
+# too large for the health check to hash in its time is taken as recorded while these hold.
+identity=$(stat -c '%i|%s|%z' -- "$final") || keel_die "$KEEL_EX_FAIL" "cannot stat $final"
 
 # Retention: the newest $keep final-named backups of this DB stay, and never the one just written.
 backups=()

@@ -293,15 +293,18 @@ stamp_epoch() { # 20261122T031700Z -> seconds
 }
 
 # The sha256 of a backup, as root, read through a descriptor opened without following a link or
-# blocking on a pipe; a regular, non-sparse file only (keel-db-backup writes every byte), read up
-# to its size, within 300 s (keel-health.service's TimeoutStartSec is 600). Exit non-zero otherwise.
+# blocking on a pipe; a regular file without holes only (keel-db-backup writes every byte; a hole
+# is a planted file of any length that costs no disk; SEEK_HOLE, not the block count, which a
+# compressing filesystem makes small), read up to its size, within 300 s (keel-health.service's
+# TimeoutStartSec is 600). Exit 124 when the 300 s ran out, another non-zero status otherwise.
 hash_backup() {
   timeout 300 python3 -c '
 import hashlib, os, stat, sys
 fd = os.open(sys.argv[1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
 st = os.fstat(fd)
-if not stat.S_ISREG(st.st_mode) or st.st_blocks * 512 < st.st_size // 2:
+if not stat.S_ISREG(st.st_mode) or (st.st_size > 0 and os.lseek(fd, 0, os.SEEK_HOLE) < st.st_size):
     sys.exit(2)
+os.lseek(fd, 0, os.SEEK_SET)
 h, left = hashlib.sha256(), st.st_size
 while left > 0:
     b = os.read(fd, min(1 << 20, left))
@@ -355,7 +358,8 @@ check_backup() {
   # A path the status names: one of this directory's backups, or nothing keel wrote.
   in_backup_dir() { [[ ${1%/*} == "$dir" ]] && is_backup_name "$base" "${1##*/}"; }
   local newest=null newest_file="" newest_size=0 newest_head="" age="" last=null run_result="" run_time="" run_reason="" run_file="" run_size=""
-  local run_sha="" kept_file="" kept_result="" kept_reason="" sha_now="" sha_id="" sha_seen="" kept_failed=() rewritten=0
+  local run_sha="" run_identity="" kept_file="" kept_result="" kept_reason="" sha_now="" sha_id="" sha_seen="" kept_failed=() rewritten=0
+  local unread_why=""
   local sessions=${conf[session_backup_dir]} session_failed=()
   if [[ ${#backups[@]} -gt 0 ]]; then
     newest_file=${backups[-1]}
@@ -385,24 +389,24 @@ if not isinstance(d, dict) or d.get("result") not in ("ok", "failed"):
 kept = d.get("kept_check") if isinstance(d.get("kept_check"), dict) else {}
 failed = d.get("kept_failed") if isinstance(d.get("kept_failed"), list) else []
 also = d.get("also_failed") if isinstance(d.get("also_failed"), list) else []
-for v in [d.get(k) for k in ("result", "time", "finished", "exit_code", "reason", "keep", "count", "file", "size", "sha256")] + \
+for v in [d.get(k) for k in ("result", "time", "finished", "exit_code", "reason", "keep", "count", "file", "size", "sha256", "identity")] + \
         [kept.get(k) for k in ("file", "result", "reason")] + [" ".join(str(n) for n in failed), " ".join(str(n) for n in also)]:
     sys.stdout.write(("" if v is None else str(v).replace("\0", "")) + "\0")
-' "$status_file" 2>/dev/null) || [[ ${#fields[@]} -ne 15 ]]; then
+' "$status_file" 2>/dev/null) || [[ ${#fields[@]} -ne 16 ]]; then
       result unknown "cannot read the backup status $status_file" "look at it: sudo cat $status_file; the next backup run rewrites it" \
         "$(jobj dir "$(js "$dir")" status_file "$(js "$status_file")")"
       return
     fi
     run_result=${fields[0]} run_time=${fields[1]} run_reason=${fields[4]} run_file=${fields[7]} run_size=${fields[8]}
-    run_sha=${fields[9]} kept_file=${fields[10]} kept_result=${fields[11]} kept_reason=${fields[12]}
+    run_sha=${fields[9]} run_identity=${fields[10]} kept_file=${fields[11]} kept_result=${fields[12]} kept_reason=${fields[13]}
     # The backups that failed a check and are still here under their name (set aside: gone).
     local failed_names=()
-    read -ra failed_names <<<"${fields[13]}"
+    read -ra failed_names <<<"${fields[14]}"
     for n in ${failed_names[@]+"${failed_names[@]}"}; do
       is_backup_name "$base" "$n" && [[ -f $dir/$n && ! -L $dir/$n ]] && kept_failed+=("$n")
     done
     # The session backups the scheduled run checked in turn (--also-check) and found changed.
-    read -ra failed_names <<<"${fields[14]}"
+    read -ra failed_names <<<"${fields[15]}"
     for n in ${failed_names[@]+"${failed_names[@]}"}; do
       is_backup_name "$base" "$n" && [[ -f $sessions/$n && ! -L $sessions/$n ]] && session_failed+=("$n")
     done
@@ -424,24 +428,35 @@ for v in [d.get(k) for k in ("result", "time", "finished", "exit_code", "reason"
   # What the last run's file holds now, against the sha256 it recorded. Hashing a large DB at every
   # run would cost minutes of disk reads: a hash stays valid while the file's inode, size and ctime
   # do (only root can set a ctime back), as the last recorded run saw them. The state (backup_sha:
-  # file|inode|size|ctime|sha256 now|sha256 first seen; it leaves this subshell in the details as
-  # sha_checked) also keeps the first sha256 this check saw for the file: a status rewritten later
-  # to match a changed file does not make it right.
+  # file|inode|size|ctime|sha256 now|sha256 first seen|how; it leaves this subshell in the details
+  # as sha_checked) also keeps the first sha256 this check saw for the file: a status rewritten later
+  # to match a changed file does not make it right. A file too large to hash in 300 s (some 70 GB at
+  # a VPS disk's read rate) is taken as its run recorded it (how: identity) while its inode, size
+  # and ctime are still those the run recorded in the status after it wrote it; the scheduled runs'
+  # check of the kept backups (within the backup service's 2 h) reads it whole in turn.
   if [[ $run_result == ok && -n $run_sha && -n $run_now_size && $run_now_size == "$run_size" ]]; then
     sha_id="$run_file|$(stat -c '%i|%s|%z' -- "$run_file" 2>/dev/null)"
-    local w_file w_ino w_size w_ctime w_now w_first content first
-    IFS='|' read -r w_file w_ino w_size w_ctime w_now w_first <<<"${state[backup_sha]:-}"
+    local w_file w_ino w_size w_ctime w_now w_first w_how content first how=hash rc=0
+    IFS='|' read -r w_file w_ino w_size w_ctime w_now w_first w_how <<<"${state[backup_sha]:-}"
     [[ -n $w_first ]] || w_first=$w_now
     if [[ "$w_file|$w_ino|$w_size|$w_ctime" == "$sha_id" && $w_now =~ ^[0-9a-f]{64}$ ]]; then
       content=$w_now
+      [[ $w_how != identity ]] || how=identity
     else
-      content=$(hash_backup "$run_file") || content="unreadable"
+      content=$(hash_backup "$run_file") || rc=$?
+      if ((rc == 124)) && [[ -n $run_identity && "$run_file|$run_identity" == "$sha_id" ]]; then
+        content=$run_sha how=identity
+      elif ((rc == 124)); then
+        content=unreadable unread_why="cannot be hashed within 300 s, and its inode, size or ctime is not what the run recorded"
+      elif ((rc != 0)); then
+        content=unreadable unread_why="cannot be read to check it (not a regular file, or a file with holes)"
+      fi
     fi
     first=$content
     [[ $w_file != "$run_file" || ! $w_first =~ ^[0-9a-f]{64}$ ]] || first=$w_first
     sha_now=$content
     if [[ $content == "$run_sha" && $first != "$run_sha" ]]; then sha_now=$first rewritten=1; fi
-    [[ $content == unreadable ]] || sha_seen="$sha_id|$content|$first"
+    [[ $content == unreadable ]] || sha_seen="$sha_id|$content|$first|$how"
   fi
   local details
   details=$(jobj dir "$(js "$dir")" status_file "$(js "$status_file")" max_age_hours "$(jint "${conf[backup_max_age_hours]}")" \
@@ -456,7 +471,7 @@ for v in [d.get(k) for k in ("result", "time", "finished", "exit_code", "reason"
     result degraded "the last backup run ($run_time) wrote $run_file ($run_size bytes), which is $now_is" \
       "find out who removed or changed it (sudo keel-ops audit keel); take a new one: scripts/runbook/backup-now.sh (docs/RUNBOOK.md \"Backups\")" "$details"
   elif [[ -n $sha_now && $sha_now != "$run_sha" ]]; then
-    local now_holds="cannot be read to check it (not a regular file, sparse, or more than 300 s to read)"
+    local now_holds=$unread_why
     [[ $sha_now == unreadable ]] || now_holds="now holds sha256 $sha_now"
     ((rewritten == 0)) || now_holds="held sha256 $sha_now when this check first read it (the status was rewritten)"
     result degraded "the last backup run ($run_time) wrote $run_file with sha256 $run_sha; it $now_holds: it changed on disk" \

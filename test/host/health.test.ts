@@ -5,7 +5,7 @@
 // The unit-state parts (engine, time, timer) need systemd as PID 1: they run on the VM
 // (test/vm/health.test.ts); here they must fail closed. Needs root (tmpfs, chown).
 import { execFile, spawnSync } from "node:child_process";
-import { chmodSync, chownSync, existsSync, lchownSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { appendFileSync, chmodSync, chownSync, existsSync, lchownSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -277,7 +277,7 @@ describe("keel-health: exit codes for constructed states", { timeout: 120_000 },
     const fresh = await l.health(["--json", "--record", "--only", "backup"]);
     expect(fresh.code).toBe(0);
     const checked = (JSON.parse(fresh.stdout) as Report).checks.backup.details.sha_checked as string;
-    expect(checked).toMatch(new RegExp(`^${file}\\|\\d+\\|\\d+\\|.+\\|${sha}$`));
+    expect(checked).toMatch(new RegExp(`^${file}\\|\\d+\\|\\d+\\|.+\\|${sha}\\|${sha}\\|hash$`));
     // One byte changed in place, the size kept.
     const bytes = readFileSync(file);
     bytes[bytes.length - 10] ^= 0xff;
@@ -302,10 +302,81 @@ describe("keel-health: exit codes for constructed states", { timeout: 120_000 },
     spawnSync("truncate", ["-s", String(status.size), file]);
     writeFileSync(statusFile, JSON.stringify(status) + "\n");
     const sparse = await l.report("backup");
-    expect(sparse.checks.backup.summary).toContain("it cannot be read to check it (not a regular file, sparse, or more than 300 s to read)");
+    expect(sparse.checks.backup.summary).toContain("it cannot be read to check it (not a regular file, or a file with holes): it changed on disk");
     // A status that names its file without a sha256 is not keel's.
     writeFileSync(statusFile, JSON.stringify({ ...status, sha256: null }) + "\n");
     expect((await l.report("backup")).checks.backup.status).toBe("unknown");
+  });
+
+  it("takes a backup too large to hash in 300 s as its run recorded it while its inode, size and ctime hold; not once they change", async () => {
+    const l = layout();
+    makeDb(l.db);
+    expect(l.backup()).toBe(0);
+    const statusFile = join(l.backups, "engine.status.json");
+    const status = JSON.parse(readFileSync(statusFile, "utf8")) as { file: string; sha256: string; identity: string };
+    const { file, sha256: sha } = status;
+    expect(status.identity).toBe(spawnSync("stat", ["-c", "%i|%s|%z", file], { encoding: "utf8" }).stdout.trim());
+    // A hash that runs out of its 300 s: timeout(1) on PATH says so (124) for the hash alone, and
+    // logs each call; every other timeout is the real one.
+    const bin = join(l.root, "slow-bin");
+    mkdirSync(bin);
+    const calls = join(l.root, "hash-calls");
+    writeFileSync(join(bin, "timeout"), `#!/bin/sh\nif [ "$1" = 300 ]; then echo "$2" >>${calls}; exit 124; fi\nexec /usr/bin/timeout "$@"\n`, { mode: 0o755 });
+    const slow = { PATH: `${bin}:${process.env.PATH}` };
+    const recorded = async () => {
+      const r = await l.health(["--json", "--record", "--only", "backup"], slow);
+      return { code: r.code, ...(JSON.parse(r.stdout) as Report) };
+    };
+    const first = await recorded();
+    expect(first.code, JSON.stringify(first.checks.backup)).toBe(0);
+    expect(first.checks.backup.details.sha_checked).toMatch(new RegExp(`^${file}\\|${status.identity.replace(/[|.+]/g, "\\$&")}\\|${sha}\\|${sha}\\|identity$`));
+    expect(readFileSync(calls, "utf8").trim().split("\n")).toHaveLength(1);
+    // Recorded: the next runs do not try again while the file is as it was.
+    expect((await recorded()).code).toBe(0);
+    expect(readFileSync(calls, "utf8").trim().split("\n")).toHaveLength(1);
+    // Its ctime moves (a chmod and back: the bytes are the same): taken as recorded no longer.
+    const mode = statSync(file).mode & 0o777;
+    chmodSync(file, 0o644);
+    chmodSync(file, mode);
+    const moved = await recorded();
+    expect(moved.code).toBe(1);
+    expect(moved.checks.backup.summary).toContain(`wrote ${file} with sha256 ${sha}; it cannot be hashed within 300 s, and its inode, size or ctime is not what the run recorded: it changed on disk`);
+    // Hashed within the time (the real timeout), it is what the run wrote.
+    const hashed = await l.health(["--json", "--record", "--only", "backup"]);
+    expect(hashed.code, hashed.stdout).toBe(0);
+    expect((JSON.parse(hashed.stdout) as Report).checks.backup.details.sha_checked).toMatch(/\|hash$/);
+    // A status from a keel before `identity` gives nothing to go by.
+    const { identity: _, ...older } = status;
+    writeFileSync(statusFile, JSON.stringify(older) + "\n");
+    rmSync(join(l.keel, "health.state"));
+    expect((await l.report("backup", slow)).run.code).toBe(1);
+  });
+
+  it("refuses a backup with a hole anywhere (SEEK_HOLE), not only a mostly empty one, and reads one without", async () => {
+    const l = layout();
+    makeDb(l.db, { rows: 4000 });
+    expect(l.backup()).toBe(0);
+    const status = JSON.parse(readFileSync(join(l.backups, "engine.status.json"), "utf8")) as { file: string; size: number };
+    // The same bytes but one 64 KiB run of zeros left as a hole: nearly every block is on disk, so
+    // a count of blocks (the check before SEEK_HOLE; a compressing filesystem also makes it small)
+    // took it for a dense file.
+    const bytes = readFileSync(status.file);
+    const holeAt = 256 * 1024;
+    bytes.fill(0, holeAt, holeAt + 65536);
+    rmSync(status.file);
+    writeFileSync(status.file, bytes.subarray(0, holeAt));
+    spawnSync("truncate", ["-s", String(holeAt + 65536), status.file]);
+    appendFileSync(status.file, bytes.subarray(holeAt + 65536));
+    const st = statSync(status.file);
+    expect(st.size).toBe(status.size);
+    expect(st.blocks * 512).toBeGreaterThan(st.size * 0.8);
+    const holes = await l.report("backup");
+    expect(holes.run.code).toBe(1);
+    expect(holes.checks.backup.summary).toContain("cannot be read to check it (not a regular file, or a file with holes): it changed on disk");
+    // The same bytes written whole: read, and a changed file for what it is.
+    writeFileSync(status.file, bytes);
+    const dense = await l.report("backup");
+    expect(dense.checks.backup.summary).toContain(`it now holds sha256 ${sha256(status.file)}: it changed on disk`);
   });
 
   it("is degraded (1) when the status names an older backup than the newest (a changed newest would go unchecked)", async () => {
