@@ -361,9 +361,9 @@ keel_fsync "$tmp"
 mv -f -- "$tmp" "$final" || keel_die "$KEEL_EX_FAIL" "cannot rename $tmp to $final"
 tmp=""
 keel_fsync "$dir"
-# The file as this run left it (stat's inode, size and ctime, as keel-health reads them): a backup
+# The file as this run left it (stat's inode, size and ctime in UTC, as keel-health reads them): a backup
 # too large for the health check to hash in its time is taken as recorded while these hold.
-identity=$(stat -c '%i|%s|%z' -- "$final") || keel_die "$KEEL_EX_FAIL" "cannot stat $final"
+identity=$(TZ=UTC stat -c '%i|%s|%z' -- "$final") || keel_die "$KEEL_EX_FAIL" "cannot stat $final"
 
 # Retention: the newest $keep final-named backups of this DB stay, and never the one just written.
 backups=()

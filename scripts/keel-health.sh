@@ -359,7 +359,7 @@ check_backup() {
   in_backup_dir() { [[ ${1%/*} == "$dir" ]] && is_backup_name "$base" "${1##*/}"; }
   local newest=null newest_file="" newest_size=0 newest_head="" age="" last=null run_result="" run_time="" run_reason="" run_file="" run_size=""
   local run_sha="" run_identity="" kept_file="" kept_result="" kept_reason="" sha_now="" sha_id="" sha_seen="" kept_failed=() rewritten=0
-  local unread_why=""
+  local too_slow=""
   local sessions=${conf[session_backup_dir]} session_failed=()
   if [[ ${#backups[@]} -gt 0 ]]; then
     newest_file=${backups[-1]}
@@ -433,9 +433,9 @@ for v in [d.get(k) for k in ("result", "time", "finished", "exit_code", "reason"
   # to match a changed file does not make it right. A file too large to hash in 300 s (some 70 GB at
   # a VPS disk's read rate) is taken as its run recorded it (how: identity) while its inode, size
   # and ctime are still those the run recorded in the status after it wrote it; the scheduled runs'
-  # check of the kept backups (within the backup service's 2 h) reads it whole in turn.
+  # check of the kept backups reads it whole in turn (one older backup per run).
   if [[ $run_result == ok && -n $run_sha && -n $run_now_size && $run_now_size == "$run_size" ]]; then
-    sha_id="$run_file|$(stat -c '%i|%s|%z' -- "$run_file" 2>/dev/null)"
+    sha_id="$run_file|$(TZ=UTC stat -c '%i|%s|%z' -- "$run_file" 2>/dev/null)"
     local w_file w_ino w_size w_ctime w_now w_first w_how content first how=hash rc=0
     IFS='|' read -r w_file w_ino w_size w_ctime w_now w_first w_how <<<"${state[backup_sha]:-}"
     [[ -n $w_first ]] || w_first=$w_now
@@ -447,9 +447,10 @@ for v in [d.get(k) for k in ("result", "time", "finished", "exit_code", "reason"
       if ((rc == 124)) && [[ -n $run_identity && "$run_file|$run_identity" == "$sha_id" ]]; then
         content=$run_sha how=identity
       elif ((rc == 124)); then
-        content=unreadable unread_why="cannot be hashed within 300 s, and its inode, size or ctime is not what the run recorded"
+        content=unreadable too_slow="its inode, size or ctime is not what the run recorded"
+        [[ -n $run_identity ]] || too_slow="its run (an older keel) recorded no inode, size and ctime to go by"
       elif ((rc != 0)); then
-        content=unreadable unread_why="cannot be read to check it (not a regular file, or a file with holes)"
+        content=unreadable
       fi
     fi
     first=$content
@@ -470,8 +471,11 @@ for v in [d.get(k) for k in ("result", "time", "finished", "exit_code", "reason"
     [[ -z $run_now_size ]] || now_is="now $run_now_size bytes"
     result degraded "the last backup run ($run_time) wrote $run_file ($run_size bytes), which is $now_is" \
       "find out who removed or changed it (sudo keel-ops audit keel); take a new one: scripts/runbook/backup-now.sh (docs/RUNBOOK.md \"Backups\")" "$details"
+  elif [[ -n $too_slow ]]; then
+    result degraded "the last backup run ($run_time) wrote $run_file: it cannot be hashed within 300 s, and $too_slow, so this check cannot tell it is unchanged" \
+      "take a new backup, which records them: scripts/runbook/backup-now.sh (docs/RUNBOOK.md \"Backups failing\")" "$details"
   elif [[ -n $sha_now && $sha_now != "$run_sha" ]]; then
-    local now_holds=$unread_why
+    local now_holds="cannot be read to check it (not a regular file, or a file with holes)"
     [[ $sha_now == unreadable ]] || now_holds="now holds sha256 $sha_now"
     ((rewritten == 0)) || now_holds="held sha256 $sha_now when this check first read it (the status was rewritten)"
     result degraded "the last backup run ($run_time) wrote $run_file with sha256 $run_sha; it $now_holds: it changed on disk" \

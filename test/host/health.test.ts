@@ -315,7 +315,7 @@ describe("keel-health: exit codes for constructed states", { timeout: 120_000 },
     const statusFile = join(l.backups, "engine.status.json");
     const status = JSON.parse(readFileSync(statusFile, "utf8")) as { file: string; sha256: string; identity: string };
     const { file, sha256: sha } = status;
-    expect(status.identity).toBe(spawnSync("stat", ["-c", "%i|%s|%z", file], { encoding: "utf8" }).stdout.trim());
+    expect(status.identity).toBe(spawnSync("stat", ["-c", "%i|%s|%z", file], { encoding: "utf8", env: { ...process.env, TZ: "UTC" } }).stdout.trim());
     // A hash that runs out of its 300 s: timeout(1) on PATH says so (124) for the hash alone, and
     // logs each call; every other timeout is the real one.
     const bin = join(l.root, "slow-bin");
@@ -340,16 +340,19 @@ describe("keel-health: exit codes for constructed states", { timeout: 120_000 },
     chmodSync(file, mode);
     const moved = await recorded();
     expect(moved.code).toBe(1);
-    expect(moved.checks.backup.summary).toContain(`wrote ${file} with sha256 ${sha}; it cannot be hashed within 300 s, and its inode, size or ctime is not what the run recorded: it changed on disk`);
+    expect(moved.checks.backup.summary).toContain(`wrote ${file}: it cannot be hashed within 300 s, and its inode, size or ctime is not what the run recorded, so this check cannot tell it is unchanged`);
+    expect(moved.checks.backup.todo).toContain("backup-now.sh");
     // Hashed within the time (the real timeout), it is what the run wrote.
     const hashed = await l.health(["--json", "--record", "--only", "backup"]);
     expect(hashed.code, hashed.stdout).toBe(0);
     expect((JSON.parse(hashed.stdout) as Report).checks.backup.details.sha_checked).toMatch(/\|hash$/);
     // A status from a keel before `identity` gives nothing to go by.
-    const { identity: _, ...older } = status;
-    writeFileSync(statusFile, JSON.stringify(older) + "\n");
+    const { identity: _, ...olderStatus } = status;
+    writeFileSync(statusFile, JSON.stringify(olderStatus) + "\n");
     rmSync(join(l.keel, "health.state"));
-    expect((await l.report("backup", slow)).run.code).toBe(1);
+    const older = await l.report("backup", slow);
+    expect(older.run.code).toBe(1);
+    expect(older.checks.backup.summary).toContain("it cannot be hashed within 300 s, and its run (an older keel) recorded no inode, size and ctime to go by");
   });
 
   it("refuses a backup with a hole anywhere (SEEK_HOLE), not only a mostly empty one, and reads one without", async () => {
