@@ -433,21 +433,26 @@ for v in [d.get(k) for k in ("result", "time", "finished", "exit_code", "reason"
   # to match a changed file does not make it right. A file too large to hash in 300 s (some 70 GB at
   # a VPS disk's read rate) is taken as its run recorded it (how: identity) while its inode, size
   # and ctime are still those the run recorded in the status after it wrote it; the scheduled runs'
-  # check of the kept backups reads it whole in turn (one older backup per run).
+  # check of the kept backups reads it whole in turn (one older backup per run). One found too slow
+  # without that identity (how: too_slow) is not read again while its own inode, size and ctime hold.
   if [[ $run_result == ok && -n $run_sha && -n $run_now_size && $run_now_size == "$run_size" ]]; then
     sha_id="$run_file|$(TZ=UTC stat -c '%i|%s|%z' -- "$run_file" 2>/dev/null)"
     local w_file w_ino w_size w_ctime w_now w_first w_how content first how=hash rc=0
     IFS='|' read -r w_file w_ino w_size w_ctime w_now w_first w_how <<<"${state[backup_sha]:-}"
     [[ -n $w_first ]] || w_first=$w_now
-    if [[ "$w_file|$w_ino|$w_size|$w_ctime" == "$sha_id" && $w_now =~ ^[0-9a-f]{64}$ ]]; then
+    local same_file=0
+    [[ "$w_file|$w_ino|$w_size|$w_ctime" != "$sha_id" ]] || same_file=1
+    if ((same_file)) && [[ $w_now =~ ^[0-9a-f]{64}$ ]]; then
       content=$w_now
       [[ $w_how != identity ]] || how=identity
     else
-      content=$(hash_backup "$run_file") || rc=$?
+      # A file this check already found too slow to hash, and unchanged since, is not read again
+      # (300 s of disk reads at every run): the outcome below is decided without reading it.
+      if ((same_file)) && [[ $w_how == too_slow ]]; then rc=124; else content=$(hash_backup "$run_file") || rc=$?; fi
       if ((rc == 124)) && [[ -n $run_identity && "$run_file|$run_identity" == "$sha_id" ]]; then
         content=$run_sha how=identity
       elif ((rc == 124)); then
-        content=unreadable too_slow="its inode, size or ctime is not what the run recorded"
+        content=unreadable how=too_slow too_slow="its inode, size or ctime is not what the run recorded"
         [[ -n $run_identity ]] || too_slow="its run (an older keel) recorded no inode, size and ctime to go by"
       elif ((rc != 0)); then
         content=unreadable
@@ -457,7 +462,11 @@ for v in [d.get(k) for k in ("result", "time", "finished", "exit_code", "reason"
     [[ $w_file != "$run_file" || ! $w_first =~ ^[0-9a-f]{64}$ ]] || first=$w_first
     sha_now=$content
     if [[ $content == "$run_sha" && $first != "$run_sha" ]]; then sha_now=$first rewritten=1; fi
-    [[ $content == unreadable ]] || sha_seen="$sha_id|$content|$first|$how"
+    if [[ $content != unreadable ]]; then
+      sha_seen="$sha_id|$content|$first|$how"
+    elif [[ $how == too_slow ]]; then
+      sha_seen="$sha_id|-|$first|too_slow"
+    fi
   fi
   local details
   details=$(jobj dir "$(js "$dir")" status_file "$(js "$status_file")" max_age_hours "$(jint "${conf[backup_max_age_hours]}")" \

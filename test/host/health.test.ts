@@ -342,7 +342,16 @@ describe("keel-health: exit codes for constructed states", { timeout: 120_000 },
     expect(moved.code).toBe(1);
     expect(moved.checks.backup.summary).toContain(`wrote ${file}: it cannot be hashed within 300 s, and its inode, size or ctime is not what the run recorded, so this check cannot tell it is unchanged`);
     expect(moved.checks.backup.todo).toContain("backup-now.sh");
-    // Hashed within the time (the real timeout), it is what the run wrote.
+    expect(moved.checks.backup.details.sha_checked).toMatch(/\|-\|[^|]*\|too_slow$/);
+    expect(readFileSync(calls, "utf8").trim().split("\n")).toHaveLength(2);
+    // Found too slow, it is not read again at every run while it is as it was: the same outcome.
+    const again = await recorded();
+    expect(again.code).toBe(1);
+    expect(again.checks.backup.summary).toBe(moved.checks.backup.summary);
+    expect(readFileSync(calls, "utf8").trim().split("\n")).toHaveLength(2);
+    // Hashed within the time (the real timeout), it is what the run wrote: once it changes again.
+    chmodSync(file, 0o644);
+    chmodSync(file, mode);
     const hashed = await l.health(["--json", "--record", "--only", "backup"]);
     expect(hashed.code, hashed.stdout).toBe(0);
     expect((JSON.parse(hashed.stdout) as Report).checks.backup.details.sha_checked).toMatch(/\|hash$/);
