@@ -201,6 +201,10 @@ export const configSchema = z
     image: z.enum(IMAGES).default("ubuntu-24.04").describe("OS image; changing it replaces the server."),
     ipv4: z.boolean().default(true).describe("Attach a public IPv4 (IPv6-only is cheaper)."),
     hetznerBackups: z.boolean().default(false).describe("Hetzner's own daily server backups (paid)."),
+    githubDeployKey: z
+      .boolean()
+      .default(false)
+      .describe("Register the deploy key on the github.com repository of keel:repoUrl (read-only), with the secret github:token."),
     protect: z.boolean().default(true).describe("Pulumi protect + Hetzner delete/rebuild protection."),
     adminKeys: z.array(sshPublicKey).min(1, "at least one admin key").describe("Admin SSH public keys (ED25519, passphrase-protected)."),
     retiredKeys: z.array(sshPublicKey).default([]).describe("Admin keys removed from the host on the next up."),
@@ -355,6 +359,9 @@ function howToFix(path: PropertyKey[]): string {
  */
 export function parseConfig(raw: Record<string, string>, isSecret: (key: string) => boolean = () => false): KeelConfig {
   const problems: string[] = [];
+  if ("github:token" in raw && !isSecret("github:token")) {
+    problems.push("github:token: must be a secret, found a plaintext value (not shown). fix: pulumi config rm github:token, then pulumi config set --secret github:token <token>, and revoke the token if the stack file was ever committed");
+  }
   if ("hcloud:token" in raw && !isSecret("hcloud:token")) {
     // The policy pack refuses this too, but a plain `pulumi up` does not load the pack.
     problems.push("hcloud:token: must be a secret, found a plaintext value (not shown). fix: pulumi config rm hcloud:token, then pulumi config set --secret hcloud:token <token>, and rotate the token if the stack file was ever committed");
@@ -400,11 +407,11 @@ export function parseConfig(raw: Record<string, string>, isSecret: (key: string)
       }),
     );
   }
-  return finish(result.data, problems);
+  return finish(result.data, problems, "github:token" in raw);
 }
 
 /** Cross-key rules and derived defaults. */
-function finish(c: ParsedConfig, problems: string[]): KeelConfig {
+function finish(c: ParsedConfig, problems: string[], githubToken: boolean): KeelConfig {
   const retiredActive = c.retiredKeys.filter((k) => c.adminKeys.some((a) => keyBody(a) === keyBody(k)));
   for (const k of retiredActive) {
     problems.push(`keel:retiredKeys: the key ${shown(keyBody(k).slice(0, 40))} is also in keel:adminKeys. fix: remove it from one of the two lists`);
@@ -421,6 +428,12 @@ function finish(c: ParsedConfig, problems: string[]): KeelConfig {
   }
   if (!c.ipv4 && /^git@github\.com:|^(ssh|https):\/\/([^@/]+@)?github\.com[/:]/.test(c.repoUrl)) {
     problems.push(`keel:ipv4: false, but keel:repoUrl is on github.com, which serves git over IPv4 only: an IPv6-only server cannot clone it. fix: pulumi config set keel:ipv4 true, or host the repository where IPv6 works`);
+  }
+  if (c.githubDeployKey && !githubRepo(c.repoUrl)) {
+    problems.push(`keel:githubDeployKey: true, but keel:repoUrl ${shown(c.repoUrl)} is not a github.com repository (git@github.com:OWNER/REPO.git or ssh://git@github.com/OWNER/REPO.git). fix: pulumi config set keel:githubDeployKey false and add the deploy key at the git host by hand (docs/RUNBOOK.md "First up")`);
+  }
+  if (c.githubDeployKey && !githubToken) {
+    problems.push(`keel:githubDeployKey: true needs a GitHub token that may add deploy keys to ${githubRepo(c.repoUrl)?.full ?? "the repository"} (a fine-grained token with its "Administration: write" permission); found no github:token. fix: pulumi config set --secret github:token <token>, or pulumi config set keel:githubDeployKey false`);
   }
   if (c.sshPort !== 22 && c.sshPort < 1024) {
     problems.push(`keel:sshPort: expected 22 or a port from 1024 to 65535; found ${c.sshPort}. fix: pulumi config set keel:sshPort 2222`);
@@ -456,7 +469,16 @@ function finish(c: ParsedConfig, problems: string[]): KeelConfig {
   };
 }
 
-/** The key material of a public key line (type + base64), without its comment. */
+/**
+ * The github.com repository of a repoUrl (`git@github.com:OWNER/REPO[.git]` or
+ * `ssh://git@github.com[:22]/OWNER/REPO[.git]`), or undefined for any other host or form.
+ */
+export function githubRepo(repoUrl: string): { owner: string; name: string; full: string } | undefined {
+  const m = /^(?:git@github\.com:|ssh:\/\/git@github\.com(?::22)?\/)([A-Za-z0-9-]+)\/([A-Za-z0-9._-]+?)(?:\.git)?$/.exec(repoUrl);
+  if (!m) return undefined;
+  return { owner: m[1], name: m[2], full: `${m[1]}/${m[2]}` };
+}
+
 /**
  * Every port sshd, UFW, fail2ban and the Hetzner firewall serve SSH on: keel:sshPort (every
  * connection keel makes) and, while the port moves, keel:sshPortNext (docs/LIFECYCLE.md).
@@ -465,6 +487,7 @@ export function sshPorts(cfg: Pick<KeelConfig, "sshPort" | "sshPortNext">): numb
   return cfg.sshPortNext === undefined ? [cfg.sshPort] : [cfg.sshPort, cfg.sshPortNext];
 }
 
+/** The key material of a public key line (type + base64), without its comment. */
 export function keyBody(line: string): string {
   return line.trim().split(/\s+/).slice(0, 2).join(" ");
 }
@@ -541,10 +564,16 @@ function isConfigSecret(key: string): boolean {
  * Reads and validates the stack's `keel:*` config from the Pulumi engine. Throws ConfigError before
  * any resource exists. Secret values stay Outputs.
  */
-export function loadStackConfig(): { config: KeelConfig; secretEnv: pulumi.Output<Record<string, string>>; alertWebhookUrl: pulumi.Output<string> } {
+export function loadStackConfig(): {
+  config: KeelConfig;
+  secretEnv: pulumi.Output<Record<string, string>>;
+  alertWebhookUrl: pulumi.Output<string>;
+  githubToken: pulumi.Output<string> | undefined;
+} {
   const config = parseConfig(pulumi.runtime.allConfig(), isConfigSecret);
   const keel = new pulumi.Config("keel");
   const secretEnv = keel.getSecretObject<Record<string, string>>("secretEnv") ?? pulumi.secret<Record<string, string>>({});
   const alertWebhookUrl = keel.getSecret("alertWebhookUrl") ?? pulumi.secret("");
-  return { config, secretEnv, alertWebhookUrl };
+  const githubToken = config.githubDeployKey ? new pulumi.Config("github").requireSecret("token") : undefined;
+  return { config, secretEnv, alertWebhookUrl, githubToken };
 }

@@ -11,10 +11,10 @@ import { Keel } from "./components/keel";
 import { loadStackConfig } from "./config";
 
 // 1. Validate every keel:* key before anything is created.
-const { config, secretEnv, alertWebhookUrl } = loadStackConfig();
+const { config, secretEnv, alertWebhookUrl, githubToken } = loadStackConfig();
 
 // 2. The server, its firewall and SSH identities, and the converge steps.
-const keel = new Keel("keel", { config, secretEnv, alertWebhookUrl, stack: pulumi.getStack() });
+const keel = new Keel("keel", { config, secretEnv, alertWebhookUrl, githubToken, stack: pulumi.getStack() });
 
 // 3. What the runbook reads with `pulumi stack output --json`.
 export const ipv4 = keel.ipv4;

@@ -20,6 +20,8 @@ export interface HostStepsArgs {
   readonly hostKey: pulumi.Input<string>;
   /** Values of the secrets that steps receive on stdin. */
   readonly secrets: Partial<Record<SecretName, pulumi.Input<string>>>;
+  /** Resources a step (by name) waits for besides the step before it, e.g. the deploy key's registration. */
+  readonly waitFor?: Readonly<Record<string, readonly pulumi.Resource[]>>;
 }
 
 /**
@@ -67,6 +69,9 @@ export class HostSteps extends pulumi.ComponentResource {
       if (!result) throw new Error(`keel: step ${step.name} uses the result of ${from}, which is not an earlier local step`);
       return result;
     };
+    for (const stepName of Object.keys(args.waitFor ?? {})) {
+      if (!args.steps.some((s) => s.name === stepName)) throw new Error(`keel: waitFor names the step ${stepName}, which the plan does not have`);
+    }
     let previous: pulumi.Resource | undefined;
     for (const [index, step] of args.steps.entries()) {
       const connection = {
@@ -78,7 +83,8 @@ export class HostSteps extends pulumi.ComponentResource {
         ...(index === 0 ? { dialErrorLimit: READINESS_DIAL_ERROR_LIMIT } : {}),
       };
       const timeout = `${step.timeoutSeconds}s`;
-      const resourceOpts = { parent: this, dependsOn: previous ? [previous] : [], customTimeouts: { create: timeout, update: timeout } };
+      const dependsOn = [...(previous ? [previous] : []), ...(args.waitFor?.[step.name] ?? [])];
+      const resourceOpts = { parent: this, dependsOn, customTimeouts: { create: timeout, update: timeout } };
       if (step.kind === "local") {
         const cmd = this.local(`${name}-${step.name}`, step, resourceOpts);
         results.set(step.name, cmd.stdout);

@@ -1,11 +1,12 @@
 import * as pulumi from "@pulumi/pulumi";
 import { renderCloudConfig } from "../cloud-init/userData";
-import { sshPorts, type KeelConfig } from "../config";
+import { githubRepo, sshPorts, type KeelConfig } from "../config";
 import { buildHostPlan } from "../plan/hostPlan";
 import { hostPaths, type HostPaths } from "../plan/layout";
 import { renderEnvFile } from "../plan/secrets";
 import { connectionGuard } from "./connectionGuard";
 import { Firewall } from "./firewall";
+import { githubDeployKey } from "./githubDeployKey";
 import { HostSteps } from "./hostSteps";
 import { Server } from "./server";
 import { SshAccess } from "./sshAccess";
@@ -19,6 +20,8 @@ export interface KeelArgs {
   readonly alertWebhookUrl: pulumi.Input<string>;
   /** Stack name, used in the server's name and in labels. */
   readonly stack: string;
+  /** The secret `github:token`, when keel:githubDeployKey registers the deploy key. */
+  readonly githubToken?: pulumi.Input<string>;
 }
 
 /**
@@ -83,6 +86,15 @@ export class Keel extends pulumi.ComponentResource {
       { parent: this },
     );
 
+    // keel:githubDeployKey: the clone waits for the key's registration on GitHub.
+    const repo = githubRepo(cfg.repoUrl);
+    let registered: pulumi.Resource[] = [];
+    if (cfg.githubDeployKey) {
+      if (!repo || args.githubToken === undefined) throw new Error("keel: keel:githubDeployKey needs a github.com keel:repoUrl and github:token (config.ts checks both)");
+      const title = `keel ${pulumi.getProject()}/${args.stack}`;
+      registered = [githubDeployKey(`${name}-deploy-key`, { repo, publicKey: ssh.deployPublicKey, title, token: args.githubToken, after: connectionOk }, { parent: this })];
+    }
+
     const plan = buildHostPlan(cfg);
     new HostSteps(
       `${name}-step`,
@@ -98,6 +110,7 @@ export class Keel extends pulumi.ComponentResource {
           deployKey: ssh.deployPrivateKey,
           alertWebhook: pulumi.secret(args.alertWebhookUrl),
         },
+        waitFor: { "engine-source": registered },
       },
       { parent: this, dependsOn: [server] },
     );

@@ -10,6 +10,7 @@ import { parse as parseYaml } from "yaml";
 
 export const FIREWALL = "hcloud:index/firewall:Firewall";
 export const SERVER = "hcloud:index/server:Server";
+export const GITHUB_DEPLOY_KEY = "github:index/repositoryDeployKey:RepositoryDeployKey";
 /** Stacks whose servers must be protected and backed up. */
 export const PROD_STACKS = ["prod"];
 
@@ -226,6 +227,22 @@ export const prodServerProtected: ResourceValidationPolicy = {
   validateResource: forType(SERVER, (args) => (PROD_STACKS.includes(parseUrn(args.urn).stack) ? prodServerProblems(args.props, args.opts) : [])),
 };
 
+/**
+ * A deploy key keel registers (keel:githubDeployKey) reads the repository, never writes it: the
+ * server holds its private half, and a write key would let a taken-over engine push to the code it
+ * runs. `readOnly` must be set to true, not left to the provider's default.
+ */
+export const githubDeployKeyReadOnly: ResourceValidationPolicy = {
+  name: "github-deploy-key-read-only",
+  description: "Every GitHub deploy key is registered read-only (readOnly: true).",
+  enforcementLevel: "mandatory",
+  validateResource: forType(GITHUB_DEPLOY_KEY, (args) =>
+    args.props.readOnly === true
+      ? []
+      : [`the GitHub deploy key has readOnly ${JSON.stringify(args.props.readOnly ?? null)}: the server would hold a key that can push to the repository it deploys. fix: readOnly: true (components/githubDeployKey.ts)`],
+  ),
+};
+
 /** `projectDir` is where Pulumi.yaml and the stack files live; by default, found above this pack. */
 export function noPlaintextSecretConfig(projectDir: string | undefined = findProjectDir(__dirname)): StackValidationPolicy {
   return {
@@ -247,5 +264,5 @@ export function noPlaintextSecretConfig(projectDir: string | undefined = findPro
 }
 
 export function keelPolicies(projectDir?: string): Array<ResourceValidationPolicy | StackValidationPolicy> {
-  return [firewallSshOnly(projectDir), serverFirewallAtCreation, serverIgnoresForceNewInputs, prodServerProtected, noPlaintextSecretConfig(projectDir)];
+  return [firewallSshOnly(projectDir), serverFirewallAtCreation, serverIgnoresForceNewInputs, prodServerProtected, githubDeployKeyReadOnly, noPlaintextSecretConfig(projectDir)];
 }

@@ -12,11 +12,12 @@ export interface ProgramRun {
 
 /**
  * Runs index.ts for a checked-in stack under Pulumi's mock runtime and waits until every resource
- * registration has settled. Call once per test file: the Pulumi runtime is process-global.
+ * registration has settled. `secretOverrides` are set as with `pulumi config set --secret`. Call once
+ * per test file: the Pulumi runtime is process-global.
  */
-export async function runProgram(stack: string, overrides: Record<string, string> = {}): Promise<ProgramRun> {
+export async function runProgram(stack: string, overrides: Record<string, string> = {}, secretOverrides: Record<string, string> = {}): Promise<ProgramRun> {
   const { raw, secretKeys } = stackConfig(stack);
-  await installMocks(stack, { ...raw, ...overrides }, secretKeys);
+  await installMocks(stack, { ...raw, ...overrides, ...secretOverrides }, [...secretKeys, ...Object.keys(secretOverrides)]);
   const { outputs, registered: resources } = await runInStack(async () => ({ ...((await import("../../index")) as Record<string, unknown>) }));
   // Settle: wait for every output and every resource's URN.
   await Promise.all(Object.values(outputs).map((o) => (pulumi.Output.isInstance(o) ? promiseOf(o) : o)));

@@ -29,6 +29,7 @@ const OTHER: Record<string, string> = {
   image: "debian-12",
   ipv4: "false",
   hetznerBackups: "false",
+  githubDeployKey: "true",
   protect: "false",
   timezone: "Europe/Berlin",
   minFreeDiskGiB: "5",
@@ -64,6 +65,7 @@ const OTHER: Record<string, string> = {
 const NEEDS: Record<string, Record<string, string>> = {
   ipv4: { "keel:repoUrl": "file:///srv/engine.git", "keel:gitKnownHosts": "[]" },
   migrateFallbackDir: { "keel:migrateFrom": "./old/engine.db" },
+  githubDeployKey: { "github:token": "github_pat_test-token-not-real" },
   migrateAcceptFallback: { "keel:migrateFrom": "./old/engine.db", "keel:migrateFallbackDir": "./old/backups" },
 };
 const SECRET = new Set(["secretEnv", "alertWebhookUrl"]);
@@ -71,7 +73,7 @@ const SECRET_BUNDLE: Record<string, string> = { secretEnv: "envFile", alertWebho
 
 function config(extra: Record<string, string>): KeelConfig {
   const { raw, secretKeys } = stackConfig("prod");
-  return parseConfig({ ...raw, ...extra }, (k) => secretKeys.includes(k) || k === "keel:alertWebhookUrl");
+  return parseConfig({ ...raw, ...extra }, (k) => secretKeys.includes(k) || k === "keel:alertWebhookUrl" || k === "github:token");
 }
 
 /** Steps of `after` whose content hash differs from `before`'s step of that name, or that are new. */

@@ -74,7 +74,7 @@ describe("the policy pack served as the Pulumi CLI runs it", () => {
     return res.getDiagnosticsList().map((d) => ({ policy: d.getPolicyname(), level: d.getEnforcementlevel(), message: d.getMessage() }));
   }
 
-  it("boots, and declares keel's five policies, all mandatory", async () => {
+  it("boots, and declares keel's six policies, all mandatory", async () => {
     const info = await call<Empty, analyzer.AnalyzerInfo>(client.getAnalyzerInfo, new Empty());
     expect(info.getName()).toBe("keel");
     expect(info.getVersion()).toBe("0.1.0");
@@ -83,6 +83,7 @@ describe("the policy pack served as the Pulumi CLI runs it", () => {
       ["hcloud-server-firewall-at-creation", analyzer.EnforcementLevel.MANDATORY],
       ["hcloud-server-ignore-changes", analyzer.EnforcementLevel.MANDATORY],
       ["hcloud-prod-server-protected", analyzer.EnforcementLevel.MANDATORY],
+      ["github-deploy-key-read-only", analyzer.EnforcementLevel.MANDATORY],
       ["config-no-plaintext-secrets", analyzer.EnforcementLevel.MANDATORY],
     ]);
   });

@@ -5,9 +5,11 @@ import { afterAll, describe, expect, it } from "vitest";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import {
   FIREWALL,
+  GITHUB_DEPLOY_KEY,
   SERVER,
   findProjectDir,
   firewallSshOnly,
+  githubDeployKeyReadOnly,
   keelPolicies,
   noPlaintextSecretConfig,
   prodServerProtected,
@@ -122,6 +124,24 @@ describe("hcloud-server-firewall-at-creation", () => {
         expect.stringContaining("the server has no firewallIds: it would boot with every port open"),
       ]);
     }
+  });
+});
+
+describe("github-deploy-key-read-only", () => {
+  const key = (props: Record<string, unknown>): PlainResource => ({
+    type: GITHUB_DEPLOY_KEY,
+    name: "keel-deploy-key",
+    urn: urn("staging", GITHUB_DEPLOY_KEY, "keel-deploy-key"),
+    props: { repository: "engine", title: "keel keel/staging", key: "ssh-ed25519 AAAA", ...props },
+    opts: {},
+  });
+
+  it("accepts a read-only key and refuses one that can write, or leaves it to the provider", async () => {
+    expect(await resourceViolations(githubDeployKeyReadOnly, key({ readOnly: true }))).toEqual([]);
+    expect(await resourceViolations(githubDeployKeyReadOnly, key({ readOnly: false }))).toEqual([
+      "the GitHub deploy key has readOnly false: the server would hold a key that can push to the repository it deploys. fix: readOnly: true (components/githubDeployKey.ts)",
+    ]);
+    expect(await resourceViolations(githubDeployKeyReadOnly, key({}))).toEqual([expect.stringContaining("the GitHub deploy key has readOnly null")]);
   });
 });
 
@@ -258,6 +278,7 @@ describe("the pack", () => {
       "hcloud-server-firewall-at-creation",
       "hcloud-server-ignore-changes",
       "hcloud-prod-server-protected",
+      "github-deploy-key-read-only",
       "config-no-plaintext-secrets",
     ]);
     expect(new Set(policies.map((p) => p.enforcementLevel))).toEqual(new Set(["mandatory"]));
