@@ -88,6 +88,35 @@ export function connectionChangeProblems(
 }
 
 /**
+ * A server of an older keel's stack (its last up recorded no image or location): what Hetzner says
+ * the live server was created with, against the config. Hetzner's server list gives the image's
+ * name for a named (official) image and the location's name
+ * (hetznercloud/terraform-provider-hcloud internal/server/resource.go getServerAttributes, which
+ * pulumi-hcloud bridges as getServers' `image` and `location`: @pulumi/hcloud 1.41.0
+ * types/output.d.ts GetServersServer); a server whose image has no name (a snapshot), or is gone,
+ * is not compared. Servers labelled with another Pulumi project are not this stack's.
+ */
+export function liveServerProblems(
+  cfg: Pick<KeelConfig, "image" | "location">,
+  servers: ReadonlyArray<{ name: string; image?: string; location?: string; labels: Record<string, string> }>,
+  project: string,
+): string[] {
+  const problems: string[] = [];
+  for (const server of servers.filter((s) => s.labels.project === undefined || s.labels.project === project)) {
+    for (const key of ["image", "location"] as const) {
+      const was = server[key];
+      if (typeof was === "string" && was !== "" && !/^[0-9]+$/.test(was) && was !== cfg[key]) {
+        problems.push(
+          `keel:${key}: the stack's server ${server.name} runs ${key} ${JSON.stringify(was)} at Hetzner (its last pulumi up, by an older keel, recorded none); ${JSON.stringify(cfg[key])} would make Hetzner replace it on this up, with the old server's user-data and an empty disk (the database gone). ` +
+            `fix: pulumi config set keel:${key} ${was}; to move, replace the server (docs/RUNBOOK.md "Replace the server")`,
+        );
+      }
+    }
+  }
+  return problems;
+}
+
+/**
  * Hetzner's label selector for the stack's server (components/keel.ts labels it so): the labels no
  * config change moves, so a new keel:appName still finds the server named by the old one.
  */
@@ -107,7 +136,8 @@ export function serverSelector(labels: Record<string, string>): string {
  * root stack's outputs change only when the program ends, so during this up they are the last
  * up's. Read steps run in previews too (pkg/resource/deploy/step.go ReadStep.Apply), so
  * `pulumi preview` refuses the same change. Only when they differ does it ask Hetzner whether the stack's server still exists (after
- * `pulumi destroy --target` of the server, the outputs still name the old values).
+ * `pulumi destroy --target` of the server, the outputs still name the old values), or when the last
+ * up was an older keel's, which exported no image and location: then the live server's are compared.
  */
 export function connectionGuard(
   name: string,
@@ -126,9 +156,14 @@ export function connectionGuard(
   return pulumi.all(names.map((n) => lastUp.getOutput(n))).apply(async (values) => {
     const last: LastUp = Object.fromEntries(names.map((n, i) => [n, values[i]]));
     const problems = connectionChangeProblems(cfg, last);
-    if (!problems.length) return true as const;
+    // A stack last deployed by a keel that did not export image and location: Hetzner says what
+    // its server was created with (a new stack has no last up, and nothing to lose).
+    const olderKeel = Object.values(last).some((v) => v !== undefined) && (typeof last.image !== "string" || typeof last.location !== "string");
+    if (!problems.length && !olderKeel) return true as const;
     const { servers } = await hcloud.getServers({ withSelector: serverSelector(labels) }, { parent: opts.parent });
     if (!servers.length) return true as const;
-    throw new ConnectionChangeError(problems);
+    const all = [...problems, ...(olderKeel ? liveServerProblems(cfg, servers, pulumi.getProject()) : [])];
+    if (all.length) throw new ConnectionChangeError(all);
+    return true as const;
   });
 }

@@ -33,7 +33,7 @@ export const localCommandResults = new Map<string, string>();
  */
 export const backend: {
   lastUp: Record<string, unknown>;
-  hetznerServers?: Array<{ id: number; name: string; labels: Record<string, string> }>;
+  hetznerServers?: Array<{ id: number; name: string; image?: string; location?: string; labels: Record<string, string> }>;
   invokes: Array<{ token: string; args: Record<string, unknown> }>;
   /** Types in the order the engine was asked to register them (after their inputs resolved). */
   engineSaw: string[];

@@ -12,7 +12,9 @@ import { stackConfig } from "../support/stack";
 
 /** What components/keel.ts selects the server by: the labels no config change moves. */
 const LABELS = { "managed-by": "keel", stack: "prod" };
-const SERVER = { id: 4711, name: "engine-prod", labels: { ...LABELS, project: "keel", service: "engine" } };
+const SERVER = { id: 4711, name: "engine-prod", image: "ubuntu-24.04", location: "fsn1", labels: { ...LABELS, project: "keel", service: "engine" } };
+/** The last up's outputs as this keel exports them (prod: ubuntu-24.04 in fsn1). */
+const LAST_UP = { sshPort: 22, sshPorts: [22], deployUser: "deploy", image: "ubuntu-24.04", location: "fsn1" };
 
 function config(overrides: Record<string, string> = {}): KeelConfig {
   const { raw, secretKeys } = stackConfig("prod");
@@ -99,7 +101,7 @@ describe("connectionGuard under the mock runtime", () => {
   });
 
   it("reads the last up through a StackReference to this very stack, and asks Hetzner nothing when nothing changes", async () => {
-    backend.lastUp = { sshPort: 22, sshPorts: [22], deployUser: "deploy" };
+    backend.lastUp = LAST_UP;
     const { outcome, types } = await guard(config());
     expect(outcome).toEqual({ status: "fulfilled", value: true });
     expect(types).toEqual(["pulumi:pulumi:StackReference"]);
@@ -107,7 +109,7 @@ describe("connectionGuard under the mock runtime", () => {
   });
 
   it("fails with the problems when the stack's server still exists at Hetzner", async () => {
-    backend.lastUp = { sshPort: 22, sshPorts: [22], deployUser: "deploy" };
+    backend.lastUp = LAST_UP;
     // Another stack's server does not count (a keel server of another project with this stack's
     // name would: that refuses, never lets through).
     backend.hetznerServers = [{ ...SERVER, labels: { ...SERVER.labels, stack: "staging" } }];
@@ -125,10 +127,41 @@ describe("connectionGuard under the mock runtime", () => {
   });
 
   it("lets the change through once the stack's server is gone (the replace procedure)", async () => {
-    backend.lastUp = { sshPort: 22, sshPorts: [22], deployUser: "deploy" };
+    backend.lastUp = LAST_UP;
     backend.hetznerServers = [];
     const { outcome } = await guard(config({ "keel:sshPort": "2222", "keel:deployUser": "ops" }));
     expect(outcome).toEqual({ status: "fulfilled", value: true });
+  });
+
+  it("compares an older keel's stack (no image or location in its outputs) with the live server's, and refuses a replacement", async () => {
+    const older = { sshPort: 22, sshPorts: [22], deployUser: "deploy" };
+    backend.lastUp = older;
+    backend.hetznerServers = [SERVER];
+    expect((await guard(config())).outcome).toEqual({ status: "fulfilled", value: true });
+    expect(backend.invokes).toEqual([{ token: "hcloud:index/getServers:getServers", args: { withSelector: "managed-by=keel,stack=prod" } }]);
+    const { outcome } = await guard(config({ "keel:image": "debian-13", "keel:location": "nbg1" }));
+    expect(outcome.status).toBe("rejected");
+    const err = (outcome as PromiseRejectedResult).reason;
+    expect(err).toBeInstanceOf(ConnectionChangeError);
+    expect(err.problems).toEqual([
+      expect.stringMatching(/^keel:image: the stack's server engine-prod runs image "ubuntu-24.04" at Hetzner \(its last pulumi up, by an older keel, recorded none\); "debian-13" would make Hetzner replace it.*fix: pulumi config set keel:image ubuntu-24.04; to move, replace the server/),
+      expect.stringMatching(/^keel:location: the stack's server engine-prod runs location "fsn1" at Hetzner .*fix: pulumi config set keel:location fsn1;/),
+    ]);
+    // Once the server is gone (the replace procedure), or for a server of another Pulumi project
+    // with this stack's name, the new values pass.
+    backend.hetznerServers = [];
+    expect((await guard(config({ "keel:image": "debian-13" }))).outcome).toEqual({ status: "fulfilled", value: true });
+    backend.hetznerServers = [{ ...SERVER, labels: { ...SERVER.labels, project: "other" } }];
+    expect((await guard(config({ "keel:image": "debian-13" }))).outcome).toEqual({ status: "fulfilled", value: true });
+    // A server made from a snapshot (an image id, no name) is not compared.
+    backend.hetznerServers = [{ ...SERVER, image: "123456" }];
+    expect((await guard(config({ "keel:image": "debian-13" }))).outcome).toEqual({ status: "fulfilled", value: true });
+  });
+
+  it("asks Hetzner nothing on a new stack (no last up)", async () => {
+    const { outcome } = await guard(config({ "keel:image": "debian-13" }));
+    expect(outcome).toEqual({ status: "fulfilled", value: true });
+    expect(backend.invokes).toEqual([]);
   });
 
   it("selects the server by keel's labels", () => {

@@ -15,7 +15,7 @@ describe("the prod program, while the last up's outputs are read", () => {
   afterAll(() => release?.());
 
   it("sends the engine nothing that reaches the server until the check passed; then everything, with the served ports as an output", async () => {
-    backend.lastUp = { sshPort: 22, sshPorts: [22], deployUser: "deploy" };
+    backend.lastUp = { sshPort: 22, sshPorts: [22], deployUser: "deploy", image: "ubuntu-24.04", location: "fsn1" };
     backend.engineSaw = [];
     backend.holdLastUp = new Promise((resolve) => (release = resolve));
     const { raw, secretKeys } = stackConfig("prod");
