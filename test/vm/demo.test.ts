@@ -1,7 +1,8 @@
 // Tier 3: the README's "try it without a Hetzner account" path, run as a user runs it: `npm run
 // demo` (a VM with keel's user-data, the whole plan deployed, outputs and a healthy report, the VM
 // left running), the printed ssh command, the runbook against the VM with the two lines the demo
-// prints, a second `npm run demo` that converges and says nothing changed, then `npm run demo:down`.
+// prints, a second `npm run demo` that converges and says nothing changed, the server replaced (its
+// qemu gone: a new VM, every step again from the same step state), then `npm run demo:down`.
 // The demo directory holds the run's test keys, so the demo's user-data is the run's test host's
 // and its first boot resumes from the run's snapshot of it (support/keelVm.ts deployableVm; the
 // demo's own first boot, from the image, is local/vm/firstBoot.ts, the same code).
@@ -95,6 +96,23 @@ describe("npm run demo", () => {
     expect(again.stdout).toMatch(/^0 steps to run: all \d+ steps ran before with the same inputs; nothing changed\.$/m);
     expect(again.stdout).toMatch(/Health report \(keel-health, exit 0\):\nkeel-health: engine on \S+ at \S+: HEALTHY \(exit 0\)\n/);
   }, 15 * MINUTE);
+
+  it("replaces a server that is gone, as pulumi up --replace does: a new VM, every step again in plan order (readiness first) from the same step state; healthy", () => {
+    const state = JSON.parse(fs.readFileSync(path.join(dir, "vm.json"), "utf8")) as { dir: string; pid: number };
+    const steps = JSON.parse(fs.readFileSync(path.join(dir, "steps-state.json"), "utf8")) as { steps: Record<string, unknown> };
+    const total = Object.keys(steps.steps).length;
+    // The server goes away under the stack (this test's own qemu).
+    process.kill(state.pid, "SIGKILL");
+    for (let i = 0; i < 100 && !/^(gone|Z|X)$/.test(processState(state.pid)); i++) spawnSync("sleep", ["0.1"]);
+    const replaced = npm("demo");
+    expect(replaced.status, replaced.stderr).toBe(0);
+    expect(replaced.stderr).toContain(`demo: the demo VM of ${state.dir} is gone; starting a new one`);
+    // Only the server's identity changed, and with it every step's inputs: all of them ran, in plan order.
+    expect(replaced.stdout).toContain(`${total} of ${total} steps ran (their inputs changed or they had not run):\n  ready: cloud-init done\n  tools:`);
+    expect(replaced.stdout).toMatch(/Health report \(keel-health, exit 0\):\nkeel-health: engine on \S+ at \S+: HEALTHY \(exit 0\)\n/);
+    const again = npm("demo");
+    expect(again.stdout).toMatch(/^0 steps to run: all \d+ steps ran before with the same inputs; nothing changed\.$/m);
+  }, 30 * MINUTE);
 
   it("demo:down stops the VM and removes its files", () => {
     const state = JSON.parse(fs.readFileSync(path.join(dir, "vm.json"), "utf8")) as { dir: string; pid: number };
