@@ -70,7 +70,7 @@ function providerState(type: string, name: string, inputs: Record<string, unknow
  * Installs Pulumi's mock runtime with the given config. Invokes are not mocked, except Hetzner's
  * server list when a test sets backend.hetznerServers: any other invoke fails the test.
  */
-export async function installMocks(stack: string, config: Record<string, string>, secretKeys: string[]): Promise<void> {
+export async function installMocks(stack: string, config: Record<string, string>, secretKeys: string[], organization = "organization"): Promise<void> {
   pulumi.runtime.setAllConfig(config, secretKeys);
   await pulumi.runtime.setMocks(
     {
@@ -93,8 +93,9 @@ export async function installMocks(stack: string, config: Record<string, string>
     "keel",
     stack,
     false,
-    // What the CLI passes for a DIY backend (pulumi/pulumi v3.248.0 pkg/backend/diy: "organization").
-    "organization",
+    // What the CLI passes for a DIY backend (pulumi/pulumi v3.248.0 pkg/backend/diy: "organization"),
+    // unless a test plays the Cloud backend, which passes the stack's organization.
+    organization,
   );
 }
 

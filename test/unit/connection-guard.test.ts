@@ -8,6 +8,7 @@ import { beforeEach, describe, expect, it } from "vitest";
 import { connectionChangeProblems, connectionGuard, ConnectionChangeError, serverSelector } from "../../components/connectionGuard";
 import { parseConfig, sshPorts, type KeelConfig } from "../../config";
 import { backend, installMocks, runInStack } from "../support/mocks";
+import { resolved } from "../support/program";
 import { stackConfig } from "../support/stack";
 
 /** What components/keel.ts selects the server by: the labels no config change moves. */
@@ -22,9 +23,9 @@ function config(overrides: Record<string, string> = {}): KeelConfig {
 }
 
 /** Runs connectionGuard under the mock runtime: resolves true, or rejects with its error. */
-async function guard(cfg: KeelConfig): Promise<{ outcome: PromiseSettledResult<unknown>; types: string[] }> {
+async function guard(cfg: KeelConfig, organization?: string): Promise<{ outcome: PromiseSettledResult<unknown>; types: string[]; reference: unknown }> {
   const { raw, secretKeys } = stackConfig("prod");
-  await installMocks("prod", raw, secretKeys);
+  await installMocks("prod", raw, secretKeys, organization);
   let outcome!: PromiseSettledResult<unknown>;
   const { registered } = await runInStack(async () => {
     const ok = connectionGuard("keel-last-up", cfg, LABELS, {}) as unknown as { promise(): Promise<unknown>; isKnown: Promise<boolean>; isSecret: Promise<boolean> };
@@ -37,7 +38,8 @@ async function guard(cfg: KeelConfig): Promise<{ outcome: PromiseSettledResult<u
     [outcome] = await Promise.allSettled([ok.promise()]);
     return {};
   });
-  return { outcome, types: registered.map((r) => r.type) };
+  const stackReference = registered.find((r) => r.type === "pulumi:pulumi:StackReference");
+  return { outcome, types: registered.map((r) => r.type), reference: stackReference && (await resolved(stackReference.inputs.name)) };
 }
 
 describe("connectionChangeProblems (pure)", () => {
@@ -162,6 +164,15 @@ describe("connectionGuard under the mock runtime", () => {
     const { outcome } = await guard(config({ "keel:image": "debian-13" }));
     expect(outcome).toEqual({ status: "fulfilled", value: true });
     expect(backend.invokes).toEqual([]);
+  });
+
+  it("names the stack itself in the StackReference: the bare stack name on a DIY backend, org/project/stack on Pulumi Cloud", async () => {
+    // pulumi/pulumi v3.248.0 pkg/backend/diy/store.go ParseReference (both layouts take the bare
+    // name; the legacy one refuses a "/"), pkg/backend/httpstate/backend.go ParseStackReference
+    // (owner/project/stack, qualified: nothing inferred from the current user or project).
+    backend.lastUp = LAST_UP;
+    expect((await guard(config())).reference).toBe("prod");
+    expect((await guard(config(), "acme")).reference).toBe("acme/keel/prod");
   });
 
   it("selects the server by keel's labels", () => {
