@@ -19,7 +19,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { knownHostsLine } from "../components/keel";
-import type { KeelConfig } from "../config";
+import { sshPorts, type KeelConfig } from "../config";
 import { buildHostPlan } from "../plan/hostPlan";
 import { hostPaths } from "../plan/layout";
 import { renderEnvFile } from "../plan/secrets";
@@ -148,7 +148,7 @@ async function up(asked: Release | undefined): Promise<void> {
       await pushEngineRepository(session, demo.bundle);
     }
     const plan = buildHostPlan(demo.cfg);
-    const runs = await runSteps(session, plan.steps, demo.secrets, { stateFile: f.steps, serverId: session.dir, log });
+    const runs = await runSteps(session, plan.steps, demo.secrets, { stateFile: f.steps, serverId: session.dir, firewall: sshPorts(demo.cfg), log });
     process.stdout.write(`\n${whatChanged(runs, plan.steps.length)}\n`);
 
     const port = session.sshPort();

@@ -38,6 +38,12 @@ export interface RunOptions {
    * (components/hostSteps.ts serverId): with a state file, a new server runs every step again.
    */
   readonly serverId?: string;
+  /**
+   * The guest ports the Hetzner firewall lets in (config.ts sshPorts), applied before any step: the
+   * engine updates the firewall as soon as the program registers it, and no step depends on it
+   * (components/keel.ts), so a firewall change lands before the steps in the worst case.
+   */
+  readonly firewall?: readonly number[];
   readonly log?: (line: string) => void;
 }
 
@@ -64,7 +70,8 @@ export async function runSteps(
   secrets: Partial<Record<SecretName, string>>,
   opts: RunOptions | ((line: string) => void) = {},
 ): Promise<StepRun[]> {
-  const { stateFile, serverId, log = () => undefined } = typeof opts === "function" ? { log: opts } : opts;
+  const { stateFile, serverId, firewall, log = () => undefined } = typeof opts === "function" ? { log: opts } : opts;
+  if (firewall) await vm.setFirewall(firewall);
   const state: StepState = stateFile ? readState(stateFile) : { version: 1, steps: {} };
   const runs: StepRun[] = [];
   const results = new Map<string, string>(Object.entries(state.steps).flatMap(([name, s]) => (s.result === undefined ? [] : [[name, s.result]])));

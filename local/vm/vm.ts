@@ -164,6 +164,26 @@ export class VmSession {
     return new VmSession(this.dir, guestPort, this.ports, this.hostPublicKey, this.login);
   }
 
+  /**
+   * The Hetzner firewall's stand-in: of the guest ports forwarded at boot, only those in `open` are
+   * let in from 127.0.0.1 (qemu's user-network forwards, removed or added again through the
+   * monitor), as keel's firewall opens keel:sshPort (and keel:sshPortNext) alone. Connections
+   * already made keep going, as through a stateful firewall.
+   */
+  async setFirewall(open: readonly number[]): Promise<void> {
+    const sock = path.join(this.dir, "qmp.sock");
+    const hmp = async (line: string) => String((await qmp(sock, "human-monitor-command", { "command-line": line })) ?? "");
+    // `info usernet` lists each forward as "TCP[HOST_FORWARD] FD 127.0.0.1 HOSTPORT 10.0.2.15 GUESTPORT …".
+    const active = new Set([...(await hmp("info usernet")).matchAll(/TCP\[HOST_FORWARD\]\s+\S+\s+127\.0\.0\.1\s+([0-9]+)/g)].map((m) => Number(m[1])));
+    for (const guest of open) if (!this.ports.has(guest)) throw new Error(`setFirewall: guest port ${guest} was not forwarded at boot (${[...this.ports.keys()].join(", ")})`);
+    for (const [guest, host] of this.ports) {
+      const rule = `tcp:127.0.0.1:${host}`;
+      const out = open.includes(guest) ? (active.has(host) ? "" : await hmp(`hostfwd_add net0 ${rule}-:${guest}`)) : active.has(host) ? await hmp(`hostfwd_remove net0 ${rule}`) : "";
+      // HMP reports a failure as text, not as a QMP error; a removal says "host forwarding rule for … removed".
+      if (out.trim() && !/removed/.test(out)) throw new Error(`setFirewall: guest port ${guest}: ${out.trim()}`);
+    }
+  }
+
   /** Ends this session's shared connections (its execs open new ones when needed). */
   disconnect(): void {
     this.mux.closeAll();

@@ -23,6 +23,9 @@ function session(port: number, ran: string[]): VmSession {
       ran.push(command);
       return { code: 0, stdout: "", stderr: "" };
     },
+    setFirewall: async (open: readonly number[]) => {
+      ran.push(`firewall ${open.join(",")}`);
+    },
   };
   return fake as unknown as VmSession;
 }
@@ -43,6 +46,17 @@ describe("runSteps with a state file", () => {
   it("runs only the step whose secret changed", async () => {
     const runs = await runSteps(session(22, []), steps, { ...secrets, envFile: "A=2\n" }, { stateFile: state, serverId: "4711" });
     expect(runs.map((r) => r.name)).toEqual(["secrets"]);
+  });
+
+  it("applies the firewall before any step, as the engine may (nothing orders it after the steps), even when no step runs", async () => {
+    const ran: string[] = [];
+    const runs = await runSteps(session(22, ran), steps, { ...secrets, envFile: "A=3\n" }, { stateFile: state, serverId: "4711", firewall: [22, 2222] });
+    expect(runs.map((r) => r.name)).toEqual(["secrets"]);
+    expect(ran[0]).toBe("firewall 22,2222");
+    expect(ran).toHaveLength(2);
+    const none: string[] = [];
+    expect(await runSteps(session(22, none), steps, { ...secrets, envFile: "A=3\n" }, { stateFile: state, serverId: "4711", firewall: [22] })).toEqual([]);
+    expect(none).toEqual(["firewall 22"]);
   });
 
   it("runs every step again on a new server (its id is a trigger of each), and on a new connection", async () => {

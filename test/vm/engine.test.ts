@@ -11,7 +11,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectionChangeProblems } from "../../components/connectionGuard";
-import { parseConfig, type KeelConfig } from "../../config";
+import { parseConfig, sshPorts, type KeelConfig } from "../../config";
 import { HARDENING_PATHS } from "../../cloud-init/hardening";
 import { runSteps, type StepRun } from "../../local/runSteps";
 import type { Vm, VmSession } from "../../local/vm";
@@ -323,6 +323,9 @@ describe("moving SSH to another port on the live server: keel:sshPortNext, then 
     expect(connectionChangeProblems(cfg, { sshPort: 22, sshPorts: [22], deployUser: "deploy" })).toEqual([]);
     const rerun = buildHostPlan(cfg).steps.filter((s, i) => s.hash !== buildHostPlan(old).steps[i].hash);
     expect(rerun.map((s) => s.name)).toEqual(["harden-sshd", "harden-firewall", "harden-fail2ban"]);
+    // The Hetzner firewall first (the engine may update it before any step: nothing orders it after
+    // them), then the steps whose inputs changed.
+    await vm.setFirewall(sshPorts(cfg));
     await up(rerun);
     expect(await sshdPorts(vm)).toEqual([22, 2222]);
     expect(await ufwPorts(vm)).toEqual(["22/tcp", "2222/tcp"]);
@@ -339,7 +342,9 @@ describe("moving SSH to another port on the live server: keel:sshPortNext, then 
     // without an update command runs create again (pulumi-command v1.2.1
     // provider/pkg/provider/remote/commandController.go Update): the whole plan, on the new port.
     const moved = vm.onGuestPort(2222);
-    const runs = await runSteps(moved, buildHostPlan(cfg).steps, secrets);
+    // The firewall closes 22 before any step runs, as the engine may order it: the steps, on 2222
+    // already served, are not locked out.
+    const runs = await runSteps(moved, buildHostPlan(cfg).steps, secrets, { firewall: sshPorts(cfg) });
     allRuns.push(...runs);
     expect(runs.find((r) => r.name === "harden-sshd")?.stdout).toMatch(/^keel-place: 1 changed/m);
     expect(await sshdPorts(moved)).toEqual([2222]);
@@ -347,7 +352,7 @@ describe("moving SSH to another port on the live server: keel:sshPortNext, then 
     expect(await asRoot(moved, `grep '^port = ' ${HARDENING_PATHS.fail2banJail}`)).toBe("port = 2222\n");
     expect(await asRoot(moved, "systemctl is-active engine.service")).toBe("active\n");
     const refused = await freshLogin(22);
-    // qemu's forward takes the connection on this side; the guest's end never answers as sshd.
+    // Closed by the firewall's stand-in (its forward is gone); UFW's rule for 22 is gone too (above).
     expect(refused.code).toBe(255);
     expect(refused.stdout).toBe("");
     expect((await freshLogin(2222)).stdout).toBe("keel-ok\n");
