@@ -430,7 +430,7 @@ function finish(c: ParsedConfig, problems: string[], githubToken: boolean): Keel
     problems.push(`keel:ipv4: false, but keel:repoUrl is on github.com, which serves git over IPv4 only: an IPv6-only server cannot clone it. fix: pulumi config set keel:ipv4 true, or host the repository where IPv6 works`);
   }
   if (c.githubDeployKey && !githubRepo(c.repoUrl)) {
-    problems.push(`keel:githubDeployKey: true, but keel:repoUrl ${shown(c.repoUrl)} is not a github.com repository (git@github.com:OWNER/REPO.git or ssh://git@github.com/OWNER/REPO.git). fix: pulumi config set keel:githubDeployKey false and add the deploy key at the git host by hand (docs/RUNBOOK.md "First up")`);
+    problems.push(`keel:githubDeployKey: true, but keel:repoUrl ${shown(c.repoUrl)} is not a github.com repository (git@github.com:OWNER/REPO.git or ssh://git@github.com/OWNER/REPO.git). fix: pulumi config set keel:githubDeployKey false and add the deploy key at the git host by hand (the first up's engine-source step prints it and says where)`);
   }
   if (c.githubDeployKey && !githubToken) {
     problems.push(`keel:githubDeployKey: true needs a GitHub token that may add deploy keys to ${githubRepo(c.repoUrl)?.full ?? "the repository"} (a fine-grained token with its "Administration: write" permission); found no github:token. fix: pulumi config set --secret github:token <token>, or pulumi config set keel:githubDeployKey false`);
@@ -467,6 +467,25 @@ function finish(c: ParsedConfig, problems: string[], githubToken: boolean): Keel
     secretEnvNames: [...(c.secretEnvNames ?? [])].sort(),
     alertWebhook: c.alertWebhook ?? false,
   };
+}
+
+/**
+ * Environment variables of the operator's machine that would steer the GitHub provider away from
+ * keel:repoUrl's owner or the token (components/githubDeployKey.ts): GitHub App credentials log in
+ * as the App, GITHUB_OWNER / GITHUB_ORGANIZATION name another owner.
+ */
+export function githubEnvProblems(env: Record<string, string | undefined>, owner: string): string[] {
+  const problems: string[] = [];
+  for (const name of ["GITHUB_APP_ID", "GITHUB_APP_INSTALLATION_ID", "GITHUB_APP_PEM_FILE"]) {
+    if (env[name]) problems.push(`keel:githubDeployKey: ${name} is set in this environment; the GitHub provider would log in as that GitHub App, not with github:token. fix: unset ${name} for pulumi`);
+  }
+  for (const name of ["GITHUB_OWNER", "GITHUB_ORGANIZATION"]) {
+    const value = env[name];
+    if (value && value.toLowerCase() !== owner.toLowerCase()) {
+      problems.push(`keel:githubDeployKey: ${name} is set in this environment to another owner than keel:repoUrl's (${owner}). fix: unset ${name} for pulumi`);
+    }
+  }
+  return problems;
 }
 
 /**
@@ -574,6 +593,11 @@ export function loadStackConfig(): {
   const keel = new pulumi.Config("keel");
   const secretEnv = keel.getSecretObject<Record<string, string>>("secretEnv") ?? pulumi.secret<Record<string, string>>({});
   const alertWebhookUrl = keel.getSecret("alertWebhookUrl") ?? pulumi.secret("");
+  const repo = githubRepo(config.repoUrl);
+  if (config.githubDeployKey && repo) {
+    const problems = githubEnvProblems(process.env, repo.owner);
+    if (problems.length) throw new ConfigError(problems);
+  }
   const githubToken = config.githubDeployKey ? new pulumi.Config("github").requireSecret("token") : undefined;
   return { config, secretEnv, alertWebhookUrl, githubToken };
 }

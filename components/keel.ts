@@ -91,7 +91,7 @@ export class Keel extends pulumi.ComponentResource {
     let registered: pulumi.Resource[] = [];
     if (cfg.githubDeployKey) {
       if (!repo || args.githubToken === undefined) throw new Error("keel: keel:githubDeployKey needs a github.com keel:repoUrl and github:token (config.ts checks both)");
-      const title = `keel ${pulumi.getProject()}/${args.stack}`;
+      const title = `keel ${pulumi.getProject()}/${args.stack} (${repo.full})`;
       registered = [githubDeployKey(`${name}-deploy-key`, { repo, publicKey: ssh.deployPublicKey, title, token: args.githubToken, after: connectionOk }, { parent: this })];
     }
 

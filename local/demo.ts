@@ -157,6 +157,8 @@ async function up(asked: Release | undefined): Promise<void> {
     const outputs = {
       ipv4: "127.0.0.1",
       sshPort: port,
+      // The ports sshd serves inside the VM (keel:sshPort there); sshPort above is qemu's forward.
+      sshPorts: sshPorts(demo.cfg),
       deployUser: demo.cfg.deployUser,
       sshCommand: `ssh -o StrictHostKeyChecking=yes -o UserKnownHostsFile=${f.knownHosts} -o GlobalKnownHostsFile=/dev/null -o IdentitiesOnly=yes -i ${demo.admin.file} -p ${port} ${demo.cfg.deployUser}@127.0.0.1`,
       knownHosts,

@@ -76,9 +76,16 @@ export function renderConfigYaml(cfg: KeelConfig): string {
 }
 
 /**
+ * The highest `systemd-analyze security` exposure level the engine's unit may have: the VM tier
+ * measures it (test/vm/engine.test.ts) and keel verify checks the live unit against it
+ * (scripts/runbook/verify-host.py MAX_EXPOSURE, kept equal by test/unit/verify.test.ts).
+ */
+export const MAX_ENGINE_EXPOSURE = 1.5;
+
+/**
  * The engine's unit (seed 000 §5; sandboxing after seed 004 §2.4). The engine needs outbound
  * network and its own state and backup directories, nothing else; `systemd-analyze security`
- * rates this unit 1.0 (a test keeps it at or below 1.5).
+ * rates this unit 1.0 (at most MAX_ENGINE_EXPOSURE).
  */
 export function renderUnit(cfg: KeelConfig): string {
   const p = hostPaths(cfg);

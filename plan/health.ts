@@ -1,4 +1,4 @@
-import type { KeelConfig } from "../config";
+import { sshPorts, type KeelConfig } from "../config";
 import { backupServiceName, opsLockPath, sessionBackupDir } from "./database";
 import { GATE_FAILURE_STATUS, SETTLE_SECONDS } from "./engine";
 import { backupUser, hostPaths } from "./layout";
@@ -58,6 +58,8 @@ export function renderHostConf(cfg: KeelConfig): string {
     deploy_user: cfg.deployUser,
     disk_crit_percent: cfg.healthDiskCritPercent,
     disk_warn_percent: cfg.healthDiskWarnPercent,
+    // keel-verify's planned values (scripts/runbook/verify-host.py).
+    env_file: p.envFile,
     engine_gate_status: GATE_FAILURE_STATUS,
     fail2ban_jail: FAIL2BAN_JAIL,
     health_timer: HEALTH_TIMER,
@@ -69,6 +71,7 @@ export function renderHostConf(cfg: KeelConfig): string {
     // The pre- and post-session backups' directory, which `keel-ops prune` prunes too.
     session_backup_dir: sessionBackupDir(cfg),
     settle_seconds: SETTLE_SECONDS,
+    ssh_ports: sshPorts(cfg).join(","),
     state_file: healthStatePath(cfg),
     tools_dir: p.toolsDir,
     unit: p.unit,
@@ -76,7 +79,7 @@ export function renderHostConf(cfg: KeelConfig): string {
   };
   const header = [
     `# ${HOST_CONF}: written by keel (plan/health.ts) from the stack config; edits are overwritten on the next pulumi up.`,
-    "# Read by keel-health and keel-ops (docs/RUNBOOK.md).",
+    "# Read by keel-health, keel-ops and keel-verify (docs/RUNBOOK.md).",
   ];
   return [...header, ...Object.keys(values).sort().map((k) => `${k}=${values[k]}`)].join("\n") + "\n";
 }

@@ -22,6 +22,8 @@ export const TOOLS = {
   health: "scripts/keel-health.sh",
   "health-alert": "scripts/health-alert.py",
   ops: "scripts/runbook/keel-ops.sh",
+  // keel verify's checks on the host (scripts/runbook/verify.sh runs it through sudo), read-only.
+  verify: "scripts/runbook/verify-host.py",
 } as const;
 
 export type Tool = keyof typeof TOOLS;

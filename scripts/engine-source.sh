@@ -57,7 +57,7 @@ if ! has_commit; then
     # tls.PrivateKey) and the repository does not know it yet. Name the key here: the step's output
     # is what the operator reads, and stack outputs may not be written by a failed up.
     public=$(ssh-keygen -y -f "$key" 2>/dev/null) || public="(unreadable: $key)"
-    fail "cannot fetch $url (error above). On a first deploy (or a rebuilt stack, which has a new key) the repository does not know this server's deploy key yet: add it as a read-only deploy key (GitHub: the repository's Settings > Deploy keys > Add deploy key, 'Allow write access' off), or let keel register it on GitHub (keel:githubDeployKey, docs/CONFIG.md), then run pulumi up again; this step and the ones after it run again. The key: $public
+    fail "cannot fetch $url (error above). On a first deploy (or a rebuilt stack, which has a new key) the repository does not know this server's deploy key yet: add it as a read-only deploy key (GitHub: the repository's Settings > Deploy keys > Add deploy key, 'Allow write access' off), or let keel register it on GitHub (keel:githubDeployKey, docs/CONFIG.md; if that is on and the key was removed on GitHub, pulumi up --refresh registers it again), then run pulumi up again; this step and the ones after it run again. The key: $public
 If the key is registered, check that keel:gitKnownHosts holds the git host's keys"
   fi
   # A commit on no branch or tag: ask for it by id (GitHub serves reachable commits this way).

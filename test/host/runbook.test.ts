@@ -232,11 +232,42 @@ describe("the other scripts' argument checks stop bad input before any connectio
   });
 
   it("every script prints its usage with -h", async () => {
-    for (const name of ["connect", "status", "logs", "backup-now", "restore", "snapshot", "migrate", "engine"]) {
+    for (const name of ["connect", "status", "logs", "backup-now", "restore", "snapshot", "migrate", "engine", "verify"]) {
       const r = await runbook(name, ["-h"]);
       expect(r.code, name).toBe(0);
       expect(r.stderr, name).toMatch(/^Usage: scripts\/runbook\//);
     }
+  });
+});
+
+describe("verify.sh (keel verify) against the sshd", () => {
+  // The whole run, on-host checks included, is the VM tier's (test/vm/demo.test.ts); here, the
+  // checks made from outside and how it stops.
+  it("checks the pinned key, root and passwords refused from here; stops (3) when the checks on the host cannot run, saying what ran", async () => {
+    const r = await runbook("verify", []);
+    expect(r.code, r.stderr).toBe(3);
+    expect(r.stderr).toContain("verify.sh: the checks on the host did not run");
+    expect(r.stderr).toMatch(/^ok\thost-key\tthe host answers on port \d+ with the pinned ed25519 key/m);
+    expect(r.stderr).toMatch(/^ok\troot-login\troot refused: .*Permission denied/m);
+    expect(r.stderr).toMatch(/^ok\tpassword-login\tpasswords refused: the host offers publickey only$/m);
+    expect(r.stderr).toMatch(/^skipped\thetzner-firewall\t/m);
+  });
+
+  it("stops (1) at a host that shows another key, and checks nothing else there", async () => {
+    const before = await connections();
+    const r = await runbook("verify", [], { stack: stackOutput(otherPub) });
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stdout).toMatch(/^failed +host-key +the host answers on port \d+ with another ed25519 key .*nothing else is checked/m);
+    // ssh-keyscan's connection alone.
+    expect((await connections()) - before).toBe(1);
+  });
+
+  it("stops (3) when the host does not answer", async () => {
+    const closed = await freePort();
+    const stack = stackOutput(hostPub).replaceAll(`"sshPort": ${port}`, `"sshPort": ${closed}`).replaceAll(`]:${port} `, `]:${closed} `);
+    const r = await runbook("verify", [], { stack });
+    expect(r.code, r.stderr).toBe(3);
+    expect(r.stderr).toContain(`the host did not answer on 127.0.0.1 port ${closed} (ssh-keyscan); nothing was checked`);
   });
 });
 

@@ -50,6 +50,7 @@ describe("host.conf, the health check's config", () => {
       disk_crit_percent: "95",
       disk_warn_percent: "80",
       engine_gate_status: String(GATE_FAILURE_STATUS),
+      env_file: "/etc/engine/engine.env",
       fail2ban_jail: "sshd",
       health_timer: "keel-health.timer",
       journal_dir: "/var/log/journal",
@@ -58,6 +59,7 @@ describe("host.conf, the health check's config", () => {
       security_grace_hours: "48",
       session_backup_dir: "/var/backups/engine/sessions",
       settle_seconds: "5",
+      ssh_ports: "22",
       state_file: "/var/lib/keel/health.state",
       tools_dir: "/usr/local/sbin",
       unit: "engine.service",
@@ -88,7 +90,8 @@ describe("host.conf, the health check's config", () => {
   it("is sorted key=value lines whose values keel-health accepts without quoting", () => {
     const lines = renderHostConf(config()).split("\n").filter((l) => l && !l.startsWith("#"));
     expect(lines).toEqual([...lines].sort());
-    for (const l of lines) expect(l).toMatch(/^[a-z0-9_]+=[A-Za-z0-9._/@-]+$/);
+    for (const l of lines) expect(l).toMatch(/^[a-z0-9_]+=[A-Za-z0-9._/@,-]+$/);
+    expect(conf(config("prod", { "keel:sshPortNext": "2222" })).ssh_ports).toBe("22,2222");
   });
 });
 

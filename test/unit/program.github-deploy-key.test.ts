@@ -5,7 +5,7 @@
 // pkg/resource/deploy/step_generator.go and the step executor's dependency-ordered chains); the mock
 // shows the dependency the program declares.
 import { beforeAll, describe, expect, it } from "vitest";
-import { ConfigError, githubRepo, parseConfig } from "../../config";
+import { ConfigError, githubEnvProblems, githubRepo, parseConfig } from "../../config";
 import { GITHUB_DEPLOY_KEY, keelPolicies } from "../../policy/policies";
 import { allViolations, plainResource } from "../../policy/testing";
 import { FAKE_DEPLOY_PUBLIC } from "../support/mocks";
@@ -31,10 +31,17 @@ describe("the staging stack with keel:githubDeployKey, under Pulumi mocks", () =
     expect(await resolved(key.inputs.repository)).toBe("engine");
     expect(await resolved(key.inputs.readOnly)).toBe(true);
     expect(await resolved(key.inputs.key)).toBe(FAKE_DEPLOY_PUBLIC);
-    expect(await resolved(key.inputs.title)).toBe("keel keel/staging");
+    expect(await resolved(key.inputs.title)).toBe("keel keel/staging (example-org/engine)");
+    // Deleted before a replacement is created (GitHub refuses a key it already has).
+    expect(key.opts.deleteBeforeReplace).toBe(true);
     const provider = run.one("pulumi:providers:github");
+    expect(provider.name).toBe("keel-deploy-key-provider-example-org");
     expect(key.opts.provider).toBe(provider.resource);
+    // The owner (also as `organization`, which the provider reads before env GITHUB_OWNER) and the
+    // API from keel:repoUrl, not from the environment.
     expect(await resolved(provider.inputs.owner)).toBe("example-org");
+    expect(await resolved(provider.inputs.organization)).toBe("example-org");
+    expect(await resolved(provider.inputs.baseUrl)).toBe("https://api.github.com/");
     expect(await resolved(provider.inputs.token)).toBe(TOKEN);
     expect(await isSecret(provider.inputs.token)).toBe(true);
   });
@@ -102,6 +109,14 @@ describe("keel:githubDeployKey's config", () => {
       ),
     );
     expect(message).toContain(`keel:githubDeployKey: true, but keel:repoUrl "git@gitlab.com:acme/engine.git" is not a github.com repository`);
+  });
+
+  it("refuses GitHub App credentials and another owner in the environment, which would steer the provider", () => {
+    expect(githubEnvProblems({ GITHUB_OWNER: "example-org", PATH: "/usr/bin" }, "example-org")).toEqual([]);
+    expect(githubEnvProblems({ GITHUB_OWNER: "other", GITHUB_APP_ID: "1" }, "example-org")).toEqual([
+      "keel:githubDeployKey: GITHUB_APP_ID is set in this environment; the GitHub provider would log in as that GitHub App, not with github:token. fix: unset GITHUB_APP_ID for pulumi",
+      "keel:githubDeployKey: GITHUB_OWNER is set in this environment to another owner than keel:repoUrl's (example-org). fix: unset GITHUB_OWNER for pulumi",
+    ]);
   });
 
   it("reads the owner and name from both URL forms keel accepts", () => {

@@ -13,6 +13,10 @@ describe("the staging stack under Pulumi mocks", () => {
     await expectCommonShape(run, "staging");
   });
 
+  it("registers nothing at GitHub and reads no github:token while keel:githubDeployKey is off (the default)", () => {
+    expect(run.resources.filter((r) => r.type.startsWith("github:") || r.type === "pulumi:providers:github")).toEqual([]);
+  });
+
   it("is disposable: nothing protected, no paid backups, but userData and sshKeys still never replace it", async () => {
     const server = run.one("hcloud:index/server:Server");
     expect(server.opts.protect).toBe(false);

@@ -114,6 +114,41 @@ describe("npm run demo", () => {
     expect(again.stdout).toMatch(/^0 steps to run: all \d+ steps ran before with the same inputs; nothing changed\.$/m);
   }, 30 * MINUTE);
 
+  it("keel verify passes against the demo VM, from its stack outputs", () => {
+    const r = spawnSync("bash", [path.join(REPO, "scripts", "runbook", "verify.sh")], { cwd: dir, env: runbookEnv(), encoding: "utf8", timeout: 10 * MINUTE });
+    expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
+    for (const check of ["host-key", "root-login", "password-login", "sshd-config", "listeners", "ufw", "fail2ban", "metadata-guard", "sysctl", "engine", "engine-exposure", "env-file", "health-db", "health-backup", "health-updates", "health-drift", "health"]) {
+      expect(r.stdout, check).toMatch(new RegExp(`^ok +${check} `, "m"));
+    }
+    expect(r.stdout).toMatch(/^verify\.sh: 127\.0\.0\.1: \d+ checks, 0 failed$/m);
+  }, 15 * MINUTE);
+
+  it("keel verify fails, naming each check, once sshd takes passwords, another port listens, a keel file changed and the engine stopped", () => {
+    const current = JSON.parse(fs.readFileSync(path.join(dir, "stack-outputs.json"), "utf8")) as { sshCommand: string };
+    const args = current.sshCommand.split(" ").slice(1);
+    const breakIt = [
+      "printf 'PasswordAuthentication yes\\n' | sudo tee /etc/ssh/sshd_config.d/00-verify-test.conf >/dev/null",
+      "sudo systemctl reload ssh.service",
+      "sudo systemd-run --quiet --unit keel-verify-test-listener python3 -m http.server 8081 --bind 0.0.0.0",
+      "echo '# changed by hand' | sudo tee -a /etc/sysctl.d/99-zz-keel.conf >/dev/null",
+      "sudo systemctl stop engine.service",
+      "sleep 2",
+    ].join(" && ");
+    const broken = spawnSync("ssh", [...args, "-o", "BatchMode=yes", breakIt], { encoding: "utf8", timeout: 5 * MINUTE });
+    expect(broken.status, broken.stderr).toBe(0);
+    const r = spawnSync("bash", [path.join(REPO, "scripts", "runbook", "verify.sh"), "--json"], { cwd: dir, env: runbookEnv(), encoding: "utf8", timeout: 10 * MINUTE });
+    expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(1);
+    const report = JSON.parse(r.stdout) as { status: string; checks: Array<{ name: string; status: string; evidence: string }> };
+    expect(report.status).toBe("failed");
+    const failed = Object.fromEntries(report.checks.filter((c) => c.status === "failed").map((c) => [c.name, c.evidence]));
+    expect(failed["password-login"]).toContain("publickey,password");
+    expect(failed["sshd-config"]).toContain("passwordauthentication yes (planned: no)");
+    expect(failed.listeners).toMatch(/tcp 0\.0\.0\.0:8081 \(python3\)/);
+    expect(failed["health-drift"]).toContain("/etc/sysctl.d/99-zz-keel.conf");
+    expect(failed.engine).toBe("engine.service is inactive");
+    expect(Object.keys(failed).sort()).toEqual(expect.arrayContaining(["engine", "health", "health-drift", "listeners", "password-login", "sshd-config"]));
+  }, 15 * MINUTE);
+
   it("demo:down stops the VM and removes its files", () => {
     const state = JSON.parse(fs.readFileSync(path.join(dir, "vm.json"), "utf8")) as { dir: string; pid: number };
     const down = npm("demo:down");
