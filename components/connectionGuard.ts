@@ -94,15 +94,19 @@ export function connectionChangeProblems(
  * (hetznercloud/terraform-provider-hcloud internal/server/resource.go getServerAttributes, which
  * pulumi-hcloud bridges as getServers' `image` and `location`: @pulumi/hcloud 1.41.0
  * types/output.d.ts GetServersServer); a server whose image has no name (a snapshot), or is gone,
- * is not compared. Servers labelled with another Pulumi project are not this stack's.
+ * is not compared. A server is this stack's when it carries this project's label or, made before
+ * keel labelled the project (every server of a stack whose outputs lack image and location),
+ * this appName's `service` label: appName cannot have changed since (the guard compares it with the
+ * last up's `paths`).
  */
 export function liveServerProblems(
-  cfg: Pick<KeelConfig, "image" | "location">,
+  cfg: Pick<KeelConfig, "image" | "location" | "appName">,
   servers: ReadonlyArray<{ name: string; image?: string; location?: string; labels: Record<string, string> }>,
   project: string,
 ): string[] {
   const problems: string[] = [];
-  for (const server of servers.filter((s) => s.labels.project === undefined || s.labels.project === project)) {
+  const ours = (s: { labels: Record<string, string> }) => (s.labels.project === undefined ? s.labels.service === cfg.appName : s.labels.project === project);
+  for (const server of servers.filter(ours)) {
     for (const key of ["image", "location"] as const) {
       const was = server[key];
       if (typeof was === "string" && was !== "" && !/^[0-9]+$/.test(was) && was !== cfg[key]) {

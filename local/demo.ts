@@ -118,10 +118,15 @@ async function up(asked: Release | undefined): Promise<void> {
     session = attachVm(running, { hostPublicKey: demo.host.publicKey, login });
     state = running;
   } else {
-    if (running) log(`the demo VM of ${running.dir} is gone; starting a new one, as pulumi up --replace would`);
-    // The step state stays, as Pulumi's does when a server is replaced: every step runs again on the
-    // new VM because the server's identity (the VM's directory) is among its inputs, as the Hetzner
-    // server's id is among every step's triggers (components/hostSteps.ts).
+    if (running) {
+      log(`the demo VM of ${running.dir} is gone; starting a new one (every step runs again on it)`);
+      // What the dead VM left (its disk, its user-data with the host key): removed, when the
+      // directory still holds a keel VM's state (stopVm reads it first); anything else stays.
+      await stopVm(running.dir).catch(() => undefined);
+    }
+    // The step state stays, as Pulumi's does when the engine replaces a server: every remote step
+    // runs again on the new VM because its identity (the VM's directory) is among their inputs, as
+    // the Hetzner server's id is among their triggers (components/hostSteps.ts).
     for (const file of [f.vm, f.release, f.outputs]) fs.rmSync(file, { force: true });
     log(`building or reusing the ${release} image (the first build: a few minutes)`);
     const image = await buildImage({ release });

@@ -155,6 +155,13 @@ describe("connectionGuard under the mock runtime", () => {
     expect((await guard(config({ "keel:image": "debian-13" }))).outcome).toEqual({ status: "fulfilled", value: true });
     backend.hetznerServers = [{ ...SERVER, labels: { ...SERVER.labels, project: "other" } }];
     expect((await guard(config({ "keel:image": "debian-13" }))).outcome).toEqual({ status: "fulfilled", value: true });
+    // An older keel labelled no project: its server is this stack's by its service (the appName),
+    // another project's older server (another appName) is not compared.
+    const { project: _, ...unlabelled } = SERVER.labels;
+    backend.hetznerServers = [{ ...SERVER, labels: { ...unlabelled, service: "trader" } }];
+    expect((await guard(config({ "keel:image": "debian-13" }))).outcome).toEqual({ status: "fulfilled", value: true });
+    backend.hetznerServers = [{ ...SERVER, labels: unlabelled }];
+    expect((await guard(config({ "keel:image": "debian-13" }))).outcome.status).toBe("rejected");
     // A server made from a snapshot (an image id, no name) is not compared.
     backend.hetznerServers = [{ ...SERVER, image: "123456" }];
     expect((await guard(config({ "keel:image": "debian-13" }))).outcome).toEqual({ status: "fulfilled", value: true });

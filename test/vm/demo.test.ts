@@ -107,6 +107,8 @@ describe("npm run demo", () => {
     const replaced = npm("demo");
     expect(replaced.status, replaced.stderr).toBe(0);
     expect(replaced.stderr).toContain(`demo: the demo VM of ${state.dir} is gone; starting a new one`);
+    // The dead VM's files (its disk, its user-data) went with it.
+    expect(fs.existsSync(state.dir)).toBe(false);
     // Only the server's identity changed, and with it every step's inputs: all of them ran, in plan order.
     expect(replaced.stdout).toContain(`${total} of ${total} steps ran (their inputs changed or they had not run):\n  ready: cloud-init done\n  tools:`);
     expect(replaced.stdout).toMatch(/Health report \(keel-health, exit 0\):\nkeel-health: engine on \S+ at \S+: HEALTHY \(exit 0\)\n/);
