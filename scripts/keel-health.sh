@@ -34,6 +34,8 @@ PROG=keel-health
 CONFIG=${KEEL_HOST_CONF:-/etc/keel/host.conf}
 ALL_CHECKS=(engine db backup disk time updates fail2ban drift timer)
 SEP=$'\x1f'
+# How long a backup found too slow to hash is not read again (check_backup): 6 h.
+TOO_SLOW_RETRY_SECONDS=21600
 
 usage() {
   echo "usage: $PROG [--json] [--only CHECK[,CHECK…]] [--record]   (checks: ${ALL_CHECKS[*]})" >&2
@@ -434,7 +436,9 @@ for v in [d.get(k) for k in ("result", "time", "finished", "exit_code", "reason"
   # a VPS disk's read rate) is taken as its run recorded it (how: identity) while its inode, size
   # and ctime are still those the run recorded in the status after it wrote it; the scheduled runs'
   # check of the kept backups reads it whole in turn (one older backup per run). One found too slow
-  # without that identity (how: too_slow) is not read again while its own inode, size and ctime hold.
+  # without that identity (how: too_slow, with the time it was found so) is not read again while its
+  # own inode, size and ctime hold, for TOO_SLOW_RETRY_SECONDS: a timeout that a busy disk caused
+  # clears itself then.
   if [[ $run_result == ok && -n $run_sha && -n $run_now_size && $run_now_size == "$run_size" ]]; then
     sha_id="$run_file|$(TZ=UTC stat -c '%i|%s|%z' -- "$run_file" 2>/dev/null)"
     local w_file w_ino w_size w_ctime w_now w_first w_how content first how=hash rc=0
@@ -448,7 +452,12 @@ for v in [d.get(k) for k in ("result", "time", "finished", "exit_code", "reason"
     else
       # A file this check already found too slow to hash, and unchanged since, is not read again
       # (300 s of disk reads at every run): the outcome below is decided without reading it.
-      if ((same_file)) && [[ $w_how == too_slow ]]; then rc=124; else content=$(hash_backup "$run_file") || rc=$?; fi
+      local slow_since=$NOW
+      if ((same_file)) && [[ $w_how == too_slow && $w_now =~ ^[0-9]+$ ]] && ((NOW - w_now < TOO_SLOW_RETRY_SECONDS)); then
+        rc=124 slow_since=$w_now
+      else
+        content=$(hash_backup "$run_file") || rc=$?
+      fi
       if ((rc == 124)) && [[ -n $run_identity && "$run_file|$run_identity" == "$sha_id" ]]; then
         content=$run_sha how=identity
       elif ((rc == 124)); then
@@ -465,7 +474,7 @@ for v in [d.get(k) for k in ("result", "time", "finished", "exit_code", "reason"
     if [[ $content != unreadable ]]; then
       sha_seen="$sha_id|$content|$first|$how"
     elif [[ $how == too_slow ]]; then
-      sha_seen="$sha_id|-|$first|too_slow"
+      sha_seen="$sha_id|$slow_since|$first|too_slow"
     fi
   fi
   local details

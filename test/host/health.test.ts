@@ -342,13 +342,19 @@ describe("keel-health: exit codes for constructed states", { timeout: 120_000 },
     expect(moved.code).toBe(1);
     expect(moved.checks.backup.summary).toContain(`wrote ${file}: it cannot be hashed within 300 s, and its inode, size or ctime is not what the run recorded, so this check cannot tell it is unchanged`);
     expect(moved.checks.backup.todo).toContain("backup-now.sh");
-    expect(moved.checks.backup.details.sha_checked).toMatch(/\|-\|[^|]*\|too_slow$/);
+    expect(moved.checks.backup.details.sha_checked).toMatch(/\|[0-9]+\|[^|]*\|too_slow$/);
     expect(readFileSync(calls, "utf8").trim().split("\n")).toHaveLength(2);
     // Found too slow, it is not read again at every run while it is as it was: the same outcome.
     const again = await recorded();
     expect(again.code).toBe(1);
     expect(again.checks.backup.summary).toBe(moved.checks.backup.summary);
     expect(readFileSync(calls, "utf8").trim().split("\n")).toHaveLength(2);
+    // Six hours after it was found too slow, it is read again (a busy disk may have been the cause).
+    const statePath = join(l.keel, "health.state");
+    const sixHoursAgo = Math.floor(Date.now() / 1000) - 6 * 3600 - 60;
+    writeFileSync(statePath, readFileSync(statePath, "utf8").replace(/\|[0-9]+\|([^|\n]*)\|too_slow$/m, `|${sixHoursAgo}|$1|too_slow`));
+    expect((await recorded()).code).toBe(1);
+    expect(readFileSync(calls, "utf8").trim().split("\n")).toHaveLength(3);
     // Hashed within the time (the real timeout), it is what the run wrote: once it changes again.
     chmodSync(file, 0o644);
     chmodSync(file, mode);
