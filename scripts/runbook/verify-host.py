@@ -1,13 +1,14 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3 -I
 """keel-verify (scripts/runbook/verify-host.py): the on-host half of keel verify
 (scripts/runbook/verify.sh), installed by the tools step and run as root through the deploy user's
 sudo. What is planned comes from /etc/keel/host.conf (the tools step writes it from the stack
-config; $KEEL_HOST_CONF names another), not from the caller. Read-only: it runs only commands that
+config), not from the caller or the environment. Read-only: it runs only commands that
 report (sshd -T, ss, ufw status, nft list, sysctl -n, systemctl is-active, systemd-analyze
 security, lstat, keel-health --json without --record) and writes nothing.
 
 Prints one line per check, tab-separated: STATUS NAME EVIDENCE (STATUS: ok, failed or skipped).
-Exit 0 when every line was printed (failed checks included), 3 when the checks could not run.
+Exit 0 when every line was printed (failed checks included), 3 when the checks could not run
+(any other exit: it broke; verify.sh says so).
 """
 import argparse
 import grp
@@ -28,20 +29,27 @@ ENV_FILE_OWNER, ENV_FILE_GROUP, ENV_FILE_MODE = "root", "root", 0o600
 MAX_EXPOSURE = 1.5
 # UDP ports a cloud server's own DHCP clients listen on beyond loopback (IPv4, IPv6): not services.
 DHCP_CLIENT_UDP = {68, 546}
-# Where hardening places the sysctl settings (cloud-init/hardening.ts HARDENING_PATHS.sysctl).
+# Where hardening places the sysctl settings, and the SSH ports and sources UFW allows
+# (cloud-init/hardening.ts HARDENING_PATHS.sysctl, .ufwConf).
 SYSCTL_FILE = "/etc/sysctl.d/99-zz-keel.conf"
+UFW_CONF = "/etc/keel/ufw-ssh.conf"
+HOST_CONF = "/etc/keel/host.conf"
+# What the commands run with: nothing of the caller's environment (PATH, locale, LANG through ssh).
+ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
 
 results = []
 
 
 def report(status, name, evidence):
-    evidence = " ".join(str(evidence).split())
+    # One line of printable text: a process name or path the engine chose reaches no terminal as
+    # control characters.
+    evidence = "".join(c if c.isprintable() else "?" for c in " ".join(str(evidence).split()))
     results.append((status, name, evidence[:600]))
 
 
 def run(*argv, timeout=120):
     try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(argv, capture_output=True, text=True, errors="replace", env=ENV, timeout=timeout)
         return p.returncode, p.stdout, p.stderr
     except FileNotFoundError:
         return 127, "", f"{argv[0]}: not installed"
@@ -49,31 +57,61 @@ def run(*argv, timeout=120):
         return 124, "", f"{argv[0]}: no answer in {timeout} s"
 
 
-def check_sshd(ports):
-    rc, out, err = run("sshd", "-T")
-    if rc != 0:
-        return report("failed", "sshd-config", f"sshd -T failed: {err.strip()}")
-    seen = {}
+def sshd_files():
+    """/etc/ssh/sshd_config and the drop-ins it includes (Debian's and Ubuntu's layout)."""
+    files = ["/etc/ssh/sshd_config"]
+    try:
+        files += sorted(os.path.join("/etc/ssh/sshd_config.d", f) for f in os.listdir("/etc/ssh/sshd_config.d") if f.endswith(".conf"))
+    except OSError:
+        pass
+    return files
+
+
+def check_sshd(ports, deploy_user):
+    wrong = []
+    # keel plans no Match block: one would change what sshd -T shows for other users and addresses.
+    for path in sshd_files():
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                if any(re.match(r"\s*match\s", line, re.I) for line in f):
+                    wrong.append(f"{path} has a Match block (keel plans none)")
+        except OSError as e:
+            wrong.append(f"{path}: {e.strerror}")
+    want = {
+        "permitrootlogin": "no",
+        "passwordauthentication": "no",
+        "kbdinteractiveauthentication": "no",
+        "pubkeyauthentication": "yes",
+        "authenticationmethods": "publickey",
+        "permitemptypasswords": "no",
+        "hostbasedauthentication": "no",
+        "allowusers": deploy_user,
+    }
     served = set()
-    for line in out.splitlines():
-        key, _, value = line.partition(" ")
-        if key == "port":
-            served.add(int(value))
-        seen[key] = value
-    want = {"permitrootlogin": "no", "passwordauthentication": "no", "kbdinteractiveauthentication": "no", "pubkeyauthentication": "yes"}
-    wrong = [f"{k} {seen.get(k, '(unset)')} (planned: {v})" for k, v in want.items() if seen.get(k) != v]
+    # As sshd would answer root and the deploy user from an address of no allowed network.
+    for user in ("root", deploy_user):
+        rc, out, err = run("sshd", "-T", "-C", f"user={user},host=verify.invalid,addr=192.0.2.1")
+        if rc != 0:
+            return report("failed", "sshd-config", f"sshd -T failed: {err.strip()}")
+        seen = {}
+        for line in out.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "port":
+                served.add(int(value))
+            seen.setdefault(key, value)
+        wrong += [f"{k} {seen.get(k, '(unset)')} for {user} (planned: {v})" for k, v in want.items() if seen.get(k) != v]
     if served != set(ports):
         wrong.append(f"ports {sorted(served)} (planned: {sorted(ports)})")
     if wrong:
-        report("failed", "sshd-config", "; ".join(wrong))
+        report("failed", "sshd-config", "; ".join(dict.fromkeys(wrong)))
     else:
-        report("ok", "sshd-config", f"root login, passwords and keyboard-interactive off, keys only, port(s) {', '.join(map(str, sorted(served)))}")
+        report("ok", "sshd-config", f"keys only (publickey), no root, no password or keyboard-interactive, only {deploy_user}, port(s) {', '.join(map(str, sorted(served)))}, no Match block")
 
 
 def local_address(text):
     """(address, port) of an ss local address column: 0.0.0.0:22, [::]:22, *:22, 127.0.0.1%lo:53."""
     host, _, port = text.rpartition(":")
-    host = host.strip("[]").split("%")[0]
+    host = host.split("%")[0].strip("[]")
     return host, int(port) if port.isdigit() else -1
 
 
@@ -85,6 +123,17 @@ def is_loopback(host):
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         address = address.ipv4_mapped
     return address.is_loopback
+
+
+def owner_exe(process):
+    """(uid, executable) of the first pid in an ss process column, or (None, "")."""
+    m = re.search(r"pid=([0-9]+)", process)
+    if not m:
+        return None, ""
+    try:
+        return os.stat(f"/proc/{m[1]}").st_uid, os.readlink(f"/proc/{m[1]}/exe")
+    except OSError:
+        return None, ""
 
 
 def check_listeners(ports):
@@ -102,9 +151,13 @@ def check_listeners(ports):
         if is_loopback(host):
             continue
         name = (re.search(r'"([^"]+)"', process) or [None, "?"])[1]
-        if proto == "tcp" and port in ports and name == "sshd":
+        uid, exe = owner_exe(process)
+        # sshd by its executable and owner, not its name (any process may call itself sshd).
+        if proto == "tcp" and port in ports and uid == 0 and exe == "/usr/sbin/sshd":
             continue
-        if proto == "udp" and port in DHCP_CLIENT_UDP:
+        # The DHCP clients: root's dhclient (which also keeps sockets on random ports) or
+        # systemd-networkd on the DHCP client ports.
+        if proto == "udp" and ((uid == 0 and exe in ("/sbin/dhclient", "/usr/sbin/dhclient")) or (port in DHCP_CLIENT_UDP and exe == "/usr/lib/systemd/systemd-networkd")):
             continue
         extra.append(f"{proto} {local} ({name})")
     if extra:
@@ -113,37 +166,56 @@ def check_listeners(ports):
         report("ok", "listeners", f"beyond loopback only sshd on {', '.join(map(str, sorted(ports)))} (and the DHCP client)")
 
 
-def check_ufw(ports):
+def planned_ufw():
+    """The rules ufw-apply makes from keel's ufw-ssh.conf, as `ufw show added` prints them."""
+    ports, sources = [], []
+    with open(UFW_CONF, encoding="utf-8") as f:
+        for line in f:
+            word, _, value = line.strip().partition(" ")
+            if word == "port":
+                ports.append(value.strip())
+            elif word == "allow":
+                sources.append(value.strip())
+    sys.path.insert(0, "/usr/lib/python3/dist-packages")
+    from ufw.util import normalize_address  # ufw's own form of a source, as ufw-apply asks it
+
+    return {f"ufw allow from {normalize_address(s, ':' in s)[0]} to any port {p} proto tcp comment 'keel-ssh'" for p in ports for s in sources}
+
+
+def check_ufw():
+    problems = []
     rc, out, err = run("ufw", "status", "verbose")
     if rc != 0:
         return report("failed", "ufw", f"ufw status failed: {err.strip()}")
-    problems = []
     if not re.search(r"^Status: active$", out, re.M):
         problems.append("not active")
     if not re.search(r"^Default: deny \(incoming\)", out, re.M):
         problems.append("incoming is not denied by default")
-    allowed = set()
-    body = out.split("\n--", 1)[1].split("\n", 1)[1] if "\n--" in out else ""
-    for line in body.splitlines():
-        if not line.strip():
+    try:
+        wanted = planned_ufw()
+    except (OSError, ImportError, ValueError) as e:
+        return report("failed", "ufw", f"cannot read the planned rules ({UFW_CONF}): {e}")
+    rc, out, err = run("ufw", "show", "added")
+    added = {line.strip() for line in out.splitlines() if line.startswith("ufw ")}
+    for rule in sorted(added - wanted):
+        problems.append(f"unplanned rule: {rule}")
+    for rule in sorted(wanted - added):
+        problems.append(f"missing rule: {rule}")
+    # What the kernel applies, not only ufw's rule files: inbound dropped unless a ufw chain accepts.
+    for tool in ("iptables", "ip6tables"):
+        rc, out, err = run(tool, "-S", "INPUT")
+        if rc != 0:
+            problems.append(f"{tool} -S INPUT failed: {err.strip()[:120]}")
             continue
-        m = re.match(r"^(\S+)(?: \(v6\))?\s+(ALLOW IN|LIMIT IN|DENY IN|REJECT IN|ALLOW OUT|DENY OUT|REJECT OUT|LIMIT OUT|ALLOW|LIMIT|DENY|REJECT)\s+(.*)$", line.strip())
-        if not m:
-            problems.append(f"unread rule: {line.strip()}")
-            continue
-        to, action = m[1], m[2]
-        if action in ("ALLOW", "ALLOW IN", "LIMIT", "LIMIT IN"):
-            if to not in {f"{p}/tcp" for p in ports}:
-                problems.append(f"allows {to} ({line.strip()})")
-            else:
-                allowed.add(to)
-    missing = {f"{p}/tcp" for p in ports} - allowed
-    if missing:
-        problems.append(f"does not allow {', '.join(sorted(missing))}")
+        if "-P INPUT DROP" not in out.splitlines():
+            problems.append(f"{tool}: INPUT's policy is not DROP")
+        for line in out.splitlines():
+            if line.startswith("-A INPUT") and not re.search(r" -j ufw6?-[a-z-]+$", line):
+                problems.append(f"{tool}: a rule outside ufw's chains: {line}")
     if problems:
         report("failed", "ufw", "; ".join(problems))
     else:
-        report("ok", "ufw", f"active, incoming denied, allowed only {', '.join(sorted(allowed))}")
+        report("ok", "ufw", f"active, incoming dropped, exactly the {len(wanted)} planned SSH rule(s), nothing else in INPUT")
 
 
 def check_fail2ban():
@@ -173,7 +245,11 @@ def check_sysctl():
         if not line or line.startswith(("#", ";")) or "=" not in line:
             continue
         key, value = (part.strip() for part in line.split("=", 1))
+        optional = key.startswith("-")
         key = key.lstrip("-")
+        # A "-" key may be missing from this kernel (sysctl.d(5)): then there is nothing to compare.
+        if optional and not os.path.exists("/proc/sys/" + key.replace(".", "/")):
+            continue
         count += 1
         rc, out, _ = run("sysctl", "-n", key)
         now = " ".join(out.split())
@@ -238,7 +314,7 @@ def check_health(tool):
     report("ok" if status == "healthy" and not bad else "failed", "health", f"{status}" + (f"; {'; '.join(bad)}" if bad else f", {len(checks)} checks ok"))
 
 
-def read_conf(path):
+def read_conf(path=HOST_CONF):
     """host.conf's key=value lines (plan/health.ts renderHostConf)."""
     conf = {}
     with open(path, encoding="utf-8") as f:
@@ -255,20 +331,20 @@ def main():
     if os.geteuid() != 0:
         print("keel-verify: must run as root (sudo)", file=sys.stderr)
         return 3
-    path = os.environ.get("KEEL_HOST_CONF", "/etc/keel/host.conf")
+    path = HOST_CONF
     try:
         conf = read_conf(path)
     except OSError as e:
         print(f"keel-verify: cannot read {path}: {e.strerror}; keel writes it on pulumi up (the tools step)", file=sys.stderr)
         return 3
-    missing = [k for k in ("ssh_ports", "unit", "env_file", "tools_dir") if not conf.get(k)]
+    missing = [k for k in ("ssh_ports", "unit", "env_file", "tools_dir", "deploy_user") if not conf.get(k)]
     if missing or not re.fullmatch(r"[0-9]+(,[0-9]+)*", conf.get("ssh_ports", "")):
         print(f"keel-verify: {path} lacks {', '.join(missing) or 'a valid ssh_ports'}; run pulumi up with this keel", file=sys.stderr)
         return 3
     ports = [int(p) for p in conf["ssh_ports"].split(",")]
-    check_sshd(ports)
+    check_sshd(ports, conf["deploy_user"])
     check_listeners(ports)
-    check_ufw(ports)
+    check_ufw()
     check_fail2ban()
     check_metadata_guard()
     check_sysctl()
