@@ -771,6 +771,10 @@ function writeState(state: VmState): void {
  */
 export async function stopVm(pidOrDir: string, timeoutMs = 90_000): Promise<VmState> {
   const state = /^\d+$/.test(pidOrDir) ? findStateByPid(Number(pidOrDir)) : readState(path.resolve(pidOrDir));
+  // The directory removed below is the one the state names: it must be the one asked for.
+  if (!/^\d+$/.test(pidOrDir) && path.resolve(state.dir) !== path.resolve(pidOrDir)) {
+    throw new Error(`${pidOrDir}: its VM state names another directory (${state.dir}); nothing stopped or removed`);
+  }
   if (state.pid !== undefined && isOurQemu(state.pid, state.dir)) {
     await qmp(path.join(state.dir, "qmp.sock"), "system_powerdown").catch(() => undefined);
     const deadline = Date.now() + timeoutMs;
