@@ -98,7 +98,7 @@ describe("npm run demo", () => {
     expect(again.stdout).toMatch(/Health report \(keel-health, exit 0\):\nkeel-health: engine on \S+ at \S+: HEALTHY \(exit 0\)\n/);
   }, 15 * MINUTE);
 
-  it("replaces a server that is gone, as pulumi up --replace does: a new VM, every step again in plan order (readiness first) from the same step state; healthy", () => {
+  it("replaces a server that is gone, as the engine does when it replaces one: a new VM, every step again in plan order (readiness first) from the same step state; healthy", () => {
     const state = JSON.parse(fs.readFileSync(path.join(dir, "vm.json"), "utf8")) as { dir: string; pid: number };
     const steps = JSON.parse(fs.readFileSync(path.join(dir, "steps-state.json"), "utf8")) as { steps: Record<string, unknown> };
     const total = Object.keys(steps.steps).length;
