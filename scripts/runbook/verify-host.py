@@ -3,8 +3,8 @@
 (scripts/runbook/verify.sh), installed by the tools step and run as root through the deploy user's
 sudo. What is planned comes from /etc/keel/host.conf (the tools step writes it from the stack
 config), not from the caller or the environment. Read-only: it runs only commands that
-report (sshd -T, ss, ufw status, nft list, sysctl -n, systemctl is-active, systemd-analyze
-security, lstat, keel-health --json without --record) and writes nothing.
+report (sshd -T, ss, ufw status and show added, iptables -S, nft list, sysctl -n, systemctl
+is-active, systemd-analyze security, lstat, keel-health --json without --record) and writes nothing.
 
 Prints one line per check, tab-separated: STATUS NAME EVIDENCE (STATUS: ok, failed or skipped).
 Exit 0 when every line was printed (failed checks included), 3 when the checks could not run
