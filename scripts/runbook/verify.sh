@@ -4,11 +4,11 @@
 #
 # From here: the host proves the pinned key (every connection trusts it alone); a login without a
 # key is refused with publickey the only method offered; with --audit, ssh-audit finds nothing to
-# fail. On the host, keel-verify (as root through
-# the deploy user's sudo, read-only; what is planned comes from the host's /etc/keel/host.conf):
-# sshd's effective config, what listens beyond loopback, UFW, fail2ban's jail, the metadata guard, the sysctl values, the engine
-# active and its unit's exposure, the env file's owner and mode, and the health report (DB quick
-# check, newest backup, security updates, keel's files as placed, every other check).
+# fail. On the host, keel-verify (as root through the deploy user's sudo, read-only; what is
+# planned comes from the host's /etc/keel/host.conf): sshd's effective config, what listens beyond
+# loopback, UFW, fail2ban's jail, the metadata guard, the sysctl values, the engine active and its
+# unit's exposure, the env file's owner and mode, and the health report (DB quick check, newest
+# backup, security updates, keel's files as placed, every other check).
 #
 # fail2ban counts what a run does from here: one connection that logs in (the host's checks) and
 # one that is refused (plus ssh-audit's several with --audit); see docs/RUNBOOK.md "Verify".
