@@ -275,7 +275,7 @@ export class Vm extends VmSession {
       // The guest is stopped and its disk flushed: the overlay is consistent with the state.
       fs.copyFileSync(path.join(this.dir, "overlay.qcow2"), path.join(tmp, "disk.qcow2"));
       fs.copyFileSync(path.join(this.dir, "seed.iso"), path.join(tmp, "seed.iso"));
-      const file: SnapshotFile = { version: 1, shape: this.shape };
+      const file: SnapshotFile = { version: SNAPSHOT_FORMAT, shape: this.shape };
       fs.writeFileSync(path.join(tmp, "snapshot.json"), `${JSON.stringify(file, null, 2)}\n`);
       for (const f of fs.readdirSync(tmp)) fs.chmodSync(path.join(tmp, f), 0o600);
       fs.renameSync(tmp, dest);
@@ -524,7 +524,18 @@ export interface VmShape {
   readonly memoryMiB: number;
   readonly cpus: number;
   readonly accel: Accel;
+  /** qemu's -cpu: the host's own CPU under KVM, TCG_CPU_MODEL under TCG. */
+  readonly cpuModel: string;
 }
+
+/**
+ * The CPU model TCG emulates. qemu64 (x86-64 baseline: SSE2, no AVX) rather than max: with max the
+ * guest's glibc picks its AVX2/EVEX string functions, which TCG runs far slower than the SSE2 ones
+ * (docs/VM.md "vCPUs": a bare boot 33 s against 47 s, a fork/exec, perl, python and dpkg mix 33 s
+ * against 38 s, measured with `npm run bench:tcg`). Debian 12 and 13 need nothing above the
+ * baseline; what keel configures does not depend on the CPU's features.
+ */
+export const TCG_CPU_MODEL = "qemu64";
 
 /**
  * The guest address qemu forwards to this machine's time source (local/vm/ntp-responder.js, one
@@ -542,7 +553,7 @@ const NTP_RESPONDER = path.join(__dirname, "ntp-responder.js");
  */
 export async function bootVm(opts: BootOptions): Promise<Vm> {
   const accel = await chooseAccel(opts.image, opts.accel);
-  const shape: VmShape = { image: opts.image, memoryMiB: opts.memoryMiB ?? 1024, cpus: opts.cpus ?? defaultCpus(), accel };
+  const shape: VmShape = { image: opts.image, memoryMiB: opts.memoryMiB ?? 1024, cpus: opts.cpus ?? defaultCpus(), accel, cpuModel: accel === "kvm" ? "host" : TCG_CPU_MODEL };
   return launch(opts, shape, async (dir) => {
     await execFileAsync("qemu-img", ["create", "-q", "-f", "qcow2", "-F", opts.image.format,
       "-b", opts.image.image, path.join(dir, "overlay.qcow2"), `${opts.diskGiB ?? 10}G`]);
@@ -618,7 +629,7 @@ function startQemu(dir: string, shape: VmShape, ports: ReadonlyMap<number, numbe
     "-nodefaults", "-no-user-config", "-display", "none",
     "-machine", "q35",
     "-accel", shape.accel === "kvm" ? "kvm" : "tcg,thread=multi",
-    "-cpu", shape.accel === "kvm" ? "host" : "max",
+    "-cpu", shape.cpuModel,
     "-smp", String(shape.cpus),
     "-m", String(shape.memoryMiB),
     "-kernel", shape.image.kernel,
@@ -652,9 +663,12 @@ function startQemu(dir: string, shape: VmShape, ports: ReadonlyMap<number, numbe
   }
 }
 
+/** The version of snapshot.json: 2 added the shape's cpuModel (a resume must run the same CPU). */
+const SNAPSHOT_FORMAT = 2;
+
 /** snapshot.json in a snapshot directory: what the snapshot's VM ran on. */
 interface SnapshotFile {
-  readonly version: 1;
+  readonly version: typeof SNAPSHOT_FORMAT;
   readonly shape: VmShape;
 }
 
@@ -665,7 +679,7 @@ function readSnapshot(snapshotDir: string): SnapshotFile {
   } catch (err) {
     throw new Error(`${snapshotDir} is not a VM snapshot (no readable snapshot.json: ${(err as Error).message})`);
   }
-  if (file.version !== 1) throw new Error(`${snapshotDir}: snapshot format ${String(file.version)}, this runner reads 1`);
+  if (file.version !== SNAPSHOT_FORMAT) throw new Error(`${snapshotDir}: snapshot format ${String(file.version)}, this runner reads ${SNAPSHOT_FORMAT}`);
   // Image cache entries are never modified, only removed: the entry must still be there.
   for (const f of [file.shape.image.image, file.shape.image.kernel, file.shape.image.initrd]) {
     if (!fs.existsSync(f)) throw new Error(`${snapshotDir}: its image file ${f} is gone; the snapshot cannot be resumed`);

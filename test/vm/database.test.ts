@@ -275,7 +275,10 @@ describe("the database on a Debian 12 VM, deployed by the host plan's steps", ()
     const since = await vmNow();
     const pid = (await unit()).MainPID;
     await asRoot(vm, "systemctl restart engine.service", { timeoutMs: 5 * MINUTE });
-    const after = await waitFor("running again", unit, (u) => u.SubState === "running" && u.MainPID !== pid);
+    // A start refused by its pre-session backup says why only in the journal: a failure carries it.
+    const after = await waitFor("running again", unit, (u) => u.SubState === "running" && u.MainPID !== pid).catch(async (err: Error) => {
+      throw new Error(`${err.message}\n--- journalctl -u engine.service since ${since} ---\n${await journal("engine.service", since)}`);
+    });
     expect(after.ActiveState).toBe("active");
     const added = (await backups(dir)).filter((f) => !before.includes(f));
     expect(added).toHaveLength(2);
