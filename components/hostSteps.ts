@@ -42,14 +42,19 @@ const HIDE_STDIN_DIFF_ABOVE = 4096;
 
 /**
  * Executor 1 of the host plan: one @pulumi/command resource per step, each depending on the
- * previous one, re-run only when the step's own content hash, its secret or the server changes.
- * Triggers are what makes a step run again: in pulumi-command v1.2.1 any change of `triggers`
- * replaces the resource, which runs `create` (provider/pkg/provider/common/inputs.go marks
- * `triggers` replaceOnChanges); the server's id among them re-runs every step on a new server, which
- * the component's `dependsOn` alone would not (children do not inherit it).
+ * previous one, run again exactly when one of the step's inputs (step.hash), its secret or the
+ * server changes. In pulumi-command v1.2.1 a change of `triggers` replaces the resource, which runs
+ * `create` (provider/pkg/provider/common/inputs.go marks `triggers` replaceOnChanges), and a change
+ * of any other input updates it (pulumi-go-provider v1.3.0 infer/resource.go Diff: a resource with
+ * an Update forces a replace only for replaceOnChanges inputs), which runs `update`, else `create`
+ * (provider/pkg/provider/remote/commandController.go and local/commandController.go, Update).
  * - remote (the default): a remote.Command over SSH as the deploy user. Every connection pins the
- *   host key. A step that carries a secret receives it on stdin only and runs with logging off;
- *   its trigger is a secret hash, and nothing of it reaches the command text.
+ *   host key. Its command and stdin are plain inputs, so a changed setting previews as `~` update
+ *   and runs the step again; its triggers are what the engine cannot see in them: the bytes of the
+ *   tools it runs (step.unseenHash), the server's id (a new server re-runs every step, which the
+ *   component's `dependsOn` alone would not: children do not inherit it) and, for a step that
+ *   carries a secret, the secret's hash. Such a step receives the secret on stdin only and runs with
+ *   logging off; nothing of it reaches the command text.
  * - local: a local.Command on the operator's machine, in the project root (the repository's). Its stdout is its
  *   result, stored in state: a local step prints a path and a sha256, never content.
  * - upload: a local.Command that copies the file a local step's result names to the host over the
@@ -110,7 +115,7 @@ export class HostSteps extends pulumi.ComponentResource {
     opts: pulumi.CustomResourceOptions,
   ): command.remote.Command {
     let stdin: pulumi.Input<string> | undefined = result ?? step.stdin;
-    const triggers: pulumi.Input<string>[] = [step.hash, args.serverId];
+    const triggers: pulumi.Input<string>[] = [step.unseenHash, args.serverId];
     if (step.secret) {
       const value = args.secrets[step.secret.name];
       if (value === undefined) throw new Error(`keel: step ${step.name} needs the secret ${step.secret.name}, which the program did not provide`);
@@ -134,9 +139,9 @@ export class HostSteps extends pulumi.ComponentResource {
         additionalSecretOutputs: step.secret ? ["stdin", "stdout", "stderr"] : [],
         // A big stdin (the tools step's bundle of keel's scripts, ~126 KB) would fill the diff of
         // every preview that changes it, and pulumi/actions cuts a PR comment at 64,000 characters:
-        // show its trigger (the step hash) change instead. Display only (pulumi v3.248.0
-        // pkg/backend/display/object_diff.go applies hideDiffs to an update's or replace's diff; a
-        // create still prints every input, once).
+        // the preview says `stdin (hidden)` instead. Display only (pulumi v3.248.0
+        // pkg/backend/display/object_diff.go applies hideDiffs to an update's or replace's diff,
+        // printHiddenPaths; a create still prints every input, once).
         ...(typeof step.stdin === "string" && step.stdin.length > HIDE_STDIN_DIFF_ABOVE ? { hideDiffs: ["stdin"] } : {}),
       },
     );

@@ -24,15 +24,17 @@ export function step(spec: StepSpec): RemoteStep {
   if (spec.stdinFrom !== undefined && (spec.stdin !== undefined || spec.secret)) throw new Error(`step ${spec.name}: stdinFrom excludes stdin and secret`);
   const { dependsOnContent, ...rest } = spec;
   const secretShape = spec.secret && { name: spec.secret.name, bundle: spec.secret.bundle("<secret>") };
+  const dependsOn = (dependsOnContent ?? []).map(sha256);
   return {
     ...rest,
     timeoutSeconds: spec.timeoutSeconds ?? 300,
+    unseenHash: sha256(stableJson({ dependsOn })),
     hash: sha256(
       stableJson({
         command: spec.command,
         stdin: spec.stdin ?? null,
         secret: secretShape ?? null,
-        dependsOn: (dependsOnContent ?? []).map(sha256),
+        dependsOn,
         // Only when set, so the hashes of every other step stay what they were.
         ...(spec.stdinFrom === undefined ? {} : { stdinFrom: spec.stdinFrom }),
       }),

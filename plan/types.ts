@@ -73,6 +73,12 @@ export interface RemoteStep extends StepCommon {
   readonly kind?: "remote";
   /** Shell command run as the deploy user over SSH. Never holds a secret. */
   readonly command: string;
+  /**
+   * sha256 over what the step's run depends on beyond its command and stdin: the bytes of the
+   * tools it runs (toolStep). Part of `hash`; the Pulumi executor makes it a trigger (a new tool
+   * replaces the step), while a changed command or stdin updates it (components/hostSteps.ts).
+   */
+  readonly unseenHash: string;
   /** Non-secret standard input (a script or a bundle). */
   readonly stdin?: string;
   /** For a keel-place step: the bundle its stdin carries, as data (the plan's file list reads it). */

@@ -115,3 +115,26 @@ describe("docs/LIFECYCLE.md", () => {
     });
   }
 });
+
+// Issue 12 #6: a changed setting previews as `~` update, not `+-` replace. pulumi-command v1.2.1
+// replaces a Command when its `triggers` change (provider/pkg/provider/common/inputs.go,
+// replaceOnChanges) and updates it when any other input changes, running `update`, else `create`
+// (provider/pkg/provider/remote/commandController.go Update). A remote step's triggers hold the
+// unseen part of its inputs (step.unseenHash: the tools it runs), the server's id and its secret's
+// hash (components/hostSteps.ts); its command and stdin are plain inputs.
+describe("a config change runs the steps it changes as updates", () => {
+  for (const key of Object.keys(OTHER)) {
+    it(key, () => {
+      const before = buildHostPlan(config(NEEDS[key] ?? {})).steps;
+      const after = buildHostPlan(config({ ...(NEEDS[key] ?? {}), [`keel:${key}`]: OTHER[key] })).steps;
+      const was = new Map(before.map((s) => [s.name, s]));
+      for (const s of after) {
+        const old = was.get(s.name);
+        if (!old || old.hash === s.hash || s.kind === "local" || s.kind === "upload" || old.kind === "local" || old.kind === "upload") continue;
+        // No trigger of its own changes, and the engine sees what did: the command or the stdin.
+        expect(s.unseenHash, s.name).toBe(old.unseenHash);
+        expect(s.command !== old.command || s.stdin !== old.stdin || s.stdinFrom !== old.stdinFrom || s.secret !== undefined, s.name).toBe(true);
+      }
+    });
+  }
+});

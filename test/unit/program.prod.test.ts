@@ -63,10 +63,15 @@ describe("the prod stack under Pulumi mocks", () => {
       expect(await resolved(c.inputs.create)).toBe(plan.steps[i].command);
       expect(c.opts.dependsOn).toEqual(i === 0 ? [] : [commands[i - 1].resource]);
       expect(c.opts.customTimeouts).toEqual({ create: `${plan.steps[i].timeoutSeconds}s`, update: `${plan.steps[i].timeoutSeconds}s` });
+      // Triggers (a change replaces): the tools it runs, then the server's id; command and stdin are
+      // plain inputs (a change updates: components/hostSteps.ts).
       const triggers = await resolved<string[]>(c.inputs.triggers);
-      expect(triggers[0]).toBe(plan.steps[i].hash);
+      const step = plan.steps[i];
+      if (step.kind === "local" || step.kind === "upload") throw new Error(`${step.name}: the prod plan has remote steps only`);
+      expect(triggers[0]).toBe(step.unseenHash);
+      if (!step.secret) expect(await resolved(c.inputs.stdin)).toBe(step.stdin);
     }
-    // A preview shows no diff of a big stdin (the tools bundle), only of the step's hash.
+    // A preview shows no diff of a big stdin (the tools bundle): "stdin (hidden)".
     const bigStdin = plan.steps.filter((s) => (s.kind ?? "remote") === "remote" && "stdin" in s && typeof s.stdin === "string" && s.stdin.length > 4096).map((s) => `keel-step-${s.name}`);
     expect(bigStdin).toContain("keel-step-tools");
     for (const c of commands) expect(c.opts.hideDiffs, c.name).toEqual(bigStdin.includes(c.name) ? ["stdin"] : undefined);
