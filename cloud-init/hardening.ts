@@ -44,6 +44,7 @@ export const HARDENING_PATHS = {
   auditRules: "/etc/audit/rules.d/50-keel.rules",
   aptPeriodic: "/etc/apt/apt.conf.d/20keel-auto-upgrades",
   aptUnattended: "/etc/apt/apt.conf.d/52keel-unattended-upgrades",
+  aptNoRecommends: "/etc/apt/apt.conf.d/90keel-no-recommends",
   checkFreeDisk: "/usr/local/lib/keel/check-free-disk",
 } as const;
 
@@ -232,8 +233,8 @@ export function hardeningUnits(cfg: KeelConfig): HardeningUnit[] {
     },
     {
       name: "updates",
-      description: "unattended security updates with an automatic reboot window",
-      files: [staticFile(p.aptPeriodic, "apt-auto-upgrades.conf"), staticFile(p.aptUnattended, "apt-unattended-upgrades.conf")],
+      description: "unattended security updates with an automatic reboot window; apt installs no Recommends",
+      files: [staticFile(p.aptPeriodic, "apt-auto-upgrades.conf"), staticFile(p.aptUnattended, "apt-unattended-upgrades.conf"), staticFile(p.aptNoRecommends, "apt-no-recommends.conf")],
     },
     {
       name: "disk-check",
@@ -252,8 +253,12 @@ export function hardeningFiles(cfg: KeelConfig): HostFile[] {
  * Debian packages the first boot installs: the hardening (auditd, fail2ban, nftables, ufw,
  * timesyncd, unattended-upgrades, debsums to verify installed files against their packages) and
  * what the converge steps use (git for the checkout, python3-venv for the venv, sqlite3 for the DB
- * gates and backups). The VM runner bakes these into its offline repository; the "packages" step
- * installs any a server lacks (one first booted by an older keel).
+ * gates and backups). apt installs no Recommends (the updates unit's apt-no-recommends.conf, written
+ * before cloud-init installs these), so what keel needs of them is named here: python3-gi, which
+ * unattended-upgrade-shutdown uses to wait for logind's PrepareForShutdown signal (without it, it
+ * polls logind and logs a warning every boot); fail2ban's other Recommends (whois, pyinotify) serve
+ * jails keel does not run. The VM runner bakes these into its offline repository; the "packages"
+ * step installs any a server lacks (one first booted by an older keel).
  */
 export const FIRST_BOOT_PACKAGES = [
   "auditd",
@@ -261,6 +266,7 @@ export const FIRST_BOOT_PACKAGES = [
   "fail2ban",
   "git",
   "nftables",
+  "python3-gi",
   "python3-systemd",
   "python3-venv",
   "sqlite3",

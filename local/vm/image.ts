@@ -15,7 +15,7 @@ export const RELEASES: readonly Release[] = ["bookworm", "trixie"];
  * list; until then this is a generous superset of what a hardened host installs.
  */
 export const DEFAULT_REPO_PACKAGES: readonly string[] = [
-  "ufw", "fail2ban", "python3-systemd", "nftables", "iptables", "unattended-upgrades",
+  "ufw", "fail2ban", "python3-systemd", "python3-gi", "nftables", "iptables", "unattended-upgrades",
   "apt-listchanges", "chrony", "sqlite3", "git", "python3-venv", "python3-pip", "lynis",
   "needrestart", "debsums", "apt-show-versions", "acct", "sysstat", "auditd", "rkhunter",
   "libpam-tmpdir",

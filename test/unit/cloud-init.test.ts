@@ -304,6 +304,10 @@ describe("firewall, fail2ban, updates, time and disk", () => {
     expect(cmds).toContain("systemctl enable --now systemd-timesyncd.service");
     expect(fileText(d, HARDENING_PATHS.aptUnattended)).toContain('Unattended-Upgrade::Automatic-Reboot "true";');
     expect(fileText(d, HARDENING_PATHS.aptPeriodic)).toContain('APT::Periodic::Unattended-Upgrade "1";');
+    // No Recommends, from the first install on: written by write_files, which cloud-init runs in its
+    // init stage, before package-update-upgrade-install (a final-stage module).
+    expect(fileText(d, HARDENING_PATHS.aptNoRecommends)).toMatch(/^APT::Install-Recommends "false";$/m);
+    expect(d.packages).toContain("python3-gi");
   });
 
   it("fails the first boot loudly, as its last command, when the disk has less than keel:minFreeDiskGiB free", () => {
