@@ -22,7 +22,7 @@ import { hostPaths } from "../../plan/layout";
 import { renderEnvFile } from "../../plan/secrets";
 import type { SecretName } from "../../plan/types";
 import { sha256, sql } from "../host/db-helpers";
-import { asRoot, deployableVm, MINUTE, sh, testHostConfig, tryAsRoot, waitFor } from "./support/keelVm";
+import { asRoot, deployableVm, MINUTE, sh, testHostConfig, tryAsRoot, waitFor, FIRST_BOOT_HOOK_LIMIT } from "./support/keelVm";
 
 const SECRET_ENV = { ENGINE_API_KEY: "database-vm-test-key" };
 const DB = "/var/lib/engine/engine.db";
@@ -89,7 +89,7 @@ beforeAll(async () => {
   adminFile = d.admin.file;
   hostPublicKey = d.hostKey.publicKey;
   secrets = { envFile: renderEnvFile(SECRET_ENV), deployKey: d.deployKey, alertWebhook: "" };
-}, 40 * MINUTE);
+}, FIRST_BOOT_HOOK_LIMIT);
 
 afterAll(async () => {
   await vm?.shutdown();

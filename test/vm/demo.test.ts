@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readStatic } from "../../plan/static";
 import { REPO } from "../support/stack";
 import { stableJson } from "../../plan/hash";
-import { MINUTE, ROOT_HELPER, shellQuote, testRunDir, testRunKeys } from "./support/keelVm";
+import { FIRST_BOOT_HOOK_LIMIT, MINUTE, ROOT_HELPER, shellQuote, testRunDir, testRunKeys } from "./support/keelVm";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "keel-demo-"));
 const env = { ...process.env, KEEL_DEMO_DIR: dir, KEEL_FIRST_BOOT_CACHE: path.join(testRunDir(), "first-boots") };
@@ -30,7 +30,7 @@ function processState(pid: number): string {
 }
 
 function npm(script: string) {
-  return spawnSync("npm", ["run", "--silent", script], { cwd: REPO, env, encoding: "utf8", timeout: 40 * MINUTE });
+  return spawnSync("npm", ["run", "--silent", script], { cwd: REPO, env, encoding: "utf8", timeout: FIRST_BOOT_HOOK_LIMIT });
 }
 
 interface Report {
@@ -66,7 +66,7 @@ describe("npm run demo", () => {
     expect(r.stdout).toContain(`  export KEEL_STACK_OUTPUT=${path.join(dir, "stack-outputs.json")}\n  export KEEL_SSH_IDENTITY=${path.join(dir, "admin")}\n`);
     expect(r.stdout).toContain("npm run demo:down");
     expect(r.stderr).toMatch(/demo: resuming the first boot|demo: first boot done/);
-  }, 45 * MINUTE);
+  }, FIRST_BOOT_HOOK_LIMIT + 5 * MINUTE);
 
   it("leaves the VM running: the printed ssh command logs in with the pinned key, the engine is active, every check ok", () => {
     const command = String(outputs.sshCommand);

@@ -38,6 +38,7 @@ import {
   sshWith,
   type KeyPair,
   vmStackConfig,
+  FIRST_BOOT_HOOK_LIMIT,
 } from "./support/keelVm";
 
 const PORT = 2222;
@@ -61,7 +62,7 @@ beforeAll(async () => {
   vm = booted.vm;
   bootSeconds = booted.bootToCloudInitSeconds;
   await installRootHelper(vm);
-}, 45 * MINUTE);
+}, FIRST_BOOT_HOOK_LIMIT);
 
 afterAll(async () => {
   await vm?.shutdown();

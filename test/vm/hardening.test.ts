@@ -43,6 +43,7 @@ import {
   sshWith,
   testHostConfig,
   type KeyPair,
+  FIRST_BOOT_HOOK_LIMIT,
 } from "./support/keelVm";
 
 const ALLOWED = [QEMU_HOST_CIDR, ATTACKER_CIDR];
@@ -74,7 +75,7 @@ beforeAll(async () => {
   });
   addedCfg = testHostConfig(admin.publicKey, d.commit, keys([admin, second], [], [QEMU_HOST_CIDR]));
   cfg = testHostConfig(admin.publicKey, d.commit, keys([admin], [second], ALLOWED));
-}, 40 * MINUTE);
+}, FIRST_BOOT_HOOK_LIMIT);
 
 afterAll(async () => {
   await vm?.shutdown();

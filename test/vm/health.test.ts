@@ -23,7 +23,7 @@ import { renderEnvFile } from "../../plan/secrets";
 import type { SecretName } from "../../plan/types";
 import { makeDb, sql } from "../host/db-helpers";
 import { loseTimeSync, restoreTimeSync, startWebhookListener, type WebhookListener } from "./support/guestServices";
-import { asRoot, deployableVm, MINUTE, sh, testHostConfig, waitFor } from "./support/keelVm";
+import { asRoot, deployableVm, MINUTE, sh, testHostConfig, waitFor, FIRST_BOOT_HOOK_LIMIT } from "./support/keelVm";
 
 const SECRET_ENV = { ENGINE_API_KEY: "health-vm-test-key" };
 const HOOK_TOKEN = "hook-token-5d1c9a";
@@ -100,7 +100,7 @@ beforeAll(async () => {
   hostPublicKey = d.hostKey.publicKey;
   hook = await startWebhookListener(vm, 8787, `/hooks/${HOOK_TOKEN}`);
   secrets = { envFile: renderEnvFile(SECRET_ENV), deployKey: d.deployKey, alertWebhook: hook.url };
-}, 40 * MINUTE);
+}, FIRST_BOOT_HOOK_LIMIT);
 
 afterAll(async () => {
   await vm?.shutdown();
