@@ -14,11 +14,11 @@ for lib in "$KEEL_DB_HERE/db-lib.sh" "$KEEL_DB_HERE/keel-db-lib" ""; do [[ -r $l
 
 usage() {
   cat <<EOF
-usage: $KEEL_PROG [--keep N] [--name-after-newest] DB DIR
+usage: $KEEL_PROG [--keep N] [--name-after-newest] [--lock-wait S] DB DIR
        $KEEL_PROG --prune-only [--keep N] DB DIR
-       $KEEL_PROG --as ENGINE:BACKUP [--keep N] [--name-after-newest] DB DIR     (root)
+       $KEEL_PROG --as ENGINE:BACKUP [--keep N] [--name-after-newest] [--lock-wait S] DB DIR     (root)
        $KEEL_PROG --export [--none-if-missing] DB
-       $KEEL_PROG --from-stdin [--none-ok] [--keep N] [--name-after-newest] DB DIR
+       $KEEL_PROG --from-stdin [--none-ok] [--keep N] [--name-after-newest] [--lock-wait S] DB DIR
        $KEEL_PROG -h
 
 Copies DB into DIR while the engine keeps writing: one read transaction of a read-only connection
@@ -48,7 +48,10 @@ adds to the status "also_check":{"dir":…,"file":…|null,"result":…,"reason"
 "also_failed":[…] (D2's backups that failed a check and are still there).
 A failure (a kill, a full disk, a copy that fails verify) leaves no file under a final name and
 exits non-zero with the reason; a temporary file left by a killed run is removed by the next run.
-The live DB is only read. Runs on one DIR exclude each other through flock(1) where present.
+The live DB is only read. Runs on one DIR exclude each other through flock(1) where present: a
+run that finds DIR's lock held fails at once (3), or with --lock-wait SECONDS waits that long for it
+first (the session backups: the scheduled backup's --also-check holds their directory's lock while
+it checks one of them, and a start or stop must not fail for that).
 On success, prints the backup's path.
 
 Names order backups by time, so a new one is never dated before the newest in DIR. When the clock
@@ -77,7 +80,7 @@ EOF
 }
 
 keep=${KEEL_DB_BACKUP_KEEP:-14}
-prune_only=0 name_after=0 mode=backup as="" none_missing=0 none_ok=0 also_check=""
+prune_only=0 name_after=0 mode=backup as="" none_missing=0 none_ok=0 also_check="" lock_wait=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     -h | --help) usage; exit 0 ;;
@@ -90,6 +93,7 @@ while [[ $# -gt 0 ]]; do
     --none-ok) none_ok=1; shift ;;
     --also-check) [[ $# -ge 2 ]] || keel_usage_error "--also-check needs a directory"; also_check=$2; shift 2 ;;
     --keep) [[ $# -ge 2 ]] || keel_usage_error "--keep needs a number"; keep=$2; shift 2 ;;
+    --lock-wait) [[ $# -ge 2 && $2 =~ ^[0-9]{1,5}$ ]] || keel_usage_error "--lock-wait needs a number of seconds"; lock_wait=$((10#$2)); shift 2 ;;
     --) shift; break ;;
     -*) keel_usage_error "unknown option $1" ;;
     *) break ;;
@@ -134,6 +138,7 @@ if [[ $mode == as ]]; then
   store=(--from-stdin --keep "$keep")
   [[ $name_after -eq 0 ]] || store+=(--name-after-newest)
   [[ -z $also_check ]] || store+=(--also-check "$also_check")
+  ((lock_wait == 0)) || store+=(--lock-wait "$lock_wait")
   set +e
   trap - ERR
   "${KEEL_AS_ENGINE[@]}" "$self" --export "$1" | "${KEEL_AS_BACKUP[@]}" "$self" "${store[@]}" -- "$1" "$2"
@@ -281,7 +286,11 @@ if command -v flock >/dev/null 2>&1; then
   fi
   (umask 077 && : >>"$lock") || keel_die "$KEEL_EX_FAIL" "cannot create the lock file in $dir"
   exec 9>>"$lock"
-  flock -n 9 || keel_die "$KEEL_EX_BUSY" "another backup of $base into $dir is running" "wait for it to finish"
+  if ((lock_wait > 0)); then
+    flock -w "$lock_wait" 9 || keel_die "$KEEL_EX_BUSY" "another backup of $base into $dir (or the scheduled backup's check of one there) held its lock for $lock_wait s" "wait for it to finish, then run again"
+  else
+    flock -n 9 || keel_die "$KEEL_EX_BUSY" "another backup of $base into $dir is running" "wait for it to finish"
+  fi
   # Under the lock, any temporary file is the leftover of a killed run.
   rm -f -- "$dir/.$base-"*.partial.*
 fi

@@ -14,10 +14,14 @@ for lib in "$KEEL_DB_HERE/db-lib.sh" "$KEEL_DB_HERE/keel-db-lib" ""; do [[ -r $l
 # shellcheck source=db-lib.sh
 . "$lib"
 
+# How long a post-session backup waits for the sessions directory's lock: it runs inside the engine's
+# stop timeout (plan/engine.ts STOP_TIMEOUT_SECONDS, 30 s), the engine's own stop included.
+readonly POST_LOCK_WAIT=15
+
 usage() {
   cat <<EOF
 usage: $KEEL_PROG pre|post [--as ENGINE:BACKUP] [--ops-lock FILE] [--deadline SECONDS] [--keep N]
-                       [--history HDIR]... DB DIR
+                       [--lock-wait SECONDS] [--history HDIR]... DB DIR
        $KEEL_PROG -h
 
 pre   before the engine starts: waits for a restore or adopt swapping DB to finish, and refuses
@@ -41,6 +45,9 @@ place, so no start slips in between (exit 3 when it is still held then). --deadl
 lock's wait and the backup together end within SECONDS (then exit 5, the backup kept nowhere): the
 unit's start timeout is longer, because a start that runs into it is restarted and one whose
 ExecCondition= fails is not.
+--lock-wait SECONDS: how long the backups' side waits for DIR's lock, which the scheduled backup
+holds while it checks one session backup (db-backup.sh --also-check): by default 10 minutes before a
+start (within --deadline), $POST_LOCK_WAIT s after a stop (inside the unit's stop timeout); then exit 3.
 Exit codes: db-backup.sh's (0 ok, 1 gate, 3 busy, 4 not local, 5 failed), 2 usage.
 EOF
 }
@@ -55,7 +62,7 @@ case ${1:-} in
   pre | post) phase=$1; shift ;;
   *) keel_usage_error "expected pre or post, not '${1:-}'" ;;
 esac
-keep=() history=() as="" ops_lock="" deadline=""
+keep=() history=() as="" ops_lock="" deadline="" lock_wait=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --keep) [[ $# -ge 2 ]] || keel_usage_error "--keep needs a number"; keep=(--keep "$2"); shift 2 ;;
@@ -63,6 +70,7 @@ while [[ $# -gt 0 ]]; do
     --as) [[ $# -ge 2 ]] || keel_usage_error "--as needs ENGINE:BACKUP"; as=$2; shift 2 ;;
     --ops-lock) [[ $# -ge 2 ]] || keel_usage_error "--ops-lock needs a file"; ops_lock=$2; shift 2 ;;
     --deadline) [[ $# -ge 2 && $2 =~ ^[1-9][0-9]{0,5}$ ]] || keel_usage_error "--deadline needs a number of seconds"; deadline=$2; shift 2 ;;
+    --lock-wait) [[ $# -ge 2 && $2 =~ ^[0-9]{1,5}$ ]] || keel_usage_error "--lock-wait needs a number of seconds"; lock_wait=$((10#$2)); shift 2 ;;
     --) shift; break ;;
     -*) keel_usage_error "unknown option $1" ;;
     *) break ;;
@@ -101,11 +109,11 @@ if [[ $side == both ]]; then
   opts=(${keep[@]+"${keep[@]}"})
   for h in ${history[@]+"${history[@]}"}; do opts+=(--history "$h"); done
   export_side=("$self" export "$phase" -- "$db")
-  store_side=("$self" store "$phase" ${opts[@]+"${opts[@]}"} -- "$db" "$dir")
+  store_as=()
   if [[ -n $as ]]; then
     keel_as_pair "$as" "$db" "$dir"
     export_side=("${KEEL_AS_ENGINE[@]}" "${export_side[@]}")
-    store_side=("${KEEL_AS_BACKUP[@]}" "${store_side[@]}")
+    store_as=("${KEEL_AS_BACKUP[@]}")
   fi
   started_at=$(date +%s)
   if [[ -n $ops_lock && $phase == pre ]]; then
@@ -127,13 +135,21 @@ if [[ $side == both ]]; then
         "wait for keel-ops to finish, then sudo keel-ops start"
   fi
   left_at=$(date +%s)
+  # The sessions directory's lock: the scheduled backup's --also-check holds it while it checks one
+  # session backup, and a start or stop must not fail for that. A pre-session backup waits for it
+  # within its deadline (10 minutes without one); a post-session one, which runs inside the unit's
+  # stop timeout (plan/engine.ts STOP_TIMEOUT_SECONDS, 30 s), for POST_LOCK_WAIT seconds: after that
+  # it fails, and the next start's pre-session backup takes the same DB.
+  wait_lock=${lock_wait:-$([[ $phase == pre ]] && echo 600 || echo "$POST_LOCK_WAIT")}
   if [[ -n $deadline ]]; then
     left=$((deadline - (left_at - started_at)))
     ((left > 0)) || keel_die "$KEEL_EX_FAIL" "no time left for the $phase-session backup within its deadline of $deadline s"
+    ((wait_lock < left)) || wait_lock=$left
     # Both sides end by the deadline: timeout sends TERM (their traps remove what they wrote), then KILL.
     export_side=(timeout -k 5 "$left" "${export_side[@]}")
-    store_side=(timeout -k 5 "$left" "${store_side[@]}")
+    store_as=(timeout -k 5 "$left" ${store_as[@]+"${store_as[@]}"})
   fi
+  store_side=(${store_as[@]+"${store_as[@]}"} "$self" store "$phase" ${opts[@]+"${opts[@]}"} --lock-wait "$wait_lock" -- "$db" "$dir")
   set +e
   trap - ERR
   # Neither side inherits the lock (fd 8): one that kept it could hold off keel-ops.
@@ -164,7 +180,7 @@ backed_up_before() {
 rc=0
 # --name-after-newest: a clock that stepped back must neither keep the engine from starting nor make
 # the post-session backup wait past the unit's stop timeout (db-backup.sh -h).
-file=$("$(keel_sibling backup)" --from-stdin --none-ok ${keep[@]+"${keep[@]}"} --name-after-newest -- "$db" "$dir") || rc=$?
+file=$("$(keel_sibling backup)" --from-stdin --none-ok ${keep[@]+"${keep[@]}"} --name-after-newest --lock-wait "${lock_wait:-0}" -- "$db" "$dir") || rc=$?
 if [[ $rc -ne 0 ]]; then
   if [[ $phase == pre ]]; then
     keel_die "$rc" "pre-session backup of $db failed (reason above): the engine does not start without one (seed 000 §11C)" \

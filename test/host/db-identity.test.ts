@@ -252,6 +252,43 @@ describe("db-session-backup.sh --as (the engine's ExecCondition=+ and ExecStopPo
     rmSync(lock, { force: true });
   });
 
+  // The scheduled backup's --also-check holds the sessions directory's lock while it checks one
+  // session backup; a start or stop that came then failed at once ("busy", exit 3), and a failed
+  // ExecCondition= left the engine stopped (a CI run's database VM test). Both now wait for it.
+  it("waits for the sessions directory's lock that the scheduled backup's check holds, before a start and after a stop", async () => {
+    const first = session("pre", "--as", `${ENGINE}:${BACKUP}`, "--history", tree, db, sessions);
+    expect(first.code, first.stderr).toBe(0);
+    const lock = join(sessions, ".engine.backup.lock");
+    expect(statSync(lock).mode & 0o777).toBe(0o600);
+    for (const [phase, args] of [["pre", ["--history", tree]], ["post", []]] as const) {
+      // As the backup user, as db-backup.sh --also-check takes it (flock on the 0600 lock file).
+      const holder = spawn("setpriv", [`--reuid=${BACKUP}`, `--regid=${BACKUP}`, "--init-groups", "--", "flock", "-x", lock, "sleep", "4"], { stdio: "ignore", detached: true });
+      try {
+        await new Promise((res) => setTimeout(res, 500));
+        const started = Date.now();
+        const r = session(phase, "--as", `${ENGINE}:${BACKUP}`, ...args, db, sessions);
+        expect(r.code, r.stderr).toBe(0);
+        expect(Date.now() - started, "it waited for the lock").toBeGreaterThan(2_000);
+      } finally {
+        process.kill(-holder.pid!, "SIGKILL");
+      }
+      await new Promise((res) => holder.on("exit", res));
+    }
+    expect(finals(sessions)).toHaveLength(3);
+    // A wait has an end: the lock held past --lock-wait is exit 3, with what held it and nothing kept.
+    const holder = spawn("setpriv", [`--reuid=${BACKUP}`, `--regid=${BACKUP}`, "--init-groups", "--", "flock", "-x", lock, "sleep", "30"], { stdio: "ignore", detached: true });
+    try {
+      await new Promise((res) => setTimeout(res, 500));
+      const r = session("post", "--as", `${ENGINE}:${BACKUP}`, "--lock-wait", "1", db, sessions);
+      expect(r.code).toBe(3);
+      expect(r.stderr).toContain(`another backup of engine into ${sessions} (or the scheduled backup's check of one there) held its lock for 1 s`);
+      expect(finals(sessions)).toHaveLength(3);
+    } finally {
+      process.kill(-holder.pid!, "SIGKILL");
+    }
+    await new Promise((res) => holder.on("exit", res));
+  });
+
   // Issue 17 #10: a DB too large for the start timeout. systemd restarts a start that runs into
   // TimeoutStartSec= (Restart=on-failure) but not one whose ExecCondition= fails, so the backup ends
   // itself first (--deadline), with exit 5 and what to raise.

@@ -7,7 +7,8 @@ import {
   renderBackupTimer,
   renderSessionDropIn,
 } from "../../plan/database";
-import { GATE_FAILURE_STATUS } from "../../plan/engine";
+import { GATE_FAILURE_STATUS, STOP_TIMEOUT_SECONDS } from "../../plan/engine";
+import { readStatic } from "../../plan/static";
 import { sha256, stableJson } from "../../plan/hash";
 import { buildHostPlan } from "../../plan/hostPlan";
 import { localStep, parseFileResult, step, uploadStep } from "../../plan/steps";
@@ -124,6 +125,13 @@ describe("the pre- and post-session backups", () => {
     expect(unitLines(dropIn, "TimeoutStartSec")).toEqual(["900"]);
     expect(unitLines(renderSessionDropIn(config({ "keel:startTimeoutMinutes": "60" })), "ExecCondition")[0]).toContain("--deadline 3570 ");
     expect(unitLines(renderSessionDropIn(config({ "keel:startTimeoutMinutes": "60" })), "TimeoutStartSec")).toEqual(["3600"]);
+  });
+
+  it("wait for the sessions directory's lock after a stop only as long as the stop timeout leaves room for", () => {
+    // scripts/db-session-backup.sh POST_LOCK_WAIT: the post-session backup runs inside TimeoutStopSec=.
+    const wait = Number(/^readonly POST_LOCK_WAIT=(\d+)$/m.exec(readStatic("scripts/db-session-backup.sh"))?.[1]);
+    expect(wait).toBeGreaterThan(0);
+    expect(wait).toBeLessThanOrEqual(STOP_TIMEOUT_SECONDS / 2);
   });
 
   it("use ExecCondition (a failure stops the start, no restart), never ExecStartPre, and leave the engine's own settings alone", () => {
