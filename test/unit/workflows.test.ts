@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { register } from "node:module";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -286,8 +286,33 @@ describe("the GitHub workflows", () => {
     expect((staging.on.workflow_dispatch as { inputs: Record<string, unknown> }).inputs.action).toMatchObject({ type: "choice", options: ["up", "destroy"], required: true });
     expect(pulumiSteps(staging).map(({ step }) => [step.if, step.with?.command, step.with?.["stack-name"]])).toEqual([
       ["inputs.action == 'up'", "up", "staging"],
-      ["inputs.action == 'destroy'", "destroy", "staging"],
+      ["inputs.action == 'destroy' || (!cancelled() && inputs.action == 'up' && inputs.destroy-after)", "destroy", "staging"],
     ]);
+  });
+
+  // Issue 16 #3: the acceptance checks on the production image. After a successful up (a step's
+  // `if` without a status function is success() && it), keel verify reads staging's outputs with
+  // the CLI pulumi/actions put on the PATH and fails the job on a failed check; destroy-after then
+  // removes staging whatever happened, unless the run was cancelled.
+  it("run keel verify against the staging server after up, and can destroy staging afterwards", () => {
+    const staging = load("staging.yml");
+    const inputs = (staging.on.workflow_dispatch as { inputs: Record<string, Record<string, unknown>> }).inputs;
+    expect(inputs["destroy-after"]).toMatchObject({ type: "boolean", default: false });
+    const all = staging.jobs.staging.steps;
+    const up = all.findIndex((st) => st.with?.command === "up");
+    const verify = all.findIndex((st) => st.run === "scripts/runbook/verify.sh");
+    const destroy = all.findIndex((st) => st.with?.command === "destroy");
+    expect(up).toBeGreaterThan(0);
+    expect([up < verify, verify < destroy]).toEqual([true, true]);
+    expect(all[verify].if).toBe("inputs.action == 'up'");
+    expect(all[verify].env).toEqual({
+      PULUMI_ACCESS_TOKEN: "${{ secrets.PULUMI_ACCESS_TOKEN }}",
+      PULUMI_CONFIG_PASSPHRASE: "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}",
+      KEEL_STACK: "staging",
+    });
+    // The script exists, runs, and takes the stack from KEEL_STACK (scripts/runbook/lib.sh).
+    expect(statSync(join(REPO, "scripts", "runbook", "verify.sh")).mode & 0o111).not.toBe(0);
+    expect(readFileSync(join(REPO, "scripts", "runbook", "lib.sh"), "utf8")).toContain('pulumi stack output --json ${KEEL_STACK:+--stack "$KEEL_STACK"}');
   });
 
   it("deploy to stacks that let the CI key in: each stack a workflow ups lists a ci-* admin key", () => {
