@@ -531,8 +531,8 @@ export interface VmShape {
 /**
  * The CPU model TCG emulates. qemu64 (x86-64 baseline: SSE2, no AVX) rather than max: with max the
  * guest's glibc picks its AVX2/EVEX string functions, which TCG runs far slower than the SSE2 ones
- * (docs/VM.md "The CPU model under TCG": a bare boot 33 s against 47 s, a fork/exec, perl, python and dpkg mix 33 s
- * against 38 s, measured with `npm run bench:tcg`). Debian 12 and 13 need nothing above the
+ * (docs/VM.md "The CPU model under TCG": a bare boot 33 s against 47 s, a fork/exec, perl, python
+ * and dpkg mix 33 s against 38 s, `npm run bench:tcg`). Debian 12 and 13 need nothing above the
  * baseline; what keel configures does not depend on the CPU's features.
  */
 export const TCG_CPU_MODEL = "qemu64";
