@@ -61,5 +61,6 @@ for model in $models; do
   grep -q "reboot: Power down" "$work/boot.log" || boot="failed"
   qemu "$model" "panic=1 init=/bin/bash -- /dev/vdb" -drive "file=$work/mix.img,if=virtio,format=raw,readonly=on" >"$work/mix.log" 2>&1 || true
   mix=$(tr -d '\r' <"$work/mix.log" | awk '/^MIX start/ {s = $3} /^MIX end/ {e = $3} END {if (s != "" && e != "") printf "%.1f", e - s; else print "failed"}')
-  printf '%-10s %16.1f %16s\n' "$model" "$boot" "$mix" 2>/dev/null || printf '%-10s %16s %16s\n' "$model" "$boot" "$mix"
+  [[ $boot == failed ]] || boot=$(printf '%.1f' "$boot")
+  printf '%-10s %16s %16s\n' "$model" "$boot" "$mix"
 done

@@ -43,10 +43,13 @@ const HIDE_STDIN_DIFF_ABOVE = 4096;
 /**
  * Executor 1 of the host plan: one @pulumi/command resource per step, each depending on the
  * previous one, run again exactly when one of the step's inputs (step.hash), its secret or the
- * server changes. In pulumi-command v1.2.1 a change of `triggers` replaces the resource, which runs
- * `create` (provider/pkg/provider/common/inputs.go marks `triggers` replaceOnChanges), and a change
- * of any other input updates it (pulumi-go-provider v1.3.0 infer/resource.go Diff: a resource with
- * an Update forces a replace only for replaceOnChanges inputs), which runs `update`, else `create`
+ * server changes. A change of `triggers` replaces the resource, which runs `create`: pulumi-command
+ * v1.2.1 marks `triggers` replaceOnChanges (provider/pkg/provider/common/inputs.go), its Node SDK
+ * turns that into the resource option `replaceOnChanges: ["triggers[*]"]` (@pulumi/command
+ * remote/command.js), and the engine makes a replace of any diff under it (pulumi v3.248.0
+ * pkg/resource/deploy/step_generator.go applyReplaceOnChanges). A change of any other input is an
+ * update (pulumi-go-provider v1.3.0 infer/resource.go Diff: a resource with an Update is replaced
+ * only for its replaceOnChanges properties), which runs `update`, else `create`
  * (provider/pkg/provider/remote/commandController.go and local/commandController.go, Update).
  * - remote (the default): a remote.Command over SSH as the deploy user. Every connection pins the
  *   host key. Its command and stdin are plain inputs, so a changed setting previews as `~` update

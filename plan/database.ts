@@ -33,8 +33,9 @@ export function backupTimerName(cfg: KeelConfig): string {
 
 /**
  * The pre- and post-session backups' own directory inside the backup directory: their own
- * retention and their own lock, so neither a restart (two backups) eats the scheduled ones nor a
- * scheduled backup running at a start makes the pre-session backup wait or fail.
+ * retention and their own lock, so a restart (two backups) does not eat the scheduled ones. The
+ * scheduled backup takes that lock only while it checks one session backup in turn
+ * (--also-check), and a session backup waits for it (db-session-backup.sh --lock-wait).
  */
 export function sessionBackupDir(cfg: KeelConfig): string {
   return `${hostPaths(cfg).backupDir}/sessions`;

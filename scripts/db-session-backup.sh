@@ -14,9 +14,10 @@ for lib in "$KEEL_DB_HERE/db-lib.sh" "$KEEL_DB_HERE/keel-db-lib" ""; do [[ -r $l
 # shellcheck source=db-lib.sh
 . "$lib"
 
-# How long a post-session backup waits for the sessions directory's lock: it runs inside the engine's
-# stop timeout (plan/engine.ts STOP_TIMEOUT_SECONDS, 30 s), the engine's own stop included.
-readonly POST_LOCK_WAIT=15
+# How long a post-session backup waits for the sessions directory's lock: systemd counts
+# ExecStopPost= against the unit's TimeoutStopSec= (plan/engine.ts STOP_TIMEOUT_SECONDS, 30 s), which
+# also has to cover the backup itself.
+readonly POST_LOCK_WAIT=10
 
 usage() {
   cat <<EOF
@@ -47,7 +48,8 @@ unit's start timeout is longer, because a start that runs into it is restarted a
 ExecCondition= fails is not.
 --lock-wait SECONDS: how long the backups' side waits for DIR's lock, which the scheduled backup
 holds while it checks one session backup (db-backup.sh --also-check): by default 10 minutes before a
-start (within --deadline), $POST_LOCK_WAIT s after a stop (inside the unit's stop timeout); then exit 3.
+start (at most half of what is left of --deadline), $POST_LOCK_WAIT s after a stop (under the unit's stop
+timeout); then exit 3.
 Exit codes: db-backup.sh's (0 ok, 1 gate, 3 busy, 4 not local, 5 failed), 2 usage.
 EOF
 }
@@ -137,14 +139,15 @@ if [[ $side == both ]]; then
   left_at=$(date +%s)
   # The sessions directory's lock: the scheduled backup's --also-check holds it while it checks one
   # session backup, and a start or stop must not fail for that. A pre-session backup waits for it
-  # within its deadline (10 minutes without one); a post-session one, which runs inside the unit's
-  # stop timeout (plan/engine.ts STOP_TIMEOUT_SECONDS, 30 s), for POST_LOCK_WAIT seconds: after that
-  # it fails, and the next start's pre-session backup takes the same DB.
+  # for up to 10 minutes, and at most half of what is left of its deadline (the backup needs the
+  # rest; a lock held longer ends as "busy", exit 3, not as the deadline's "the DB has grown"); a
+  # post-session one, which runs under the unit's stop timeout, for POST_LOCK_WAIT seconds: after
+  # that it fails, and the next start's pre-session backup takes the same DB.
   wait_lock=${lock_wait:-$([[ $phase == pre ]] && echo 600 || echo "$POST_LOCK_WAIT")}
   if [[ -n $deadline ]]; then
     left=$((deadline - (left_at - started_at)))
     ((left > 0)) || keel_die "$KEEL_EX_FAIL" "no time left for the $phase-session backup within its deadline of $deadline s"
-    ((wait_lock < left)) || wait_lock=$left
+    ((wait_lock <= left / 2)) || wait_lock=$((left / 2))
     # Both sides end by the deadline: timeout sends TERM (their traps remove what they wrote), then KILL.
     export_side=(timeout -k 5 "$left" "${export_side[@]}")
     store_as=(timeout -k 5 "$left" ${store_as[@]+"${store_as[@]}"})

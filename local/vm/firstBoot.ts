@@ -2,7 +2,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { defaultCacheDir } from "./image";
 import { withDirLock } from "./lock";
-import { bootVm, defaultCpus, resumeVm, type BootOptions, type CloudInitStatus, type Vm } from "./vm";
+import { bootVm, defaultCpus, resumeVm, tcgCpuModel, type BootOptions, type CloudInitStatus, type Vm } from "./vm";
 import { sha256 } from "../../plan/hash";
 
 /** Bump when what a first-boot snapshot holds, or how it is keyed, changes (2: the TCG CPU model). */
@@ -47,6 +47,7 @@ export function firstBootKey(opts: FirstBootOptions): string {
       cpus: opts.cpus ?? defaultCpus(),
       diskGiB: opts.diskGiB ?? 10,
       accel: opts.accel ?? "auto",
+      tcgCpu: tcgCpuModel(),
     }),
   );
 }

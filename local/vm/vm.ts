@@ -524,7 +524,7 @@ export interface VmShape {
   readonly memoryMiB: number;
   readonly cpus: number;
   readonly accel: Accel;
-  /** qemu's -cpu: the host's own CPU under KVM, TCG_CPU_MODEL under TCG. */
+  /** qemu's -cpu: the host's own CPU under KVM, tcgCpuModel() under TCG. */
   readonly cpuModel: string;
 }
 
@@ -533,9 +533,15 @@ export interface VmShape {
  * guest's glibc picks its AVX2/EVEX string functions, which TCG runs far slower than the SSE2 ones
  * (docs/VM.md "The CPU model under TCG": a bare boot 33 s against 47 s, a fork/exec, perl, python
  * and dpkg mix 33 s against 38 s, `npm run bench:tcg`). Debian 12 and 13 need nothing above the
- * baseline; what keel configures does not depend on the CPU's features.
+ * baseline; what keel configures does not depend on the CPU's features. An engine whose wheels need
+ * more (x86-64-v2 and up, as a Hetzner CPU has) sets KEEL_VM_TCG_CPU, e.g. Nehalem (v2) or max.
  */
-export const TCG_CPU_MODEL = "qemu64";
+export function tcgCpuModel(): string {
+  const env = process.env.KEEL_VM_TCG_CPU;
+  if (env === undefined || env === "") return "qemu64";
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(env)) throw new Error(`KEEL_VM_TCG_CPU: expected a qemu CPU model name such as qemu64, Nehalem or max, got "${env}"`);
+  return env;
+}
 
 /**
  * The guest address qemu forwards to this machine's time source (local/vm/ntp-responder.js, one
@@ -553,7 +559,7 @@ const NTP_RESPONDER = path.join(__dirname, "ntp-responder.js");
  */
 export async function bootVm(opts: BootOptions): Promise<Vm> {
   const accel = await chooseAccel(opts.image, opts.accel);
-  const shape: VmShape = { image: opts.image, memoryMiB: opts.memoryMiB ?? 1024, cpus: opts.cpus ?? defaultCpus(), accel, cpuModel: accel === "kvm" ? "host" : TCG_CPU_MODEL };
+  const shape: VmShape = { image: opts.image, memoryMiB: opts.memoryMiB ?? 1024, cpus: opts.cpus ?? defaultCpus(), accel, cpuModel: accel === "kvm" ? "host" : tcgCpuModel() };
   return launch(opts, shape, async (dir) => {
     await execFileAsync("qemu-img", ["create", "-q", "-f", "qcow2", "-F", opts.image.format,
       "-b", opts.image.image, path.join(dir, "overlay.qcow2"), `${opts.diskGiB ?? 10}G`]);

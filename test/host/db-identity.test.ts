@@ -282,6 +282,11 @@ describe("db-session-backup.sh --as (the engine's ExecCondition=+ and ExecStopPo
       const r = session("post", "--as", `${ENGINE}:${BACKUP}`, "--lock-wait", "1", db, sessions);
       expect(r.code).toBe(3);
       expect(r.stderr).toContain(`another backup of engine into ${sessions} (or the scheduled backup's check of one there) held its lock for 1 s`);
+      // Before a start, at most half of what is left of the deadline: "busy" (3), not the deadline's
+      // "the DB has grown" (5).
+      const pre = session("pre", "--as", `${ENGINE}:${BACKUP}`, "--deadline", "6", "--history", tree, db, sessions);
+      expect(pre.code, pre.stderr).toBe(3);
+      expect(pre.stderr).toMatch(/held its lock for [1-3] s/);
       expect(finals(sessions)).toHaveLength(3);
     } finally {
       process.kill(-holder.pid!, "SIGKILL");

@@ -131,7 +131,7 @@ describe("the pre- and post-session backups", () => {
     // scripts/db-session-backup.sh POST_LOCK_WAIT: the post-session backup runs inside TimeoutStopSec=.
     const wait = Number(/^readonly POST_LOCK_WAIT=(\d+)$/m.exec(readStatic("scripts/db-session-backup.sh"))?.[1]);
     expect(wait).toBeGreaterThan(0);
-    expect(wait).toBeLessThanOrEqual(STOP_TIMEOUT_SECONDS / 2);
+    expect(wait).toBeLessThanOrEqual(STOP_TIMEOUT_SECONDS / 3);
   });
 
   it("use ExecCondition (a failure stops the start, no restart), never ExecStartPre, and leave the engine's own settings alone", () => {

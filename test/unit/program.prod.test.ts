@@ -69,6 +69,9 @@ describe("the prod stack under Pulumi mocks", () => {
       const step = plan.steps[i];
       if (step.kind === "local" || step.kind === "upload") throw new Error(`${step.name}: the prod plan has remote steps only`);
       expect(triggers[0]).toBe(step.unseenHash);
+      // What makes a trigger's change a replace: the option @pulumi/command 1.2.1's SDK adds
+      // (remote/command.js), which the engine applies to the provider's diff.
+      expect(c.opts.replaceOnChanges).toEqual(["triggers[*]"]);
       if (!step.secret) expect(await resolved(c.inputs.stdin)).toBe(step.stdin);
     }
     // A preview shows no diff of a big stdin (the tools bundle): "stdin (hidden)".

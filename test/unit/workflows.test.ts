@@ -286,7 +286,7 @@ describe("the GitHub workflows", () => {
     expect((staging.on.workflow_dispatch as { inputs: Record<string, unknown> }).inputs.action).toMatchObject({ type: "choice", options: ["up", "destroy"], required: true });
     expect(pulumiSteps(staging).map(({ step }) => [step.if, step.with?.command, step.with?.["stack-name"]])).toEqual([
       ["inputs.action == 'up'", "up", "staging"],
-      ["inputs.action == 'destroy' || (!cancelled() && inputs.action == 'up' && inputs.destroy-after)", "destroy", "staging"],
+      ["(inputs.action == 'destroy' && success()) || (inputs.action == 'up' && inputs.destroy-after && !cancelled())", "destroy", "staging"],
     ]);
   });
 
