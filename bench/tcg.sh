@@ -57,10 +57,9 @@ printf '%-10s %16s %16s\n' model "bare boot (s)" "work mix (s)"
 for model in $models; do
   start=$(date +%s.%N)
   qemu "$model" "systemd.unit=poweroff.target" >"$work/boot.log" 2>&1 || true
-  boot=$(echo "$(date +%s.%N) - $start" | bc)
+  boot=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN {printf "%.1f", e - s}')
   grep -q "reboot: Power down" "$work/boot.log" || boot="failed"
   qemu "$model" "panic=1 init=/bin/bash -- /dev/vdb" -drive "file=$work/mix.img,if=virtio,format=raw,readonly=on" >"$work/mix.log" 2>&1 || true
   mix=$(tr -d '\r' <"$work/mix.log" | awk '/^MIX start/ {s = $3} /^MIX end/ {e = $3} END {if (s != "" && e != "") printf "%.1f", e - s; else print "failed"}')
-  [[ $boot == failed ]] || boot=$(printf '%.1f' "$boot")
   printf '%-10s %16s %16s\n' "$model" "$boot" "$mix"
 done
