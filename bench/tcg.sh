@@ -5,11 +5,11 @@
 #
 #   npm run bench:tcg [-- --release bookworm|trixie] [-- --models "qemu64 max"]
 #
-# Uses the VM runner's cached image (`npm run vm -- build` makes it). Two runs per model, one VM at
-# a time, no network: (1) a bare boot to systemd's power-off; (2) the image's kernel with a shell as
-# init running a fixed mix of what a first boot spends its time on (300 fork+exec, 30 perl, 20
-# python3 starts, 10 `dpkg -l`, 5 `apt-cache policy`, 20 sha256sum of python3), timed by the guest's
-# own uptime. Prints seconds; nothing is judged.
+# Uses the VM runner's image (`npm run vm -- build`, which builds it if needed). Two runs per
+# model, one VM at a time, no network: (1) a bare boot to systemd's power-off; (2) the image's
+# kernel with a shell as init running a fixed mix of what a first boot spends its time on (300
+# fork+exec, 30 perl, 20 python3 starts, 10 `dpkg -l`, 5 `apt-cache policy`, 20 sha256sum of
+# python3), timed by the guest's own uptime. Prints seconds; nothing is judged.
 set -euo pipefail
 
 release=bookworm models="qemu64 max"
@@ -21,9 +21,12 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-cache=${KEEL_VM_CACHE:-$HOME/.cache/keel/vm}/images
-image=$(find "$cache" -maxdepth 1 -type d -name "$release-*" ! -name '*.tmp.*' -printf '%T@ %p\n' 2>/dev/null | sort -rn | head -n 1 | cut -d' ' -f2-)
-[[ -n $image && -f $image/image.qcow2 ]] || { echo "bench/tcg.sh: no $release image in $cache; build it first: npm run vm -- build --release $release" >&2; exit 2; }
+# The runner's own image for this release (built first if there is none): its cache key, not a guess.
+built=$(npm run --silent vm -- build --release "$release") || { echo "bench/tcg.sh: the image build failed (npm run vm -- build --release $release)" >&2; exit 1; }
+built=${built##*$'\n'}
+built=${built#*: }
+image=$(dirname -- "${built% (kernel *}")
+[[ -f $image/image.qcow2 && -f $image/vmlinuz ]] || { echo "bench/tcg.sh: no image where the runner said: $built" >&2; exit 1; }
 
 work=$(mktemp -d)
 trap 'rm -rf -- "$work"' EXIT
