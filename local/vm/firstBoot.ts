@@ -5,8 +5,8 @@ import { withDirLock } from "./lock";
 import { bootVm, defaultCpus, resumeVm, tcgCpuModel, type BootOptions, type CloudInitStatus, type Vm } from "./vm";
 import { sha256 } from "../../plan/hash";
 
-/** Bump when what a first-boot snapshot holds, or how it is keyed, changes (2: the TCG CPU model). */
-const FIRST_BOOT_FORMAT = 2;
+/** Bump when what a first-boot snapshot holds changes (a new field in the key changes it already). */
+const FIRST_BOOT_FORMAT = 1;
 
 export interface FirstBootOptions extends Omit<BootOptions, "metaData"> {
   /** For cloud-init's first boot to finish. Defaults to 30 minutes. */
