@@ -83,6 +83,30 @@ const asEngine = (command: string) => spawnSync("setpriv", [`--reuid=${ENGINE}`,
 const finals = (d: string) => readdirSync(d).filter((f) => /^engine-\d{8}T\d{6}Z\.db$/.test(f)).sort();
 const rootCalls = () => readFileSync(log, "utf8").split("\n").filter((l) => l.startsWith("0 "));
 
+/**
+ * flock(1) holding `lock` (-s shared, -x exclusive) for `seconds`, as `user` (root when none), in a
+ * process group of its own (flock and its sleep both hold it). Resolves once it has had time to take
+ * the lock; release() ends it early and waits for it to be gone.
+ */
+async function holdLock(lock: string, mode: "-s" | "-x", seconds: number, user?: string): Promise<{ release: () => Promise<void> }> {
+  const argv = ["flock", mode, lock, "sleep", String(seconds)];
+  const holder = user
+    ? spawn("setpriv", [`--reuid=${user}`, `--regid=${user}`, "--init-groups", "--", ...argv], { stdio: "ignore", detached: true })
+    : spawn(argv[0], argv.slice(1), { stdio: "ignore", detached: true });
+  const exited = new Promise((res) => holder.on("exit", res));
+  await new Promise((res) => setTimeout(res, 500));
+  return {
+    release: async () => {
+      try {
+        process.kill(-holder.pid!, "SIGKILL");
+      } catch {
+        // Its time was up: the group is gone already.
+      }
+      await exited;
+    },
+  };
+}
+
 describe("db-backup.sh --as ENGINE:BACKUP (the backup service)", () => {
   it("reads the DB as the engine's user and stores a verified backup as the backup user's (group: the engine's, 0640); root runs no file tool", () => {
     const r = backup("--as", `${ENGINE}:${BACKUP}`, "--keep", "3", db, tree);
@@ -116,15 +140,14 @@ describe("db-backup.sh --as ENGINE:BACKUP (the backup service)", () => {
     expect(statSync(lock).mode & 0o777).toBe(0o600);
     chmodSync(lock, 0o640);
     // The engine opens it while it is readable and holds it.
-    const holder = spawn("setpriv", [`--reuid=${ENGINE}`, `--regid=${ENGINE}`, "--init-groups", "--", "flock", "-s", lock, "sleep", "60"], { stdio: "ignore", detached: true });
+    const holder = await holdLock(lock, "-s", 60, ENGINE);
     try {
-      await new Promise((res) => setTimeout(res, 500));
       const r = backup("--as", `${ENGINE}:${BACKUP}`, db, tree);
       expect(r.stderr).toBe("");
       expect(r.code).toBe(0);
       expect(statSync(lock).mode & 0o777).toBe(0o600);
     } finally {
-      process.kill(-holder.pid!, "SIGKILL"); // flock and its sleep, which holds the lock too
+      await holder.release();
     }
   });
 
@@ -232,9 +255,8 @@ describe("db-session-backup.sh --as (the engine's ExecCondition=+ and ExecStopPo
     const lock = `/run/keel/keel-test-${TAG}.ops.lock`;
     // A fresh machine has no /run/keel until keel makes it; the holder below needs it first.
     mkdirSync("/run/keel", { recursive: true, mode: 0o755 });
-    const holder = spawn("flock", ["-x", lock, "sleep", "30"], { stdio: "ignore", detached: true });
+    const holder = await holdLock(lock, "-x", 30);
     try {
-      await new Promise((res) => setTimeout(res, 500));
       const pre = run(join(SCRIPTS, "db-session-backup.sh"), ["pre", "--as", `${ENGINE}:${BACKUP}`, "--ops-lock", lock, db, sessions], { env: { KEEL_OPS_LOCK_WAIT: "2" } });
       expect(pre.code).toBe(3);
       expect(pre.stderr).toContain(`keel-ops has held ${lock} (a restore or adopt) for 2 s: the engine does not start meanwhile`);
@@ -243,9 +265,8 @@ describe("db-session-backup.sh --as (the engine's ExecCondition=+ and ExecStopPo
       expect(post.code, post.stderr).toBe(0);
       expect(finals(sessions)).toHaveLength(1);
     } finally {
-      process.kill(-holder.pid!, "SIGKILL"); // flock and its sleep, which holds the lock too
+      await holder.release();
     }
-    await new Promise((res) => holder.on("exit", res));
     const pre = run(join(SCRIPTS, "db-session-backup.sh"), ["pre", "--as", `${ENGINE}:${BACKUP}`, "--ops-lock", lock, db, sessions]);
     expect(pre.code, pre.stderr).toBe(0);
     expect(finals(sessions)).toHaveLength(2);
@@ -262,23 +283,20 @@ describe("db-session-backup.sh --as (the engine's ExecCondition=+ and ExecStopPo
     expect(statSync(lock).mode & 0o777).toBe(0o600);
     for (const [phase, args] of [["pre", ["--history", tree]], ["post", []]] as const) {
       // As the backup user, as db-backup.sh --also-check takes it (flock on the 0600 lock file).
-      const holder = spawn("setpriv", [`--reuid=${BACKUP}`, `--regid=${BACKUP}`, "--init-groups", "--", "flock", "-x", lock, "sleep", "4"], { stdio: "ignore", detached: true });
+      const holder = await holdLock(lock, "-x", 4, BACKUP);
       try {
-        await new Promise((res) => setTimeout(res, 500));
         const started = Date.now();
         const r = session(phase, "--as", `${ENGINE}:${BACKUP}`, ...args, db, sessions);
         expect(r.code, r.stderr).toBe(0);
         expect(Date.now() - started, "it waited for the lock").toBeGreaterThan(2_000);
       } finally {
-        process.kill(-holder.pid!, "SIGKILL");
+        await holder.release();
       }
-      await new Promise((res) => holder.on("exit", res));
     }
     expect(finals(sessions)).toHaveLength(3);
     // A wait has an end: the lock held past --lock-wait is exit 3, with what held it and nothing kept.
-    const holder = spawn("setpriv", [`--reuid=${BACKUP}`, `--regid=${BACKUP}`, "--init-groups", "--", "flock", "-x", lock, "sleep", "30"], { stdio: "ignore", detached: true });
+    const holder = await holdLock(lock, "-x", 30, BACKUP);
     try {
-      await new Promise((res) => setTimeout(res, 500));
       const r = session("post", "--as", `${ENGINE}:${BACKUP}`, "--lock-wait", "1", db, sessions);
       expect(r.code).toBe(3);
       expect(r.stderr).toContain(`another backup of engine into ${sessions} (or the scheduled backup's check of one there) held its lock for 1 s`);
@@ -289,9 +307,8 @@ describe("db-session-backup.sh --as (the engine's ExecCondition=+ and ExecStopPo
       expect(pre.stderr).toMatch(/held its lock for [1-3] s/);
       expect(finals(sessions)).toHaveLength(3);
     } finally {
-      process.kill(-holder.pid!, "SIGKILL");
+      await holder.release();
     }
-    await new Promise((res) => holder.on("exit", res));
   });
 
   // Issue 17 #10: a DB too large for the start timeout. systemd restarts a start that runs into
