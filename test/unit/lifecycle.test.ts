@@ -76,6 +76,11 @@ function config(extra: Record<string, string>): KeelConfig {
   return parseConfig({ ...raw, ...extra }, (k) => secretKeys.includes(k) || k === "keel:alertWebhookUrl" || k === "github:token");
 }
 
+/** The prod stack's config before and after `key` takes its OTHER value (with what it NEEDS in both). */
+function change(key: string): { base: KeelConfig; changed: KeelConfig } {
+  return { base: config(NEEDS[key] ?? {}), changed: config({ ...(NEEDS[key] ?? {}), [`keel:${key}`]: OTHER[key] }) };
+}
+
 /** Steps of `after` whose content hash differs from `before`'s step of that name, or that are new. */
 function rerun(before: readonly Step[], after: readonly Step[]): string[] {
   const was = new Map(before.map((s) => [s.name, s.hash]));
@@ -94,8 +99,7 @@ describe("docs/LIFECYCLE.md", () => {
 
   for (const [key, cell] of rows()) {
     it(`${key}: ${cell}`, () => {
-      const base = config(NEEDS[key] ?? {});
-      const changed = config({ ...(NEEDS[key] ?? {}), [`keel:${key}`]: OTHER[key] });
+      const { base, changed } = change(key);
       if (cell === "refused") {
         const last = { sshPort: base.sshPort, sshPorts: [base.sshPort], deployUser: base.deployUser, image: base.image, location: base.location, paths: hostPaths(base) };
         expect(connectionChangeProblems(base, last)).toEqual([]);
@@ -125,8 +129,9 @@ describe("docs/LIFECYCLE.md", () => {
 describe("a config change runs the steps it changes as updates", () => {
   for (const key of Object.keys(OTHER)) {
     it(key, () => {
-      const before = buildHostPlan(config(NEEDS[key] ?? {})).steps;
-      const after = buildHostPlan(config({ ...(NEEDS[key] ?? {}), [`keel:${key}`]: OTHER[key] })).steps;
+      const { base, changed } = change(key);
+      const before = buildHostPlan(base).steps;
+      const after = buildHostPlan(changed).steps;
       const was = new Map(before.map((s) => [s.name, s]));
       for (const s of after) {
         const old = was.get(s.name);
