@@ -129,6 +129,32 @@ export function modprobeConf(cfg: Pick<KeelConfig, "image">): string {
   return readStatic("cloud-init/files/modprobe-keel.conf") + lines.join("\n") + "\n";
 }
 
+/** How long a reload may take to show before its step fails: generous, for a slow first boot. */
+export const SETTLE_SECONDS = 180;
+
+/**
+ * An argv that polls the shell test `probe` every second until it holds, for at most
+ * SETTLE_SECONDS, and then fails saying `what` did not happen. A reload returns before it took
+ * effect: `systemctl reload ssh` only signals sshd, which re-executes and binds its ports again
+ * later, and fail2ban's server starts its jails after a restart returns. The next step (or the
+ * next SSH connection of `pulumi up`) must find them done.
+ */
+function settle(what: string, probe: string): string[] {
+  return ["sh", "-c", `i=0; until ${probe}; do i=$((i + 1)); if [ "$i" -ge ${SETTLE_SECONDS} ]; then echo "keel: ${what} within ${SETTLE_SECONDS} s" >&2; exit 1; fi; sleep 1; done`];
+}
+
+/** Waits until sshd listens on exactly the planned SSH port(s) (two while the port moves). */
+export function sshdListening(cfg: KeelConfig): string[] {
+  const ports = sshPorts(cfg).slice().sort((a, b) => a - b);
+  const listening = `ss -Htlnp | awk '/"sshd"/ { sub(/.*:/, "", $4); print $4 }' | sort -nu | paste -sd' '`;
+  return settle(`sshd did not listen on port(s) ${ports.join(" ")} (and no other)`, `[ "$(${listening})" = "${ports.join(" ")}" ]`);
+}
+
+/** Waits until fail2ban's sshd jail answers. */
+export function fail2banJailUp(): string[] {
+  return settle("fail2ban's sshd jail did not come up", "fail2ban-client status sshd >/dev/null 2>&1");
+}
+
 /** The fail2ban jail: static settings plus the SSH port and the addresses never to ban. */
 export function fail2banJail(cfg: KeelConfig): string {
   return (
@@ -216,7 +242,7 @@ export function hardeningUnits(cfg: KeelConfig): HardeningUnit[] {
       description: "SSH server: keys only, deploy user only, modern algorithms, pinned ED25519 host key",
       files: [rootFile(p.sshdDropIn, sshdDropIn(cfg))],
       check: ["sshd", "-t"],
-      onChange: [["systemctl", "reload-or-restart", "ssh.service"]],
+      onChange: [["systemctl", "reload-or-restart", "ssh.service"], sshdListening(cfg)],
     },
     {
       name: "firewall",
@@ -229,7 +255,7 @@ export function hardeningUnits(cfg: KeelConfig): HardeningUnit[] {
       description: "fail2ban sshd jail with incremental bans, admin CIDRs never banned",
       files: [rootFile(p.fail2banJail, fail2banJail(cfg))],
       check: ["fail2ban-client", "--test"],
-      onChange: [["systemctl", "reload-or-restart", "fail2ban.service"]],
+      onChange: [["systemctl", "reload-or-restart", "fail2ban.service"], fail2banJailUp()],
     },
     {
       name: "updates",

@@ -5,7 +5,7 @@ import { stableJson } from "../plan/hash";
 import { layoutBundle } from "../plan/hostPlan";
 import { toolFiles, toolPath, TOOLS_DIR } from "../plan/tools";
 import type { HostFile } from "../plan/types";
-import { FIRST_BOOT_PACKAGES, HARDENING_PATHS, hardeningFiles, hardeningUnits, type HardeningUnit } from "./hardening";
+import { FIRST_BOOT_PACKAGES, HARDENING_PATHS, hardeningFiles, hardeningUnits, sshdListening, type HardeningUnit } from "./hardening";
 
 /**
  * The first-boot payload: a cloud-config that Hetzner (and the local VM runner) hands to cloud-init
@@ -82,6 +82,7 @@ export function firstBootCommands(cfg: KeelConfig): (string | string[])[] {
     // A restart (not the reload `pulumi up` uses) so sshd rebinds to keel:sshPort; ssh.service runs
     // `sshd -t` first and fails without touching the running sshd when the config is invalid.
     ["systemctl", "restart", "ssh.service"],
+    sshdListening(cfg),
     ...onChange("firewall"),
     // After UFW: enabling it applies /etc/ufw/sysctl.conf, which would undo some of keel's values.
     ...onChange("kernel"),

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { parseConfig, type KeelConfig } from "../../config";
 import type { Bundle } from "../../plan/types";
-import { HARDENING_PATHS, fail2banExemptCidrs, hardeningFiles, hardeningSteps, hardeningUnits, kexAlgorithms } from "../../cloud-init/hardening";
+import { HARDENING_PATHS, fail2banExemptCidrs, hardeningFiles, hardeningSteps, hardeningUnits, kexAlgorithms, sshdListening, fail2banJailUp } from "../../cloud-init/hardening";
 
 function config(overrides: Record<string, string> = {}): KeelConfig {
   return parseConfig({
@@ -36,11 +36,12 @@ describe("hardeningSteps (pulumi up re-converges the first boot's hardening)", (
     const sshd = bundleOf(config(), "sshd");
     expect(sshd.files.map((f) => f.path)).toEqual([HARDENING_PATHS.sshdDropIn]);
     expect(sshd.check).toEqual(["sshd", "-t"]);
-    expect(sshd.onChange).toEqual([["systemctl", "reload-or-restart", "ssh.service"]]);
+    expect(sshd.onChange).toEqual([["systemctl", "reload-or-restart", "ssh.service"], sshdListening(config())]);
   });
 
   it("tests the fail2ban jail before keeping it, and re-applies UFW when the allowed sources change", () => {
     expect(bundleOf(config(), "fail2ban").check).toEqual(["fail2ban-client", "--test"]);
+    expect(bundleOf(config(), "fail2ban").onChange).toEqual([["systemctl", "reload-or-restart", "fail2ban.service"], fail2banJailUp()]);
     expect(bundleOf(config(), "firewall").onChange).toEqual([[HARDENING_PATHS.ufwApply, HARDENING_PATHS.ufwConf]]);
     expect(bundleOf(config(), "metadata-guard").check).toEqual(["nft", "-c", "-f", HARDENING_PATHS.metadataGuardRules]);
   });
