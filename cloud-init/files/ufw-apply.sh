@@ -42,26 +42,42 @@ done <"$1"
 # The rules as `ufw show added` prints them, so what exists can be compared with what is wanted.
 # ufw prints sources in its own form (no /32 or /128, IPv4 networks without host bits): ask ufw's
 # own code, with the interpreter ufw itself runs on.
-ufw_form() {
-  /usr/bin/python3 -c 'import sys; from ufw.util import normalize_address; a = sys.argv[1]; print(normalize_address(a, ":" in a)[0])' "$1"
-}
+# One Python start for all of them.
+mapfile -t forms < <(/usr/bin/python3 -c '
+import sys
+from ufw.util import normalize_address
+for a in sys.argv[1:]:
+    print(normalize_address(a, ":" in a)[0])' "${sources[@]}")
+((${#forms[@]} == ${#sources[@]})) || { echo "keel ufw-apply: ufw could not read the sources ${sources[*]}" >&2; exit 1; }
 wanted=()
 for port in "${ports[@]}"; do
-  for src in "${sources[@]}"; do
-    wanted+=("allow from $(ufw_form "$src") to any port $port proto tcp comment 'keel-ssh'")
+  for form in "${forms[@]}"; do
+    wanted+=("allow from $form to any port $port proto tcp comment 'keel-ssh'")
   done
 done
 
-ufw default deny incoming >/dev/null
-ufw default allow outgoing >/dev/null
-ufw default deny routed >/dev/null
-for port in "${ports[@]}"; do
-  for src in "${sources[@]}"; do
-    ufw allow proto tcp from "$src" to any port "$port" comment keel-ssh >/dev/null
-  done
-done
+# Each ufw command is a Python start, and on an active firewall `ufw default` reloads it: ask only
+# for what is not so already (a slow small server, and every first boot, feel each one).
+default_is() { grep -qx "$1=\"$2\"" /etc/default/ufw 2>/dev/null; }
+default_is DEFAULT_INPUT_POLICY DROP || ufw default deny incoming >/dev/null
+default_is DEFAULT_OUTPUT_POLICY ACCEPT || ufw default allow outgoing >/dev/null
+default_is DEFAULT_FORWARD_POLICY DROP || ufw default deny routed >/dev/null
 
 mapfile -t existing < <(ufw show added | sed -n 's/^ufw //p')
+has_rule() {
+  local rule
+  for rule in "${existing[@]}"; do [[ $rule == "$1" ]] && return 0; done
+  return 1
+}
+# The wanted rules first, so SSH is never without one while others are removed.
+i=0
+for port in "${ports[@]}"; do
+  for src in "${sources[@]}"; do
+    has_rule "${wanted[i]}" || ufw allow proto tcp from "$src" to any port "$port" comment keel-ssh >/dev/null
+    i=$((i + 1))
+  done
+done
+
 for rule in "${existing[@]}"; do
   keep=no
   for want in "${wanted[@]}"; do
