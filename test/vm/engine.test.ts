@@ -1,17 +1,17 @@
 // Tier 3 (DESIGN.md "Testing tiers"): the engine deployed on a real Debian 12 VM the way `pulumi up`
 // deploys it: the real user-data, then every step of the host plan over SSH as the deploy user
 // (local/runSteps.ts), the sample engine (test/fixtures/engine) served from a git repository on the
-// VM. Then the checks of issue 3: the unit runs under its own user, files and modes, the DB and the
-// journal, a second run changes nothing, a killed engine comes back, a missing secret stops it for
-// good, a new secret or commit restarts it, the canary secret is nowhere else, the exposure. Last,
-// the one safe move of the SSH port on a live server (issue 10, docs/LIFECYCLE.md): keel:sshPortNext
-// on one up, keel:sshPort on the next. One VM; the tests run in order and share it.
-import { execFileSync } from "node:child_process";
+// VM. The deploy is the run's deployed test host (keelVm.ts deployedTestHost: this file runs it, or
+// continues from the snapshot another file kept of it). Then the checks of issue 3: the unit runs
+// under its own user, files and modes, the DB and the journal, a second run changes nothing, a
+// killed engine comes back, a missing secret stops it for good, a new secret or commit restarts it,
+// the canary secret is nowhere else, the exposure. Last, the one safe move of the SSH port on a
+// live server (issue 10, docs/LIFECYCLE.md): keel:sshPortNext on one up, keel:sshPort on the next.
+// One VM; the tests run in order and share it.
 import * as fs from "node:fs";
-import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectionChangeProblems } from "../../components/connectionGuard";
-import { parseConfig, sshPorts, type KeelConfig } from "../../config";
+import { sshPorts, type KeelConfig } from "../../config";
 import { HARDENING_PATHS } from "../../cloud-init/hardening";
 import { runSteps, type StepRun } from "../../local/runSteps";
 import type { Vm, VmSession } from "../../local/vm";
@@ -21,47 +21,25 @@ import { buildHostPlan } from "../../plan/hostPlan";
 import { hostPaths } from "../../plan/layout";
 import { renderEnvFile } from "../../plan/secrets";
 import type { SecretName, Step } from "../../plan/types";
-import { CANARY, REPO } from "../support/stack";
-import { pushEngineRepository } from "../../local/localStack";
+import { CANARY } from "../support/stack";
 import { tcpListeners, isLoopback, ufwStatus } from "./support/hardeningChecks";
-import { asRoot, deployableVm, QEMU_HOST_CIDR, ROOT_HELPER, sshWith, waitFor } from "./support/keelVm";
+import { asRoot, deployedHostConfig, deployedTestHost, FIRST_BOOT_HOOK_LIMIT, ROOT_HELPER, shellQuote, sshWith, TEST_HOST_SECRET_ENV, waitFor } from "./support/keelVm";
 
 const MINUTE = 60_000;
-const FIXTURE = path.join(REPO, "test", "fixtures", "engine");
-const SECOND_SECRET = "second-secret-4b1e";
+const SECOND_SECRET = TEST_HOST_SECRET_ENV.ENGINE_DB_KEY;
 
 let tmp: string;
 let vm: Vm;
 let cfg: KeelConfig;
-let commits: string[];
+let commits: readonly string[];
 let secrets: Record<SecretName, string>;
 let deployKey: string;
 let adminKey: string;
 let adminFile: string;
 const allRuns: StepRun[] = [];
 
-function git(dir: string, ...args: string[]): string {
-  const env = { ...process.env, GIT_AUTHOR_DATE: "2026-01-01T00:00:00Z", GIT_COMMITTER_DATE: "2026-01-01T00:00:00Z" };
-  return execFileSync("git", ["-C", dir, "-c", "user.name=keel-test", "-c", "user.email=keel@test", ...args], { encoding: "utf8", env }).trim();
-}
-
-function config(repoRef: string, overrides: Record<string, string> = {}): KeelConfig {
-  const raw = {
-    "keel:image": "debian-12",
-    "keel:adminKeys": JSON.stringify([adminKey]),
-    "keel:allowedSshCidrs": JSON.stringify([QEMU_HOST_CIDR]),
-    "keel:repoUrl": "file:///home/deploy/engine.git",
-    "keel:repoRef": repoRef,
-    "keel:pythonVersion": "3.11",
-    "keel:startCommand": "python -m engine",
-    "keel:settings": JSON.stringify({ heartbeatSeconds: 1, session: { mode: "paper" } }),
-    "keel:secretEnv": JSON.stringify({ ENGINE_API_KEY: CANARY, ENGINE_DB_KEY: SECOND_SECRET }),
-    "keel:minFreeDiskGiB": "1",
-    "keel:protect": "false",
-    ...overrides,
-  };
-  return parseConfig(raw, (k) => k === "keel:secretEnv");
-}
+/** The deployed test host's config, or a later up's: `repoRef` and `overrides` changed. */
+const config = (repoRef: string, overrides: Record<string, string> = {}): KeelConfig => deployedHostConfig(adminKey, repoRef, overrides);
 
 /** Runs steps as `pulumi up` runs them, keeping every run for the canary check. */
 async function up(steps: Step[], withSecrets: Partial<Record<SecretName, string>> = secrets): Promise<StepRun[]> {
@@ -113,41 +91,47 @@ function restarted(before: Map<string, string>, after: Map<string, string>): str
 }
 
 /**
- * Files on the VM's disk and in its tmpfs mounts that hold `secret`. The secret travels on stdin, so
- * the search itself puts it in no command line (sudo logs those to the journal).
+ * For each of `secrets`, the files on the VM's disk and in its tmpfs mounts that hold it: one pass
+ * over the disk for all of them (a whole-disk grep takes minutes under TCG), then each secret
+ * against the few files that pass. The secrets travel on stdin and wait in a private directory
+ * the search leaves out, so the search itself puts none of them in a command line (sudo logs those
+ * to the journal).
  */
-async function filesHolding(secret: string): Promise<string[]> {
-  const search = `sh -c 'read -r s; { find / -xdev -type f -print0; find /run /tmp /var/tmp /dev/shm -xdev -type f -print0; } 2>/dev/null | xargs -0 grep -lF --binary-files=text -e "$s" 2>/dev/null | sort -u'`;
-  return (await root(search, { stdin: `${secret}\n`, timeoutMs: 15 * MINUTE })).trim().split("\n").filter(Boolean);
+async function filesHolding(...secrets: string[]): Promise<string[][]> {
+  const script = [
+    'd=$(mktemp -d) && trap \'rm -rf "$d"\' EXIT && cat >"$d/all" || exit 1',
+    'n=0; while IFS= read -r s; do n=$((n + 1)); printf "%s\\n" "$s" >"$d/$n"; done <"$d/all"',
+    '{ find / -xdev -type f -print0; find /run /tmp /var/tmp /dev/shm -xdev -type f -print0; } 2>/dev/null | grep -zv "^$d/" | xargs -0 grep -lF --binary-files=text -f "$d/all" 2>/dev/null | sort -u >"$d/hits"',
+    'i=1; while [ "$i" -le "$n" ]; do echo "#$i"; xargs -rd "\\n" grep -lF --binary-files=text -f "$d/$i" <"$d/hits" 2>/dev/null; i=$((i + 1)); done; exit 0',
+  ].join("\n");
+  const out = await root(`sh -c ${shellQuote(script)}`, { stdin: secrets.map((s) => `${s}\n`).join(""), timeoutMs: 15 * MINUTE });
+  const found: string[][] = secrets.map(() => []);
+  let current = -1;
+  for (const line of out.split("\n").filter(Boolean)) {
+    const m = /^#(\d+)$/.exec(line);
+    if (m) current = Number(m[1]) - 1;
+    else found[current].push(line);
+  }
+  expect(current, "the search went through every secret").toBe(secrets.length - 1);
+  return found;
 }
 
 const stepsNamed = (names: string[]) => buildHostPlan(cfg).steps.filter((s) => names.includes(s.name));
 
+let deployRuns: readonly StepRun[];
+let deployedHere: boolean;
+
 beforeAll(async () => {
   // Guest port 2222 is forwarded too, for the port move at the end.
-  const d = await deployableVm("engine", { extraGuestPorts: [2222] });
-  ({ tmp, vm } = d);
+  const d = await deployedTestHost("engine", { extraGuestPorts: [2222] });
+  ({ tmp, vm, commits, secrets, deployedHere } = d);
   adminKey = d.admin.publicKey;
   adminFile = d.admin.file;
   deployKey = d.deployKey;
-
-  // The sample engine as a git repository: two commits, the second a change of code only.
-  const src = path.join(tmp, "engine-two-commits");
-  fs.cpSync(FIXTURE, src, { recursive: true });
-  git(src, "init", "-q", "-b", "main");
-  git(src, "add", "-A");
-  git(src, "commit", "-q", "-m", "sample engine");
-  const first = git(src, "rev-parse", "HEAD");
-  fs.writeFileSync(path.join(src, "VERSION"), "2\n");
-  git(src, "add", "VERSION");
-  git(src, "commit", "-q", "-m", "sample engine, second commit");
-  commits = [first, git(src, "rev-parse", "HEAD")];
-  git(src, "bundle", "create", "-q", path.join(tmp, "engine.bundle"), "main");
-  await pushEngineRepository(vm, path.join(tmp, "engine.bundle"));
-
-  cfg = config(commits[0]);
-  secrets = { deployKey, envFile: renderEnvFile({ ENGINE_API_KEY: CANARY, ENGINE_DB_KEY: SECOND_SECRET }), alertWebhook: "" };
-}, 60 * MINUTE);
+  cfg = d.cfg;
+  deployRuns = d.runs;
+  allRuns.push(...d.runs);
+}, FIRST_BOOT_HOOK_LIMIT + 30 * MINUTE);
 
 afterAll(async () => {
   await vm?.shutdown();
@@ -155,15 +139,16 @@ afterAll(async () => {
 }, 3 * MINUTE);
 
 describe("the engine on a Debian 12 VM, deployed by the host plan's steps", () => {
-  it("deploys: every step passes, in plan order", async () => {
+  it("deploys: every step passes, in plan order", () => {
+    console.log(`engine VM: ${deployedHere ? "deployed the whole plan itself" : "continues from the run's deployed test host"}`);
     const plan = buildHostPlan(cfg);
-    const runs = await up(plan.steps);
-    expect(runs.map((r) => r.name)).toEqual(plan.steps.map((s) => s.name));
-    const byName = Object.fromEntries(runs.map((r) => [r.name, r]));
+    expect(deployRuns.map((r) => r.name)).toEqual(plan.steps.map((s) => s.name));
+    expect(deployRuns.every((r) => r.code === 0)).toBe(true);
+    const byName = Object.fromEntries(deployRuns.map((r) => [r.name, r]));
     expect(byName["engine-source"].stdout).toContain(`source: /opt/engine/app is at ${commits[0]}`);
     expect(byName["engine-venv"].stdout).toContain("venv: built /opt/engine/venv from requirements.txt (no hashes) with python 3.11");
     expect(byName["engine-start"].stdout).toMatch(/start: enabled engine\.service\nstart: started engine\.service \(first deploy\)\nstart: engine\.service active and steady/);
-  }, 45 * MINUTE);
+  });
 
   it("runs the engine under its own user, from the venv, in the checkout", async () => {
     const state = await unitState();
@@ -295,13 +280,13 @@ describe("the engine on a Debian 12 VM, deployed by the host plan's steps", () =
   }, 20 * MINUTE);
 
   it("keeps the canary secret in the env file only: not on disk elsewhere, not in the journal, not in any step", async () => {
-    const hits = await filesHolding(CANARY);
-    expect(hits).toEqual(["/etc/engine/engine.env"]);
-    expect(await root(`sh -c 'read -r s; journalctl --no-pager --all -o verbose | grep -cF -e "$s" || true'`, { stdin: `${CANARY}\n`, timeoutMs: 5 * MINUTE })).toBe("0\n");
     const body = deployKey.trim().split("\n");
     const keyLine = body[body.length - 3];
     expect(keyLine.length).toBeGreaterThanOrEqual(60);
-    expect(await filesHolding(keyLine)).toEqual(["/home/deploy/.ssh/keel_deploy_ed25519"]);
+    const [canaryFiles, keyFiles] = await filesHolding(CANARY, keyLine);
+    expect(canaryFiles).toEqual(["/etc/engine/engine.env"]);
+    expect(keyFiles).toEqual(["/home/deploy/.ssh/keel_deploy_ed25519"]);
+    expect(await root(`sh -c 'read -r s; journalctl --no-pager --all -o verbose | grep -cF -e "$s" || true'`, { stdin: `${CANARY}\n`, timeoutMs: 5 * MINUTE })).toBe("0\n");
     for (const s of buildHostPlan(cfg).steps) expect(`${s.command}\n${s.stdin ?? ""}`).not.toContain(CANARY);
     for (const r of allRuns) expect(`${r.stdout}\n${r.stderr}`).not.toContain(CANARY);
     expect(allRuns.length).toBeGreaterThan(0);

@@ -1,6 +1,7 @@
 // Tier 3 (DESIGN.md "Testing tiers"): the health check and the runbook on a real Debian 12 VM, the
 // whole host plan deployed the way `pulumi up` deploys it (local/runSteps.ts) with the sample
-// engine. The alert webhook is a listener on the guest's loopback; the clock keeps time from this
+// engine: the run's deployed test host (keelVm.ts deployedTestHost; usually continued from the
+// snapshot the engine tests kept of it). The alert webhook is a listener on the guest's loopback; the clock keeps time from this
 // machine's (docs/VM.md "Time"), and a test takes that away. The runbook's scripts run on this machine, fed a
 // stack output JSON for the VM, over the pinned SSH connection. One VM; the tests run in order and
 // share it:
@@ -23,10 +24,9 @@ import { renderEnvFile } from "../../plan/secrets";
 import type { SecretName } from "../../plan/types";
 import { makeDb, sql } from "../host/db-helpers";
 import { loseTimeSync, restoreTimeSync, startWebhookListener, type WebhookListener } from "./support/guestServices";
-import { asRoot, deployableVm, MINUTE, sh, testHostConfig, waitFor, FIRST_BOOT_HOOK_LIMIT } from "./support/keelVm";
+import { asRoot, deployedTestHost, MINUTE, sh, waitFor, FIRST_BOOT_HOOK_LIMIT, TEST_HOST_WEBHOOK } from "./support/keelVm";
 
-const SECRET_ENV = { ENGINE_API_KEY: "health-vm-test-key" };
-const HOOK_TOKEN = "hook-token-5d1c9a";
+const HOOK_TOKEN = TEST_HOST_WEBHOOK.token;
 const DB = "/var/lib/engine/engine.db";
 const BACKUPS = "/var/backups/engine";
 
@@ -91,16 +91,19 @@ function runbook(name: string, args: string[] = [], timeoutMs = 10 * MINUTE): Pr
   });
 }
 
+let deployRuns: readonly StepRun[];
+
 beforeAll(async () => {
-  // Rare schedules: the test runs the health check and the backups itself, nothing fires meanwhile.
-  const d = await deployableVm("health");
-  ({ tmp, vm } = d);
-  cfg = testHostConfig(d.admin.publicKey, d.commit, { "keel:healthSchedule": "yearly", "keel:backupSchedule": "yearly" }, SECRET_ENV);
+  // Rare schedules (deployedHostConfig): the test runs the health check and the backups itself, nothing fires meanwhile.
+  const d = await deployedTestHost("health");
+  ({ tmp, vm, cfg, secrets } = d);
+  deployRuns = d.runs;
+  runs.push(...d.runs);
   adminFile = d.admin.file;
   hostPublicKey = d.hostKey.publicKey;
-  hook = await startWebhookListener(vm, 8787, `/hooks/${HOOK_TOKEN}`);
-  secrets = { envFile: renderEnvFile(SECRET_ENV), deployKey: d.deployKey, alertWebhook: hook.url };
-}, FIRST_BOOT_HOOK_LIMIT);
+  hook = await startWebhookListener(vm, TEST_HOST_WEBHOOK.port, `/hooks/${HOOK_TOKEN}`);
+  expect(hook.url).toBe(secrets.alertWebhook);
+}, FIRST_BOOT_HOOK_LIMIT + 30 * MINUTE);
 
 afterAll(async () => {
   await vm?.shutdown();
@@ -109,8 +112,8 @@ afterAll(async () => {
 
 describe("keel-health on a Debian 12 VM deployed by the host plan", () => {
   it("deploys: the health steps run last, the timer is enabled on keel:healthSchedule, the webhook file is root's alone", async () => {
-    const r = await up();
-    expect(r.slice(-2).map((s) => s.name)).toEqual(["alert-webhook", "health-units"]);
+    expect(deployRuns.map((s) => s.name)).toEqual(buildHostPlan(cfg).steps.map((s) => s.name));
+    expect(deployRuns.slice(-2).map((s) => s.name)).toEqual(["alert-webhook", "health-units"]);
     const timer = await sh(vm, "systemctl show keel-health.timer -p ActiveState -p UnitFileState -p TimersCalendar");
     expect(timer).toContain("ActiveState=active");
     expect(timer).toContain("UnitFileState=enabled");

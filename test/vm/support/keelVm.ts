@@ -1,18 +1,24 @@
 // Shared helpers for the VM tests (tier 3): throwaway SSH keys, a stack config for a VM, a boot
 // with keel's real user-data (renderCloudConfig, byte for byte what Hetzner would get), root in
 // the guest through a test-only keel tool, and ssh with options of the test's own choosing.
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { renderCloudConfig } from "../../../cloud-init/userData";
 import { parseConfig, type KeelConfig } from "../../../config";
 import { engineRepository, keyPair, localConfig, localUserData, pushEngineRepository, QEMU_HOST_CIDR, SAMPLE_ENGINE, type KeyPair } from "../../../local/localStack";
-import { bootVm, buildImage, firstBoot, GuestPanicError, type CloudInitStatus, type Release, type Vm, type VmSession } from "../../../local/vm";
+import { runSteps, type StepRun } from "../../../local/runSteps";
+import { bootVm, buildImage, firstBoot, GuestPanicError, resumeVm, type CloudInitStatus, type Release, type Vm, type VmSession } from "../../../local/vm";
 import { withDirLock } from "../../../local/vm/lock";
 import { type ExecResult, runSsh, sshArgs, writePrivateFile, knownHostsLine } from "../../../local/vm/ssh";
 import { logProblems, parseCloudInitStatus } from "../../../local/vm/vm";
-import { stableJson } from "../../../plan/hash";
+import { sha256, stableJson } from "../../../plan/hash";
+import { buildHostPlan } from "../../../plan/hostPlan";
+import { renderEnvFile } from "../../../plan/secrets";
 import { toolPath } from "../../../plan/tools";
+import type { SecretName } from "../../../plan/types";
+import { CANARY } from "../../support/stack";
 
 export { keyPair, type KeyPair };
 
@@ -170,11 +176,11 @@ export function testHostConfig(adminKey: string, commit: string, overrides: Reco
  * caller of a run boots for real and takes the snapshot, the others wait for it), with the root
  * helper and the engine's repository pushed. Each caller gets its own VM.
  */
-export async function deployableVm(name: string, opts: { extraGuestPorts?: readonly number[] } = {}): Promise<DeployableVm> {
+export async function deployableVm(name: string, opts: { extraGuestPorts?: readonly number[]; repository?: { commit: string; bundle: string } } = {}): Promise<DeployableVm> {
   const tmp = fs.mkdtempSync(path.join(tmpdir(), `keel-${name}-vm-`));
   try {
     const keys = await testRunKeys();
-    const repo = engineRepository(SAMPLE_ENGINE, tmp);
+    const repo = opts.repository ?? engineRepository(SAMPLE_ENGINE, tmp);
     const cfg = testHostConfig(keys.admin.publicKey, repo.commit);
     const image = await buildImage({ release: "bookworm" });
     const booted = await firstBoot({
@@ -200,6 +206,124 @@ export async function deployableVm(name: string, opts: { extraGuestPorts?: reado
   } catch (err) {
     fs.rmSync(tmp, { recursive: true, force: true });
     throw err;
+  }
+}
+
+/** The deployed test host's engine secrets: the canary (tests hunt for it) and a second key. */
+export const TEST_HOST_SECRET_ENV = { ENGINE_API_KEY: CANARY, ENGINE_DB_KEY: "second-secret-4b1e" } as const;
+/** The deployed test host's alert webhook: a listener on the guest's loopback (guestServices.ts), started by the tests that need it. */
+export const TEST_HOST_WEBHOOK = { port: 8787, token: "hook-token-5d1c9a", url: "http://127.0.0.1:8787/hooks/hook-token-5d1c9a" } as const;
+
+/**
+ * The stack config of the deployed test host: testHostConfig with the health check and backups on
+ * a yearly schedule (the tests run them; nothing fires meanwhile) and TEST_HOST_SECRET_ENV.
+ * `overrides` are a later up's changes.
+ */
+export function deployedHostConfig(adminKey: string, commit: string, overrides: Record<string, string> = {}): KeelConfig {
+  return testHostConfig(
+    adminKey,
+    commit,
+    {
+      "keel:healthSchedule": "yearly",
+      "keel:backupSchedule": "yearly",
+      ...overrides,
+    },
+    TEST_HOST_SECRET_ENV,
+  );
+}
+
+/** The sample engine as a git repository of two commits, the second a change of code only (VERSION 2). */
+export function twoCommitRepository(dir: string): { commits: [string, string]; bundle: string } {
+  const env = { ...process.env, GIT_AUTHOR_DATE: "2026-01-01T00:00:00Z", GIT_COMMITTER_DATE: "2026-01-01T00:00:00Z" };
+  const src = path.join(dir, "engine-two-commits");
+  const git = (...args: string[]) => execFileSync("git", ["-C", src, "-c", "user.name=keel-test", "-c", "user.email=keel@test", ...args], { encoding: "utf8", env }).trim();
+  fs.rmSync(src, { recursive: true, force: true });
+  fs.cpSync(SAMPLE_ENGINE, src, { recursive: true });
+  git("init", "-q", "-b", "main");
+  git("add", "-A");
+  git("commit", "-q", "-m", "sample engine");
+  const first = git("rev-parse", "HEAD");
+  fs.writeFileSync(path.join(src, "VERSION"), "2\n");
+  git("add", "VERSION");
+  git("commit", "-q", "-m", "sample engine, second commit");
+  const bundle = path.join(dir, "engine-two-commits.bundle");
+  git("bundle", "create", "-q", bundle, "main");
+  return { commits: [first, git("rev-parse", "HEAD")], bundle };
+}
+
+export interface DeployedTestHost extends DeployableVm {
+  /** The config the whole plan was deployed with (deployedHostConfig at the first commit). */
+  readonly cfg: KeelConfig;
+  readonly secrets: Record<SecretName, string>;
+  /** The engine repository's two commits; the first is deployed. */
+  readonly commits: readonly [string, string];
+  /** The deploy's step runs, in order: this VM's own, or those of the VM whose snapshot it continues. */
+  readonly runs: readonly StepRun[];
+  /** True when this VM ran the deploy; false when it was resumed from the run's snapshot of it. */
+  readonly deployedHere: boolean;
+}
+
+/**
+ * A Debian 12 VM with the whole host plan deployed (deployedHostConfig, TEST_HOST_SECRET_ENV, the
+ * webhook URL of TEST_HOST_WEBHOOK): the first caller of a run resumes the run's first boot, runs
+ * every step as `pulumi up` runs them, and keeps a snapshot of the result; later callers (other
+ * test files, in parallel) wait for it and continue from it, each in a VM of its own. A deploy is
+ * minutes under TCG; a resume is seconds. The snapshot holds the secrets: it lives in the run's
+ * private directory (testRunDir) and goes with it.
+ */
+export async function deployedTestHost(name: string, opts: { extraGuestPorts?: readonly number[] } = {}): Promise<DeployedTestHost> {
+  const keys = await testRunKeys();
+  const repoDir = fs.mkdtempSync(path.join(tmpdir(), `keel-${name}-repo-`));
+  try {
+    const repo = twoCommitRepository(repoDir);
+    const cfg = deployedHostConfig(keys.admin.publicKey, repo.commits[0]);
+    const secrets: Record<SecretName, string> = { deployKey: keys.deploy.privateKey, envFile: renderEnvFile(TEST_HOST_SECRET_ENV), alertWebhook: TEST_HOST_WEBHOOK.url };
+    const steps = buildHostPlan(cfg).steps;
+    const key = sha256(stableJson({ steps: steps.map((s) => s.hash), secrets: sha256(stableJson(secrets)), commits: repo.commits }));
+    const cache = path.join(testRunDir(), "deployed");
+    fs.mkdirSync(cache, { recursive: true, mode: 0o700 });
+    const entry = path.join(cache, key.slice(0, 24));
+    const runsFile = `${entry}.runs.json`;
+    const login = { user: cfg.deployUser, identityFile: keys.admin.file };
+
+    const made = await withDirLock(
+      `${entry}.lock`,
+      async (): Promise<DeployedTestHost> => {
+        const d = await deployableVm(name, { ...opts, repository: { commit: repo.commits[0], bundle: repo.bundle } });
+        try {
+          const started = Date.now();
+          const runs = await runSteps(d.vm, steps, secrets);
+          console.log(`${name} VM: the whole plan deployed in ${Math.round((Date.now() - started) / 1000)} s; keeping a snapshot of it for the run's other files`);
+          fs.writeFileSync(runsFile, JSON.stringify(runs), { mode: 0o600 });
+          await d.vm.snapshot(entry);
+          return { ...d, cfg, secrets, commits: repo.commits, runs, deployedHere: true };
+        } catch (err) {
+          await d.vm.shutdown();
+          fs.rmSync(d.tmp, { recursive: true, force: true });
+          throw err;
+        }
+      },
+      // Another file's deploy of the same plan finished: continue from its snapshot instead.
+      { timeoutMs: FIRST_BOOT_HOOK_LIMIT + 30 * MINUTE, ready: () => (fs.existsSync(entry) ? null : undefined) },
+    );
+    if (made) return made;
+
+    const tmp = fs.mkdtempSync(path.join(tmpdir(), `keel-${name}-vm-`));
+    const started = Date.now();
+    const vm = await resumeVm(entry, { hostPublicKey: keys.host.publicKey, login, extraHostForwards: (opts.extraGuestPorts ?? []).map((guestPort) => ({ guestPort })) });
+    try {
+      await vm.waitForSsh(5 * MINUTE);
+      await vm.waitForClock();
+      console.log(`${name} VM: resumed from the run's deployed test host in ${Math.round((Date.now() - started) / 1000)} s (${vm.accel})`);
+      const runs = JSON.parse(fs.readFileSync(runsFile, "utf8")) as StepRun[];
+      return { vm, tmp, cfg, secrets, commits: repo.commits, runs, deployedHere: false, admin: keys.admin, hostKey: keys.host, deployKey: keys.deploy.privateKey, commit: repo.commits[0], resumed: true };
+    } catch (err) {
+      await vm.shutdown();
+      fs.rmSync(tmp, { recursive: true, force: true });
+      throw err;
+    }
+  } finally {
+    fs.rmSync(repoDir, { recursive: true, force: true });
   }
 }
 
