@@ -83,9 +83,9 @@ export function renderConfigYaml(cfg: KeelConfig): string {
 export const MAX_ENGINE_EXPOSURE = 1.5;
 
 /**
- * The engine's unit (seed 000 §5; sandboxing after seed 004 §2.4). The engine needs outbound
- * network and its own state and backup directories, nothing else; `systemd-analyze security`
- * rates this unit 1.0 (at most MAX_ENGINE_EXPOSURE).
+ * The engine's unit (seed 000 §5; its sandbox: docs/ENGINE.md "The sandbox"). The engine needs
+ * outbound network and its own state and backup directories, nothing else; `systemd-analyze
+ * security` rates this unit 1.0 (at most MAX_ENGINE_EXPOSURE).
  */
 export function renderUnit(cfg: KeelConfig): string {
   const p = hostPaths(cfg);

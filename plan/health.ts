@@ -7,9 +7,9 @@ import { toolPath } from "./tools";
 import type { Bundle, HostFile, Step } from "./types";
 
 /**
- * The health check (seed 000 §9; docs/RUNBOOK.md "Health report"): keel-health's config, the
- * root-only alert webhook file, and the timer that runs it on keel:healthSchedule and alerts on
- * a change of status.
+ * The health check (seed 000 §9; docs/RUNBOOK.md "Status: the health report"): keel-health's
+ * config, the root-only alert webhook file, and the timer that runs it on keel:healthSchedule and
+ * alerts on a change of status.
  */
 
 /** keel's own config directory on the host. */
@@ -96,7 +96,7 @@ export function renderHealthService(cfg: KeelConfig): string {
     [
       "# Written by keel (plan/health.ts); edits are overwritten on the next pulumi up.",
       "[Unit]",
-      `Description=keel health check of ${cfg.appName} (docs/RUNBOOK.md "Health report")`,
+      `Description=keel health check of ${cfg.appName} (docs/RUNBOOK.md "Status: the health report")`,
       "",
       "[Service]",
       "Type=oneshot",

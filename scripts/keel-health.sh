@@ -7,7 +7,7 @@
 #
 # Usage: keel-health [--json] [--only CHECK[,CHECK…]] [--record]
 #
-# Checks (docs/RUNBOOK.md "Health report" says what each means and what to do):
+# Checks (docs/RUNBOOK.md "Status: the health report" says what each means and what to do):
 #   engine    the unit: active, automatic restarts, last exit status and what it means
 #   db        PRAGMA quick_check on a read-only connection, as the DB's owner
 #   backup    the newest verified backup (age) and the last backup run (result, reason)

@@ -1,7 +1,7 @@
 /**
  * What the Pulumi CLI checks of a stack's config against the project's `config:` declarations
  * before it runs the program (`pulumi preview`, `up` and `destroy` alike), re-stated from its
- * source at the version keel pins (pulumi/pulumi v3.248.0, docs/LIFECYCLE.md "Sources"):
+ * source at the version keel pins (pulumi/pulumi v3.248.0; docs/LIFECYCLE.md cites the others):
  *
  * - sdk/go/common/workspace/config.go L311-320: a project-namespaced key declared with neither
  *   `default` nor `value`, and not set by the stack, is missing; L29-63: every missing key in one

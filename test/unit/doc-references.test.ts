@@ -1,0 +1,57 @@
+// A clone of the repository is all a maintainer has: every reference in it resolves inside it.
+// Seed 000 citations ("seed 000 §N") name a section of docs/REQUIREMENTS.md; a doc's name followed
+// by a heading in double quotes names a heading that doc has; nothing points at documents outside
+// the repository.
+import { execFileSync } from "node:child_process";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { REPO } from "../support/stack";
+
+const files = execFileSync("git", ["-C", REPO, "ls-files", "-z", "--cached", "--others", "--exclude-standard"], { encoding: "utf8" })
+  .split("\0")
+  .filter((f) => f && !f.startsWith("test/fixtures/") && !/\.(json|png|whl|tar\.gz|db)$/.test(f) && f !== "package-lock.json")
+  .filter((f) => existsSync(join(REPO, f)));
+/** Each file's text, with comment markers at line starts folded into spaces, so a wrapped reference reads whole. */
+const texts = new Map(files.map((f) => [f, readFileSync(join(REPO, f), "utf8").replace(/\n\s*(?:\/\/|#|\*|--)?\s*/g, " ")]));
+
+const headings = new Map(
+  readdirSync(join(REPO, "docs"))
+    .filter((f) => f.endsWith(".md"))
+    .map((f) => [f, readFileSync(join(REPO, "docs", f), "utf8").split("\n").filter((l) => /^#+ /.test(l)).map((l) => l.replace(/^#+ /, "").trim())]),
+);
+
+describe("references inside the repository", () => {
+  it("cites seed 000 by sections docs/REQUIREMENTS.md has", () => {
+    const sections = new Set(headings.get("REQUIREMENTS.md")!.map((h) => /^§(\d+) /.exec(h)?.[1]).filter(Boolean));
+    expect([...sections].map(Number).sort((a, b) => a - b)).toEqual([...Array(13).keys()].map((i) => i + 1));
+    const cited: string[] = [];
+    for (const [file, text] of texts) {
+      for (const m of text.matchAll(/seed 000 §(\d+)/g)) {
+        cited.push(m[1]);
+        expect(sections.has(m[1]), `${file}: seed 000 §${m[1]}`).toBe(true);
+      }
+    }
+    expect(cited.length).toBeGreaterThan(20);
+  });
+
+  it("cites no source document the repository does not hold", () => {
+    for (const [file, text] of texts) {
+      expect(text, file).not.toMatch(/seed 00[1-9]|\.\.\/shared\b|seeds\//);
+    }
+  });
+
+  it("names only headings that exist when it quotes a section of a doc", () => {
+    let checked = 0;
+    for (const [file, text] of texts) {
+      for (const m of text.matchAll(/\b([A-Z]+\.md) "([^"]+)"/g)) {
+        const [, doc, heading] = m;
+        const known = headings.get(doc);
+        if (!known) continue;
+        checked++;
+        expect(known.some((h) => h.startsWith(heading)), `${file}: ${doc} "${heading}"`).toBe(true);
+      }
+    }
+    expect(checked).toBeGreaterThan(50);
+  });
+});
