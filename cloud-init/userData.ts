@@ -87,15 +87,27 @@ export function firstBootCommands(cfg: KeelConfig): (string | string[])[] {
     // After UFW: enabling it applies /etc/ufw/sysctl.conf, which would undo some of keel's values.
     ...onChange("kernel"),
     ...check("fail2ban"),
-    ["systemctl", "enable", "fail2ban.service"],
+    enableUnlessEnabled("fail2ban.service"),
     ...onChange("fail2ban"),
-    ["systemctl", "enable", "--now", "systemd-timesyncd.service"],
+    enableUnlessEnabled("systemd-timesyncd.service", { now: true }),
     // auditd loads its rules (augenrules) when it starts; load keel's again in case it was already running.
-    ["systemctl", "enable", "--now", "auditd.service"],
+    enableUnlessEnabled("auditd.service", { now: true }),
     ...onChange("audit"),
     // Last: a disk too small for the engine fails the first boot loudly.
     [p.checkFreeDisk, "/", String(cfg.minFreeDiskGiB)],
   ];
+}
+
+/**
+ * `systemctl enable [--now] UNIT` only when the unit is not enabled (and, with `now`, running)
+ * already. Debian and Ubuntu enable and start these services when their packages install them,
+ * and enabling one again costs up to three daemon-reloads (systemctl's own and the SysV sync
+ * through update-rc.d), each seconds long on a small server: the first boot measured 8 of them
+ * in keel's runcmd (docs/VM.md "Timings").
+ */
+export function enableUnlessEnabled(unit: string, opts: { now?: boolean } = {}): string {
+  const already = opts.now ? `{ systemctl is-enabled --quiet ${unit} && systemctl is-active --quiet ${unit}; }` : `systemctl is-enabled --quiet ${unit}`;
+  return `${already} || systemctl enable ${opts.now ? "--now " : ""}${unit}`;
 }
 
 /** keel-place, as the tools step places it: first boot needs it to converge; the tools step brings the rest. */

@@ -1,13 +1,17 @@
-// The waits that follow a reload in the sshd and fail2ban hardening steps (cloud-init/hardening.ts
-// sshdListening, fail2banJailUp), run as keel-place runs an onChange argv, against `ss` and
-// `fail2ban-client` stand-ins that print what the real ones print (iproute2's `ss -Htlnp`, both
-// address families) and a `sleep` that returns at once, so the whole wait runs in moments.
+// The commands around systemd in keel's steps and first boot, run for real against stand-ins of
+// the tools they ask: the waits that follow a reload in the sshd and fail2ban hardening steps
+// (cloud-init/hardening.ts sshdListening, fail2banJailUp), run as keel-place runs an onChange argv,
+// against `ss` and `fail2ban-client` stand-ins that print what the real ones print (iproute2's
+// `ss -Htlnp`, both address families) and a `sleep` that returns at once, so the whole wait runs
+// in moments; and the first boot's enable-unless-enabled (cloud-init/userData.ts), in `sh` as
+// cloud-init runs runcmd, against a `systemctl` stand-in that records what it was asked.
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { fail2banJailUp, SETTLE_SECONDS, sshdListening } from "../../cloud-init/hardening";
+import { enableUnlessEnabled } from "../../cloud-init/userData";
 import { parseConfig } from "../../config";
 import { ADMIN_KEY } from "../support/stack";
 
@@ -68,5 +72,35 @@ describe("fail2banJailUp", () => {
     const never = run(fail2banJailUp(), [], 255);
     expect(never).toMatchObject({ code: 1, polls: SETTLE_SECONDS });
     expect(never.stderr).toBe(`keel: fail2ban's sshd jail did not come up within ${SETTLE_SECONDS} s\n`);
+  });
+});
+
+describe("enableUnlessEnabled", () => {
+  /** Runs the command in sh with a systemctl that answers is-enabled/is-active as given and logs every call. */
+  function runWith(command: string, state: { enabled: boolean; active: boolean }): string[] {
+    const bin = fs.mkdtempSync(path.join(tmp, "systemctl-"));
+    const log = path.join(bin, "calls");
+    fs.writeFileSync(
+      path.join(bin, "systemctl"),
+      `#!/bin/sh\necho "$*" >>${log}\ncase $1 in is-enabled) exit ${state.enabled ? 0 : 1} ;; is-active) exit ${state.active ? 0 : 3} ;; esac\nexit 0\n`,
+      { mode: 0o755 },
+    );
+    const r = spawnSync("sh", ["-eu", "-c", command], { env: { PATH: `${bin}:/usr/bin:/bin` }, encoding: "utf8" });
+    expect(r.status, r.stderr).toBe(0);
+    return fs.readFileSync(log, "utf8").trim().split("\n");
+  }
+
+  it("enables nothing that is enabled (and running, with now): no daemon-reload", () => {
+    expect(runWith(enableUnlessEnabled("fail2ban.service"), { enabled: true, active: false })).toEqual(["is-enabled --quiet fail2ban.service"]);
+    expect(runWith(enableUnlessEnabled("auditd.service", { now: true }), { enabled: true, active: true })).toEqual([
+      "is-enabled --quiet auditd.service",
+      "is-active --quiet auditd.service",
+    ]);
+  });
+
+  it("enables (and starts) a unit that is not, under set -e as runcmd runs", () => {
+    expect(runWith(enableUnlessEnabled("fail2ban.service"), { enabled: false, active: false }).slice(-1)).toEqual(["enable fail2ban.service"]);
+    expect(runWith(enableUnlessEnabled("auditd.service", { now: true }), { enabled: true, active: false }).slice(-1)).toEqual(["enable --now auditd.service"]);
+    expect(runWith(enableUnlessEnabled("auditd.service", { now: true }), { enabled: false, active: false }).slice(-1)).toEqual(["enable --now auditd.service"]);
   });
 });

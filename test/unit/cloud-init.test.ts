@@ -11,7 +11,7 @@ import { REPO_ROOT } from "../../plan/static";
 import { toolFiles } from "../../plan/tools";
 import { FIRST_BOOT_PACKAGES, HARDENING_PATHS, hardeningFiles } from "../../cloud-init/hardening";
 import { DEFAULT_REPO_PACKAGES } from "../../local/vm/image";
-import { cloudConfig, FIRST_BOOT_LAYOUT_BUNDLE, gzipBase64, renderCloudConfig, USER_DATA_MAX_BYTES } from "../../cloud-init/userData";
+import { cloudConfig, enableUnlessEnabled, FIRST_BOOT_LAYOUT_BUNDLE, gzipBase64, renderCloudConfig, USER_DATA_MAX_BYTES } from "../../cloud-init/userData";
 
 const ADMIN_KEYS = [
   "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINqq0Bv8sC7o5PLFDEsS8SQAds+XBFfF5FEvGdrrefNn admin1@example",
@@ -292,7 +292,7 @@ describe("firewall, fail2ban, updates, time and disk", () => {
     expect(jail).toContain("bantime.increment = true");
     expect(d.packages).toContain("python3-systemd");
     expect(cmds).toContain("fail2ban-client --test");
-    expect(cmds).toContain("systemctl enable fail2ban.service");
+    expect(cmds).toContain("systemctl is-enabled --quiet fail2ban.service || systemctl enable fail2ban.service");
   });
 
   it("updates and upgrades packages, installs exactly the package list, sets the time zone and NTP", () => {
@@ -301,7 +301,7 @@ describe("firewall, fail2ban, updates, time and disk", () => {
     expect(d.packages).toEqual([...FIRST_BOOT_PACKAGES]);
     expect(d.timezone).toBe("Europe/Berlin");
     expect(doc(config()).timezone).toBe("UTC");
-    expect(cmds).toContain("systemctl enable --now systemd-timesyncd.service");
+    expect(cmds).toContain("{ systemctl is-enabled --quiet systemd-timesyncd.service && systemctl is-active --quiet systemd-timesyncd.service; } || systemctl enable --now systemd-timesyncd.service");
     expect(fileText(d, HARDENING_PATHS.aptUnattended)).toContain('Unattended-Upgrade::Automatic-Reboot "true";');
     expect(fileText(d, HARDENING_PATHS.aptPeriodic)).toContain('APT::Periodic::Unattended-Upgrade "1";');
     // No Recommends, from the first install on: written by write_files, which cloud-init runs in its
@@ -367,7 +367,8 @@ describe("firewall, fail2ban, updates, time and disk", () => {
     // Auditing on (-e 1), never locked (-e 2): a locked rule set would need a reboot for every change pulumi up makes.
     expect(rules.filter((r) => r.startsWith("-e"))).toEqual(["-e 1"]);
     expect(d.packages).toContain("auditd");
-    expect(cmds.indexOf("systemctl enable --now auditd.service")).toBeLessThan(cmds.indexOf("augenrules --load"));
+    expect(cmds.indexOf(enableUnlessEnabled("auditd.service", { now: true }))).toBeLessThan(cmds.indexOf("augenrules --load"));
+    expect(cmds.indexOf(enableUnlessEnabled("auditd.service", { now: true }))).toBeGreaterThan(0);
     expect(cmds.indexOf("augenrules --load")).toBeGreaterThan(0);
   });
 
