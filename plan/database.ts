@@ -251,7 +251,8 @@ export function databaseSteps(cfg: KeelConfig): Step[] {
       check: ["systemd-analyze", "verify", service.path, timer.path],
       onChange: [
         ["systemctl", "daemon-reload"],
-        ["systemctl", "enable", "--now", backupTimerName(cfg)],
+        // Loaded by the reload above: enabling it need not reload again (seconds on a small server).
+        ["systemctl", "enable", "--now", "--no-reload", backupTimerName(cfg)],
       ],
     }),
   ];

@@ -202,7 +202,8 @@ export function healthSteps(cfg: KeelConfig): Step[] {
       check: ["systemd-analyze", "verify", ...units.map((u) => u.path)],
       onChange: [
         ["systemctl", "daemon-reload"],
-        ["systemctl", "enable", "--now", HEALTH_TIMER],
+        // Loaded by the reload above: enabling it need not reload again (seconds on a small server).
+        ["systemctl", "enable", "--now", "--no-reload", HEALTH_TIMER],
       ],
     }),
   ];

@@ -109,7 +109,7 @@ describe("the backup timer and service", () => {
     expect(b.check).toEqual(["systemd-analyze", "verify", "/etc/systemd/system/engine-backup.service", "/etc/systemd/system/engine-backup.timer"]);
     expect(b.onChange).toEqual([
       ["systemctl", "daemon-reload"],
-      ["systemctl", "enable", "--now", "engine-backup.timer"],
+      ["systemctl", "enable", "--now", "--no-reload", "engine-backup.timer"],
     ]);
   });
 });

@@ -135,7 +135,7 @@ describe("health steps", () => {
     expect(units.bundle!.check).toEqual(["systemd-analyze", "verify", "/etc/systemd/system/keel-health.service", "/etc/systemd/system/keel-health.timer"]);
     expect(units.bundle!.onChange).toEqual([
       ["systemctl", "daemon-reload"],
-      ["systemctl", "enable", "--now", "keel-health.timer"],
+      ["systemctl", "enable", "--now", "--no-reload", "keel-health.timer"],
     ]);
     expect(webhook.stdin).toBeUndefined();
     expect(webhook.bundle).toBeUndefined();
