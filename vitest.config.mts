@@ -6,9 +6,10 @@ import { defineConfig } from "vitest/config";
 /**
  * The VM files, longest first: with two VMs at a time the long ones must not start last. Those
  * that first boot a VM of their own (Debian 13) or the run's Debian 12 test host (the first of the
- * others) start together; the rest resume from the run's snapshot of that first boot.
+ * others) start together; the rest resume from the run's snapshot of that first boot. The engine
+ * file deploys the whole plan for the health file too (deployedTestHost), so health comes later.
  */
-const VM_ORDER = ["hardening-trixie", "hardening", "engine", "database", "health", "demo", "vm-runner"];
+const VM_ORDER = ["hardening-trixie", "hardening", "engine", "database", "demo", "health", "vm-runner"];
 
 class VmFirst extends BaseSequencer {
   async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
