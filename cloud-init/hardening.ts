@@ -199,7 +199,8 @@ export function hardeningUnits(cfg: KeelConfig): HardeningUnit[] {
       check: ["nft", "-c", "-f", p.metadataGuardRules],
       onChange: [
         ["systemctl", "daemon-reload"],
-        ["systemctl", "enable", METADATA_GUARD_UNIT],
+        // Loaded by the reload above: enabling it need not reload again (seconds on a small server).
+        ["systemctl", "enable", "--no-reload", METADATA_GUARD_UNIT],
         ["systemctl", "restart", METADATA_GUARD_UNIT],
       ],
     },

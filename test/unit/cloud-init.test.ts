@@ -148,7 +148,7 @@ describe("the host key", () => {
 
   it("is protected after first boot: metadata root-only, cloud-init's copies and logs root-only", () => {
     const cmds = runcmd(doc(config()));
-    expect(cmds).toContain("systemctl enable keel-metadata-guard.service");
+    expect(cmds).toContain("systemctl enable --no-reload keel-metadata-guard.service");
     expect(cmds).toContain("find /var/lib/cloud/instances -type f -exec chmod go-rwx {} +");
     expect(cmds).toContain("find /var/log -maxdepth 1 -name cloud-init*.log -type f -exec chmod 0600 {} +");
   });
