@@ -133,21 +133,45 @@ export function modprobeConf(cfg: Pick<KeelConfig, "image">): string {
 export const SETTLE_SECONDS = 180;
 
 /**
- * An argv that polls the shell test `probe` every second until it holds, for at most
- * SETTLE_SECONDS, and then fails saying `what` did not happen. A reload returns before it took
- * effect: `systemctl reload ssh` only signals sshd, which re-executes and binds its ports again
- * later, and fail2ban's server starts its jails after a restart returns. The next step (or the
- * next SSH connection of `pulumi up`) must find them done.
+ * An argv that runs the shell commands `first`, then polls the shell test `probe` every second
+ * until it holds, for at most SETTLE_SECONDS, and then fails saying `what` did not happen. A
+ * reload returns before it took effect: `systemctl reload ssh` only signals sshd, which
+ * re-executes and binds its ports again later, and fail2ban's server starts its jails after a
+ * restart returns. The next step (or the next SSH connection of `pulumi up`) must find them done.
  */
-function settle(what: string, probe: string): string[] {
-  return ["sh", "-c", `i=0; until ${probe}; do i=$((i + 1)); if [ "$i" -ge ${SETTLE_SECONDS} ]; then echo "keel: ${what} within ${SETTLE_SECONDS} s" >&2; exit 1; fi; sleep 1; done`];
+function settle(what: string, probe: string, first = ""): string[] {
+  return ["sh", "-c", `${first}i=0; until ${probe}; do i=$((i + 1)); if [ "$i" -ge ${SETTLE_SECONDS} ]; then echo "keel: ${what} within ${SETTLE_SECONDS} s" >&2; exit 1; fi; sleep 1; done`];
 }
 
-/** Waits until sshd listens on exactly the planned SSH port(s) (two while the port moves). */
+/**
+ * A shell function printing "PORT INODE" for each TCP socket ssh.service's main process listens
+ * on. By that PID, not by name: any process may call itself sshd (the engine could, on a port of
+ * its own), and sshd keeps its PID when a reload re-executes it.
+ */
+const SSHD_SOCKETS =
+  `sshd_sockets() { pid=$(systemctl show -P MainPID ssh.service); ss -Htlnpe | awk -v p="pid=$pid," 'index($0, p) { port = $4; sub(/.*:/, "", port); ino = ""; if (match($0, / ino:[0-9]+/)) ino = substr($0, RSTART + 5, RLENGTH - 5); print port, ino }'; }; `;
+
+/** The shell test: sshd's sockets are on exactly `ports` (sorted, space-separated). */
+const sshdOnPorts = (ports: string) => `[ "$(sshd_sockets | awk 'NF { print $1 }' | sort -nu | paste -sd' ')" = "${ports}" ]`;
+
+const plannedPorts = (cfg: KeelConfig) => sshPorts(cfg).slice().sort((a, b) => a - b).join(" ");
+
+/** Waits until sshd listens on exactly the planned SSH port(s) (two while the port moves): the first boot's, after a restart. */
 export function sshdListening(cfg: KeelConfig): string[] {
-  const ports = sshPorts(cfg).slice().sort((a, b) => a - b);
-  const listening = `ss -Htlnp | awk '/"sshd"/ { sub(/.*:/, "", $4); print $4 }' | sort -nu | paste -sd' '`;
-  return settle(`sshd did not listen on port(s) ${ports.join(" ")} (and no other)`, `[ "$(${listening})" = "${ports.join(" ")}" ]`);
+  const ports = plannedPorts(cfg);
+  return settle(`sshd did not listen on port(s) ${ports} (and no other)`, sshdOnPorts(ports), SSHD_SOCKETS);
+}
+
+/**
+ * Reloads (or starts) sshd and waits until it listens again, on exactly the planned port(s), on
+ * sockets it did not have before: sshd rebinds even when the ports stay, so new sockets show that
+ * the reload took effect.
+ */
+export function sshdReload(cfg: KeelConfig): string[] {
+  const ports = plannedPorts(cfg);
+  const before = `before=" $(sshd_sockets | awk 'NF { print $2 }' | paste -sd' ') "; systemctl reload-or-restart ssh.service; `;
+  const fresh = `! sshd_sockets | awk -v b="$before" 'NF && $2 != "" && index(b, " " $2 " ") { old = 1 } END { exit !old }'`;
+  return settle(`sshd did not listen again, on port(s) ${ports} (and no other), after its reload`, `${sshdOnPorts(ports)} && ${fresh}`, SSHD_SOCKETS + before);
 }
 
 /** Waits until fail2ban's sshd jail answers. */
@@ -198,9 +222,10 @@ export function hardeningUnits(cfg: KeelConfig): HardeningUnit[] {
       files: [staticFile(p.metadataGuardRules, "metadata-guard.nft"), staticFile(p.metadataGuardUnit, "keel-metadata-guard.service")],
       check: ["nft", "-c", "-f", p.metadataGuardRules],
       onChange: [
-        ["systemctl", "daemon-reload"],
-        // Loaded by the reload above: enabling it need not reload again (seconds on a small server).
+        // Enabled first without a reload of its own, so one daemon-reload (seconds on a small server)
+        // loads the unit and the link, and leaves nothing flagged as changed on disk.
         ["systemctl", "enable", "--no-reload", METADATA_GUARD_UNIT],
+        ["systemctl", "daemon-reload"],
         ["systemctl", "restart", METADATA_GUARD_UNIT],
       ],
     },
@@ -243,7 +268,7 @@ export function hardeningUnits(cfg: KeelConfig): HardeningUnit[] {
       description: "SSH server: keys only, deploy user only, modern algorithms, pinned ED25519 host key",
       files: [rootFile(p.sshdDropIn, sshdDropIn(cfg))],
       check: ["sshd", "-t"],
-      onChange: [["systemctl", "reload-or-restart", "ssh.service"], sshdListening(cfg)],
+      onChange: [sshdReload(cfg)],
     },
     {
       name: "firewall",

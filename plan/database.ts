@@ -250,9 +250,11 @@ export function databaseSteps(cfg: KeelConfig): Step[] {
       files: [service, timer],
       check: ["systemd-analyze", "verify", service.path, timer.path],
       onChange: [
+        // Enabled first without a reload of its own, so one daemon-reload (seconds on a small server)
+        // loads the units and the link, and leaves nothing flagged as changed on disk.
+        ["systemctl", "enable", "--no-reload", backupTimerName(cfg)],
         ["systemctl", "daemon-reload"],
-        // Loaded by the reload above: enabling it need not reload again (seconds on a small server).
-        ["systemctl", "enable", "--now", "--no-reload", backupTimerName(cfg)],
+        ["systemctl", "start", backupTimerName(cfg)],
       ],
     }),
   ];

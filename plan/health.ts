@@ -201,9 +201,11 @@ export function healthSteps(cfg: KeelConfig): Step[] {
       files: units,
       check: ["systemd-analyze", "verify", ...units.map((u) => u.path)],
       onChange: [
+        // Enabled first without a reload of its own, so one daemon-reload (seconds on a small server)
+        // loads the units and the link, and leaves nothing flagged as changed on disk.
+        ["systemctl", "enable", "--no-reload", HEALTH_TIMER],
         ["systemctl", "daemon-reload"],
-        // Loaded by the reload above: enabling it need not reload again (seconds on a small server).
-        ["systemctl", "enable", "--now", "--no-reload", HEALTH_TIMER],
+        ["systemctl", "start", HEALTH_TIMER],
       ],
     }),
   ];

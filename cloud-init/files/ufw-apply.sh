@@ -58,7 +58,8 @@ done
 
 # Each ufw command is a Python start, and on an active firewall `ufw default` reloads it: ask only
 # for what is not so already (a slow small server, and every first boot, feel each one).
-default_is() { grep -qx "$1=\"$2\"" /etc/default/ufw 2>/dev/null; }
+# ufw reads the file's last assignment of each key.
+default_is() { [[ $(sed -n "s/^$1=//p" /etc/default/ufw 2>/dev/null | tail -n 1) == "\"$2\"" ]]; }
 default_is DEFAULT_INPUT_POLICY DROP || ufw default deny incoming >/dev/null
 default_is DEFAULT_OUTPUT_POLICY ACCEPT || ufw default allow outgoing >/dev/null
 default_is DEFAULT_FORWARD_POLICY DROP || ufw default deny routed >/dev/null
@@ -70,13 +71,19 @@ has_rule() {
   return 1
 }
 # The wanted rules first, so SSH is never without one while others are removed.
-i=0
+i=0 added=0
 for port in "${ports[@]}"; do
   for src in "${sources[@]}"; do
-    has_rule "${wanted[i]}" || ufw allow proto tcp from "$src" to any port "$port" comment keel-ssh >/dev/null
+    if ! has_rule "${wanted[i]}"; then
+      ufw allow proto tcp from "$src" to any port "$port" comment keel-ssh >/dev/null
+      added=1
+    fi
     i=$((i + 1))
   done
 done
+# An allow may have rewritten a rule in place (the same rule without keel's comment): what is
+# removed below is read after the adds, never from before them.
+((added == 0)) || mapfile -t existing < <(ufw show added | sed -n 's/^ufw //p')
 
 for rule in "${existing[@]}"; do
   keep=no

@@ -134,8 +134,9 @@ describe("health steps", () => {
     expect(units.bundle!.files.map((f) => f.path)).toEqual(["/etc/systemd/system/keel-health.service", "/etc/systemd/system/keel-health.timer"]);
     expect(units.bundle!.check).toEqual(["systemd-analyze", "verify", "/etc/systemd/system/keel-health.service", "/etc/systemd/system/keel-health.timer"]);
     expect(units.bundle!.onChange).toEqual([
+      ["systemctl", "enable", "--no-reload", "keel-health.timer"],
       ["systemctl", "daemon-reload"],
-      ["systemctl", "enable", "--now", "--no-reload", "keel-health.timer"],
+      ["systemctl", "start", "keel-health.timer"],
     ]);
     expect(webhook.stdin).toBeUndefined();
     expect(webhook.bundle).toBeUndefined();
