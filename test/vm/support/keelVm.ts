@@ -286,9 +286,10 @@ export async function deployedTestHost(name: string, opts: { extraGuestPorts?: r
     const runsFile = `${entry}.runs.json`;
     const login = { user: cfg.deployUser, identityFile: keys.admin.file };
 
-    const made = await withDirLock(
+    const failedFile = `${entry}.failed`;
+    const made = await withDirLock<DeployedTestHost | "resume">(
       `${entry}.lock`,
-      async (): Promise<DeployedTestHost> => {
+      async () => {
         const d = await deployableVm(name, { ...opts, repository: { commit: repo.commits[0], bundle: repo.bundle } });
         try {
           const started = Date.now();
@@ -298,15 +299,23 @@ export async function deployedTestHost(name: string, opts: { extraGuestPorts?: r
           await d.vm.snapshot(entry);
           return { ...d, cfg, secrets, commits: repo.commits, runs, deployedHere: true };
         } catch (err) {
+          // The files waiting for this deploy fail at once with its reason, not after deploying again.
+          fs.writeFileSync(failedFile, `${name}: ${err instanceof Error ? err.message : String(err)}`.slice(0, 4000), { mode: 0o600 });
           await d.vm.shutdown();
           fs.rmSync(d.tmp, { recursive: true, force: true });
           throw err;
         }
       },
-      // Another file's deploy of the same plan finished: continue from its snapshot instead.
-      { timeoutMs: FIRST_BOOT_HOOK_LIMIT + 30 * MINUTE, ready: () => (fs.existsSync(entry) ? null : undefined) },
+      // Another file's deploy of the same plan finished: continue from its snapshot instead; or it failed: say why.
+      {
+        timeoutMs: FIRST_BOOT_HOOK_LIMIT + 30 * MINUTE,
+        ready: () => {
+          if (fs.existsSync(failedFile)) throw new Error(`the run's deploy of the test host failed in ${fs.readFileSync(failedFile, "utf8")}`);
+          return fs.existsSync(entry) ? ("resume" as const) : undefined;
+        },
+      },
     );
-    if (made) return made;
+    if (made !== "resume") return made;
 
     const tmp = fs.mkdtempSync(path.join(tmpdir(), `keel-${name}-vm-`));
     const started = Date.now();
