@@ -102,8 +102,8 @@ export function firstBootCommands(cfg: KeelConfig): (string | string[])[] {
  * `systemctl enable [--now] UNIT` only when the unit is not enabled (and, with `now`, running)
  * already. Debian and Ubuntu enable and start these services when their packages install them,
  * and enabling one again costs up to three daemon-reloads (systemctl's own and the SysV sync
- * through update-rc.d), each seconds long on a small server: the first boot measured 8 of them
- * in keel's runcmd (docs/VM.md "Timings").
+ * through update-rc.d), each seconds long on a small server: a first boot's runcmd spent 7 of
+ * them on services already enabled (docs/VM.md "Timings").
  */
 export function enableUnlessEnabled(unit: string, opts: { now?: boolean } = {}): string {
   const already = opts.now ? `{ systemctl is-enabled --quiet ${unit} && systemctl is-active --quiet ${unit}; }` : `systemctl is-enabled --quiet ${unit}`;

@@ -1,10 +1,10 @@
 // Tier 3 (DESIGN.md "Testing tiers"): the health check and the runbook on a real Debian 12 VM, the
 // whole host plan deployed the way `pulumi up` deploys it (local/runSteps.ts) with the sample
 // engine: the run's deployed test host (keelVm.ts deployedTestHost; usually continued from the
-// snapshot the engine tests kept of it). The alert webhook is a listener on the guest's loopback; the clock keeps time from this
-// machine's (docs/VM.md "Time"), and a test takes that away. The runbook's scripts run on this machine, fed a
-// stack output JSON for the VM, over the pinned SSH connection. One VM; the tests run in order and
-// share it:
+// snapshot the engine tests kept of it). The alert webhook is a listener on the guest's loopback;
+// the clock keeps time from this machine's (docs/VM.md "Time"), and a test takes that away. The
+// runbook's scripts run on this machine, fed a stack output JSON for the VM, over the pinned SSH
+// connection. One VM; the tests run in order and share it:
 //   healthy after deploy; the engine stopped is down and the webhook hears of it (and of the way
 //   back); a stale backup is degraded; a hand-edited placed file is drift; a failed startup gate
 //   reads as such; the runbook's status, logs, backup now, restore, snapshot, migrate and engine
