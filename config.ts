@@ -186,29 +186,30 @@ const repoRelativePath = z
 const sshPublicKey = z.string().trim().regex(ED25519_KEY, "an ED25519 public key line: 'ssh-ed25519 AAAAC3Nza… comment'");
 
 /**
- * The schema. Keys are the `keel:<key>` names without the namespace. Described keys appear in
- * docs/CONFIG.md; keep the descriptions short and operator-facing.
+ * The schema. Keys are the `keel:<key>` names without the namespace. A scalar key's description
+ * is its description in Pulumi.yaml (`npm run gen` writes that file's config block from this
+ * schema); keep it short and operator-facing. docs/CONFIG.md's rows come from configDocs.ts.
  */
 export const configSchema = z
   .object({
-    location: z.enum(LOCATIONS).default("fsn1").describe("Hetzner location."),
+    location: z.enum(LOCATIONS).default("fsn1").describe("Hetzner location (fsn1, nbg1, hel1, ash, hil, sin)."),
     serverType: z
       .string()
       .regex(/^(cx|cpx|cax|ccx)[0-9]{2,3}$/, "a Hetzner server type such as cx23, cpx22, cax11 (arm) or ccx13")
       .refine((t) => !RETIRED_SERVER_TYPES.includes(t), "a server type Hetzner still sells (e.g. cx23; cx22 and older are retired)")
       .default("cx23")
       .describe("Hetzner server type; arm64 types are cax*."),
-    image: z.enum(IMAGES).default("ubuntu-24.04").describe("OS image; changing it replaces the server."),
+    image: z.enum(IMAGES).default("ubuntu-24.04").describe("OS image (ubuntu-24.04, debian-12, debian-13); changing it replaces the server."),
     ipv4: z.boolean().default(true).describe("Attach a public IPv4 (IPv6-only is cheaper)."),
     hetznerBackups: z.boolean().default(false).describe("Hetzner's own daily server backups (paid)."),
     githubDeployKey: z
       .boolean()
       .default(false)
-      .describe("Register the deploy key on the github.com repository of keel:repoUrl (read-only), with the secret github:token."),
-    protect: z.boolean().default(true).describe("Pulumi protect + Hetzner delete/rebuild protection."),
+      .describe("Register the deploy key on the github.com repository of repoUrl (read-only); needs the secret github:token."),
+    protect: z.boolean().default(true).describe("Pulumi protect plus Hetzner delete/rebuild protection. Only disposable stacks turn it off."),
     adminKeys: z.array(sshPublicKey).min(1, "at least one admin key").describe("Admin SSH public keys (ED25519, passphrase-protected)."),
     retiredKeys: z.array(sshPublicKey).default([]).describe("Admin keys removed from the host on the next up."),
-    sshPort: z.number().int().min(1).max(65535).default(22).describe("SSH port on the host."),
+    sshPort: z.number().int().min(1).max(65535).default(22).describe("SSH port on the host (22, or 1024-65535)."),
     sshPortNext: z
       .number()
       .int()
@@ -231,7 +232,7 @@ export const configSchema = z
         if (why) ctx.addIssue({ code: "custom", message: `a name of its own, not a system or reserved name (${why})` });
       })
       .default("deploy")
-      .describe("Non-root admin/deploy user."),
+      .describe("Non-root admin and deploy user."),
     appName: z
       .string()
       // At most 25 characters: the backup user `<app>-backup` must fit Linux's 32 (plan/layout.ts).
@@ -241,22 +242,22 @@ export const configSchema = z
         if (why) ctx.addIssue({ code: "custom", message: `a name of its own, not a system or reserved name (${why})` });
       })
       .default("engine")
-      .describe("Service name: unit, system user and paths."),
+      .describe("Service name, used for the systemd unit, its system user and the host paths."),
     repoUrl: z
       .string()
       .regex(REPO_URL, "git@host:org/repo.git, ssh://user@host[:port]/org/repo.git or file:///path, in letters, digits and . _ - ~ / only")
-      .describe("Git repository of the engine, cloned with the read-only deploy key."),
-    repoRef: z.string().regex(COMMIT_SHA, "a full 40-character commit SHA (pin the exact commit)").describe("Pinned commit to deploy."),
+      .describe("Git repository of the engine (git@host:org/repo.git), cloned with the read-only deploy key."),
+    repoRef: z.string().regex(COMMIT_SHA, "a full 40-character commit SHA (pin the exact commit)").describe("The pinned 40-character commit to deploy."),
     gitKnownHosts: z
       .array(z.string().regex(/^[^\s]+ (ssh-ed25519|ecdsa-sha2-nistp256|ssh-rsa) [A-Za-z0-9+/=]+$/, "a known_hosts line 'host type key'"))
       .optional()
       .describe("known_hosts lines for the git host; defaults to GitHub's published keys for github.com URLs."),
-    pythonVersion: z.string().regex(/^3\.[0-9]{1,2}$/, "a Python minor version such as 3.12").describe("The system Python the engine is pinned to."),
-    requirementsFile: repoRelativePath.default("requirements.txt").describe("Locked requirements file in the repo."),
+    pythonVersion: z.string().regex(/^3\.[0-9]{1,2}$/, "a Python minor version such as 3.12").describe("The system Python minor version the engine is pinned to, e.g. \"3.12\"."),
+    requirementsFile: repoRelativePath.default("requirements.txt").describe("Locked requirements file in the repository."),
     startCommand: z
       .string()
       .regex(/^[A-Za-z0-9_./-]+( [A-Za-z0-9_./=:,-]+)*$/, "a command line such as 'python -m engine' (run from the venv; no shell syntax)")
-      .describe("Engine command, resolved in the venv's bin/."),
+      .describe("Engine command line, resolved in the venv's bin/ (e.g. \"python -m engine\")."),
     settings: z.record(z.string(), z.unknown()).default({}).describe("Non-secret engine settings, written as YAML."),
     secretEnvNames: z.array(z.string().regex(ENV_NAME, "an environment variable name (A-Z, 0-9, _)")).optional(),
     dbFile: z
@@ -275,25 +276,25 @@ export const configSchema = z
       .string()
       .regex(/^[A-Za-z0-9*:.,~/ -]+$/, "a systemd OnCalendar expression such as '*-*-* 03:17:00' or 'hourly'")
       .default("*-*-* 03:17:00")
-      .describe("systemd OnCalendar for the backup timer."),
+      .describe("systemd OnCalendar expression for the backup timer."),
     startTimeoutMinutes: z
       .number()
       .int()
       .min(5)
       .max(24 * 60)
       .default(15)
-      .describe("How long a start of the engine may take, its pre-session backup of the whole DB included (about 19 s per GiB)."),
-    backupRetention: z.number().int().min(1).max(1000).default(14).describe("Verified backups kept on the host."),
-    timezone: z.string().refine(isTimeZone, "an IANA time zone such as UTC or Europe/Berlin").default("UTC").describe("Host time zone, set at first boot only (a change reaches a new server, not a running one)."),
-    minFreeDiskGiB: z.number().min(1).max(10000).default(5).describe("Free disk the host must have for DB + backups + logs."),
+      .describe("How long a start of the engine may take, its pre-session backup of the whole DB included (about 19 s per GiB); a backup that needs longer keeps the engine stopped, without a restart loop."),
+    backupRetention: z.number().int().min(1).max(1000).default(14).describe("Number of verified backups kept on the host."),
+    timezone: z.string().refine(isTimeZone, "an IANA time zone such as UTC or Europe/Berlin").default("UTC").describe("Host time zone (IANA name)."),
+    minFreeDiskGiB: z.number().int().min(1).max(10000).default(5).describe("Free disk (GiB) the host must have for DB, backups and logs; the first boot fails below it."),
     healthSchedule: z
       .string()
       .regex(/^[A-Za-z0-9*:.,~/ -]+$/, "a systemd OnCalendar expression such as '*:0/15'")
       .default("*:0/15")
       .describe("systemd OnCalendar for the health check timer."),
-    healthBackupMaxAgeHours: z.number().int().min(1).max(24 * 90).default(26).describe("A newer verified backup than this is expected; older is degraded."),
-    healthDiskWarnPercent: z.number().int().min(1).max(99).default(80).describe("Disk use at or above this percentage is degraded."),
-    healthDiskCritPercent: z.number().int().min(2).max(100).default(95).describe("Disk use at or above this percentage is down."),
+    healthBackupMaxAgeHours: z.number().int().min(1).max(24 * 90).default(26).describe("The newest verified backup older than this makes the health report degraded."),
+    healthDiskWarnPercent: z.number().int().min(1).max(99).default(80).describe("Disk use at or above this percentage makes the health report degraded."),
+    healthDiskCritPercent: z.number().int().min(2).max(100).default(95).describe("Disk use at or above this percentage makes the health report down."),
     alertWebhook: z.boolean().optional(),
   })
   .strict();
@@ -522,6 +523,7 @@ function isTextKey(key: string): boolean {
 function expected(issue: z.core.$ZodIssue): string {
   switch (issue.code) {
     case "invalid_type":
+      if (issue.expected === "int") return "a whole number";
       return `${/^[aeiou]/.test(issue.expected) ? "an" : "a"} ${issue.expected}`;
     case "invalid_value":
       return `one of ${issue.values.map((v) => String(v)).join(", ")}`;

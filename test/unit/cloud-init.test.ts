@@ -273,7 +273,7 @@ describe("custom SSH port", () => {
 });
 
 describe("firewall, fail2ban, updates, time and disk", () => {
-  const d = doc(config({ "keel:timezone": "Europe/Berlin", "keel:minFreeDiskGiB": "7.5" }));
+  const d = doc(config({ "keel:timezone": "Europe/Berlin", "keel:minFreeDiskGiB": "7" }));
   const cmds = runcmd(d);
 
   it("allows SSH from the admin CIDRs only, with no rate limit", () => {
@@ -312,7 +312,7 @@ describe("firewall, fail2ban, updates, time and disk", () => {
 
   it("fails the first boot loudly, as its last command, when the disk has less than keel:minFreeDiskGiB free", () => {
     expect(cmds[0]).toBe("set -eu");
-    expect(cmds.at(-1)).toBe(`${HARDENING_PATHS.checkFreeDisk} / 7.5`);
+    expect(cmds.at(-1)).toBe(`${HARDENING_PATHS.checkFreeDisk} / 7`);
   });
 
   it("keeps the journal, capped, and turns core dumps off", () => {

@@ -127,7 +127,7 @@ describe("stack config", () => {
     const raw = minimal();
     delete raw["keel:repoRef"];
     expect(problems(raw)).toEqual([
-      "keel:repoRef: required, found nothing (the key is not set): Pinned commit to deploy. fix: pulumi config set keel:repoRef <value>  (or edit Pulumi.<stack>.yaml)",
+      "keel:repoRef: required, found nothing (the key is not set): The pinned 40-character commit to deploy. fix: pulumi config set keel:repoRef <value>  (or edit Pulumi.<stack>.yaml)",
     ]);
   });
 
@@ -246,6 +246,13 @@ describe("stack config", () => {
     expect(found).toEqual([expect.stringMatching(/^hcloud:token: must be a secret, found a plaintext value \(not shown\)\. fix: pulumi config rm hcloud:token, then pulumi config set --secret hcloud:token/)]);
     expect(found.join("\n")).not.toContain("plaintext-token-canary");
     expect(parseConfig(minimal({ "hcloud:token": "secret" }), (k) => k === "hcloud:token").appName).toBe("engine");
+  });
+
+  it("takes minFreeDiskGiB in whole GiB, as the Pulumi CLI checks a key Pulumi.yaml declares integer", () => {
+    // pulumi/pulumi v3.248.0 sdk/go/common/workspace/project.go ValidateConfigValue refuses 7.5 for
+    // an integer key before the program runs; keel says so itself, naming the key.
+    expect(problems(minimal({ "keel:minFreeDiskGiB": "7.5" }))).toEqual([expect.stringMatching(/^keel:minFreeDiskGiB: expected a whole number; found 7\.5\. fix: pulumi config set keel:minFreeDiskGiB /)]);
+    expect(parseConfig(minimal({ "keel:minFreeDiskGiB": "7" })).minFreeDiskGiB).toBe(7);
   });
 
   it("refuses a privileged SSH port other than 22", () => {

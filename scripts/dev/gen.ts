@@ -1,0 +1,21 @@
+// `npm run gen`: writes the generated files (scripts/dev/generated.ts) and says which changed.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { renderConfigDoc, renderPulumiYaml } from "./generated";
+
+const REPO = path.join(__dirname, "..", "..");
+const files: [string, (current: string) => string][] = [
+  ["Pulumi.yaml", () => renderPulumiYaml()],
+  ["docs/CONFIG.md", renderConfigDoc],
+];
+for (const [file, render] of files) {
+  const full = path.join(REPO, file);
+  const current = fs.readFileSync(full, "utf8");
+  const next = render(current);
+  if (next === current) {
+    console.log(`${file}: up to date`);
+  } else {
+    fs.writeFileSync(full, next);
+    console.log(`${file}: written`);
+  }
+}
