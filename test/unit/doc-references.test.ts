@@ -2,16 +2,20 @@
 // Seed 000 citations ("seed 000 §N") name a section of docs/REQUIREMENTS.md; a doc's name followed
 // by a heading in double quotes names a heading that doc has; nothing points at documents outside
 // the repository.
-import { execFileSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { REPO } from "../support/stack";
 
-const files = execFileSync("git", ["-C", REPO, "ls-files", "-z", "--cached", "--others", "--exclude-standard"], { encoding: "utf8" })
-  .split("\0")
-  .filter((f) => f && !f.startsWith("test/fixtures/") && !/\.(json|png|whl|tar\.gz|db)$/.test(f) && f !== "package-lock.json")
-  .filter((f) => existsSync(join(REPO, f)));
+/** The repository's text files, walked from its root (a clone or a copy without .git alike). */
+function walk(dir: string, rel = ""): string[] {
+  return readdirSync(join(dir, rel), { withFileTypes: true }).flatMap((e) => {
+    const path = rel ? `${rel}/${e.name}` : e.name;
+    if (e.isDirectory()) return [".git", "node_modules", ".keel", "bin", "out", "fixtures", "__pycache__"].includes(e.name) ? [] : walk(dir, path);
+    return e.isFile() && !/\.(json|png|whl|gz|db|lock)$/.test(e.name) && e.name !== "package-lock.json" ? [path] : [];
+  });
+}
+const files = walk(REPO);
 /** Each file's text, with comment markers at line starts folded into spaces, so a wrapped reference reads whole. */
 const texts = new Map(files.map((f) => [f, readFileSync(join(REPO, f), "utf8").replace(/\n\s*(?:\/\/|#|\*|--)?\s*/g, " ")]));
 
