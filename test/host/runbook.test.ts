@@ -7,7 +7,6 @@
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
-import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -18,6 +17,7 @@ import { renderHostConf } from "../../plan/health";
 import { hostPaths } from "../../plan/layout";
 import { makeDb, sha256, sql } from "./db-helpers";
 import { REPO, stackConfig } from "../support/stack";
+import { freePort, listening } from "../support/net";
 
 const RUNBOOK = join(REPO, "scripts", "runbook");
 const USER = `keel-r${randomBytes(3).toString("hex")}`;
@@ -35,24 +35,7 @@ interface Run {
   stderr: string;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
-function listening(p: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(p, "127.0.0.1");
-    socket.once("connect", () => (socket.destroy(), resolve(true)));
-    socket.once("error", () => resolve(false));
-  });
-}
 
 /** A fresh key pair in the test's directory; its public key without the comment. */
 function keygen(name: string): string {

@@ -1,7 +1,6 @@
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -10,6 +9,7 @@ import { keyPair } from "../../local/localStack";
 import { authorizedKeysFile } from "../../plan/hostPlan";
 import { REPO_ROOT } from "../../plan/static";
 import { HARDENING_PATHS, hardeningFiles, sshdDropIn } from "../../cloud-init/hardening";
+import { freePort, listening } from "../support/net";
 
 // A real sshd on 127.0.0.1, configured by the rendered drop-in, probed with the real ssh client and
 // ssh-audit. Needs root (sshd, useradd). The drop-in bytes are the production ones except for two
@@ -27,24 +27,7 @@ let cfg: KeelConfig;
 let sshd: ChildProcess | undefined;
 let sshdLog = "";
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
-function listening(p: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(p, "127.0.0.1");
-    socket.once("connect", () => (socket.destroy(), resolve(true)));
-    socket.once("error", () => resolve(false));
-  });
-}
 
 function keygen(name: string): string {
   return keyPair(dir, name).publicKey;
