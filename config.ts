@@ -3,8 +3,8 @@
  *
  * Every rejection names the full config key (`keel:adminKeys[1]`), the expected form, the value
  * found (never for a secret) and how to fix it. Unknown `keel:*` keys are rejected, so a typo is
- * never silently ignored. Defaults live here and only here (Pulumi.yaml declares the same defaults
- * for the CLI's benefit; a test keeps the two equal).
+ * never silently ignored. Defaults live here and only here: `npm run gen` writes Pulumi.yaml's
+ * declarations (the same defaults, for the CLI's benefit) from this schema.
  */
 import { isIPv4, isIPv6 } from "node:net";
 import * as pulumi from "@pulumi/pulumi";

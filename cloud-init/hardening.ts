@@ -169,7 +169,7 @@ export function sshdListening(cfg: KeelConfig): string[] {
  */
 export function sshdReload(cfg: KeelConfig): string[] {
   const ports = plannedPorts(cfg);
-  const before = `before=" $(sshd_sockets | awk 'NF { print $2 }' | paste -sd' ') "; systemctl reload-or-restart ssh.service; `;
+  const before = `before=" $(sshd_sockets | awk 'NF { print $2 }' | paste -sd' ') "; systemctl reload-or-restart ssh.service || exit 1; `;
   const fresh = `! sshd_sockets | awk -v b="$before" 'NF && $2 != "" && index(b, " " $2 " ") { old = 1 } END { exit !old }'`;
   return settle(`sshd did not listen again, on port(s) ${ports} (and no other), after its reload`, `${sshdOnPorts(ports)} && ${fresh}`, SSHD_SOCKETS + before);
 }

@@ -35,7 +35,7 @@ const cfg = (keys: Record<string, string>) =>
  * `systemctl reload-or-restart ssh.service` ran), `systemctl show -P MainPID ssh.service` prints
  * 612, `fail2ban-client` exits `f2b`, `sleep` returns at once. Counts the polls.
  */
-function run(argv: string[], ssLines: string[], opts: { f2b?: number; ssAfter?: string[] } = {}): { code: number; stderr: string; polls: number; calls: string[] } {
+function run(argv: string[], ssLines: string[], opts: { f2b?: number; ssAfter?: string[]; reloadFails?: boolean } = {}): { code: number; stderr: string; polls: number; calls: string[] } {
   const bin = fs.mkdtempSync(path.join(tmp, "bin-"));
   const count = path.join(bin, "polls");
   const calls = path.join(bin, "calls");
@@ -48,7 +48,7 @@ function run(argv: string[], ssLines: string[], opts: { f2b?: number; ssAfter?: 
   );
   fs.writeFileSync(
     path.join(bin, "systemctl"),
-    `#!/bin/sh\necho "$*" >>${calls}\ncase "$*" in\n  "show -P MainPID ssh.service") echo 612 ;;\n  "reload-or-restart ssh.service") touch ${reloaded} ;;\n  *) exit 9 ;;\nesac\n`,
+    `#!/bin/sh\necho "$*" >>${calls}\ncase "$*" in\n  "show -P MainPID ssh.service") echo 612 ;;\n  "reload-or-restart ssh.service") ${opts.reloadFails ? "exit 1" : `touch ${reloaded}`} ;;\n  *) exit 9 ;;\nesac\n`,
     { mode: 0o755 },
   );
   fs.writeFileSync(path.join(bin, "fail2ban-client"), `#!/bin/sh\necho x >>${count}\nexit ${opts.f2b ?? 0}\n`, { mode: 0o755 });
@@ -93,6 +93,13 @@ describe("sshdReload (the sshd step's change)", () => {
   it("reloads sshd and holds once it listens again on new sockets, on the same ports", () => {
     const r = run(sshdReload(cfg({})), [listen("0.0.0.0:22", 11), listen("[::]:22", 12)], { ssAfter: [listen("0.0.0.0:22", 21), listen("[::]:22", 22)] });
     expect(r).toMatchObject({ code: 0, calls: ["reload-or-restart ssh.service"] });
+  });
+
+  it("fails at once, without waiting, when systemctl cannot reload or restart sshd", () => {
+    const r = run(sshdReload(cfg({})), [listen("0.0.0.0:22", 11)], { reloadFails: true });
+    expect(r).toMatchObject({ code: 1, calls: ["reload-or-restart ssh.service"] });
+    // One look at the sockets from before the reload, none after it.
+    expect(r.polls).toBe(1);
   });
 
   it("does not take the sockets from before the reload for its effect, even on the planned ports", () => {
