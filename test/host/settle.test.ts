@@ -14,21 +14,12 @@ import { afterAll, describe, expect, it } from "vitest";
 import { fail2banJailUp, SETTLE_SECONDS, sshdListening, sshdReload } from "../../cloud-init/hardening";
 import { enableUnlessEnabled } from "../../cloud-init/userData";
 import { parseConfig } from "../../config";
-import { ADMIN_KEY } from "../support/stack";
+import { minimalRaw } from "../support/stack";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "keel-settle-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-const cfg = (keys: Record<string, string>) =>
-  parseConfig({
-    "keel:adminKeys": JSON.stringify([ADMIN_KEY]),
-    "keel:allowedSshCidrs": JSON.stringify(["203.0.113.7/32"]),
-    "keel:repoUrl": "git@github.com:example/engine.git",
-    "keel:repoRef": "0123456789abcdef0123456789abcdef01234567",
-    "keel:pythonVersion": "3.11",
-    "keel:startCommand": "python -m engine",
-    ...keys,
-  });
+const cfg = (keys: Record<string, string>) => parseConfig(minimalRaw(keys));
 
 /**
  * Runs `argv` with stand-ins first on PATH: `ss -Htlnpe` prints `ssLines` (`ssAfter` once

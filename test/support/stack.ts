@@ -7,6 +7,19 @@ export const REPO = join(__dirname, "..", "..");
 export const ADMIN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINpzgnwZh5ywx8tiek0lsVZw1cOAxPtCo80isgK9oh64 alice@ops-laptop";
 export const OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF5XdL/xgzAh0FU7i8672uDW9JrkMtgcaXYmVIpCfH0z old-admin@2025";
 
+/** The smallest valid raw stack config, as the Pulumi engine hands it over (strings, JSON for lists), with `overrides`. */
+export function minimalRaw(overrides: Record<string, string> = {}): Record<string, string> {
+  return {
+    "keel:adminKeys": JSON.stringify([ADMIN_KEY]),
+    "keel:allowedSshCidrs": JSON.stringify(["203.0.113.10/32"]),
+    "keel:repoUrl": "git@github.com:example-org/engine.git",
+    "keel:repoRef": "3f9c2a1d4b5e6f708192a3b4c5d6e7f8091a2b3c",
+    "keel:pythonVersion": "3.12",
+    "keel:startCommand": "python -m engine",
+    ...overrides,
+  };
+}
+
 /** A canary secret: tests assert it appears nowhere but where secrets belong. */
 export const CANARY = "canary-7f3d9e1b-secret-value";
 

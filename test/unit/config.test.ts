@@ -3,20 +3,10 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
 import { ConfigError, configSchema, parseConfig } from "../../config";
-import { stackConfig, REPO, ADMIN_KEY, OTHER_KEY } from "../support/stack";
+import { stackConfig, REPO, ADMIN_KEY, OTHER_KEY, minimalRaw } from "../support/stack";
 
 /** Minimal valid raw config, as the Pulumi engine hands it over (strings, JSON for lists). */
-function minimal(overrides: Record<string, string> = {}): Record<string, string> {
-  return {
-    "keel:adminKeys": JSON.stringify([ADMIN_KEY]),
-    "keel:allowedSshCidrs": JSON.stringify(["203.0.113.10/32"]),
-    "keel:repoUrl": "git@github.com:example-org/engine.git",
-    "keel:repoRef": "3f9c2a1d4b5e6f708192a3b4c5d6e7f8091a2b3c",
-    "keel:pythonVersion": "3.12",
-    "keel:startCommand": "python -m engine",
-    ...overrides,
-  };
-}
+const minimal = minimalRaw;
 
 function problems(raw: Record<string, string>, isSecret?: (k: string) => boolean): string[] {
   try {
