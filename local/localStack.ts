@@ -36,7 +36,8 @@ export function keyPair(dir: string, name: string): KeyPair {
   return { file, privateKey: fs.readFileSync(file, "utf8"), publicKey: fs.readFileSync(`${file}.pub`, "utf8").trim() };
 }
 
-function git(dir: string, ...args: string[]): string {
+/** git in `dir`, with a fixed identity and dates, so the same tree makes the same commit on any machine. */
+export function git(dir: string, ...args: string[]): string {
   const env = { ...process.env, GIT_AUTHOR_DATE: "2026-01-01T00:00:00Z", GIT_COMMITTER_DATE: "2026-01-01T00:00:00Z" };
   return execFileSync("git", ["-C", dir, "-c", "user.name=keel", "-c", "user.email=keel@localhost", ...args], { encoding: "utf8", env }).trim();
 }

@@ -2,7 +2,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { defaultCacheDir } from "./image";
 import { withDirLock } from "./lock";
-import { bootVm, defaultCpus, resumeVm, tcgCpuModel, type BootOptions, type CloudInitStatus, type Vm } from "./vm";
+import { bootVm, defaultCpus, resumeVm, tcgCpuModel, type BootOptions, type CloudInitStatus, type ResumeOptions, type Vm } from "./vm";
 import { sha256 } from "../../plan/hash";
 
 /** Bump when what a first-boot snapshot holds changes (a new field in the key changes it already). */
@@ -95,12 +95,26 @@ export async function firstBoot(opts: FirstBootOptions): Promise<FirstBoot> {
   if (booted !== "snapshot") return booted;
 
   log(`resuming the first boot ${path.basename(entry)} from its snapshot`);
+  const vm = await resumeReady(entry, opts);
+  try {
+    const cloudInit = await vm.cloudInitStatus();
+    return { vm, resumed: true, seconds: (Date.now() - started) / 1000, cloudInit };
+  } catch (err) {
+    await vm.shutdown();
+    throw err;
+  }
+}
+
+/**
+ * A VM resumed from the snapshot `entry` (Vm.snapshot) once it answers SSH and its clock is this
+ * machine's again; shut down again if it does not.
+ */
+export async function resumeReady(entry: string, opts: ResumeOptions): Promise<Vm> {
   const vm = await resumeVm(entry, opts);
   try {
     await vm.waitForSsh(5 * 60_000);
     await vm.waitForClock();
-    const cloudInit = await vm.cloudInitStatus();
-    return { vm, resumed: true, seconds: (Date.now() - started) / 1000, cloudInit };
+    return vm;
   } catch (err) {
     await vm.shutdown();
     throw err;

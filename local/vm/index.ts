@@ -8,5 +8,5 @@ export { isHostKeyFailure, knownHostsLine } from "./ssh";
 export type { ExecResult, SshLogin } from "./ssh";
 export { attachVm, bootVm, GuestPanicError, kernelPanic, logProblems, parseCloudInitStatus, resumeVm, stopVm, TIME_SOURCE, Vm, VmError, VmSession } from "./vm";
 export type { BootOptions, CloudInitStatus, ExecOptions, ResumeOptions, VmShape, VmState } from "./vm";
-export { firstBoot, firstBootCacheDir, firstBootKey } from "./firstBoot";
+export { firstBoot, firstBootCacheDir, firstBootKey, resumeReady } from "./firstBoot";
 export type { FirstBoot, FirstBootOptions } from "./firstBoot";

@@ -1,15 +1,14 @@
 // Shared helpers for the VM tests (tier 3): throwaway SSH keys, a stack config for a VM, a boot
 // with keel's real user-data (renderCloudConfig, byte for byte what Hetzner would get), root in
 // the guest through a test-only keel tool, and ssh with options of the test's own choosing.
-import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { renderCloudConfig } from "../../../cloud-init/userData";
 import { parseConfig, type KeelConfig } from "../../../config";
-import { engineRepository, keyPair, localConfig, localUserData, pushEngineRepository, QEMU_HOST_CIDR, SAMPLE_ENGINE, type KeyPair } from "../../../local/localStack";
+import { engineRepository, git, keyPair, localConfig, localUserData, pushEngineRepository, QEMU_HOST_CIDR, SAMPLE_ENGINE, type KeyPair } from "../../../local/localStack";
 import { runSteps, type StepRun } from "../../../local/runSteps";
-import { bootVm, buildImage, firstBoot, GuestPanicError, resumeVm, type CloudInitStatus, type Release, type Vm, type VmSession } from "../../../local/vm";
+import { bootVm, buildImage, firstBoot, GuestPanicError, resumeReady, type CloudInitStatus, type Release, type Vm, type VmSession } from "../../../local/vm";
 import { withDirLock } from "../../../local/vm/lock";
 import { type ExecResult, runSsh, sshArgs, writePrivateFile, knownHostsLine } from "../../../local/vm/ssh";
 import { logProblems, parseCloudInitStatus } from "../../../local/vm/vm";
@@ -234,21 +233,15 @@ export function deployedHostConfig(adminKey: string, commit: string, overrides: 
 
 /** The sample engine as a git repository of two commits, the second a change of code only (VERSION 2). */
 export function twoCommitRepository(dir: string): { commits: [string, string]; bundle: string } {
-  const env = { ...process.env, GIT_AUTHOR_DATE: "2026-01-01T00:00:00Z", GIT_COMMITTER_DATE: "2026-01-01T00:00:00Z" };
-  const src = path.join(dir, "engine-two-commits");
-  const git = (...args: string[]) => execFileSync("git", ["-C", src, "-c", "user.name=keel-test", "-c", "user.email=keel@test", ...args], { encoding: "utf8", env }).trim();
-  fs.rmSync(src, { recursive: true, force: true });
-  fs.cpSync(SAMPLE_ENGINE, src, { recursive: true });
-  git("init", "-q", "-b", "main");
-  git("add", "-A");
-  git("commit", "-q", "-m", "sample engine");
-  const first = git("rev-parse", "HEAD");
+  // The sample engine's one-commit repository (engineRepository), then the second commit on top.
+  const { commit: first } = engineRepository(SAMPLE_ENGINE, dir);
+  const src = path.join(dir, "engine");
   fs.writeFileSync(path.join(src, "VERSION"), "2\n");
-  git("add", "VERSION");
-  git("commit", "-q", "-m", "sample engine, second commit");
+  git(src, "add", "VERSION");
+  git(src, "commit", "-q", "-m", "sample engine, second commit");
   const bundle = path.join(dir, "engine-two-commits.bundle");
-  git("bundle", "create", "-q", bundle, "main");
-  return { commits: [first, git("rev-parse", "HEAD")], bundle };
+  git(src, "bundle", "create", "-q", bundle, "main");
+  return { commits: [first, git(src, "rev-parse", "HEAD")], bundle };
 }
 
 export interface DeployedTestHost extends DeployableVm {
@@ -317,20 +310,12 @@ export async function deployedTestHost(name: string, opts: { extraGuestPorts?: r
     );
     if (made !== "resume") return made;
 
-    const tmp = fs.mkdtempSync(path.join(tmpdir(), `keel-${name}-vm-`));
+    const runs = JSON.parse(fs.readFileSync(runsFile, "utf8")) as StepRun[];
     const started = Date.now();
-    const vm = await resumeVm(entry, { hostPublicKey: keys.host.publicKey, login, extraHostForwards: (opts.extraGuestPorts ?? []).map((guestPort) => ({ guestPort })) });
-    try {
-      await vm.waitForSsh(5 * MINUTE);
-      await vm.waitForClock();
-      console.log(`${name} VM: resumed from the run's deployed test host in ${Math.round((Date.now() - started) / 1000)} s (${vm.accel})`);
-      const runs = JSON.parse(fs.readFileSync(runsFile, "utf8")) as StepRun[];
-      return { vm, tmp, cfg, secrets, commits: repo.commits, runs, deployedHere: false, admin: keys.admin, hostKey: keys.host, deployKey: keys.deploy.privateKey, commit: repo.commits[0], resumed: true };
-    } catch (err) {
-      await vm.shutdown();
-      fs.rmSync(tmp, { recursive: true, force: true });
-      throw err;
-    }
+    const vm = await resumeReady(entry, { hostPublicKey: keys.host.publicKey, login, extraHostForwards: (opts.extraGuestPorts ?? []).map((guestPort) => ({ guestPort })) });
+    console.log(`${name} VM: resumed from the run's deployed test host in ${Math.round((Date.now() - started) / 1000)} s (${vm.accel})`);
+    const tmp = fs.mkdtempSync(path.join(tmpdir(), `keel-${name}-vm-`));
+    return { vm, tmp, cfg, secrets, commits: repo.commits, runs, deployedHere: false, admin: keys.admin, hostKey: keys.host, deployKey: keys.deploy.privateKey, commit: repo.commits[0], resumed: true };
   } finally {
     fs.rmSync(repoDir, { recursive: true, force: true });
   }
