@@ -64,7 +64,9 @@ default_is DEFAULT_INPUT_POLICY DROP || ufw default deny incoming >/dev/null
 default_is DEFAULT_OUTPUT_POLICY ACCEPT || ufw default allow outgoing >/dev/null
 default_is DEFAULT_FORWARD_POLICY DROP || ufw default deny routed >/dev/null
 
-mapfile -t existing < <(ufw show added | sed -n 's/^ufw //p')
+# The rules there are now, into `existing`, as `ufw show added` prints them.
+read_rules() { mapfile -t existing < <(ufw show added | sed -n 's/^ufw //p'); }
+read_rules
 has_rule() {
   local rule
   for rule in "${existing[@]}"; do [[ $rule == "$1" ]] && return 0; done
@@ -83,7 +85,7 @@ for port in "${ports[@]}"; do
 done
 # An allow may have rewritten a rule in place (the same rule without keel's comment): what is
 # removed below is read after the adds, never from before them.
-((added == 0)) || mapfile -t existing < <(ufw show added | sed -n 's/^ufw //p')
+((added == 0)) || read_rules
 
 for rule in "${existing[@]}"; do
   keep=no

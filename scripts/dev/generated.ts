@@ -8,6 +8,8 @@ import { configSchema } from "../../config";
 import { CONFIG_DOC } from "../../configDocs";
 
 interface KeyShape {
+  /** The value's own schema, without its default or optional wrapper. */
+  readonly inner: z.ZodType;
   /** zod's type of the value: string, enum, boolean, number, array, record. */
   readonly type: string;
   readonly int: boolean;
@@ -22,10 +24,12 @@ export function keyShape(key: string): KeyShape {
   const schema = (configSchema.shape as Record<string, z.ZodType>)[key];
   if (!schema) throw new Error(`config.ts has no key ${key}`);
   const def = (schema as unknown as { def: { type: string; innerType?: z.ZodType; defaultValue?: unknown } }).def;
-  const inner = (def.type === "default" || def.type === "optional" ? def.innerType! : schema) as unknown as { def: { type: string }; isInt?: boolean };
+  const inner = def.type === "default" || def.type === "optional" ? def.innerType! : schema;
+  const innerDef = inner as unknown as { def: { type: string }; isInt?: boolean };
   return {
-    type: inner.def.type,
-    int: inner.isInt === true,
+    inner,
+    type: innerDef.def.type,
+    int: innerDef.isInt === true,
     required: def.type !== "default" && def.type !== "optional",
     hasDefault: def.type === "default",
     defaultValue: def.type === "default" ? def.defaultValue : undefined,
@@ -66,9 +70,8 @@ function pulumiType(key: string): string {
  * Project.Validate): refuse it here first.
  */
 function checkDefault(key: string, type: string, value: unknown): void {
-  const inner = ((configSchema.shape as Record<string, z.ZodType>)[key] as unknown as { def: { innerType: z.ZodType } }).def.innerType;
   const fits = type === "integer" ? Number.isInteger(value) : type === "boolean" ? typeof value === "boolean" : typeof value === "string";
-  if (!fits || !inner.safeParse(value).success) throw new Error(`config.ts: ${key}'s default ${JSON.stringify(value)} is not a valid ${type} for its own schema`);
+  if (!fits || !keyShape(key).inner.safeParse(value).success) throw new Error(`config.ts: ${key}'s default ${JSON.stringify(value)} is not a valid ${type} for its own schema`);
 }
 
 const PULUMI_YAML_HEAD = `# Generated whole by \`npm run gen\` (scripts/dev/generated.ts): the config block from config.ts's
