@@ -9,11 +9,15 @@
 import { isIPv4, isIPv6 } from "node:net";
 import * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
+import { IMAGE_FACTS } from "./plan/images";
 
 /** Hetzner Cloud locations (https://docs.hetzner.com/cloud/general/locations/). */
 export const LOCATIONS = ["fsn1", "nbg1", "hel1", "ash", "hil", "sin"] as const;
-/** Images keel renders a first boot for. Ubuntu 24.04 is the seed's ruling; Debian for the VM tests. */
-export const IMAGES = ["ubuntu-24.04", "debian-12", "debian-13"] as const;
+/**
+ * Images keel renders a first boot for (Hetzner's image names). Ubuntu 24.04 is the seed's ruling;
+ * Debian 12 and 13 are the images keel's VM tests boot. What each ships: plan/images.ts.
+ */
+export const IMAGES = ["ubuntu-24.04", "ubuntu-26.04", "debian-12", "debian-13"] as const;
 /**
  * Locations where Hetzner sells only the dedicated and AMD lines: its cost-optimized cx* and Arm
  * cax* servers are EU-only (Falkenstein, Nuremberg, Helsinki; Hetzner's server type availability per
@@ -199,7 +203,7 @@ export const configSchema = z
       .refine((t) => !RETIRED_SERVER_TYPES.includes(t), "a server type Hetzner still sells (e.g. cx23; cx22 and older are retired)")
       .default("cx23")
       .describe("Hetzner server type; arm64 types are cax*."),
-    image: z.enum(IMAGES).default("ubuntu-24.04").describe("OS image (ubuntu-24.04, debian-12, debian-13); changing it replaces the server."),
+    image: z.enum(IMAGES).default("ubuntu-24.04").describe("OS image (ubuntu-24.04, ubuntu-26.04, debian-12, debian-13); changing it replaces the server."),
     ipv4: z.boolean().default(true).describe("Attach a public IPv4 (IPv6-only is cheaper)."),
     hetznerBackups: z.boolean().default(false).describe("Hetzner's own daily server backups (paid)."),
     githubDeployKey: z
@@ -444,6 +448,12 @@ function finish(c: ParsedConfig, problems: string[], githubToken: boolean): Keel
   }
   if (c.sshPortNext === c.sshPort) {
     problems.push(`keel:sshPortNext: expected a port other than keel:sshPort (${c.sshPort}); found the same. fix: pulumi config rm keel:sshPortNext`);
+  }
+  const imagePython = IMAGE_FACTS[c.image].python;
+  if (c.pythonVersion !== imagePython) {
+    // The engine runs on the image's own python3 (a venv from it); engine-preflight would stop the
+    // first up at the engine, after the server was made. Say so before anything is created.
+    problems.push(`keel:pythonVersion: keel:image ${c.image} ships Python ${imagePython}; found ${shown(c.pythonVersion)}. fix: test the engine on Python ${imagePython}, then pulumi config set keel:pythonVersion ${imagePython} (or pick the image whose python3 the engine is tested on: ${Object.entries(IMAGE_FACTS).map(([image, f]) => `${image} ${f.python}`).join(", ")})`);
   }
   if (c.healthDiskWarnPercent >= c.healthDiskCritPercent) {
     problems.push(`keel:healthDiskWarnPercent: expected less than keel:healthDiskCritPercent (${c.healthDiskCritPercent}); found ${c.healthDiskWarnPercent}. fix: pulumi config set keel:healthDiskWarnPercent 80`);

@@ -16,7 +16,7 @@ export const CONFIG_DOC: readonly { readonly heading: string; readonly rows: rea
     rows: [
       { key: "location", what: "Hetzner location: `fsn1`, `nbg1`, `hel1`, `ash`, `hil`, `sin`. Changing it replaces the server." },
       { key: "serverType", what: "Hetzner server type (`cx*`, `cpx*`, `ccx*`; arm64 `cax*`). Retired types (`cx22` and older) are refused." },
-      { key: "image", what: "`ubuntu-24.04` (seed 000's ruling), `debian-12`, `debian-13`. Changing it replaces the server." },
+      { key: "image", what: "`ubuntu-24.04` (seed 000's ruling), `ubuntu-26.04`, `debian-12`, `debian-13`. Changing it replaces the server. What keel relies on in each, and how each is proven: \"Images\" below." },
       { key: "ipv4", what: "Attach a public IPv4. `false` gives an IPv6-only server (cheaper; you need IPv6 to reach it)." },
       { key: "hetznerBackups", what: "Hetzner's own daily server backups (paid). Separate from keel's DB backups. The policy pack requires it on prod." },
       { key: "protect", what: "Pulumi `protect` plus Hetzner delete and rebuild protection on the server and its primary IPs. Only disposable stacks (staging) set `false`." },
@@ -43,7 +43,7 @@ export const CONFIG_DOC: readonly { readonly heading: string; readonly rows: rea
       { key: "githubDeployKey", what: "`true`: keel registers the deploy key on keel:repoUrl's github.com repository itself, read-only, titled `keel <project>/<stack> (<owner>/<repo>)`, before the first clone (`@pulumi/github` `RepositoryDeployKey`, its owner taken from the URL); `pulumi destroy` removes it. Needs the secret `github:token`: a fine-grained token for that repository with the \"Administration: write\" permission (`pulumi config set --secret github:token …`). A plaintext `github:token` is refused. GitHub refuses a key already added by hand (\"key is already in use\"): remove that one first. The Pulumi CLI installs the `github` 6.15.0 plugin on the first preview whether the option is on or not (offline runners: `pulumi plugin install resource github 6.15.0`). `false`: add `pulumi stack output deployPublicKey` by hand (the first up's `engine-source` step stops and says so)." },
       { key: "repoRef", what: "The exact 40-character commit to deploy. A branch or tag is refused: a deploy must be reproducible." },
       { key: "gitKnownHosts", default: "GitHub's keys for github.com", what: "`known_hosts` lines for the git host, pinned (no trust on first use). Required for any host other than GitHub. Check the fingerprint out of band before you set it." },
-      { key: "pythonVersion", what: "The system Python's minor version, e.g. `3.12` on Ubuntu 24.04. The deploy stops if the host's `python3` differs (seed 000 §2)." },
+      { key: "pythonVersion", what: "The system Python's minor version, the one the engine is tested on: `3.12` on Ubuntu 24.04, `3.14` on Ubuntu 26.04, `3.11` on Debian 12, `3.13` on Debian 13. A value other than the image's is refused before anything is created, and the deploy stops if the host's `python3` differs (seed 000 §2)." },
       { key: "requirementsFile", what: "The locked requirements file in the repository (with `--hash` lines, pip installs with `--require-hashes`)." },
       { key: "startCommand", what: "The engine's command line, resolved in the venv's `bin/` (e.g. `python -m engine`). No shell syntax." },
       { key: "settings", what: "Non-secret settings, written as YAML to `/etc/<appName>/config.yaml` (root:<appName> 0640)." },

@@ -1,4 +1,5 @@
 import { sshPorts, type KeelConfig } from "../config";
+import { IMAGE_FACTS, type Image } from "../plan/images";
 import { readStatic } from "../plan/static";
 import { placeStep, toolStep } from "../plan/steps";
 import type { HostFile, Step } from "../plan/types";
@@ -11,14 +12,7 @@ import type { HostFile, Step } from "../plan/types";
  * depend on the stack config are rendered here.
  */
 
-export type Image = KeelConfig["image"];
-
-/** The OpenSSH major.minor each image ships (security updates keep it). Decides the KEX list. */
-export const OPENSSH_VERSION: Record<Image, string> = {
-  "debian-12": "9.2",
-  "ubuntu-24.04": "9.6",
-  "debian-13": "10.0",
-};
+export type { Image };
 
 /** Where keel's hardening files live on the host. */
 export const HARDENING_PATHS = {
@@ -77,7 +71,7 @@ function versionAtLeast(version: string, min: string): boolean {
  * the Go x/crypto/ssh client inside @pulumi/command (docs/HARDENING.md).
  */
 export function kexAlgorithms(image: Image): string[] {
-  const v = OPENSSH_VERSION[image];
+  const v = IMAGE_FACTS[image].openssh;
   const pq = [
     ...(versionAtLeast(v, "9.9") ? ["mlkem768x25519-sha256", "sntrup761x25519-sha512"] : []),
     ...(versionAtLeast(v, "8.5") ? ["sntrup761x25519-sha512@openssh.com"] : []),
@@ -87,7 +81,7 @@ export function kexAlgorithms(image: Image): string[] {
 
 /** The sshd drop-in: the static hardening plus the lines that depend on the config. */
 export function sshdDropIn(cfg: KeelConfig): string {
-  const opensshVersion = OPENSSH_VERSION[cfg.image];
+  const opensshVersion = IMAGE_FACTS[cfg.image].openssh;
   const lines = [
     "",
     `# Rendered from the stack config (keel:sshPort, keel:sshPortNext, keel:deployUser, keel:image = ${cfg.image} with OpenSSH ${opensshVersion}).`,
@@ -122,10 +116,9 @@ export function fail2banExemptCidrs(cfg: Pick<KeelConfig, "allowedSshCidrs">): s
  * which are squashfs images mounted at boot; Debian has no use for it.
  */
 export function modprobeConf(cfg: Pick<KeelConfig, "image">): string {
-  const lines =
-    cfg.image === "ubuntu-24.04"
-      ? ["", "# squashfs stays loadable on Ubuntu (keel:image = ubuntu-24.04): snaps are squashfs images."]
-      : ["install squashfs /bin/true"];
+  const lines = IMAGE_FACTS[cfg.image].snaps
+    ? ["", `# squashfs stays loadable on Ubuntu (keel:image = ${cfg.image}): snaps are squashfs images.`]
+    : ["install squashfs /bin/true"];
   return readStatic("cloud-init/files/modprobe-keel.conf") + lines.join("\n") + "\n";
 }
 
@@ -302,9 +295,9 @@ export function hardeningFiles(cfg: KeelConfig): HostFile[] {
 }
 
 /**
- * Debian packages the first boot installs: the hardening (auditd, fail2ban, nftables, ufw,
- * timesyncd, unattended-upgrades, debsums to verify installed files against their packages) and
- * what the converge steps use (git for the checkout, python3-venv for the venv, sqlite3 for the DB
+ * Debian packages the first boot installs: the hardening (auditd, fail2ban, nftables, ufw, the
+ * image's time client, unattended-upgrades, debsums to verify installed files against their
+ * packages) and what the converge steps use (git for the checkout, python3-venv for the venv, sqlite3 for the DB
  * gates and backups). apt installs no Recommends (the updates unit's apt-no-recommends.conf, written
  * before cloud-init installs these), so what keel needs of them is named here: python3-gi, which
  * unattended-upgrade-shutdown uses to wait for logind's PrepareForShutdown signal (without it, it
@@ -312,28 +305,32 @@ export function hardeningFiles(cfg: KeelConfig): HostFile[] {
  * jails keel does not run. The VM runner bakes these into its offline repository; the "packages"
  * step installs any a server lacks (one first booted by an older keel).
  */
-export const FIRST_BOOT_PACKAGES = [
-  "auditd",
-  "debsums",
-  "fail2ban",
-  "git",
-  "nftables",
-  "python3-gi",
-  "python3-systemd",
-  "python3-venv",
-  "sqlite3",
-  "systemd-timesyncd",
-  "ufw",
-  "unattended-upgrades",
-] as const;
+export function firstBootPackages(image: Image): string[] {
+  return [
+    "auditd",
+    "debsums",
+    "fail2ban",
+    "git",
+    "nftables",
+    "python3-gi",
+    "python3-systemd",
+    "python3-venv",
+    "sqlite3",
+    // The image's own time client (plan/images.ts): installing systemd-timesyncd where chrony runs
+    // would make apt remove chrony (both provide time-daemon) and with it NTS.
+    IMAGE_FACTS[image].timeSync.package,
+    "ufw",
+    "unattended-upgrades",
+  ].sort();
+}
 
 /**
  * Installs the first-boot packages a server lacks, before the hardening steps that use them
  * (augenrules, debsums, ufw, ...): a server first booted by an older keel has only that keel's
  * list. Runs no apt when every package is there. Re-runs when the list changes.
  */
-export function packagesStep(): Step {
-  return toolStep("packages", "install the first-boot packages the server lacks (one first booted by an older keel)", "packages", [...FIRST_BOOT_PACKAGES], { timeoutSeconds: 1800 });
+export function packagesStep(cfg: Pick<KeelConfig, "image">): Step {
+  return toolStep("packages", "install the first-boot packages the server lacks (one first booted by an older keel)", "packages", firstBootPackages(cfg.image), { timeoutSeconds: 1800 });
 }
 
 /** The converge steps that keep the hardening in place on a running server (`pulumi up`). */

@@ -3,9 +3,10 @@ import { Document, isSeq } from "yaml";
 import type { KeelConfig } from "../config";
 import { stableJson } from "../plan/hash";
 import { layoutBundle } from "../plan/hostPlan";
+import { IMAGE_FACTS } from "../plan/images";
 import { toolFiles, toolPath, TOOLS_DIR } from "../plan/tools";
 import type { HostFile } from "../plan/types";
-import { FIRST_BOOT_PACKAGES, HARDENING_PATHS, hardeningFiles, hardeningUnits, sshdListening, type HardeningUnit } from "./hardening";
+import { firstBootPackages, HARDENING_PATHS, hardeningFiles, hardeningUnits, sshdListening, type HardeningUnit } from "./hardening";
 
 /**
  * The first-boot payload: a cloud-config that Hetzner (and the local VM runner) hands to cloud-init
@@ -52,7 +53,7 @@ function unit(cfg: KeelConfig, name: string): HardeningUnit {
  */
 export function firstBootCommands(cfg: KeelConfig): (string | string[])[] {
   const p = HARDENING_PATHS;
-  const ubuntu = cfg.image === "ubuntu-24.04";
+  const image = IMAGE_FACTS[cfg.image];
   const onChange = (name: string) => unit(cfg, name).onChange ?? [];
   const check = (name: string) => {
     const argv = unit(cfg, name).check;
@@ -69,11 +70,11 @@ export function firstBootCommands(cfg: KeelConfig): (string | string[])[] {
     // Only the pinned ED25519 host key: the package upgrade may have created others.
     ["find", "/etc/ssh", "-maxdepth", "1", "-name", "ssh_host_*", "!", "-name", "ssh_host_ed25519_key*", "-delete"],
     // Ubuntu's apport would set its own core_pattern at every boot; core dumps stay off.
-    ...(ubuntu ? [["systemctl", "mask", "apport.service"]] : []),
+    ...(image.apport ? [["systemctl", "mask", "apport.service"]] : []),
     ...onChange("journald"),
-    // Ubuntu 24.04 starts sshd from ssh.socket, which listens on port 22 whatever sshd_config says.
+    // Ubuntu starts sshd from ssh.socket, which listens on port 22 whatever sshd_config says.
     // keel runs sshd as a plain service on every image, so keel:sshPort and reloads work alike.
-    ...(ubuntu
+    ...(image.sshSocket
       ? [
           ["systemctl", "disable", "--now", "ssh.socket"],
           ["systemctl", "enable", "ssh.service"],
@@ -89,7 +90,7 @@ export function firstBootCommands(cfg: KeelConfig): (string | string[])[] {
     ...check("fail2ban"),
     enableUnlessEnabled("fail2ban.service"),
     ...onChange("fail2ban"),
-    enableUnlessEnabled("systemd-timesyncd.service", { now: true }),
+    enableUnlessEnabled(image.timeSync.unit, { now: true }),
     // auditd loads its rules (augenrules) when it starts; load keel's again in case it was already running.
     enableUnlessEnabled("auditd.service", { now: true }),
     ...onChange("audit"),
@@ -169,7 +170,7 @@ export function cloudConfig(cfg: KeelConfig, hostKey: HostKeyPair): Record<strin
     timezone: cfg.timezone,
     package_update: true,
     package_upgrade: true,
-    packages: [...FIRST_BOOT_PACKAGES],
+    packages: firstBootPackages(cfg.image),
     write_files: [keelPlace(), ...hardeningFiles(cfg), layout].map(writeFile),
     runcmd: firstBootCommands(cfg),
   };

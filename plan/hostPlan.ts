@@ -66,7 +66,7 @@ export function buildHostPlan(cfg: KeelConfig): HostPlan {
     // The tools and host.conf, which keel-health and keel-ops read, in one keel-place run: a tool of
     // one keel never meets the config of another (after an up that stopped midway, or between steps).
     placeStep("tools", `install keel's host tools (/usr/local/sbin/keel-*) and ${HOST_CONF}, which they read`, { dirs: [keelEtc], files: [...toolFiles(), hostConfFile(cfg)] }),
-    packagesStep(),
+    packagesStep(cfg),
     placeStep("layout", "create the engine's system user and the directory layout", layoutBundle(cfg)),
     placeStep("admin-keys", "set the deploy user's authorized_keys to exactly the admin keys", { files: [authorizedKeysFile(cfg)] }),
     ...hardeningSteps(cfg),

@@ -575,12 +575,12 @@ check_disk() {
 check_time() {
   local out
   if ! out=$(timedatectl show -p NTPSynchronized --value 2>&1); then
-    result unknown "timedatectl failed: ${out//$'\n'/ }" "systemctl status systemd-timedated systemd-timesyncd"
+    result unknown "timedatectl failed: ${out//$'\n'/ }" "systemctl status systemd-timedated; systemctl status systemd-timesyncd (chrony on ubuntu-26.04)"
     return
   fi
   case $out in
     yes) result ok "clock synchronized (NTP)" "" "$(jobj ntp_synchronized true)" ;;
-    no) result degraded "clock not synchronized" "systemctl status systemd-timesyncd; timedatectl timesync-status (docs/RUNBOOK.md \"Time\")" "$(jobj ntp_synchronized false)" ;;
+    no) result degraded "clock not synchronized" "timedatectl timesync-status, or chronyc tracking on ubuntu-26.04 (docs/RUNBOOK.md \"Time\")" "$(jobj ntp_synchronized false)" ;;
     *) result unknown "timedatectl printed '$out' for NTPSynchronized" "timedatectl status" ;;
   esac
 }

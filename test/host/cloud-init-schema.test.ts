@@ -8,6 +8,7 @@ import { keyPair } from "../../local/localStack";
 import { REPO_ROOT } from "../../plan/static";
 import { hardeningFiles, HARDENING_PATHS, ufwSshConf } from "../../cloud-init/hardening";
 import { renderCloudConfig, type HostKeyPair } from "../../cloud-init/userData";
+import { imagePython } from "../support/stack";
 
 // The rendered user-data against Debian's own cloud-init (`cloud-init schema`), and the files it
 // writes against the tools that will read them on the host (nft, systemd, shellcheck).
@@ -25,7 +26,7 @@ function raw(image: string): Record<string, string> {
     "keel:allowedSshCidrs": JSON.stringify(["203.0.113.7/32", "2001:db8::/48"]),
     "keel:repoUrl": "git@github.com:example/engine.git",
     "keel:repoRef": "0123456789abcdef0123456789abcdef01234567",
-    "keel:pythonVersion": "3.12",
+    "keel:pythonVersion": imagePython({ "keel:image": image }),
     "keel:startCommand": "python -m engine",
   };
 }

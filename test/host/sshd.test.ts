@@ -83,7 +83,7 @@ beforeAll(async () => {
     "keel:allowedSshCidrs": JSON.stringify(["127.0.0.1/32"]),
     "keel:repoUrl": "git@github.com:example/engine.git",
     "keel:repoRef": "0123456789abcdef0123456789abcdef01234567",
-    "keel:pythonVersion": "3.12",
+    "keel:pythonVersion": "3.11",
     "keel:startCommand": "python -m engine",
   });
 

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { parseConfig, type KeelConfig } from "../../config";
 import type { Bundle } from "../../plan/types";
+import { imagePython } from "../support/stack";
 import { HARDENING_PATHS, fail2banExemptCidrs, hardeningFiles, hardeningSteps, hardeningUnits, kexAlgorithms, sshdReload, fail2banJailUp } from "../../cloud-init/hardening";
 
 function config(overrides: Record<string, string> = {}): KeelConfig {
@@ -9,7 +10,7 @@ function config(overrides: Record<string, string> = {}): KeelConfig {
     "keel:allowedSshCidrs": JSON.stringify(["203.0.113.7/32", "2001:db8::/48"]),
     "keel:repoUrl": "git@github.com:example/engine.git",
     "keel:repoRef": "0123456789abcdef0123456789abcdef01234567",
-    "keel:pythonVersion": "3.12",
+    "keel:pythonVersion": imagePython(overrides),
     "keel:startCommand": "python -m engine",
     ...overrides,
   });

@@ -9,9 +9,10 @@ import { stableJson } from "../../plan/hash";
 import { layoutBundle } from "../../plan/hostPlan";
 import { REPO_ROOT } from "../../plan/static";
 import { toolFiles } from "../../plan/tools";
-import { FIRST_BOOT_PACKAGES, HARDENING_PATHS, hardeningFiles } from "../../cloud-init/hardening";
+import { firstBootPackages, HARDENING_PATHS, hardeningFiles } from "../../cloud-init/hardening";
 import { DEFAULT_REPO_PACKAGES } from "../../local/vm/image";
 import { cloudConfig, enableUnlessEnabled, FIRST_BOOT_LAYOUT_BUNDLE, gzipBase64, renderCloudConfig, USER_DATA_MAX_BYTES } from "../../cloud-init/userData";
+import { imagePython } from "../support/stack";
 
 const ADMIN_KEYS = [
   "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINqq0Bv8sC7o5PLFDEsS8SQAds+XBFfF5FEvGdrrefNn admin1@example",
@@ -34,7 +35,7 @@ function config(overrides: Record<string, string> = {}): KeelConfig {
     "keel:allowedSshCidrs": JSON.stringify(CIDRS),
     "keel:repoUrl": "git@github.com:example/engine.git",
     "keel:repoRef": "0123456789abcdef0123456789abcdef01234567",
-    "keel:pythonVersion": "3.12",
+    "keel:pythonVersion": imagePython(overrides),
     "keel:startCommand": "python -m engine",
     ...overrides,
   });
@@ -225,17 +226,21 @@ describe("sshd drop-in", () => {
   it("offers post-quantum key exchange first, only where the image's OpenSSH has it, and always curve25519-sha256", () => {
     expect(kex(dropIn("debian-12"))).toEqual(["sntrup761x25519-sha512@openssh.com", "curve25519-sha256", "curve25519-sha256@libssh.org"]);
     expect(kex(dropIn("ubuntu-24.04"))).toEqual(["sntrup761x25519-sha512@openssh.com", "curve25519-sha256", "curve25519-sha256@libssh.org"]);
-    expect(kex(dropIn("debian-13"))).toEqual([
-      "mlkem768x25519-sha256",
-      "sntrup761x25519-sha512",
-      "sntrup761x25519-sha512@openssh.com",
-      "curve25519-sha256",
-      "curve25519-sha256@libssh.org",
-    ]);
+    for (const image of ["debian-13", "ubuntu-26.04"]) {
+      expect(kex(dropIn(image)), image).toEqual([
+        "mlkem768x25519-sha256",
+        "sntrup761x25519-sha512",
+        "sntrup761x25519-sha512@openssh.com",
+        "curve25519-sha256",
+        "curve25519-sha256@libssh.org",
+      ]);
+    }
   });
 
-  it("exempts the admin CIDRs from OpenSSH 9.8+ per-source penalties (Debian 13 only; older sshd would refuse the keyword)", () => {
+  it("exempts the admin CIDRs from OpenSSH 9.8+ per-source penalties (Debian 13 and Ubuntu 26.04; older sshd would refuse the keyword)", () => {
     expect(dropIn("debian-13")).toContain(`PerSourcePenaltyExemptList ${CIDRS.join(",")}`);
+    expect(dropIn("ubuntu-26.04")).toContain(`PerSourcePenaltyExemptList ${CIDRS.join(",")}`);
+    expect(dropIn("ubuntu-26.04")).toContain("keel:image = ubuntu-26.04 with OpenSSH 10.2");
     expect(dropIn("debian-12")).not.toContain("PerSourcePenalty");
     expect(dropIn("ubuntu-24.04")).not.toContain("PerSourcePenalty");
   });
@@ -248,13 +253,15 @@ describe("sshd drop-in", () => {
 describe("custom SSH port", () => {
   const restartAt = (cmds: string[]) => cmds.indexOf("systemctl restart ssh.service");
 
-  it("on Ubuntu 24.04 replaces socket activation (ssh.socket listens on 22) with sshd as a service", () => {
-    const cmds = runcmd(doc(config({ "keel:image": "ubuntu-24.04", "keel:sshPort": "2222" })));
-    const disable = cmds.indexOf("systemctl disable --now ssh.socket");
-    const enable = cmds.indexOf("systemctl enable ssh.service");
-    expect(disable).toBeGreaterThan(0);
-    expect(enable).toBeGreaterThan(disable);
-    expect(restartAt(cmds)).toBeGreaterThan(enable);
+  it("on Ubuntu 24.04 and 26.04 replaces socket activation (ssh.socket listens on 22) with sshd as a service", () => {
+    for (const image of ["ubuntu-24.04", "ubuntu-26.04"]) {
+      const cmds = runcmd(doc(config({ "keel:image": image, "keel:sshPort": "2222" })));
+      const disable = cmds.indexOf("systemctl disable --now ssh.socket");
+      const enable = cmds.indexOf("systemctl enable ssh.service");
+      expect(disable, image).toBeGreaterThan(0);
+      expect(enable, image).toBeGreaterThan(disable);
+      expect(restartAt(cmds), image).toBeGreaterThan(enable);
+    }
   });
 
   it("on Debian restarts the plain ssh.service and leaves sockets alone", () => {
@@ -295,10 +302,25 @@ describe("firewall, fail2ban, updates, time and disk", () => {
     expect(cmds).toContain("systemctl is-enabled --quiet fail2ban.service || systemctl enable fail2ban.service");
   });
 
+  it("keeps Ubuntu 26.04's own time client, chrony with NTS: never installs systemd-timesyncd, which would make apt remove chrony", () => {
+    const u = doc(config({ "keel:image": "ubuntu-26.04" }));
+    expect(u.packages).toEqual(firstBootPackages("ubuntu-26.04"));
+    expect(u.packages).toContain("chrony");
+    expect(u.packages).not.toContain("systemd-timesyncd");
+    const ucmds = runcmd(u);
+    expect(ucmds).toContain(enableUnlessEnabled("chrony.service", { now: true }));
+    expect(ucmds.filter((c) => c.includes("timesyncd"))).toEqual([]);
+    // The other lists are the same but for the time client.
+    expect(firstBootPackages("ubuntu-26.04").filter((p) => p !== "chrony")).toEqual(firstBootPackages("debian-13").filter((p) => p !== "systemd-timesyncd"));
+  });
+
   it("updates and upgrades packages, installs exactly the package list, sets the time zone and NTP", () => {
     expect(d.package_update).toBe(true);
     expect(d.package_upgrade).toBe(true);
-    expect(d.packages).toEqual([...FIRST_BOOT_PACKAGES]);
+    expect(d.packages).toEqual(firstBootPackages("ubuntu-24.04"));
+    expect(d.packages).toEqual([
+      "auditd", "debsums", "fail2ban", "git", "nftables", "python3-gi", "python3-systemd", "python3-venv", "sqlite3", "systemd-timesyncd", "ufw", "unattended-upgrades",
+    ]);
     expect(d.timezone).toBe("Europe/Berlin");
     expect(doc(config()).timezone).toBe("UTC");
     expect(cmds).toContain("{ systemctl is-enabled --quiet systemd-timesyncd.service && systemctl is-active --quiet systemd-timesyncd.service; } || systemctl enable --now systemd-timesyncd.service");
@@ -321,6 +343,7 @@ describe("firewall, fail2ban, updates, time and disk", () => {
     expect(fileText(d, HARDENING_PATHS.coreLimits)).toMatch(/^\* hard core 0$/m);
     // Ubuntu's apport would replace the core_pattern at every boot; Debian has no apport.
     expect(cmds).toContain("systemctl mask apport.service");
+    expect(runcmd(doc(config({ "keel:image": "ubuntu-26.04" })))).toContain("systemctl mask apport.service");
     expect(runcmd(doc(config({ "keel:image": "debian-12" }))).filter((c) => c.includes("apport"))).toEqual([]);
   });
 
@@ -341,12 +364,13 @@ describe("firewall, fail2ban, updates, time and disk", () => {
   it("makes the modules a cloud server never needs unloadable; squashfs only where no snap needs it", () => {
     const lines = (image: string) => fileText(doc(config({ "keel:image": image })), HARDENING_PATHS.modprobe).split("\n").filter((l) => l && !l.startsWith("#"));
     const common = ["dccp", "sctp", "rds", "tipc", "usb-storage", "firewire-core", "firewire-ohci", "cramfs", "freevxfs", "jffs2", "hfs", "hfsplus", "udf"];
-    for (const image of ["debian-12", "debian-13", "ubuntu-24.04"]) {
+    for (const image of IMAGES) {
       for (const m of common) expect(lines(image), `${image} ${m}`).toContain(`install ${m} /bin/true`);
     }
     for (const m of ["usb-storage", "firewire-core", "firewire-ohci"]) expect(lines("debian-12")).toContain(`blacklist ${m}`);
     expect(lines("debian-12")).toContain("install squashfs /bin/true");
     expect(lines("ubuntu-24.04").filter((l) => l.includes("squashfs"))).toEqual([]);
+    expect(lines("ubuntu-26.04").filter((l) => l.includes("squashfs"))).toEqual([]);
   });
 
   it("times idle login shells out, read-only, and keeps them from writing core files", () => {
@@ -375,6 +399,8 @@ describe("firewall, fail2ban, updates, time and disk", () => {
   it("installs only packages the VM runner's image has, installed or in its offline repository", () => {
     const script = readFileSync(join(REPO_ROOT, "local", "vm", "build-image.sh"), "utf8");
     const base = script.match(/^base_packages=\(([^)]*)\)/m)![1].split(/\s+/).filter(Boolean);
-    for (const p of FIRST_BOOT_PACKAGES) expect([...DEFAULT_REPO_PACKAGES, ...base], p).toContain(p);
+    for (const image of ["debian-12", "debian-13"] as const) {
+      for (const p of firstBootPackages(image)) expect([...DEFAULT_REPO_PACKAGES, ...base], `${image} ${p}`).toContain(p);
+    }
   });
 });

@@ -41,8 +41,17 @@ describe("stack config", () => {
     expect(cfg.gitKnownHosts).toEqual([expect.stringMatching(/^github\.com ssh-ed25519 AAAA/)]);
   });
 
-  it("keeps a version like 3.12 as text (the engine hands scalars over as strings)", () => {
-    expect(parseConfig(minimal({ "keel:pythonVersion": "3.10" })).pythonVersion).toBe("3.10");
+  it("keeps a version like 3.10 as text (the engine hands scalars over as strings), and refuses one that is not the image's Python", () => {
+    // "3.10" read as a number would be 3.1; the message shows the text as set.
+    expect(problems(minimal({ "keel:pythonVersion": "3.10" }))).toEqual([
+      'keel:pythonVersion: keel:image ubuntu-24.04 ships Python 3.12; found "3.10". fix: test the engine on Python 3.12, then pulumi config set keel:pythonVersion 3.12 (or pick the image whose python3 the engine is tested on: ubuntu-24.04 3.12, ubuntu-26.04 3.14, debian-12 3.11, debian-13 3.13)',
+    ]);
+    expect(problems(minimal({ "keel:image": "ubuntu-26.04", "keel:pythonVersion": "3.12" }))[0]).toMatch(/^keel:pythonVersion: keel:image ubuntu-26\.04 ships Python 3\.14; found "3\.12"\. fix: /);
+  });
+
+  it("accepts Ubuntu 26.04 with its Python 3.14", () => {
+    const cfg = parseConfig(minimal({ "keel:image": "ubuntu-26.04", "keel:pythonVersion": "3.14" }));
+    expect([cfg.image, cfg.pythonVersion]).toEqual(["ubuntu-26.04", "3.14"]);
   });
 
   it("accepts both checked-in stack files", () => {

@@ -9,7 +9,7 @@ import { connectionChangeProblems, connectionGuard, ConnectionChangeError, serve
 import { parseConfig, sshPorts, type KeelConfig } from "../../config";
 import { backend, installMocks, runInStack } from "../support/mocks";
 import { resolved } from "../support/program";
-import { stackConfig } from "../support/stack";
+import { imagePython, stackConfig } from "../support/stack";
 
 /** What components/keel.ts selects the server by: the labels no config change moves. */
 const LABELS = { "managed-by": "keel", stack: "prod" };
@@ -17,9 +17,11 @@ const SERVER = { id: 4711, name: "engine-prod", image: "ubuntu-24.04", location:
 /** The last up's outputs as this keel exports them (prod: ubuntu-24.04 in fsn1). */
 const LAST_UP = { sshPort: 22, sshPorts: [22], deployUser: "deploy", image: "ubuntu-24.04", location: "fsn1" };
 
+/** The prod stack's config with `overrides`; keel:pythonVersion follows a changed keel:image. */
 function config(overrides: Record<string, string> = {}): KeelConfig {
   const { raw, secretKeys } = stackConfig("prod");
-  return parseConfig({ ...raw, ...overrides }, (k) => secretKeys.includes(k));
+  const python: Record<string, string> = "keel:image" in overrides ? { "keel:pythonVersion": imagePython(overrides) } : {};
+  return parseConfig({ ...raw, ...python, ...overrides }, (k) => secretKeys.includes(k));
 }
 
 /** Runs connectionGuard under the mock runtime: resolves true, or rejects with its error. */

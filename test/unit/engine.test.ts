@@ -254,8 +254,12 @@ describe("engine steps", () => {
     expect(rerun(cfg, config({ "keel:minFreeDiskGiB": "20" }))).toEqual(["engine-preflight"]);
   });
 
-  it("re-run on a new Python pin: preflight and venv, which gate on it, and start (a new venv)", () => {
-    expect(rerun(cfg, config({ "keel:pythonVersion": "3.13" }))).toEqual(["engine-preflight", "engine-venv", "engine-start"]);
+  it("re-run on a new Python pin (it comes with a new image): preflight and venv, which gate on it, and start (a new venv)", () => {
+    const debian12 = config({ "keel:image": "debian-12", "keel:pythonVersion": "3.11" });
+    const debian13 = config({ "keel:image": "debian-13", "keel:pythonVersion": "3.13" });
+    expect(rerun(debian12, debian13).filter((name) => name.startsWith("engine-"))).toEqual(["engine-preflight", "engine-venv", "engine-start"]);
+    // The Python pin is what moves them: the same image with another pin is refused by the config.
+    expect(() => config({ "keel:image": "debian-12", "keel:pythonVersion": "3.13" })).toThrow(/keel:pythonVersion: keel:image debian-12 ships Python 3\.11/);
   });
 
   it("give the secrets step a restart that also brings back an engine its gate stopped", () => {

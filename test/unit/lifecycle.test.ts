@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { connectionChangeProblems } from "../../components/connectionGuard";
-import { parseConfig, type KeelConfig } from "../../config";
+import { ConfigError, parseConfig, type KeelConfig } from "../../config";
 import { buildHostPlan } from "../../plan/hostPlan";
 import { hostPaths } from "../../plan/layout";
 import type { Step } from "../../plan/types";
@@ -76,9 +76,16 @@ function config(extra: Record<string, string>): KeelConfig {
   return parseConfig({ ...raw, ...extra }, (k) => secretKeys.includes(k) || k === "keel:alertWebhookUrl" || k === "github:token");
 }
 
+/** Keys whose new value takes another key's new value along (keel:pythonVersion is the image's Python). */
+const ALONG: Record<string, Record<string, string>> = {
+  image: { "keel:pythonVersion": "3.11" },
+};
+/** Keys the config itself refuses to change alone: keel:pythonVersion must be the image's Python. */
+const CONFIG_REFUSED = new Set(["pythonVersion"]);
+
 /** The prod stack's config before and after `key` takes its OTHER value (with what it NEEDS in both). */
 function change(key: string): { base: KeelConfig; changed: KeelConfig } {
-  return { base: config(NEEDS[key] ?? {}), changed: config({ ...(NEEDS[key] ?? {}), [`keel:${key}`]: OTHER[key] }) };
+  return { base: config(NEEDS[key] ?? {}), changed: config({ ...(NEEDS[key] ?? {}), [`keel:${key}`]: OTHER[key], ...(ALONG[key] ?? {}) }) };
 }
 
 /** Steps of `after` whose content hash differs from `before`'s step of that name, or that are new. */
@@ -99,6 +106,12 @@ describe("docs/LIFECYCLE.md", () => {
 
   for (const [key, cell] of rows()) {
     it(`${key}: ${cell}`, () => {
+      if (CONFIG_REFUSED.has(key)) {
+        expect(cell).toBe("refused");
+        expect(() => change(key)).toThrow(ConfigError);
+        expect(() => change(key)).toThrow(new RegExp(`keel:${key}: `));
+        return;
+      }
       const { base, changed } = change(key);
       if (cell === "refused") {
         const last = { sshPort: base.sshPort, sshPorts: [base.sshPort], deployUser: base.deployUser, image: base.image, location: base.location, paths: hostPaths(base) };
@@ -127,7 +140,7 @@ describe("docs/LIFECYCLE.md", () => {
 // unseen part of its inputs (step.unseenHash: the tools it runs), the server's id and its secret's
 // hash (components/hostSteps.ts); its command and stdin are plain inputs.
 describe("a config change runs the steps it changes as updates", () => {
-  for (const key of Object.keys(OTHER)) {
+  for (const key of Object.keys(OTHER).filter((k) => !CONFIG_REFUSED.has(k))) {
     it(key, () => {
       const { base, changed } = change(key);
       const before = buildHostPlan(base).steps;

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parseConfig, type KeelConfig } from "../../config";
-import { FIRST_BOOT_PACKAGES } from "../../cloud-init/hardening";
+import { firstBootPackages } from "../../cloud-init/hardening";
 import { buildHostPlan } from "../../plan/hostPlan";
 import { renderEnvFile } from "../../plan/secrets";
 import { REDACTED, readStackFile } from "../../plan/stackFile";
@@ -37,7 +37,7 @@ describe("host plan", () => {
   it("installs the first-boot packages a server lacks before any hardening step uses them", () => {
     const steps = buildHostPlan(prod()).steps;
     const packages = steps.find((s) => s.name === "packages")!;
-    expect(packages.command).toBe(`sudo /usr/local/sbin/keel-packages ${FIRST_BOOT_PACKAGES.join(" ")}`);
+    expect(packages.command).toBe(`sudo /usr/local/sbin/keel-packages ${firstBootPackages(prod().image).join(" ")}`);
     const firstHarden = steps.findIndex((s) => s.name.startsWith("harden-"));
     expect(firstHarden).toBeGreaterThan(steps.indexOf(packages));
     expect(buildHostPlan(prod()).files.find((f) => f.path === "/usr/local/sbin/keel-packages")).toMatchObject({ owner: "root", mode: "0755" });

@@ -3,7 +3,10 @@ import { register } from "node:module";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
-import { REPO } from "../support/stack";
+import { IMAGES, parseConfig } from "../../config";
+import { IMAGE_FACTS } from "../../plan/images";
+import { withImage } from "../../scripts/dev/stack-image";
+import { REPO, stackConfig } from "../support/stack";
 
 // The workflows, checked two ways: GitHub's own parser (the one behind the Actions editor) must accept
 // every file with zero errors, and the properties a reviewer cares about are asserted on the parsed
@@ -313,6 +316,40 @@ describe("the GitHub workflows", () => {
     // The script exists, runs, and takes the stack from KEEL_STACK (scripts/runbook/lib.sh).
     expect(statSync(join(REPO, "scripts", "runbook", "verify.sh")).mode & 0o111).not.toBe(0);
     expect(readFileSync(join(REPO, "scripts", "runbook", "lib.sh"), "utf8")).toContain('pulumi stack output --json ${KEEL_STACK:+--stack "$KEEL_STACK"}');
+  });
+
+  // Issue 16 #4: the Ubuntu images are proven only by this run (docs/CONFIG.md "Images"), so it can
+  // prove any image keel offers, whatever the stack file names.
+  it("prove the image the run picks: every image keel offers, set with its Python before up, from an env var", () => {
+    const staging = load("staging.yml");
+    const inputs = (staging.on.workflow_dispatch as { inputs: Record<string, Record<string, unknown>> }).inputs;
+    expect(inputs.image).toMatchObject({ type: "choice", options: ["as-configured", ...IMAGES], default: "as-configured" });
+    const all = staging.jobs.staging.steps;
+    const pick = all.findIndex((st) => st.run?.includes("scripts/dev/stack-image.ts"));
+    const up = all.findIndex((st) => st.with?.command === "up");
+    expect(pick).toBeGreaterThan(0);
+    expect(pick).toBeLessThan(up);
+    expect(all[pick]).toMatchObject({
+      if: "inputs.action == 'up' && inputs.image != 'as-configured'",
+      env: { KEEL_IMAGE: "${{ inputs.image }}" },
+      run: 'npx ts-node --transpile-only scripts/dev/stack-image.ts staging "$KEEL_IMAGE"',
+    });
+  });
+
+  it("set an image and its Python in a stack file and nothing else (scripts/dev/stack-image.ts)", () => {
+    const text = readFileSync(join(REPO, "Pulumi.staging.yaml"), "utf8");
+    for (const image of IMAGES) {
+      const out = withImage(text, image);
+      const raw = (parseYaml(out) as { config: Record<string, unknown> }).config;
+      expect(raw["keel:image"]).toBe(image);
+      // A string, as the engine hands it over: 3.10 as a YAML number would be 3.1.
+      expect(raw["keel:pythonVersion"]).toBe(IMAGE_FACTS[image].python);
+      const changed = out.split("\n").filter((line, i) => line !== text.split("\n")[i]);
+      expect(changed.every((line) => /^  keel:(image|pythonVersion): /.test(line)), changed.join("\n")).toBe(true);
+      // The result is a stack config keel accepts.
+      const { raw: base, secretKeys } = stackConfig("staging");
+      expect(parseConfig({ ...base, "keel:image": image, "keel:pythonVersion": String(raw["keel:pythonVersion"]) }, (k) => secretKeys.includes(k)).image).toBe(image);
+    }
   });
 
   it("deploy to stacks that let the CI key in: each stack a workflow ups lists a ci-* admin key", () => {

@@ -14,6 +14,7 @@ import { type ExecResult, runSsh, sshArgs, writePrivateFile, knownHostsLine } fr
 import { logProblems, parseCloudInitStatus } from "../../../local/vm/vm";
 import { sha256, stableJson } from "../../../plan/hash";
 import { buildHostPlan } from "../../../plan/hostPlan";
+import { IMAGE_FACTS } from "../../../plan/images";
 import { renderEnvFile } from "../../../plan/secrets";
 import { toolPath } from "../../../plan/tools";
 import type { SecretName } from "../../../plan/types";
@@ -60,7 +61,7 @@ export function vmStackConfig(keys: {
     "keel:minFreeDiskGiB": String(keys.minFreeDiskGiB ?? 1),
     "keel:repoUrl": "file:///home/deploy/engine.git",
     "keel:repoRef": "0123456789abcdef0123456789abcdef01234567",
-    "keel:pythonVersion": "3.11",
+    "keel:pythonVersion": IMAGE_FACTS[keys.image].python,
     "keel:startCommand": "python -m engine",
     "keel:protect": "false",
   });
