@@ -13,17 +13,8 @@ import { backupServiceName, backupTimerName, dropInPath, PRIVILEGED_BUT_SETUID, 
 import { execStart, renderUnit, unitFilePath } from "../../plan/engine";
 import { TOOLS, toolPath, type Tool } from "../../plan/tools";
 import { stackConfig } from "../support/stack";
+import { MAX_BACKUP_EXPOSURE } from "../support/units";
 import { fingerprint, listing, makeDb, removeDir, SCRIPTS, sha256, sql, startWriter, tempDir, writerOnce } from "./db-helpers";
-
-/**
- * The exposure `systemd-analyze security` may report for the backup service. 1.1 since the backup
- * identity (docs/DATABASE.md): the service starts as root with CAP_SETUID/CAP_SETGID and the set*id
- * system calls only to run its two sides as two users: User= (0.4), the capabilities (0.3),
- * @privileged not wholly denied (0.2) and no PrivateUsers= (0.2) count against it, where the service
- * that ran as the engine's user scored 0.2. The price of a backup tree a compromised engine can
- * neither delete nor forge; root there runs setpriv and nothing else (db-backup.sh --as).
- */
-const MAX_BACKUP_EXPOSURE = 1.1;
 
 function config(stack: string): KeelConfig {
   const { raw, secretKeys } = stackConfig(stack);

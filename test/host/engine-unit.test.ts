@@ -6,9 +6,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseConfig, type KeelConfig } from "../../config";
 import { execStart, renderUnit, unitFilePath } from "../../plan/engine";
 import { REPO, stackConfig } from "../support/stack";
+import { exposure, MAX_ENGINE_EXPOSURE } from "../support/units";
 
 /** The exposure `systemd-analyze security` may report for the engine's unit (issue 3). */
-const MAX_EXPOSURE = 1.5;
+const MAX_EXPOSURE = MAX_ENGINE_EXPOSURE;
 
 function config(stack: string, overrides: Record<string, string> = {}): KeelConfig {
   const { raw, secretKeys } = stackConfig(stack);
@@ -18,13 +19,6 @@ function config(stack: string, overrides: Record<string, string> = {}): KeelConf
 function run(cmd: string, args: string[]) {
   const r = spawnSync(cmd, args, { encoding: "utf8" });
   return { code: r.status, out: r.stdout + r.stderr };
-}
-
-/** The overall exposure from `systemd-analyze security`'s last line ("… for x.service: 1.0 OK 🙂"). */
-export function exposure(output: string): number {
-  const m = output.match(/Overall exposure level for \S+: (\d+\.\d+)/);
-  if (!m) throw new Error(`no overall exposure in:\n${output}`);
-  return Number(m[1]);
 }
 
 /**

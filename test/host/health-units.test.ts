@@ -9,9 +9,10 @@ import { parseConfig, type KeelConfig } from "../../config";
 import { healthUnitFiles } from "../../plan/health";
 import { TOOLS, toolPath } from "../../plan/tools";
 import { REPO, stackConfig } from "../support/stack";
+import { exposure, MAX_HEALTH_EXPOSURE } from "../support/units";
 
 /** The exposure `systemd-analyze security` may report for keel-health.service (root, for its checks). */
-const MAX_EXPOSURE = 3.0;
+const MAX_EXPOSURE = MAX_HEALTH_EXPOSURE;
 
 function config(stack: string): KeelConfig {
   const { raw, secretKeys } = stackConfig(stack);
@@ -23,12 +24,6 @@ function run(cmd: string, args: string[]) {
   return { code: r.status, out: r.stdout + r.stderr };
 }
 
-/** The overall exposure from `systemd-analyze security`'s last line. */
-function exposure(output: string): number {
-  const m = output.match(/Overall exposure level for \S+: (\d+\.\d+)/);
-  if (!m) throw new Error(`no overall exposure in:\n${output}`);
-  return Number(m[1]);
-}
 
 const dirs: string[] = [];
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));

@@ -1,0 +1,55 @@
+// keel's systemd units as the host plan renders them, with the exposure `systemd-analyze security`
+// may report for each service: one list for the host tier (this machine's systemd) and the VM tier
+// (test/vm/hardening-trixie.test.ts runs it on Debian 13's systemd 257, the closest to Ubuntu
+// 26.04's 259 that keel can boot).
+import type { KeelConfig } from "../../config";
+import { backupServiceName, backupTimerName, dropInPath, renderBackupService, renderBackupTimer, renderSessionDropIn } from "../../plan/database";
+import { execStart, renderUnit, unitFilePath } from "../../plan/engine";
+import { healthUnitFiles, HEALTH_SERVICE } from "../../plan/health";
+import { TOOLS, toolPath, type Tool } from "../../plan/tools";
+
+/** The engine's unit (issue 3); keel verify's engine-exposure check uses the same limit (scripts/runbook/verify-host.py MAX_EXPOSURE). */
+export const MAX_ENGINE_EXPOSURE = 1.5;
+/**
+ * The exposure `systemd-analyze security` may report for the backup service. 1.1 since the backup
+ * identity (docs/DATABASE.md): the service starts as root with CAP_SETUID/CAP_SETGID and the set*id
+ * system calls only to run its two sides as two users: User= (0.4), the capabilities (0.3),
+ * @privileged not wholly denied (0.2) and no PrivateUsers= (0.2) count against it, where the service
+ * that ran as the engine's user scored 0.2. The price of a backup tree a compromised engine can
+ * neither delete nor forge; root there runs setpriv and nothing else (db-backup.sh --as).
+ */
+export const MAX_BACKUP_EXPOSURE = 1.1;
+/** keel-health.service: root, for its checks, little else. */
+export const MAX_HEALTH_EXPOSURE = 3.0;
+
+/** Every unit file keel installs for the engine, its backups and health: path and content. */
+export function keelUnitFiles(cfg: KeelConfig): [string, string][] {
+  return [
+    [unitFilePath(cfg), renderUnit(cfg)],
+    [dropInPath(cfg), renderSessionDropIn(cfg)],
+    [`/etc/systemd/system/${backupServiceName(cfg)}`, renderBackupService(cfg)],
+    [`/etc/systemd/system/${backupTimerName(cfg)}`, renderBackupTimer(cfg)],
+    ...healthUnitFiles(cfg).map((f): [string, string] => [f.path, f.content]),
+  ];
+}
+
+/** The services among them, with the exposure each may have. */
+export function keelServices(cfg: KeelConfig): { name: string; maxExposure: number }[] {
+  return [
+    { name: unitFilePath(cfg).split("/").pop()!, maxExposure: MAX_ENGINE_EXPOSURE },
+    { name: backupServiceName(cfg), maxExposure: MAX_BACKUP_EXPOSURE },
+    { name: HEALTH_SERVICE, maxExposure: MAX_HEALTH_EXPOSURE },
+  ];
+}
+
+/** The programs the units run (stand-ins make `systemd-analyze verify` pass where they are absent). */
+export function keelUnitPrograms(cfg: KeelConfig, without: readonly Tool[] = []): string[] {
+  return [execStart(cfg).split(" ")[0], ...(Object.keys(TOOLS) as Tool[]).filter((t) => !without.includes(t)).map(toolPath)];
+}
+
+/** The overall exposure from `systemd-analyze security`'s last line ("… for x.service: 1.0 OK 🙂"). */
+export function exposure(output: string): number {
+  const m = output.match(/Overall exposure level for \S+: (\d+\.\d+)/);
+  if (!m) throw new Error(`no overall exposure in:\n${output}`);
+  return Number(m[1]);
+}
