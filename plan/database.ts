@@ -1,6 +1,7 @@
 import type { KeelConfig } from "../config";
 import { startTimeoutSeconds } from "./engine";
 import { backupUser, hostPaths } from "./layout";
+import { PROTECT_KERNEL, RESTRICT } from "./sandbox";
 import { localStep, placeStep, toolStep, uploadStep } from "./steps";
 import { toolPath } from "./tools";
 import type { HostDir, HostFile, Step } from "./types";
@@ -101,20 +102,10 @@ function backupSandbox(cfg: KeelConfig): string[] {
     "PrivateIPC=yes",
     "ProtectProc=invisible",
     "ProcSubset=pid",
-    "ProtectKernelTunables=yes",
-    "ProtectKernelModules=yes",
-    "ProtectKernelLogs=yes",
-    "ProtectControlGroups=yes",
-    "ProtectClock=yes",
-    "ProtectHostname=yes",
-    "NoNewPrivileges=yes",
+    ...PROTECT_KERNEL,
     "CapabilityBoundingSet=CAP_SETUID CAP_SETGID",
     "AmbientCapabilities=",
-    "RestrictSUIDSGID=yes",
-    "RestrictNamespaces=yes",
-    "RestrictRealtime=yes",
-    "LockPersonality=yes",
-    "MemoryDenyWriteExecute=yes",
+    ...RESTRICT,
     "KeyringMode=private",
     "DevicePolicy=closed",
     "RestrictAddressFamilies=none",

@@ -3,6 +3,7 @@ import { stringify } from "yaml";
 import type { KeelConfig } from "../config";
 import { sha256 } from "./hash";
 import { hostPaths } from "./layout";
+import { PROTECT_KERNEL, RESTRICT } from "./sandbox";
 import { placeStep, scriptStep, toolStep } from "./steps";
 import { toolPath } from "./tools";
 import type { HostFile, Step } from "./types";
@@ -135,20 +136,10 @@ export function renderUnit(cfg: KeelConfig): string {
     "PrivateIPC=yes",
     "ProtectProc=invisible",
     "ProcSubset=pid",
-    "ProtectKernelTunables=yes",
-    "ProtectKernelModules=yes",
-    "ProtectKernelLogs=yes",
-    "ProtectControlGroups=yes",
-    "ProtectClock=yes",
-    "ProtectHostname=yes",
-    "NoNewPrivileges=yes",
+    ...PROTECT_KERNEL,
     "CapabilityBoundingSet=",
     "AmbientCapabilities=",
-    "RestrictSUIDSGID=yes",
-    "RestrictNamespaces=yes",
-    "RestrictRealtime=yes",
-    "LockPersonality=yes",
-    "MemoryDenyWriteExecute=yes",
+    ...RESTRICT,
     "RemoveIPC=yes",
     "KeyringMode=private",
     "DevicePolicy=closed",

@@ -2,6 +2,7 @@ import { sshPorts, type KeelConfig } from "../config";
 import { backupServiceName, opsLockPath, sessionBackupDir } from "./database";
 import { GATE_FAILURE_STATUS, SETTLE_SECONDS } from "./engine";
 import { backupUser, hostPaths } from "./layout";
+import { PROTECT_KERNEL, RESTRICT } from "./sandbox";
 import { placeStep, secretPlaceStep } from "./steps";
 import { toolPath } from "./tools";
 import type { Bundle, HostFile, Step } from "./types";
@@ -118,20 +119,10 @@ export function renderHealthService(cfg: KeelConfig): string {
       "PrivateTmp=yes",
       "PrivateDevices=yes",
       "ProtectProc=invisible",
-      "ProtectKernelTunables=yes",
-      "ProtectKernelModules=yes",
-      "ProtectKernelLogs=yes",
-      "ProtectControlGroups=yes",
-      "ProtectClock=yes",
-      "ProtectHostname=yes",
-      "NoNewPrivileges=yes",
+      ...PROTECT_KERNEL,
       "# Read what root may read; become the DB's owner for the quick check. Nothing else.",
       "CapabilityBoundingSet=CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_SETUID CAP_SETGID",
-      "RestrictSUIDSGID=yes",
-      "RestrictNamespaces=yes",
-      "RestrictRealtime=yes",
-      "LockPersonality=yes",
-      "MemoryDenyWriteExecute=yes",
+      ...RESTRICT,
       "RemoveIPC=yes",
       "KeyringMode=private",
       "# Unix sockets for systemd and fail2ban; IPv4/IPv6 for the alert webhook.",
