@@ -3,7 +3,7 @@
  * backup service, plan/database.ts; keel-health.service, plan/health.ts). Each unit adds what it
  * alone needs around them: its writable paths, capabilities, address families and system calls.
  * test/host/engine-unit.test.ts, health-units.test.ts and db-wiring.test.ts measure each unit with
- * systemd-analyze; the rendered units are byte for byte what they were before this module.
+ * systemd-analyze.
  */
 
 /** No kernel tunables, modules, logs, cgroups, clock or hostname, and no new privileges, ever. */
