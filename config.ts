@@ -453,7 +453,11 @@ function finish(c: ParsedConfig, problems: string[], githubToken: boolean): Keel
   if (c.pythonVersion !== imagePython) {
     // The engine runs on the image's own python3 (a venv from it); engine-preflight would stop the
     // first up at the engine, after the server was made. Say so before anything is created.
-    problems.push(`keel:pythonVersion: keel:image ${c.image} ships Python ${imagePython}; found ${shown(c.pythonVersion)}. fix: test the engine on Python ${imagePython}, then pulumi config set keel:pythonVersion ${imagePython} (or pick the image whose python3 the engine is tested on: ${Object.entries(IMAGE_FACTS).map(([image, f]) => `${image} ${f.python}`).join(", ")})`);
+    const same = Object.entries(IMAGE_FACTS).find(([, f]) => f.python === c.pythonVersion)?.[0];
+    const stay = same
+      ? `; or, to stay on Python ${c.pythonVersion}, pulumi config set keel:image ${same}`
+      : ` (keel's images ship Python ${Object.entries(IMAGE_FACTS).map(([image, f]) => `${f.python} on ${image}`).join(", ")})`;
+    problems.push(`keel:pythonVersion: keel:image ${c.image} ships Python ${imagePython}; found ${shown(c.pythonVersion)}. fix: test the engine on Python ${imagePython}, then pulumi config set keel:pythonVersion ${imagePython}${stay}`);
   }
   if (c.healthDiskWarnPercent >= c.healthDiskCritPercent) {
     problems.push(`keel:healthDiskWarnPercent: expected less than keel:healthDiskCritPercent (${c.healthDiskCritPercent}); found ${c.healthDiskWarnPercent}. fix: pulumi config set keel:healthDiskWarnPercent 80`);

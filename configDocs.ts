@@ -2,6 +2,12 @@
 // that page's tables (`npm run gen` writes them; test/unit/generated.test.ts fails when the page is
 // stale). A key's type, default and short description live in config.ts's schema, which also
 // renders Pulumi.yaml's config block (scripts/dev/generated.ts).
+import { IMAGE_FACTS } from "./plan/images";
+
+/** Each image's Python, as keel:pythonVersion must say it (plan/images.ts). */
+const IMAGE_PYTHONS = Object.entries(IMAGE_FACTS)
+  .map(([image, f]) => `\`${f.python}\` on \`${image}\``)
+  .join(", ");
 
 /** A row: the key as set (`keel:<key>`), and what the page says of it. `default` only where the schema's default cannot say it. */
 export interface ConfigDocRow {
@@ -43,7 +49,7 @@ export const CONFIG_DOC: readonly { readonly heading: string; readonly rows: rea
       { key: "githubDeployKey", what: "`true`: keel registers the deploy key on keel:repoUrl's github.com repository itself, read-only, titled `keel <project>/<stack> (<owner>/<repo>)`, before the first clone (`@pulumi/github` `RepositoryDeployKey`, its owner taken from the URL); `pulumi destroy` removes it. Needs the secret `github:token`: a fine-grained token for that repository with the \"Administration: write\" permission (`pulumi config set --secret github:token …`). A plaintext `github:token` is refused. GitHub refuses a key already added by hand (\"key is already in use\"): remove that one first. The Pulumi CLI installs the `github` 6.15.0 plugin on the first preview whether the option is on or not (offline runners: `pulumi plugin install resource github 6.15.0`). `false`: add `pulumi stack output deployPublicKey` by hand (the first up's `engine-source` step stops and says so)." },
       { key: "repoRef", what: "The exact 40-character commit to deploy. A branch or tag is refused: a deploy must be reproducible." },
       { key: "gitKnownHosts", default: "GitHub's keys for github.com", what: "`known_hosts` lines for the git host, pinned (no trust on first use). Required for any host other than GitHub. Check the fingerprint out of band before you set it." },
-      { key: "pythonVersion", what: "The system Python's minor version, the one the engine is tested on: `3.12` on Ubuntu 24.04, `3.14` on Ubuntu 26.04, `3.11` on Debian 12, `3.13` on Debian 13. A value other than the image's is refused before anything is created, and the deploy stops if the host's `python3` differs (seed 000 §2)." },
+      { key: "pythonVersion", what: `The system Python's minor version, the one the engine is tested on: ${IMAGE_PYTHONS}. A value other than the image's is refused before anything is created, and the deploy stops if the host's \`python3\` differs (seed 000 §2).` },
       { key: "requirementsFile", what: "The locked requirements file in the repository (with `--hash` lines, pip installs with `--require-hashes`)." },
       { key: "startCommand", what: "The engine's command line, resolved in the venv's `bin/` (e.g. `python -m engine`). No shell syntax." },
       { key: "settings", what: "Non-secret settings, written as YAML to `/etc/<appName>/config.yaml` (root:<appName> 0640)." },

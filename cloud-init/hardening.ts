@@ -205,6 +205,19 @@ function staticFile(path: string, source: string, mode = "0644"): HostFile {
   return rootFile(path, readStatic(`cloud-init/files/${source}`), mode);
 }
 
+const SUDO_RULE_PATH = "-F path=/usr/bin/sudo ";
+
+/**
+ * keel's audit rules, with the sudo rule on the image's sudo binary itself: an audit path rule
+ * matches the executable the kernel runs, and on Ubuntu 26.04 /usr/bin/sudo is a link (through
+ * the alternatives system) to sudo-rs (plan/images.ts).
+ */
+export function auditRules(cfg: Pick<KeelConfig, "image">): string {
+  const text = readStatic("cloud-init/files/audit-keel.rules");
+  if (text.split(SUDO_RULE_PATH).length !== 2) throw new Error(`cloud-init/files/audit-keel.rules: expected one rule with ${SUDO_RULE_PATH.trim()}`);
+  return text.replace(SUDO_RULE_PATH, `-F path=${IMAGE_FACTS[cfg.image].sudo} `);
+}
+
 /** The hardening, unit by unit, in the order first boot and `pulumi up` apply it. */
 export function hardeningUnits(cfg: KeelConfig): HardeningUnit[] {
   const p = HARDENING_PATHS;
@@ -248,7 +261,7 @@ export function hardeningUnits(cfg: KeelConfig): HardeningUnit[] {
     {
       name: "audit",
       description: "auditd: who changed accounts, sudo, SSH, keel's tools and config, kernel modules or the clock",
-      files: [staticFile(p.auditRules, "audit-keel.rules", "0640")],
+      files: [rootFile(p.auditRules, auditRules(cfg), "0640")],
       onChange: [["augenrules", "--load"]],
     },
     {

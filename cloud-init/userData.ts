@@ -74,12 +74,8 @@ export function firstBootCommands(cfg: KeelConfig): (string | string[])[] {
     ...onChange("journald"),
     // Ubuntu starts sshd from ssh.socket, which listens on port 22 whatever sshd_config says.
     // keel runs sshd as a plain service on every image, so keel:sshPort and reloads work alike.
-    ...(image.sshSocket
-      ? [
-          ["systemctl", "disable", "--now", "ssh.socket"],
-          ["systemctl", "enable", "ssh.service"],
-        ]
-      : []),
+    // Only where the image has the socket unit: a release that dropped it has nothing to disable.
+    ...(image.sshSocket ? ["! systemctl cat ssh.socket >/dev/null 2>&1 || systemctl disable --now ssh.socket", ["systemctl", "enable", "ssh.service"]] : []),
     // A restart (not the reload `pulumi up` uses) so sshd rebinds to keel:sshPort; ssh.service runs
     // `sshd -t` first and fails without touching the running sshd when the config is invalid.
     ["systemctl", "restart", "ssh.service"],

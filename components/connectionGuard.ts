@@ -1,6 +1,7 @@
 import * as hcloud from "@pulumi/hcloud";
 import * as pulumi from "@pulumi/pulumi";
 import type { KeelConfig } from "../config";
+import { IMAGE_FACTS, type Image } from "../plan/images";
 import { hostPaths } from "../plan/layout";
 
 /**
@@ -43,7 +44,7 @@ function servedPorts(last: LastUp): number[] {
  * stack: the CLI makes it with an empty checkpoint) has nothing to lose.
  */
 export function connectionChangeProblems(
-  cfg: Pick<KeelConfig, "sshPort" | "sshPortNext" | "deployUser" | "image" | "location" | "appName" | "dbFile">,
+  cfg: Pick<KeelConfig, "sshPort" | "sshPortNext" | "deployUser" | "image" | "location" | "appName" | "dbFile" | "pythonVersion">,
   last: LastUp,
 ): string[] {
   const problems: string[] = [];
@@ -80,11 +81,20 @@ export function connectionChangeProblems(
     if (typeof was === "string" && was !== cfg[key]) {
       problems.push(
         `keel:${key}: the server was created with ${key} ${JSON.stringify(was)} (the last pulumi up's stack outputs); ${JSON.stringify(cfg[key])} would make Hetzner replace it on this up, with the old server's user-data and an empty disk (the database gone). ` +
-          `fix: pulumi config set keel:${key} ${was}; to move, replace the server (docs/RUNBOOK.md "Replace the server": a verified snapshot of the DB, then the server destroyed on its own, then up): once the stack's server is gone at Hetzner the new ${key} is let through`,
+          `fix: ${setBack(cfg, key, was)}; to move, replace the server (docs/RUNBOOK.md "Replace the server": a verified snapshot of the DB, then the server destroyed on its own, then up): once the stack's server is gone at Hetzner the new ${key} is let through`,
       );
     }
   }
   return problems;
+}
+
+/**
+ * The commands that set `key` back to what the server has. keel:pythonVersion must be the image's
+ * Python (config.ts), so going back to an image takes its Python back too.
+ */
+function setBack(cfg: Pick<KeelConfig, "pythonVersion">, key: "image" | "location", was: string): string {
+  const python = key === "image" ? IMAGE_FACTS[was as Image]?.python : undefined;
+  return `pulumi config set keel:${key} ${was}` + (python && python !== cfg.pythonVersion ? ` and pulumi config set keel:pythonVersion ${python}` : "");
 }
 
 /**
@@ -100,7 +110,7 @@ export function connectionChangeProblems(
  * last up's `paths`).
  */
 export function liveServerProblems(
-  cfg: Pick<KeelConfig, "image" | "location" | "appName">,
+  cfg: Pick<KeelConfig, "image" | "location" | "appName" | "pythonVersion">,
   servers: ReadonlyArray<{ name: string; image?: string; location?: string; labels: Record<string, string> }>,
   project: string,
 ): string[] {
@@ -112,7 +122,7 @@ export function liveServerProblems(
       if (typeof was === "string" && was !== "" && !/^[0-9]+$/.test(was) && was !== cfg[key]) {
         problems.push(
           `keel:${key}: the stack's server ${server.name} runs ${key} ${JSON.stringify(was)} at Hetzner (its last pulumi up, by an older keel, recorded none); ${JSON.stringify(cfg[key])} would make Hetzner replace it on this up, with the old server's user-data and an empty disk (the database gone). ` +
-            `fix: pulumi config set keel:${key} ${was}; to move, replace the server (docs/RUNBOOK.md "Replace the server")`,
+            `fix: ${setBack(cfg, key, was)}; to move, replace the server (docs/RUNBOOK.md "Replace the server")`,
         );
       }
     }

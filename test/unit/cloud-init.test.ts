@@ -256,7 +256,8 @@ describe("custom SSH port", () => {
   it("on Ubuntu 24.04 and 26.04 replaces socket activation (ssh.socket listens on 22) with sshd as a service", () => {
     for (const image of ["ubuntu-24.04", "ubuntu-26.04"]) {
       const cmds = runcmd(doc(config({ "keel:image": image, "keel:sshPort": "2222" })));
-      const disable = cmds.indexOf("systemctl disable --now ssh.socket");
+      // Disabled where the image has the unit (a release without it has nothing listening for it).
+      const disable = cmds.indexOf("! systemctl cat ssh.socket >/dev/null 2>&1 || systemctl disable --now ssh.socket");
       const enable = cmds.indexOf("systemctl enable ssh.service");
       expect(disable, image).toBeGreaterThan(0);
       expect(enable, image).toBeGreaterThan(disable);
@@ -385,6 +386,10 @@ describe("firewall, fail2ban, updates, time and disk", () => {
       expect(rules.some((r) => r.startsWith(`-w ${watched} -p wa -k `)), watched).toBe(true);
     }
     expect(rules).toContain("-a always,exit -F path=/usr/bin/sudo -F perm=x -F auid>=1000 -F auid!=unset -k sudo-exec");
+    // An audit path rule matches the executable itself; Ubuntu 26.04's /usr/bin/sudo is a link to sudo-rs.
+    const sudoRules = (image: string) => fileText(doc(config({ "keel:image": image })), HARDENING_PATHS.auditRules).split("\n").filter((l) => l.includes("sudo-exec"));
+    expect(sudoRules("ubuntu-26.04")).toEqual(["-a always,exit -F path=/usr/lib/cargo/bin/sudo -F perm=x -F auid>=1000 -F auid!=unset -k sudo-exec"]);
+    for (const image of ["debian-12", "debian-13", "ubuntu-24.04"]) expect(sudoRules(image), image).toEqual([rules.find((r) => r.includes("sudo-exec"))]);
     expect(rules.some((r) => r.includes("-S init_module,finit_module,delete_module"))).toBe(true);
     // b64 only: valid on x86_64 (cx) and aarch64 (cax) alike; a rule auditctl rejects would fail the first boot.
     expect(rules.filter((r) => r.includes("arch=") && !r.includes("arch=b64"))).toEqual([]);

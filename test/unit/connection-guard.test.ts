@@ -75,9 +75,21 @@ describe("connectionChangeProblems (pure)", () => {
     const was = { ...last, image: "ubuntu-24.04", location: "fsn1" };
     expect(connectionChangeProblems(config(), was)).toEqual([]);
     expect(connectionChangeProblems(config({ "keel:image": "debian-13", "keel:location": "nbg1" }), was)).toEqual([
-      expect.stringMatching(/^keel:image: the server was created with image "ubuntu-24.04" .*the database gone\). fix: pulumi config set keel:image ubuntu-24.04; to move, replace the server \(docs\/RUNBOOK.md "Replace the server"/),
+      expect.stringMatching(/^keel:image: the server was created with image "ubuntu-24.04" .*the database gone\). fix: pulumi config set keel:image ubuntu-24.04 and pulumi config set keel:pythonVersion 3\.12; to move, replace the server \(docs\/RUNBOOK.md "Replace the server"/),
       expect.stringMatching(/^keel:location: the server was created with location "fsn1" .*fix: pulumi config set keel:location fsn1;/),
     ]);
+  });
+
+  it("gives a fix that keel accepts: going back to the server's image takes that image's Python back too", () => {
+    const was = { ...last, image: "ubuntu-24.04", location: "fsn1" };
+    const [problem] = connectionChangeProblems(config({ "keel:image": "ubuntu-26.04" }), was);
+    const sets = [...problem.split("; to move")[0].matchAll(/pulumi config set (keel:[A-Za-z]+) (\S+)/g)].map((m) => [m[1], m[2]]);
+    expect(sets).toEqual([["keel:image", "ubuntu-24.04"], ["keel:pythonVersion", "3.12"]]);
+    const { raw, secretKeys } = stackConfig("prod");
+    const fixed = parseConfig({ ...raw, "keel:pythonVersion": "3.14", ...Object.fromEntries(sets) }, (k) => secretKeys.includes(k));
+    expect(connectionChangeProblems(fixed, was)).toEqual([]);
+    // The Python is named only where it must change.
+    expect(connectionChangeProblems(config({ "keel:location": "nbg1" }), was)[0]).not.toContain("pythonVersion");
   });
 
   it("refuses another appName or dbFile, which would start the engine on an empty DB beside the old one", () => {
@@ -148,7 +160,7 @@ describe("connectionGuard under the mock runtime", () => {
     const err = (outcome as PromiseRejectedResult).reason;
     expect(err).toBeInstanceOf(ConnectionChangeError);
     expect(err.problems).toEqual([
-      expect.stringMatching(/^keel:image: the stack's server engine-prod runs image "ubuntu-24.04" at Hetzner \(its last pulumi up, by an older keel, recorded none\); "debian-13" would make Hetzner replace it.*fix: pulumi config set keel:image ubuntu-24.04; to move, replace the server/),
+      expect.stringMatching(/^keel:image: the stack's server engine-prod runs image "ubuntu-24.04" at Hetzner \(its last pulumi up, by an older keel, recorded none\); "debian-13" would make Hetzner replace it.*fix: pulumi config set keel:image ubuntu-24.04 and pulumi config set keel:pythonVersion 3\.12; to move, replace the server/),
       expect.stringMatching(/^keel:location: the stack's server engine-prod runs location "fsn1" at Hetzner .*fix: pulumi config set keel:location fsn1;/),
     ]);
     // Once the server is gone (the replace procedure), or for a server of another Pulumi project

@@ -8,6 +8,7 @@ import { describe, expect, it } from "vitest";
 import { connectionChangeProblems } from "../../components/connectionGuard";
 import { ConfigError, parseConfig, type KeelConfig } from "../../config";
 import { buildHostPlan } from "../../plan/hostPlan";
+import { IMAGE_FACTS, type Image } from "../../plan/images";
 import { hostPaths } from "../../plan/layout";
 import type { Step } from "../../plan/types";
 import { OTHER_KEY, REPO, stackConfig } from "../support/stack";
@@ -78,7 +79,7 @@ function config(extra: Record<string, string>): KeelConfig {
 
 /** Keys whose new value takes another key's new value along (keel:pythonVersion is the image's Python). */
 const ALONG: Record<string, Record<string, string>> = {
-  image: { "keel:pythonVersion": "3.11" },
+  image: { "keel:pythonVersion": IMAGE_FACTS[OTHER.image as Image].python },
 };
 /** Keys the config itself refuses to change alone: keel:pythonVersion must be the image's Python. */
 const CONFIG_REFUSED = new Set(["pythonVersion"]);
