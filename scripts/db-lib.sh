@@ -142,11 +142,16 @@ keel_list_backups() {
 }
 # seconds since the epoch -> 20261122T031700Z (GNU date, or BSD date on macOS).
 keel_epoch_stamp() { date -u -d "@$1" +%Y%m%dT%H%M%SZ 2>/dev/null || date -u -r "$1" +%Y%m%dT%H%M%SZ; }
-# 20261122T031700Z -> seconds since the epoch (GNU date, or BSD date on macOS).
+# 20261122T031700Z -> seconds since the epoch, by arithmetic (days from the civil date, years 0001
+# and later): no date(1) parser, whose accepted forms differ between GNU, BSD and Rust coreutils
+# (Ubuntu 26.04's). keel-health.sh's stamp_epoch is its twin (test/host/stamp-epoch.test.ts).
 keel_stamp_epoch() {
-  local t=$1
-  date -u -d "${t:0:4}-${t:4:2}-${t:6:2}T${t:9:2}:${t:11:2}:${t:13:2}Z" +%s 2>/dev/null ||
-    date -u -j -f %Y%m%dT%H%M%SZ "$t" +%s
+  local t=$1 y m d era yoe doy
+  [[ $t =~ ^([0-9]{4})([0-9]{2})([0-9]{2})T([0-9]{2})([0-9]{2})([0-9]{2})Z$ ]] || return 1
+  y=$((10#${BASH_REMATCH[1]})) m=$((10#${BASH_REMATCH[2]})) d=$((10#${BASH_REMATCH[3]}))
+  ((m > 2)) || y=$((y - 1))
+  era=$((y / 400)) yoe=$((y % 400)) doy=$(((153 * ((m + 9) % 12) + 2) / 5 + d - 1))
+  echo $(((era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468) * 86400 + 10#${BASH_REMATCH[4]} * 3600 + 10#${BASH_REMATCH[5]} * 60 + 10#${BASH_REMATCH[6]}))
 }
 keel_utc_iso() { date -u +%Y-%m-%dT%H:%M:%SZ; }
 

@@ -289,9 +289,15 @@ check_db() {
 }
 
 # --- backup ------------------------------------------------------------------------------------
-stamp_epoch() { # 20261122T031700Z -> seconds
-  local t=$1
-  date -u -d "${t:0:4}-${t:4:2}-${t:6:2}T${t:9:2}:${t:11:2}:${t:13:2}Z" +%s
+# 20261122T031700Z -> seconds since the epoch, by arithmetic: no date(1) parser, whose accepted forms
+# differ between GNU and Rust coreutils. The twin of db-lib.sh's keel_stamp_epoch.
+stamp_epoch() {
+  local t=$1 y m d era yoe doy
+  [[ $t =~ ^([0-9]{4})([0-9]{2})([0-9]{2})T([0-9]{2})([0-9]{2})([0-9]{2})Z$ ]] || return 1
+  y=$((10#${BASH_REMATCH[1]})) m=$((10#${BASH_REMATCH[2]})) d=$((10#${BASH_REMATCH[3]}))
+  ((m > 2)) || y=$((y - 1))
+  era=$((y / 400)) yoe=$((y % 400)) doy=$(((153 * ((m + 9) % 12) + 2) / 5 + d - 1))
+  echo $(((era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468) * 86400 + 10#${BASH_REMATCH[4]} * 3600 + 10#${BASH_REMATCH[5]} * 60 + 10#${BASH_REMATCH[6]}))
 }
 
 # The sha256 of a backup, as root, read through a descriptor opened without following a link or
@@ -575,7 +581,7 @@ check_disk() {
 check_time() {
   local out
   if ! out=$(timedatectl show -p NTPSynchronized --value 2>&1); then
-    result unknown "timedatectl failed: ${out//$'\n'/ }" "systemctl status systemd-timedated; systemctl status systemd-timesyncd (chrony on ubuntu-26.04)"
+    result unknown "timedatectl failed: ${out//$'\n'/ }" "systemctl status systemd-timedated; systemctl status systemd-timesyncd, or chrony on ubuntu-26.04"
     return
   fi
   case $out in
