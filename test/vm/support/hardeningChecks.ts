@@ -247,3 +247,43 @@ export async function expectBanAndUnban(vm: Vm, port: number, hostPublicKey: str
     await removeAttackerNamespace(vm);
   }
 }
+
+/** One line of keel verify's host half: STATUS NAME EVIDENCE (scripts/runbook/verify-host.py). */
+export interface VerifyCheck {
+  readonly status: "ok" | "failed" | "skipped";
+  readonly evidence: string;
+}
+
+/**
+ * The checks of keel verify (issue 16) that hold on a host with keel's hardening and no engine: the
+ * first boot and the hardening steps make them true. The engine's, the env file's and the health
+ * report's need the whole plan (test/vm/demo.test.ts runs keel verify end to end).
+ */
+export const HARDENING_VERIFY_CHECKS = ["sshd-config", "listeners", "ufw", "fail2ban", "metadata-guard", "sysctl"] as const;
+
+/**
+ * keel verify's checks on the host (keel-verify), run as verify.sh runs them: as the deploy user
+ * through its sudo, over the pinned connection, read-only. The same code the operator runs against
+ * a live server, so a check added there is made here too. Needs the tools step (keel-verify and
+ * host.conf) on the host.
+ */
+export async function keelVerifyOnHost(vm: VmSession): Promise<Map<string, VerifyCheck>> {
+  const r = await vm.exec("sudo /usr/local/sbin/keel-verify", { timeoutMs: 15 * MINUTE });
+  if (r.code !== 0) throw new Error(`keel-verify exited ${r.code}:\n${r.stdout}${r.stderr}`);
+  const checks = new Map<string, VerifyCheck>();
+  for (const line of r.stdout.split("\n").filter(Boolean)) {
+    const [status, name, ...evidence] = line.split("\t");
+    if (!["ok", "failed", "skipped"].includes(status) || !name) throw new Error(`keel-verify printed a line that is not STATUS<TAB>NAME<TAB>EVIDENCE: ${line}`);
+    checks.set(name, { status: status as VerifyCheck["status"], evidence: evidence.join("\t") });
+  }
+  return checks;
+}
+
+/** Asserts every hardening check of keel verify is ok, showing the evidence of any that is not. */
+export async function expectHardeningVerified(vm: VmSession): Promise<Map<string, VerifyCheck>> {
+  const checks = await keelVerifyOnHost(vm);
+  const got = Object.fromEntries(HARDENING_VERIFY_CHECKS.map((name) => [name, checks.get(name)?.status ?? "missing"]));
+  const evidence = HARDENING_VERIFY_CHECKS.map((name) => `${name}: ${checks.get(name)?.evidence ?? "(no line)"}`).join("\n");
+  expect(got, evidence).toEqual(Object.fromEntries(HARDENING_VERIFY_CHECKS.map((name) => [name, "ok"])));
+  return checks;
+}
