@@ -50,6 +50,7 @@ describe("a backup name's time in seconds, without date(1)", () => {
   });
 
   it("refuses what is not a stamp", () => {
-    expect(convert(LIB, "keel_stamp_epoch", ["2026-11-22T03:17:00Z", "20261122T031700", "x", "20261122T0317000Z"])).toEqual(["fail", "fail", "fail", "fail"]);
+    const bad = ["2026-11-22T03:17:00Z", "20261122T031700", "x", "20261122T0317000Z", "20261322T031700Z", "20261100T031700Z", "20261122T241700Z", "20261122T036000Z", "00001122T031700Z"];
+    expect(convert(LIB, "keel_stamp_epoch", bad)).toEqual(bad.map(() => "fail"));
   });
 });
