@@ -94,7 +94,7 @@ export function connectionChangeProblems(
  */
 function setBack(cfg: Pick<KeelConfig, "pythonVersion">, key: "image" | "location", was: string): string {
   const python = key === "image" ? IMAGE_FACTS[was as Image]?.python : undefined;
-  return `pulumi config set keel:${key} ${was}` + (python && python !== cfg.pythonVersion ? ` and pulumi config set keel:pythonVersion ${python}` : "");
+  return `pulumi config set keel:${key} ${was}` + (python && python !== cfg.pythonVersion ? ` && pulumi config set keel:pythonVersion ${python}` : "");
 }
 
 /**

@@ -75,7 +75,7 @@ describe("connectionChangeProblems (pure)", () => {
     const was = { ...last, image: "ubuntu-24.04", location: "fsn1" };
     expect(connectionChangeProblems(config(), was)).toEqual([]);
     expect(connectionChangeProblems(config({ "keel:image": "debian-13", "keel:location": "nbg1" }), was)).toEqual([
-      expect.stringMatching(/^keel:image: the server was created with image "ubuntu-24.04" .*the database gone\). fix: pulumi config set keel:image ubuntu-24.04 and pulumi config set keel:pythonVersion 3\.12; to move, replace the server \(docs\/RUNBOOK.md "Replace the server"/),
+      expect.stringMatching(/^keel:image: the server was created with image "ubuntu-24.04" .*the database gone\). fix: pulumi config set keel:image ubuntu-24.04 && pulumi config set keel:pythonVersion 3\.12; to move, replace the server \(docs\/RUNBOOK.md "Replace the server"/),
       expect.stringMatching(/^keel:location: the server was created with location "fsn1" .*fix: pulumi config set keel:location fsn1;/),
     ]);
   });
@@ -160,7 +160,7 @@ describe("connectionGuard under the mock runtime", () => {
     const err = (outcome as PromiseRejectedResult).reason;
     expect(err).toBeInstanceOf(ConnectionChangeError);
     expect(err.problems).toEqual([
-      expect.stringMatching(/^keel:image: the stack's server engine-prod runs image "ubuntu-24.04" at Hetzner \(its last pulumi up, by an older keel, recorded none\); "debian-13" would make Hetzner replace it.*fix: pulumi config set keel:image ubuntu-24.04 and pulumi config set keel:pythonVersion 3\.12; to move, replace the server/),
+      expect.stringMatching(/^keel:image: the stack's server engine-prod runs image "ubuntu-24.04" at Hetzner \(its last pulumi up, by an older keel, recorded none\); "debian-13" would make Hetzner replace it.*fix: pulumi config set keel:image ubuntu-24.04 && pulumi config set keel:pythonVersion 3\.12; to move, replace the server/),
       expect.stringMatching(/^keel:location: the stack's server engine-prod runs location "fsn1" at Hetzner .*fix: pulumi config set keel:location fsn1;/),
     ]);
     // Once the server is gone (the replace procedure), or for a server of another Pulumi project
