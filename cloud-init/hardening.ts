@@ -205,17 +205,19 @@ function staticFile(path: string, source: string, mode = "0644"): HostFile {
   return rootFile(path, readStatic(`cloud-init/files/${source}`), mode);
 }
 
-const SUDO_RULE_PATH = "-F path=/usr/bin/sudo ";
+const SUDO_RULE = /^(-a always,exit -F path=)\/usr\/bin\/sudo( .*)$/m;
 
 /**
- * keel's audit rules, with the sudo rule on the image's sudo binary itself: an audit path rule
- * matches the executable the kernel runs, and on Ubuntu 26.04 /usr/bin/sudo is a link (through
- * the alternatives system) to sudo-rs (plan/images.ts).
+ * keel's audit rules, with the sudo rule on each of the image's sudo executables themselves (one
+ * rule each): an audit path rule matches the file the kernel runs, and on Ubuntu 26.04
+ * /usr/bin/sudo is a link (through the alternatives system) to sudo-rs (plan/images.ts). A rule on
+ * a file that is not there loads (its directory must be) and waits for it.
  */
 export function auditRules(cfg: Pick<KeelConfig, "image">): string {
   const text = readStatic("cloud-init/files/audit-keel.rules");
-  if (text.split(SUDO_RULE_PATH).length !== 2) throw new Error(`cloud-init/files/audit-keel.rules: expected one rule with ${SUDO_RULE_PATH.trim()}`);
-  return text.replace(SUDO_RULE_PATH, `-F path=${IMAGE_FACTS[cfg.image].sudo} `);
+  const m = SUDO_RULE.exec(text);
+  if (!m || text.match(new RegExp(SUDO_RULE.source, "gm"))!.length !== 1) throw new Error("cloud-init/files/audit-keel.rules: expected one rule with -F path=/usr/bin/sudo");
+  return text.replace(SUDO_RULE, IMAGE_FACTS[cfg.image].sudo.map((exe) => `${m[1]}${exe}${m[2]}`).join("\n"));
 }
 
 /** The hardening, unit by unit, in the order first boot and `pulumi up` apply it. */

@@ -33,10 +33,11 @@ export interface ImageFacts {
   /** Ubuntu's apport, which sets its own core_pattern at every boot; keel masks it. */
   readonly apport: boolean;
   /**
-   * The sudo executable itself, which keel's audit rule for sudo watches: Ubuntu 26.04's
-   * /usr/bin/sudo is a link, through the alternatives system, to sudo-rs.
+   * The sudo executables keel's audit rule for sudo watches, the one `sudo` runs first: an audit
+   * path rule matches the file the kernel runs, not a link to it, and Ubuntu 26.04's /usr/bin/sudo
+   * is a link (through the alternatives system) to sudo-rs; its classic sudo is /usr/bin/sudo.ws.
    */
-  readonly sudo: string;
+  readonly sudo: readonly string[];
   /** Where keel's payload and host plan have run on this image (docs/CONFIG.md). */
   readonly provenBy: "local VM" | "staging acceptance run";
 }
@@ -47,10 +48,10 @@ const TIMESYNCD = { package: "systemd-timesyncd", unit: "systemd-timesyncd.servi
 const CHRONY = { package: "chrony", unit: "chrony.service" } as const;
 
 export const IMAGE_FACTS: Readonly<Record<Image, ImageFacts>> = {
-  "ubuntu-24.04": { distribution: "ubuntu", openssh: "9.6", python: "3.12", systemd: 255, timeSync: TIMESYNCD, sshSocket: true, snaps: true, apport: true, sudo: "/usr/bin/sudo", provenBy: "staging acceptance run" },
-  "ubuntu-26.04": { distribution: "ubuntu", openssh: "10.2", python: "3.14", systemd: 259, timeSync: CHRONY, sshSocket: true, snaps: true, apport: true, sudo: "/usr/lib/cargo/bin/sudo", provenBy: "staging acceptance run" },
-  "debian-12": { distribution: "debian", openssh: "9.2", python: "3.11", systemd: 252, timeSync: TIMESYNCD, sshSocket: false, snaps: false, apport: false, sudo: "/usr/bin/sudo", provenBy: "local VM" },
-  "debian-13": { distribution: "debian", openssh: "10.0", python: "3.13", systemd: 257, timeSync: TIMESYNCD, sshSocket: false, snaps: false, apport: false, sudo: "/usr/bin/sudo", provenBy: "local VM" },
+  "ubuntu-24.04": { distribution: "ubuntu", openssh: "9.6", python: "3.12", systemd: 255, timeSync: TIMESYNCD, sshSocket: true, snaps: true, apport: true, sudo: ["/usr/bin/sudo"], provenBy: "staging acceptance run" },
+  "ubuntu-26.04": { distribution: "ubuntu", openssh: "10.2", python: "3.14", systemd: 259, timeSync: CHRONY, sshSocket: true, snaps: true, apport: true, sudo: ["/usr/lib/cargo/bin/sudo", "/usr/bin/sudo.ws"], provenBy: "staging acceptance run" },
+  "debian-12": { distribution: "debian", openssh: "9.2", python: "3.11", systemd: 252, timeSync: TIMESYNCD, sshSocket: false, snaps: false, apport: false, sudo: ["/usr/bin/sudo"], provenBy: "local VM" },
+  "debian-13": { distribution: "debian", openssh: "10.0", python: "3.13", systemd: 257, timeSync: TIMESYNCD, sshSocket: false, snaps: false, apport: false, sudo: ["/usr/bin/sudo"], provenBy: "local VM" },
 };
 
 export function imageFacts(image: Image): ImageFacts {

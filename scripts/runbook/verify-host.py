@@ -3,8 +3,9 @@
 (scripts/runbook/verify.sh), installed by the tools step and run as root through the deploy user's
 sudo. What is planned comes from /etc/keel/host.conf (the tools step writes it from the stack
 config), not from the caller or the environment. Read-only: it runs only commands that
-report (sshd -T, ss, ufw status and show added, iptables -S, nft list, sysctl -n, systemctl
-is-active, systemd-analyze security, lstat, keel-health --json without --record) and writes nothing.
+report (sshd -T, ss, ufw status and show added, iptables -S, nft list, sysctl -n, auditctl -l and
+-s, systemctl is-active, systemd-analyze security, lstat, keel-health --json without --record) and
+writes nothing.
 
 Prints one line per check, tab-separated: STATUS NAME EVIDENCE (STATUS: ok, failed or skipped).
 Exit 0 when every line was printed (failed checks included), 3 when the checks could not run
@@ -33,6 +34,9 @@ DHCP_CLIENT_UDP = {68, 546}
 # (cloud-init/hardening.ts HARDENING_PATHS.sysctl, .ufwConf).
 SYSCTL_FILE = "/etc/sysctl.d/99-zz-keel.conf"
 UFW_CONF = "/etc/keel/ufw-ssh.conf"
+# keel's audit rules (HARDENING_PATHS.auditRules) and the sudo whose runs they record.
+AUDIT_RULES = "/etc/audit/rules.d/50-keel.rules"
+SUDO = "/usr/bin/sudo"
 HOST_CONF = "/etc/keel/host.conf"
 # What the commands run with: nothing of the caller's environment (PATH, locale, LANG through ssh).
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
@@ -261,6 +265,52 @@ def check_sysctl():
         report("ok", "sysctl", f"all {count} values of {SYSCTL_FILE} in effect")
 
 
+def audit_keys(text):
+    """Rules per key (-k KEY, or -F key=KEY as auditctl -l prints it) in audit rule lines."""
+    counts = {}
+    for line in text.splitlines():
+        line = line.strip()
+        m = re.search(r"(?:^|\s)(?:-k |-F key=)(\S+)", line) if line.startswith(("-w ", "-a ")) else None
+        if m:
+            counts[m[1]] = counts.get(m[1], 0) + 1
+    return counts
+
+
+def audit_problems(planned, loaded, sudo_exe):
+    """What keeps keel's audit rules (planned) from holding in the kernel (loaded: auditctl -l).
+
+    auditctl stops at the first rule the kernel refuses, so a missing rule means every one after it
+    is missing too; they are counted per key. The sudo rule must watch the file `sudo` runs: an
+    audit path rule matches that file, not a link to it.
+    """
+    have = audit_keys(loaded)
+    problems = [f"{key}: {have.get(key, 0)} of {n} rule(s) loaded" for key, n in sorted(audit_keys(planned).items()) if have.get(key, 0) < n]
+    watched = sorted({m[1] for line in planned.splitlines() if "sudo-exec" in line for m in [re.search(r"-F path=(\S+)", line)] if m})
+    if sudo_exe not in watched:
+        problems.append(f"sudo runs {sudo_exe}, which keel's sudo-exec rule does not watch ({', '.join(watched) or 'no such rule'})")
+    return problems
+
+
+def check_audit():
+    try:
+        with open(AUDIT_RULES, encoding="utf-8") as f:
+            planned = f.read()
+    except OSError as e:
+        return report("failed", "audit", f"{AUDIT_RULES}: {e.strerror}")
+    rc, loaded, err = run("auditctl", "-l")
+    if rc != 0:
+        return report("failed", "audit", f"auditctl -l failed: {err.strip()}")
+    sudo_exe = os.path.realpath(SUDO)
+    problems = audit_problems(planned, loaded, sudo_exe)
+    rc, status, err = run("auditctl", "-s")
+    if not re.search(r"^enabled [12]$", status, re.M):
+        problems.append(f"auditing is not enabled: {(status or err).strip()[:120]}")
+    if problems:
+        report("failed", "audit", "; ".join(problems))
+    else:
+        report("ok", "audit", f"all {sum(audit_keys(planned).values())} of keel's rules loaded, auditing enabled, sudo-exec watches {sudo_exe}")
+
+
 def check_engine(service):
     rc, out, _ = run("systemctl", "is-active", service)
     if out.strip() != "active":
@@ -348,6 +398,7 @@ def main():
     check_fail2ban()
     check_metadata_guard()
     check_sysctl()
+    check_audit()
     check_engine(conf["unit"])
     check_env_file(conf["env_file"])
     check_health(os.path.join(conf["tools_dir"], "keel-health"))

@@ -4,12 +4,12 @@
 // 26.04's 259 that keel can boot).
 import type { KeelConfig } from "../../config";
 import { backupServiceName, backupTimerName, dropInPath, renderBackupService, renderBackupTimer, renderSessionDropIn } from "../../plan/database";
-import { execStart, renderUnit, unitFilePath } from "../../plan/engine";
+import { execStart, MAX_ENGINE_EXPOSURE, renderUnit, unitFilePath } from "../../plan/engine";
 import { healthUnitFiles, HEALTH_SERVICE } from "../../plan/health";
 import { TOOLS, toolPath, type Tool } from "../../plan/tools";
 
-/** The engine's unit (issue 3); keel verify's engine-exposure check uses the same limit (scripts/runbook/verify-host.py MAX_EXPOSURE). */
-export const MAX_ENGINE_EXPOSURE = 1.5;
+/** The engine's unit's (plan/engine.ts; keel verify's engine-exposure check holds it to the same). */
+export { MAX_ENGINE_EXPOSURE };
 /**
  * The exposure `systemd-analyze security` may report for the backup service. 1.1 since the backup
  * identity (docs/DATABASE.md): the service starts as root with CAP_SETUID/CAP_SETGID and the set*id

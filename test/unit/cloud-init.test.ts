@@ -388,7 +388,10 @@ describe("firewall, fail2ban, updates, time and disk", () => {
     expect(rules).toContain("-a always,exit -F path=/usr/bin/sudo -F perm=x -F auid>=1000 -F auid!=unset -k sudo-exec");
     // An audit path rule matches the executable itself; Ubuntu 26.04's /usr/bin/sudo is a link to sudo-rs.
     const sudoRules = (image: string) => fileText(doc(config({ "keel:image": image })), HARDENING_PATHS.auditRules).split("\n").filter((l) => l.includes("sudo-exec"));
-    expect(sudoRules("ubuntu-26.04")).toEqual(["-a always,exit -F path=/usr/lib/cargo/bin/sudo -F perm=x -F auid>=1000 -F auid!=unset -k sudo-exec"]);
+    expect(sudoRules("ubuntu-26.04")).toEqual([
+      "-a always,exit -F path=/usr/lib/cargo/bin/sudo -F perm=x -F auid>=1000 -F auid!=unset -k sudo-exec",
+      "-a always,exit -F path=/usr/bin/sudo.ws -F perm=x -F auid>=1000 -F auid!=unset -k sudo-exec",
+    ]);
     for (const image of ["debian-12", "debian-13", "ubuntu-24.04"]) expect(sudoRules(image), image).toEqual([rules.find((r) => r.includes("sudo-exec"))]);
     expect(rules.some((r) => r.includes("-S init_module,finit_module,delete_module"))).toBe(true);
     // b64 only: valid on x86_64 (cx) and aarch64 (cax) alike; a rule auditctl rejects would fail the first boot.

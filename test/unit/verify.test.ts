@@ -22,9 +22,10 @@ describe("verify-host.py and the plan", () => {
     expect(/^ENV_FILE_OWNER, ENV_FILE_GROUP, ENV_FILE_MODE = "(\w+)", "(\w+)", 0o([0-7]+)$/m.exec(SCRIPT)?.slice(1)).toEqual([file.owner, file.group, file.mode.replace(/^0/, "")]);
   });
 
-  it("holds the engine unit to the plan's highest exposure, and reads the sysctl and UFW files hardening places", () => {
+  it("holds the engine unit to the plan's highest exposure, and reads the sysctl, UFW and audit files hardening places", () => {
     expect(Number(constant("MAX_EXPOSURE"))).toBe(MAX_ENGINE_EXPOSURE);
     expect(constant("SYSCTL_FILE")).toBe(JSON.stringify(HARDENING_PATHS.sysctl));
     expect(constant("UFW_CONF")).toBe(JSON.stringify(HARDENING_PATHS.ufwConf));
+    expect(constant("AUDIT_RULES")).toBe(JSON.stringify(HARDENING_PATHS.auditRules));
   });
 });

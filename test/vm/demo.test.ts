@@ -120,13 +120,13 @@ describe("npm run demo", () => {
   it("keel verify passes against the demo VM, from its stack outputs", () => {
     const r = spawnSync("bash", [path.join(REPO, "scripts", "runbook", "verify.sh")], { cwd: dir, env: runbookEnv(), encoding: "utf8", timeout: 10 * MINUTE });
     expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
-    for (const check of ["host-key", "password-login", "sshd-config", "listeners", "ufw", "fail2ban", "metadata-guard", "sysctl", "engine", "engine-exposure", "env-file", "health-db", "health-backup", "health-updates", "health-drift", "health"]) {
+    for (const check of ["host-key", "password-login", "sshd-config", "listeners", "ufw", "fail2ban", "metadata-guard", "sysctl", "audit", "engine", "engine-exposure", "env-file", "health-db", "health-backup", "health-updates", "health-drift", "health"]) {
       expect(r.stdout, check).toMatch(new RegExp(`^ok +${check} `, "m"));
     }
     expect(r.stdout).toMatch(/^verify\.sh: 127\.0\.0\.1: \d+ checks, 0 failed$/m);
   }, 15 * MINUTE);
 
-  it("keel verify fails, naming each check, once sshd would take passwords, another port listens, a keel file changed and the engine stopped", () => {
+  it("keel verify fails, naming each check, once sshd would take passwords, another port listens, a keel file changed, audit rules were deleted and the engine stopped", () => {
     const current = JSON.parse(fs.readFileSync(path.join(dir, "stack-outputs.json"), "utf8")) as { sshCommand: string };
     const args = [...current.sshCommand.split(" ").slice(1), "-o", "BatchMode=yes"];
     // Root on the VM for the test: its helper placed through keel-place, the one way the deploy
@@ -140,6 +140,7 @@ describe("npm run demo", () => {
       "systemctl reload ssh.service",
       "systemd-run --quiet --unit keel-verify-test-listener python3 -m http.server 8081 --bind 0.0.0.0",
       "echo '# changed by hand' >> /etc/sysctl.d/99-zz-keel.conf",
+      "auditctl -D -k time-change >/dev/null",
       "systemctl stop engine.service",
       "sleep 2",
     ].join(" && ");
@@ -156,7 +157,8 @@ describe("npm run demo", () => {
     expect(failed.listeners).toMatch(/tcp 0\.0\.0\.0:8081 \(python3\)/);
     expect(failed["health-drift"]).toContain("/etc/sysctl.d/99-zz-keel.conf");
     expect(failed.engine).toBe("engine.service is inactive");
-    expect(Object.keys(failed).sort()).toEqual(expect.arrayContaining(["engine", "health", "health-drift", "listeners", "sshd-config"]));
+    expect(failed.audit).toContain("time-change: 0 of 3 rule(s) loaded");
+    expect(Object.keys(failed).sort()).toEqual(expect.arrayContaining(["audit", "engine", "health", "health-drift", "listeners", "sshd-config"]));
   }, 15 * MINUTE);
 
   it("demo:down stops the VM and removes its files", () => {

@@ -165,7 +165,8 @@ describe("keel's first boot on Debian 13 with keel:sshPort 2222", () => {
 // Issue 16 #5: Debian 13 (OpenSSH 10.0, systemd 257, Linux 6.12) is the closest keel can boot to
 // Ubuntu 26.04 (OpenSSH 10.2, systemd 259, Linux 7.0), whose packages cannot be fetched here. What
 // would differ there is checked here with the same code: keel verify's checks of sshd, the
-// listeners, UFW and the kernel's policy, fail2ban, the metadata guard and every sysctl value; and
+// listeners, UFW and the kernel's policy, fail2ban, the metadata guard, every sysctl value and the
+// audit rules; and
 // keel's units under the newer systemd (a directive it no longer takes, or scores otherwise).
 describe("keel verify and keel's units on OpenSSH 10 and systemd 257, the closest to Ubuntu 26.04", () => {
   it("passes keel verify's checks of the hardening once the tools step placed keel-verify and host.conf", async () => {

@@ -152,7 +152,8 @@ function hardenedHostChecks(when: string, round: number): void {
 
     // keel verify's own checks (the operator's command, issue 16): sshd's effective config, the
     // listeners by executable, UFW's exact rules and the kernel's INPUT policy, fail2ban's jail, the
-    // metadata guard's rule, every sysctl value. The tests below add what needs a root-only hook.
+    // metadata guard's rule, every sysctl value, keel's audit rules loaded. The tests below add what
+    // needs a root-only hook.
     it("passes keel verify's checks of the hardening, run on the host as the operator runs them", async () => {
       const checks = await expectHardeningVerified(vm);
       expect(checks.get("sshd-config")!.evidence).toContain("port(s) 22,");

@@ -259,7 +259,7 @@ export interface VerifyCheck {
  * first boot and the hardening steps make them true. The engine's, the env file's and the health
  * report's need the whole plan (test/vm/demo.test.ts runs keel verify end to end).
  */
-export const HARDENING_VERIFY_CHECKS = ["sshd-config", "listeners", "ufw", "fail2ban", "metadata-guard", "sysctl"] as const;
+export const HARDENING_VERIFY_CHECKS = ["sshd-config", "listeners", "ufw", "fail2ban", "metadata-guard", "sysctl", "audit"] as const;
 
 /**
  * keel verify's checks on the host (keel-verify), run as verify.sh runs them: as the deploy user
