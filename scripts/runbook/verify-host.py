@@ -144,7 +144,7 @@ def check_listeners(ports):
     rc, out, err = run("ss", "-Hlntup")
     if rc != 0:
         return report("failed", "listeners", f"ss failed: {err.strip()}")
-    extra = []
+    extra, sshd = [], set()
     for line in out.splitlines():
         cols = line.split()
         if len(cols) < 5:
@@ -158,14 +158,18 @@ def check_listeners(ports):
         uid, exe = owner_exe(process)
         # sshd by its executable and owner, not its name (any process may call itself sshd).
         if proto == "tcp" and port in ports and uid == 0 and exe == "/usr/sbin/sshd":
+            sshd.add(port)
             continue
         # The DHCP clients: root's dhclient (which also keeps sockets on random ports) or
         # systemd-networkd on the DHCP client ports.
         if proto == "udp" and ((uid == 0 and exe in ("/sbin/dhclient", "/usr/sbin/dhclient")) or (port in DHCP_CLIENT_UDP and exe == "/usr/lib/systemd/systemd-networkd")):
             continue
         extra.append(f"{proto} {local} ({name})")
-    if extra:
-        report("failed", "listeners", f"listening beyond loopback besides sshd on {sorted(ports)}: {', '.join(sorted(set(extra)))}")
+    problems = [f"listening beyond loopback besides sshd on {sorted(ports)}: {', '.join(sorted(set(extra)))}"] if extra else []
+    # sshd -T says which ports sshd would take; this says it does (a failed reload leaves it without).
+    problems += [f"sshd does not listen beyond loopback on {port}" for port in sorted(set(ports) - sshd)]
+    if problems:
+        report("failed", "listeners", "; ".join(problems))
     else:
         report("ok", "listeners", f"beyond loopback only sshd on {', '.join(map(str, sorted(ports)))} (and the DHCP client)")
 
