@@ -269,26 +269,47 @@ def check_sysctl():
         report("ok", "sysctl", f"all {count} values of {SYSCTL_FILE} in effect")
 
 
-def audit_keys(text):
-    """Rules per key (-k KEY, or -F key=KEY as auditctl -l prints it) in audit rule lines."""
-    counts = {}
-    for line in text.splitlines():
-        line = line.strip()
-        m = re.search(r"(?:^|\s)(?:-k |-F key=)(\S+)", line) if line.startswith(("-w ", "-a ")) else None
-        if m:
-            counts[m[1]] = counts.get(m[1], 0) + 1
-    return counts
+def audit_rule(line):
+    """A rule line, as a rules file has it or as `auditctl -l` prints it, in one form: auditctl
+    prints `-k KEY` as `-F key=KEY`, an unset auid as -1, a rule on no system call as `-S all`, and
+    system calls in their number order. None for a line that is no watch or rule."""
+    words = line.split()
+    if len(words) < 2 or words[0] not in ("-w", "-a"):
+        return None
+    pairs = list(zip(words[2::2], words[3::2]))
+    if words[0] == "-w":
+        perms = "".join(c for c in "rwxa" if c in dict(pairs).get("-p", ""))
+        return ("-w", words[1], perms, dict(pairs).get("-k", ""))
+    syscalls, fields = set(), set()
+    for flag, value in pairs:
+        if flag == "-S":
+            syscalls.update(value.split(","))
+        elif flag == "-F":
+            fields.add(re.sub(r"(=)(unset|4294967295)$", r"\1-1", value))
+        elif flag == "-k":
+            fields.add(f"key={value}")
+    return ("-a", words[1], frozenset(syscalls or {"all"}), frozenset(fields))
 
 
 def audit_problems(planned, loaded, sudo_exe):
     """What keeps keel's audit rules (planned) from holding in the kernel (loaded: auditctl -l).
 
-    auditctl stops at the first rule the kernel refuses, so a missing rule means every one after it
-    is missing too; they are counted per key. The sudo rule must watch the file `sudo` runs: an
-    audit path rule matches that file, not a link to it.
+    Rule by rule: auditctl stops at the first rule the kernel refuses, so every rule after it is
+    missing too, and another file's rules with the same keys must not stand in for keel's. The sudo
+    rule must watch the file `sudo` runs: an audit path rule matches that file, not a link to it.
     """
-    have = audit_keys(loaded)
-    problems = [f"{key}: {have.get(key, 0)} of {n} rule(s) loaded" for key, n in sorted(audit_keys(planned).items()) if have.get(key, 0) < n]
+    have = {}
+    for rule in filter(None, map(audit_rule, loaded.splitlines())):
+        have[rule] = have.get(rule, 0) + 1
+    problems = []
+    for line in planned.splitlines():
+        rule = audit_rule(line)
+        if rule is None:
+            continue
+        if have.get(rule, 0) > 0:
+            have[rule] -= 1
+        else:
+            problems.append(f"not loaded: {line.strip()}")
     watched = sorted({m[1] for line in planned.splitlines() if "sudo-exec" in line for m in [re.search(r"-F path=(\S+)", line)] if m})
     if sudo_exe not in watched:
         problems.append(f"sudo runs {sudo_exe}, which keel's sudo-exec rule does not watch ({', '.join(watched) or 'no such rule'})")
@@ -312,7 +333,8 @@ def check_audit():
     if problems:
         report("failed", "audit", "; ".join(problems))
     else:
-        report("ok", "audit", f"all {sum(audit_keys(planned).values())} of keel's rules loaded, auditing enabled, sudo-exec watches {sudo_exe}")
+        total = sum(1 for line in planned.splitlines() if audit_rule(line))
+        report("ok", "audit", f"all {total} of keel's rules loaded, auditing enabled, sudo-exec watches {sudo_exe}")
 
 
 def check_engine(service):
