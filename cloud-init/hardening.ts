@@ -312,13 +312,14 @@ export function hardeningFiles(cfg: KeelConfig): HostFile[] {
 /**
  * Debian packages the first boot installs: the hardening (auditd, fail2ban, nftables, ufw, the
  * image's time client, unattended-upgrades, debsums to verify installed files against their
- * packages) and what the converge steps use (git for the checkout, python3-venv for the venv, sqlite3 for the DB
- * gates and backups). apt installs no Recommends (the updates unit's apt-no-recommends.conf, written
- * before cloud-init installs these), so what keel needs of them is named here: python3-gi, which
- * unattended-upgrade-shutdown uses to wait for logind's PrepareForShutdown signal (without it, it
- * polls logind and logs a warning every boot); fail2ban's other Recommends (whois, pyinotify) serve
- * jails keel does not run. The VM runner bakes these into its offline repository; the "packages"
- * step installs any a server lacks (one first booted by an older keel).
+ * packages) and what the converge steps use (git for the checkout, python3-venv for the venv,
+ * sqlite3 for the DB gates and backups). apt installs no Recommends (the updates unit's
+ * apt-no-recommends.conf, written before cloud-init installs these), so what keel needs of them is
+ * named here: python3-gi, which unattended-upgrade-shutdown uses to wait for logind's
+ * PrepareForShutdown signal (without it, it polls logind and logs a warning every boot); fail2ban's
+ * other Recommends (whois, pyinotify) serve jails keel does not run. The VM runner bakes these into
+ * its offline repository; the "packages" step installs any a server lacks (one first booted by an
+ * older keel).
  */
 export function firstBootPackages(image: Image): string[] {
   return [
