@@ -12,8 +12,6 @@ import type { HostFile, Step } from "../plan/types";
  * depend on the stack config are rendered here.
  */
 
-export type { Image };
-
 /** Where keel's hardening files live on the host. */
 export const HARDENING_PATHS = {
   sshdDropIn: "/etc/ssh/sshd_config.d/00-keel.conf",

@@ -14,7 +14,6 @@ import type { KeelConfig } from "../config";
  * (`.github/workflows/staging.yml`, keel verify against a real server), not by a local VM.
  */
 export interface ImageFacts {
-  readonly distribution: "debian" | "ubuntu";
   /** OpenSSH major.minor. Decides the KEX list and PerSourcePenalty (cloud-init/hardening.ts). */
   readonly openssh: string;
   /** The system python3's major.minor: what keel:pythonVersion must say for this image. */
@@ -48,12 +47,8 @@ const TIMESYNCD = { package: "systemd-timesyncd", unit: "systemd-timesyncd.servi
 const CHRONY = { package: "chrony", unit: "chrony.service" } as const;
 
 export const IMAGE_FACTS: Readonly<Record<Image, ImageFacts>> = {
-  "ubuntu-24.04": { distribution: "ubuntu", openssh: "9.6", python: "3.12", systemd: 255, timeSync: TIMESYNCD, sshSocket: true, snaps: true, apport: true, sudo: ["/usr/bin/sudo"], provenBy: "staging acceptance run" },
-  "ubuntu-26.04": { distribution: "ubuntu", openssh: "10.2", python: "3.14", systemd: 259, timeSync: CHRONY, sshSocket: true, snaps: true, apport: true, sudo: ["/usr/lib/cargo/bin/sudo", "/usr/bin/sudo.ws"], provenBy: "staging acceptance run" },
-  "debian-12": { distribution: "debian", openssh: "9.2", python: "3.11", systemd: 252, timeSync: TIMESYNCD, sshSocket: false, snaps: false, apport: false, sudo: ["/usr/bin/sudo"], provenBy: "local VM" },
-  "debian-13": { distribution: "debian", openssh: "10.0", python: "3.13", systemd: 257, timeSync: TIMESYNCD, sshSocket: false, snaps: false, apport: false, sudo: ["/usr/bin/sudo"], provenBy: "local VM" },
+  "ubuntu-24.04": { openssh: "9.6", python: "3.12", systemd: 255, timeSync: TIMESYNCD, sshSocket: true, snaps: true, apport: true, sudo: ["/usr/bin/sudo"], provenBy: "staging acceptance run" },
+  "ubuntu-26.04": { openssh: "10.2", python: "3.14", systemd: 259, timeSync: CHRONY, sshSocket: true, snaps: true, apport: true, sudo: ["/usr/lib/cargo/bin/sudo", "/usr/bin/sudo.ws"], provenBy: "staging acceptance run" },
+  "debian-12": { openssh: "9.2", python: "3.11", systemd: 252, timeSync: TIMESYNCD, sshSocket: false, snaps: false, apport: false, sudo: ["/usr/bin/sudo"], provenBy: "local VM" },
+  "debian-13": { openssh: "10.0", python: "3.13", systemd: 257, timeSync: TIMESYNCD, sshSocket: false, snaps: false, apport: false, sudo: ["/usr/bin/sudo"], provenBy: "local VM" },
 };
-
-export function imageFacts(image: Image): ImageFacts {
-  return IMAGE_FACTS[image];
-}
