@@ -13,7 +13,7 @@ import { backupServiceName, backupTimerName, dropInPath, PRIVILEGED_BUT_SETUID, 
 import { execStart, renderUnit, unitFilePath } from "../../plan/engine";
 import { TOOLS, toolPath, type Tool } from "../../plan/tools";
 import { stackConfig } from "../support/stack";
-import { MAX_BACKUP_EXPOSURE } from "../support/units";
+import { exposure, MAX_BACKUP_EXPOSURE } from "../support/units";
 import { fingerprint, listing, makeDb, removeDir, SCRIPTS, sha256, sql, startWriter, tempDir, writerOnce } from "./db-helpers";
 
 function config(stack: string): KeelConfig {
@@ -96,7 +96,7 @@ describe.each(["prod", "staging"])("the backup units and the engine's drop-in of
     const file = join(dir, backupServiceName(cfg));
     writeFileSync(file, renderBackupService(cfg));
     const r = run("systemd-analyze", ["security", "--offline=true", `--threshold=${MAX_BACKUP_EXPOSURE * 10}`, file]);
-    const level = Number(/Overall exposure level for \S+: (\d+\.\d+)/.exec(r.stdout + r.stderr)![1]);
+    const level = exposure(r.stdout + r.stderr);
     console.log(`systemd-analyze security --offline=true ${backupServiceName(cfg)} (${stack}): exposure ${level}`);
     expect(r.code).toBe(0);
     expect(level).toBeLessThanOrEqual(MAX_BACKUP_EXPOSURE);

@@ -33,12 +33,12 @@ export function keelUnitFiles(cfg: KeelConfig): [string, string][] {
   ];
 }
 
-/** The services among them, with the exposure each may have. */
-export function keelServices(cfg: KeelConfig): { name: string; maxExposure: number }[] {
+/** The services among them (their unit files' paths), with the exposure each may have. */
+export function keelServices(cfg: KeelConfig): { path: string; maxExposure: number }[] {
   return [
-    { name: unitFilePath(cfg).split("/").pop()!, maxExposure: MAX_ENGINE_EXPOSURE },
-    { name: backupServiceName(cfg), maxExposure: MAX_BACKUP_EXPOSURE },
-    { name: HEALTH_SERVICE, maxExposure: MAX_HEALTH_EXPOSURE },
+    { path: unitFilePath(cfg), maxExposure: MAX_ENGINE_EXPOSURE },
+    { path: `/etc/systemd/system/${backupServiceName(cfg)}`, maxExposure: MAX_BACKUP_EXPOSURE },
+    { path: healthUnitFiles(cfg).find((f) => f.path.endsWith(`/${HEALTH_SERVICE}`))!.path, maxExposure: MAX_HEALTH_EXPOSURE },
   ];
 }
 

@@ -183,21 +183,21 @@ describe("keel verify and keel's units on OpenSSH 10 and systemd 257, the closes
       // A root holding the guest's own units, keel's rendered ones and stand-ins for the programs
       // they run (no engine is deployed here), as test/host/engine-unit.test.ts builds on this machine.
       await sh(vm, `mkdir -p ${root}/usr/lib/systemd && cp -r /usr/lib/systemd/system ${root}/usr/lib/systemd/`);
-      for (const [file, content] of keelUnitFiles(cfg)) {
+      const files = keelUnitFiles(cfg);
+      for (const [file, content] of files) {
         await sh(vm, `mkdir -p "$(dirname ${shellQuote(root + file)})" && cat > ${shellQuote(root + file)}`, { stdin: content });
       }
       const programs = keelUnitPrograms(cfg).map((p) => shellQuote(root + p));
       await sh(vm, `for p in ${programs.join(" ")}; do mkdir -p "$(dirname "$p")"; printf '#!/bin/sh\\n' > "$p"; chmod 755 "$p"; done`);
-      const units = keelUnitFiles(cfg).filter(([file]) => !file.includes(".d/")).map(([file]) => file.split("/").pop()!);
+      const units = files.filter(([file]) => !file.includes(".d/")).map(([file]) => file.split("/").pop()!);
       const verify = await tryAsRoot(vm, `systemctl --version | head -1; systemd-analyze verify --root=${root} ${units.join(" ")}`);
       expect(verify.stdout).toMatch(/^systemd 257\b/);
       expect({ code: verify.code, out: verify.stdout.split("\n").slice(1).join("\n") + verify.stderr }).toEqual({ code: 0, out: "" });
       for (const service of keelServices(cfg)) {
-        const file = keelUnitFiles(cfg).find(([f]) => f.endsWith(`/${service.name}`))![0];
-        const r = await tryAsRoot(vm, `systemd-analyze security --offline=true ${root}${file}`);
+        const r = await tryAsRoot(vm, `systemd-analyze security --offline=true ${root}${service.path}`);
         const level = exposure(r.stdout + r.stderr);
-        console.log(`systemd 257: systemd-analyze security --offline=true ${service.name}: exposure ${level}`);
-        expect(level, service.name).toBeLessThanOrEqual(service.maxExposure);
+        console.log(`systemd 257: systemd-analyze security --offline=true ${service.path}: exposure ${level}`);
+        expect(level, service.path).toBeLessThanOrEqual(service.maxExposure);
       }
     } finally {
       await sh(vm, `rm -rf ${root}`);
