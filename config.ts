@@ -9,15 +9,15 @@
 import { isIPv4, isIPv6 } from "node:net";
 import * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
-import { IMAGE_FACTS } from "./plan/images";
+import { IMAGE_FACTS, IMAGES } from "./images";
 
 /** Hetzner Cloud locations (https://docs.hetzner.com/cloud/general/locations/). */
 export const LOCATIONS = ["fsn1", "nbg1", "hel1", "ash", "hil", "sin"] as const;
 /**
  * Images keel renders a first boot for (Hetzner's image names). Ubuntu 24.04 is the seed's ruling;
- * Debian 12 and 13 are the images keel's VM tests boot. What each ships: plan/images.ts.
+ * Debian 12 and 13 are the images keel's VM tests boot. The list and what each ships: images.ts.
  */
-export const IMAGES = ["ubuntu-24.04", "ubuntu-26.04", "debian-12", "debian-13"] as const;
+export { IMAGES };
 /**
  * Locations where Hetzner sells only the dedicated and AMD lines: its cost-optimized cx* and Arm
  * cax* servers are EU-only (Falkenstein, Nuremberg, Helsinki; Hetzner's server type availability per

@@ -2,9 +2,9 @@
 // that page's tables (`npm run gen` writes them; test/unit/generated.test.ts fails when the page is
 // stale). A key's type, default and short description live in config.ts's schema, which also
 // renders Pulumi.yaml's config block (scripts/dev/generated.ts).
-import { IMAGE_FACTS } from "./plan/images";
+import { IMAGE_FACTS } from "./images";
 
-/** Each image's Python, as keel:pythonVersion must say it (plan/images.ts). */
+/** Each image's Python, as keel:pythonVersion must say it (images.ts). */
 const IMAGE_PYTHONS = Object.entries(IMAGE_FACTS)
   .map(([image, f]) => `\`${f.python}\` on \`${image}\``)
   .join(", ");

@@ -64,18 +64,18 @@ if [[ -w /proc/sys/vm/drop_caches ]]; then echo "page cache dropped before each 
 echo
 
 cat_ms=$(timed cat "$db")
-verify_ms=$(timed "$repo/scripts/db-gate.sh" verify "$db")
+verify_ms=$(timed "$repo/scripts/host/keel-db-gate" verify "$db")
 echo "verify (integrity_check + foreign_key_check): $verify_ms ms   vs   cat > /dev/null: $cat_ms ms   ratio $(awk -v a="$verify_ms" -v b="$cat_ms" 'BEGIN { printf "%.1f", a / (b ? b : 1) }')"
 
 cp_ms=$(timed cp "$db" "$work/copy.db")
 rm -f "$work/copy.db"
-backup_ms=$(timed "$repo/scripts/db-backup.sh" --keep 1 "$db" "$work/backups")
+backup_ms=$(timed "$repo/scripts/host/keel-db-backup" --keep 1 "$db" "$work/backups")
 echo "backup (VACUUM INTO + verify + sha256 + fsync): $backup_ms ms   vs   cp: $cp_ms ms   ratio $(awk -v a="$backup_ms" -v b="$cp_ms" 'BEGIN { printf "%.1f", a / (b ? b : 1) }')"
 rm -rf "$work/backups"
 
 # On a keel host a backup crosses two users (docs/DATABASE.md "The backup identity"): the DB's
 # side exports a copy beside the DB and streams it, the backups' side stores it. Same user here.
-pipe_backup() { "$repo/scripts/db-backup.sh" --export "$db" | "$repo/scripts/db-backup.sh" --from-stdin --keep 1 "$db" "$work/backups"; }
+pipe_backup() { "$repo/scripts/host/keel-db-backup" --export "$db" | "$repo/scripts/host/keel-db-backup" --from-stdin --keep 1 "$db" "$work/backups"; }
 pipe_ms=$(timed pipe_backup)
 echo "backup across two users (--export | --from-stdin, as the host runs it): $pipe_ms ms   vs   cp: $cp_ms ms   ratio $(awk -v a="$pipe_ms" -v b="$cp_ms" 'BEGIN { printf "%.1f", a / (b ? b : 1) }')"
 rm -rf "$work/backups"
@@ -87,7 +87,7 @@ echo
 
 idle=$(writer_around sleep 5)
 cold
-during=$(writer_around "$repo/scripts/db-backup.sh" --keep 1 "$db" "$work/backups")
+during=$(writer_around "$repo/scripts/host/keel-db-backup" --keep 1 "$db" "$work/backups")
 echo "a writer committing one small row per transaction (python3 sqlite3, SQLite's default synchronous):"
 echo "  for 5 s without a backup: $idle"
 echo "  during a backup:          $during"

@@ -3,10 +3,10 @@ import { Document, isSeq } from "yaml";
 import type { KeelConfig } from "../config";
 import { stableJson } from "../plan/hash";
 import { layoutBundle } from "../plan/hostPlan";
-import { IMAGE_FACTS } from "../plan/images";
+import { IMAGE_FACTS } from "../images";
 import { toolFiles, toolPath, TOOLS_DIR } from "../plan/tools";
 import type { HostFile } from "../plan/types";
-import { firstBootPackages, HARDENING_PATHS, hardeningFiles, hardeningUnits, sshdListening, type HardeningUnit } from "./hardening";
+import { firstBootPackages, HARDENING_PATHS, hardeningFiles, hardeningUnits, sshdListening, type HardeningUnit } from "../plan/hardening";
 
 /**
  * The first-boot payload: a cloud-config that Hetzner (and the local VM runner) hands to cloud-init

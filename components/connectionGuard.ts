@@ -1,7 +1,7 @@
 import * as hcloud from "@pulumi/hcloud";
 import * as pulumi from "@pulumi/pulumi";
 import type { KeelConfig } from "../config";
-import { IMAGE_FACTS, type Image } from "../plan/images";
+import { IMAGE_FACTS, type Image } from "../images";
 import { hostPaths } from "../plan/layout";
 
 /**

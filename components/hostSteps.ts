@@ -61,7 +61,7 @@ const HIDE_STDIN_DIFF_ABOVE = 4096;
  * - local: a local.Command on the operator's machine, in the project root (the repository's). Its stdout is its
  *   result, stored in state: a local step prints a path and a sha256, never content.
  * - upload: a local.Command that copies the file a local step's result names to the host over the
- *   same pinned connection (scripts/upload-file.sh). It copies again only when that result (or the
+ *   same pinned connection (scripts/steps/upload-file.sh). It copies again only when that result (or the
  *   server) changes, never reads the file otherwise.
  */
 export class HostSteps extends pulumi.ComponentResource {
@@ -173,13 +173,13 @@ export class HostSteps extends pulumi.ComponentResource {
     // resource is registered (pulumi v3.248.0 pkg/resource/deploy/source_eval.go, resmon
     // RegisterResource unmarshals with ComputeAssetHashes), every later preview and up included
     // (ignoreChanges only applies after that), so a source DB moved after its migration, or any
-    // other machine (CI), would fail them all. scripts/upload-file.sh copies over the same pinned connection (the operator's ssh-agent,
+    // other machine (CI), would fail them all. scripts/steps/upload-file.sh copies over the same pinned connection (the operator's ssh-agent,
     // the host key), checks the file still has the sha256 its local step proved, and verifies it on
     // the host; state keeps the command, the result line and the output, never a path to read again.
     return new command.local.Command(
       name,
       {
-        create: pulumi.interpolate`bash scripts/upload-file.sh ${args.host} ${args.port} ${args.user} ${step.remotePath}`,
+        create: pulumi.interpolate`bash scripts/steps/upload-file.sh ${args.host} ${args.port} ${args.user} ${step.remotePath}`,
         stdin: result,
         environment: { KEEL_HOST_KEY: args.hostKey },
         triggers: [step.hash, result, args.serverId],

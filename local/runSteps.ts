@@ -1,10 +1,9 @@
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import { sha256, stableJson } from "../plan/hash";
 import { REPO_ROOT } from "../plan/static";
 import { parseFileResult } from "../plan/steps";
 import type { SecretName, Step } from "../plan/types";
-import type { ExecResult } from "./vm/ssh";
+import { runProcess, type ExecResult } from "./vm/ssh";
 import type { VmSession } from "./vm/vm";
 
 /** One step as the local executor ran it. Output of a secret-carrying step is not kept. */
@@ -157,24 +156,5 @@ function readState(file: string): StepState {
 
 /** A local step: /bin/sh -c COMMAND in the repository root, as local.Command runs it. */
 function runLocal(command: string, timeoutMs: number): Promise<ExecResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn("/bin/sh", ["-c", command], { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill("SIGKILL");
-    }, timeoutMs);
-    child.stdout.on("data", (c: Buffer) => out.push(c));
-    child.stderr.on("data", (c: Buffer) => err.push(c));
-    child.on("error", (e) => {
-      clearTimeout(timer);
-      reject(new Error(`/bin/sh could not start: ${e.message}`));
-    });
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code: timedOut ? 124 : code ?? 255, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString(), timedOut });
-    });
-  });
+  return runProcess("/bin/sh", ["-c", command], { cwd: REPO_ROOT, timeoutMs });
 }

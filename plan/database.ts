@@ -36,7 +36,7 @@ export function backupTimerName(cfg: KeelConfig): string {
  * The pre- and post-session backups' own directory inside the backup directory: their own
  * retention and their own lock, so a restart (two backups) does not eat the scheduled ones. The
  * scheduled backup takes that lock only while it checks one session backup in turn
- * (--also-check), and a session backup waits for it (db-session-backup.sh --lock-wait).
+ * (--also-check), and a session backup waits for it (keel-db-session-backup --lock-wait).
  */
 export function sessionBackupDir(cfg: KeelConfig): string {
   return `${hostPaths(cfg).backupDir}/sessions`;
@@ -76,14 +76,14 @@ export const PRIVILEGED_BUT_SETUID = [
   "quotactl", "quotactl_fd", "setdomainname", "setfsuid", "setfsuid32", "sethostname", "vhangup",
 ];
 
-/** The two identities of a backup, as db-backup.sh --as and db-session-backup.sh --as take them. */
+/** The two identities of a backup, as keel-db-backup --as and keel-db-session-backup --as take them. */
 export function backupIdentities(cfg: KeelConfig): string {
   return `${cfg.appName}:${backupUser(cfg)}`;
 }
 
 /**
  * The sandbox of the backup service, the engine's minus the network. It starts as root only to run
- * its two sides as their users (db-backup.sh --as: setpriv): the engine's user reads the live DB
+ * its two sides as their users (keel-db-backup --as: setpriv): the engine's user reads the live DB
  * (and, like any SQLite reader, may create its -wal and -shm when the engine is stopped) and writes
  * a temporary copy beside it; the backup user writes the backup directory. Nothing else. So it keeps
  * CAP_SETUID/CAP_SETGID and the set*id system calls, and no user namespace (PrivateUsers= would map
@@ -175,7 +175,7 @@ export function renderBackupTimer(cfg: KeelConfig): string {
  * The drop-in that puts a verified backup around every session of the engine (seed 000 §11C):
  * before each start, a crash's automatic restart included, and after each stop. The engine's
  * sandbox cannot write the backup directory, so both run with "+" (as root, outside the sandbox) and
- * only to run the two sides as their users (db-session-backup.sh --as: setpriv), as the backup
+ * only to run the two sides as their users (keel-db-session-backup --as: setpriv), as the backup
  * service does: root itself opens nothing in either directory.
  *
  * The pre-session backup is an ExecCondition=, not an ExecStartPre=: systemd restarts a unit whose
@@ -272,16 +272,16 @@ export function migrationSteps(cfg: KeelConfig): Step[] {
     }),
     localStep(
       "db-migrate-source",
-      `on this machine: prove ${cfg.migrateFrom} clean (db-gate.sh prepare)` +
+      `on this machine: prove ${cfg.migrateFrom} clean (keel-db-gate prepare)` +
         (fallback ? `, else take the newest backup in ${fallback} that passes the gate` : "; stop if it fails"),
-      "scripts/db-migrate-source.sh",
+      "scripts/steps/db-migrate-source.sh",
       [...(fallback ? ["--fallback-dir", fallback] : []), ...(cfg.migrateAcceptFallback ? ["--accept-fallback", cfg.migrateAcceptFallback] : []), cfg.migrateFrom],
-      { alsoScripts: ["scripts/db-gate.sh", "scripts/db-lib.sh"], timeoutSeconds: MIGRATION_TIMEOUT_SECONDS },
+      { alsoScripts: ["scripts/host/keel-db-gate", "scripts/host/keel-db-lib"], timeoutSeconds: MIGRATION_TIMEOUT_SECONDS },
     ),
     uploadStep("db-migrate-upload", `copy the DB file chosen on this machine to ${staged} on the host`, "db-migrate-source", staged, MIGRATION_TIMEOUT_SECONDS),
     toolStep(
       "db-migrate-adopt",
-      `if ${p.db} does not exist yet: compare the copy's sha256 with this machine's and adopt it (db-gate.sh adopt, owner ${cfg.appName})`,
+      `if ${p.db} does not exist yet: compare the copy's sha256 with this machine's and adopt it (keel-db-gate adopt, owner ${cfg.appName})`,
       "db-migrate",
       ["--owner", `${cfg.appName}:${cfg.appName}`, "--unit", p.unit, staged, p.db],
       { stdinFrom: "db-migrate-source", alsoTools: ["db-gate", "db-lib"], timeoutSeconds: MIGRATION_TIMEOUT_SECONDS },

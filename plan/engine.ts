@@ -79,7 +79,7 @@ export function renderConfigYaml(cfg: KeelConfig): string {
 /**
  * The highest `systemd-analyze security` exposure level the engine's unit may have: the VM tier
  * measures it (test/vm/engine.test.ts) and keel verify checks the live unit against it
- * (scripts/runbook/verify-host.py MAX_EXPOSURE, kept equal by test/unit/verify.test.ts).
+ * (scripts/host/keel-verify MAX_EXPOSURE, kept equal by test/unit/verify.test.ts).
  */
 export const MAX_ENGINE_EXPOSURE = 1.5;
 
@@ -212,14 +212,14 @@ export function engineSteps(cfg: KeelConfig): Step[] {
     scriptStep(
       "engine-preflight",
       `check free disk (>= ${cfg.minFreeDiskGiB} GiB) and the system Python (${cfg.pythonVersion}) before deploying`,
-      "scripts/engine-preflight.sh",
+      "scripts/steps/engine-preflight.sh",
       // The backups' parent: the backup directory itself is made later (the db-session-backups step).
       [cfg.pythonVersion, String(cfg.minFreeDiskGiB), p.stateDir, dirname(p.backupDir)],
     ),
     scriptStep(
       "engine-source",
       `check out ${cfg.repoRef} of ${cfg.repoUrl} in ${p.appDir} with the deploy key`,
-      "scripts/engine-source.sh",
+      "scripts/steps/engine-source.sh",
       [cfg.repoUrl, cfg.repoRef, p.appDir, p.deployKey, p.gitKnownHosts],
       600,
     ),

@@ -1,6 +1,7 @@
 import { sshPorts, type KeelConfig } from "../config";
 import { backupServiceName, opsLockPath, sessionBackupDir } from "./database";
 import { GATE_FAILURE_STATUS, SETTLE_SECONDS } from "./engine";
+import { renderHostConfText, type HostConfKey } from "./hostConf";
 import { backupUser, hostPaths } from "./layout";
 import { PROTECT_KERNEL, RESTRICT } from "./sandbox";
 import { placeStep, secretPlaceStep } from "./steps";
@@ -38,13 +39,12 @@ export function healthStatePath(cfg: KeelConfig): string {
 }
 
 /**
- * host.conf: `key=value` lines, sorted, read (never sourced) by keel-health and keel-ops. Every
- * value is a path, a name or a whole number, so no quoting is needed; keel-health refuses a file
- * that breaks this.
+ * host.conf: `key=value` lines, sorted, read (never sourced) through keel-host-conf by keel-health,
+ * keel-ops and keel-verify. Its keys and their kinds: plan/hostConf.ts.
  */
 export function renderHostConf(cfg: KeelConfig): string {
   const p = hostPaths(cfg);
-  const values: Record<string, string | number> = {
+  const values: Record<HostConfKey, string | number> = {
     app: cfg.appName,
     app_user: cfg.appName,
     backup_dir: p.backupDir,
@@ -59,7 +59,7 @@ export function renderHostConf(cfg: KeelConfig): string {
     deploy_user: cfg.deployUser,
     disk_crit_percent: cfg.healthDiskCritPercent,
     disk_warn_percent: cfg.healthDiskWarnPercent,
-    // keel-verify's planned values (scripts/runbook/verify-host.py).
+    // keel-verify's planned values (scripts/host/keel-verify).
     env_file: p.envFile,
     engine_gate_status: GATE_FAILURE_STATUS,
     fail2ban_jail: FAIL2BAN_JAIL,
@@ -79,10 +79,10 @@ export function renderHostConf(cfg: KeelConfig): string {
     webhook_file: ALERT_WEBHOOK_FILE,
   };
   const header = [
-    `# ${HOST_CONF}: written by keel (plan/health.ts) from the stack config; edits are overwritten on the next pulumi up.`,
-    "# Read by keel-health, keel-ops and keel-verify (docs/RUNBOOK.md).",
+    `${HOST_CONF}: written by keel (plan/health.ts) from the stack config; edits are overwritten on the next pulumi up.`,
+    "Read through keel-host-conf by keel-health, keel-ops and keel-verify (docs/RUNBOOK.md).",
   ];
-  return [...header, ...Object.keys(values).sort().map((k) => `${k}=${values[k]}`)].join("\n") + "\n";
+  return renderHostConfText(header, values);
 }
 
 /**

@@ -2,7 +2,7 @@ import type { KeelConfig } from "../config";
 import { databaseSteps, migrationSteps } from "./database";
 import { engineSteps } from "./engine";
 import { backupUser, hostPaths } from "./layout";
-import { hardeningSteps, packagesStep } from "../cloud-init/hardening";
+import { hardeningSteps, packagesStep } from "./hardening";
 import { healthSteps, hostConfFile, HOST_CONF, keelEtc } from "./health";
 import { secretSteps } from "./secrets";
 import { placeStep, readinessStep } from "./steps";

@@ -144,5 +144,5 @@ export const READY_TIMEOUT_SECONDS = 900;
 
 /** The first step: SSH answers with the pinned host key and cloud-init finished without errors. */
 export function readinessStep(): RemoteStep {
-  return scriptStep("ready", "wait for SSH and for cloud-init to finish the first boot without errors", "scripts/wait-ready.sh", [String(READY_TIMEOUT_SECONDS)], READY_TIMEOUT_SECONDS + 60);
+  return scriptStep("ready", "wait for SSH and for cloud-init to finish the first boot without errors", "scripts/steps/wait-ready.sh", [String(READY_TIMEOUT_SECONDS)], READY_TIMEOUT_SECONDS + 60);
 }

@@ -2,31 +2,37 @@ import { readStatic } from "./static";
 import type { HostFile } from "./types";
 
 /**
- * keel's host tools: scripts from this repository installed as /usr/local/sbin/keel-<name>. The
- * deploy user's sudo is limited to these (see cloud-init/), so every root action on the host is one
- * of them and shows up by name in the auth log.
+ * keel's host tools: the files of scripts/host/, each named as it is installed, keel-<name>, in
+ * /usr/local/sbin. The deploy user's sudo is limited to these (see cloud-init/userData.ts), so
+ * every root action on the host is one of them and shows up by name in the auth log.
  */
-export const TOOLS = {
-  place: "scripts/keel-place.py",
-  packages: "scripts/keel-packages.sh",
-  "engine-venv": "scripts/keel-engine-venv.sh",
-  "engine-start": "scripts/keel-engine-start.sh",
-  // The DB scripts (docs/DATABASE.md) find their library beside them as keel-db-lib.
-  "db-lib": "scripts/db-lib.sh",
-  "db-gate": "scripts/db-gate.sh",
-  "db-backup": "scripts/db-backup.sh",
-  "db-restore": "scripts/db-restore.sh",
-  "db-snapshot": "scripts/db-snapshot.sh",
-  "db-session-backup": "scripts/db-session-backup.sh",
-  "db-migrate": "scripts/db-migrate.sh",
-  health: "scripts/keel-health.sh",
-  "health-alert": "scripts/health-alert.py",
-  ops: "scripts/runbook/keel-ops.sh",
+export const TOOL_NAMES = [
+  "place",
+  "packages",
+  "engine-venv",
+  "engine-start",
+  // The DB tools (docs/DATABASE.md) find their library beside them: keel-db-lib.
+  "db-lib",
+  "db-gate",
+  "db-backup",
+  "db-restore",
+  "db-snapshot",
+  "db-session-backup",
+  "db-migrate",
+  "health",
+  "health-alert",
+  // host.conf's one reader (plan/hostConf.ts), for keel-health, keel-ops and keel-verify.
+  "host-conf",
+  // The runbook's root actions (docs/RUNBOOK.md).
+  "ops",
   // keel verify's checks on the host (scripts/runbook/verify.sh runs it through sudo), read-only.
-  verify: "scripts/runbook/verify-host.py",
-} as const;
+  "verify",
+] as const;
 
-export type Tool = keyof typeof TOOLS;
+export type Tool = (typeof TOOL_NAMES)[number];
+
+/** Where each tool's source is in this repository: scripts/host/keel-<name>. */
+export const TOOLS = Object.fromEntries(TOOL_NAMES.map((t) => [t, `scripts/host/keel-${t}`])) as Record<Tool, string>;
 
 export const TOOLS_DIR = "/usr/local/sbin";
 
@@ -36,7 +42,7 @@ export function toolPath(tool: Tool): string {
 
 /** The tool files as keel places them (root-owned, not writable by anyone else). */
 export function toolFiles(): HostFile[] {
-  return (Object.keys(TOOLS) as Tool[]).sort().map((tool) => ({
+  return [...TOOL_NAMES].sort().map((tool) => ({
     path: toolPath(tool),
     owner: "root",
     group: "root",

@@ -42,7 +42,7 @@ export interface SystemUser {
 /**
  * What keel-place receives on stdin: files to place atomically, an optional check that must pass
  * after placing (otherwise every file is rolled back), and commands run only when a file changed.
- * See scripts/keel-place.py.
+ * See scripts/host/keel-place.
  */
 export interface Bundle {
   readonly users?: SystemUser[];

@@ -57,22 +57,28 @@ export function sshArgs(opts: { port: number; login: SshLogin; knownHostsFile: s
 
 /** Runs `command` through the system ssh client. Never throws for a remote failure. */
 export function runSsh(args: string[], command: string, stdin: string | undefined, timeoutMs: number): Promise<ExecResult> {
+  return runProcess("ssh", [...args, "--", command], { stdin, timeoutMs });
+}
+
+/**
+ * Runs a program to its end, or kills it (SIGKILL) after `timeoutMs` and reports exit 124 with
+ * timedOut. Rejects only when the program cannot start; its own failure is in the result.
+ */
+export function runProcess(program: string, argv: string[], opts: { stdin?: string; timeoutMs: number; cwd?: string }): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn("ssh", [...args, "--", command], {
-      stdio: [stdin === undefined ? "ignore" : "pipe", "pipe", "pipe"],
-    });
+    const child = spawn(program, argv, { cwd: opts.cwd, stdio: [opts.stdin === undefined ? "ignore" : "pipe", "pipe", "pipe"] });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
       child.kill("SIGKILL");
-    }, timeoutMs);
+    }, opts.timeoutMs);
     child.stdout?.on("data", (c: Buffer) => out.push(c));
     child.stderr?.on("data", (c: Buffer) => err.push(c));
     child.on("error", (e) => {
       clearTimeout(timer);
-      reject(new Error(`ssh could not start: ${e.message}`));
+      reject(new Error(`${program} could not start: ${e.message}`));
     });
     let settled = false;
     const settle = (code: number | null) => {
@@ -88,18 +94,18 @@ export function runSsh(args: string[], command: string, stdin: string | undefine
     };
     child.on("close", settle);
     // A client killed at the timeout may leave its stdout and stderr open in another process: a
-    // multiplexed client hands its descriptors to the master connection (local/vm/mux.ts), which
-    // keeps them until the remote command ends. Its exit is the end here.
+    // multiplexed ssh client hands its descriptors to the master connection (local/vm/mux.ts),
+    // which keeps them until the remote command ends. Its exit is the end here.
     child.on("exit", () => {
       if (!timedOut) return;
       child.stdout?.destroy();
       child.stderr?.destroy();
       settle(null);
     });
-    if (stdin !== undefined) {
+    if (opts.stdin !== undefined) {
       // A guest that drops the connection early closes the pipe; the exit code tells the story.
       child.stdin?.on("error", () => undefined);
-      child.stdin?.end(stdin);
+      child.stdin?.end(opts.stdin);
     }
   });
 }

@@ -1,12 +1,12 @@
 // `ts-node --transpile-only scripts/dev/stack-image.ts STACK IMAGE`: sets keel:image and that
-// image's Python (keel:pythonVersion, plan/images.ts) in Pulumi.STACK.yaml, the rest of the file as
+// image's Python (keel:pythonVersion, images.ts) in Pulumi.STACK.yaml, the rest of the file as
 // it is. The staging workflow's `image` input runs it before `pulumi up -s staging`, so the
 // acceptance run can prove an image the checked-in stack file does not name (docs/CI.md).
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseDocument } from "yaml";
 import { IMAGES } from "../../config";
-import { IMAGE_FACTS, type Image } from "../../plan/images";
+import { IMAGE_FACTS, type Image } from "../../images";
 
 /** The stack file's text with keel:image set to `image` and keel:pythonVersion to its Python. */
 export function withImage(text: string, image: Image): string {

@@ -13,7 +13,6 @@ set -euo pipefail
 rb_common_args "$@"
 case ${RB_ARGS[0]:-} in
   "") ;;
-  -h | --help) sed -n 's/^# \{0,1\}//; /^Usage:/,/^Exit/p' "$0" >&2; exit 0 ;;
   *) rb_die 2 "usage: $RB_PROG [--stack FILE|-]" ;;
 esac
 rb_load_stack

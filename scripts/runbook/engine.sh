@@ -12,7 +12,6 @@ set -euo pipefail
 rb_common_args "$@"
 case "${RB_ARGS[*]:-}" in
   stop | start | restart) action=${RB_ARGS[0]} ;;
-  -h | --help) sed -n 's/^# \{0,1\}//; /^Usage:/,/^Exit/p' "$0" >&2; exit 0 ;;
   *) rb_die 2 "usage: $RB_PROG [--stack FILE|-] stop|start|restart" ;;
 esac
 rb_load_stack

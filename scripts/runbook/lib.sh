@@ -23,7 +23,8 @@ rb_die() { # rb_die CODE MESSAGE
   exit "$1"
 }
 
-# rb_common_args "$@": takes --stack FILE off the front; sets RB_ARGS to the rest.
+# rb_common_args "$@": takes --stack FILE off the front and answers -h/--help with the script's usage;
+# sets RB_ARGS to the rest.
 RB_STACK_FILE=""
 rb_common_args() {
   RB_ARGS=()
@@ -33,6 +34,13 @@ rb_common_args() {
         [[ $# -ge 2 ]] || rb_die 2 "--stack needs a file (or - for standard input)"
         RB_STACK_FILE=$2
         shift 2
+        ;;
+      # The script's usage: its header from "Usage:" to "Exit".
+      -h | --help) sed -n 's/^# \{0,1\}//; /^Usage:/,/^Exit/p' "$0" >&2; exit 0 ;;
+      # What follows -- is the script's (a command for connect.sh), as it is.
+      --)
+        RB_ARGS+=("$@")
+        return
         ;;
       *)
         RB_ARGS+=("$1")

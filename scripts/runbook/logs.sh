@@ -29,7 +29,6 @@ while [[ $# -gt 0 ]]; do
       shift
       ;;
     --health) health=1 ;;
-    -h | --help) sed -n 's/^# \{0,1\}//; /^Usage:/,/^Exit/p' "$0" >&2; exit 0 ;;
     *) rb_die 2 "usage: $RB_PROG [--stack FILE|-] [-f] [-n LINES] [--since WHEN] [--health]" ;;
   esac
   shift

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # migrate.sh — move an SQLite DB from this machine to the host, only if it passes the integrity gate
 # (seed 000 §4; docs/DATABASE.md "Migration"; docs/RUNBOOK.md "Migrate the DB"):
-#   1. here, with all engine activity stopped: scripts/db-gate.sh prepare DB (integrity_check,
+#   1. here, with all engine activity stopped: scripts/host/keel-db-gate prepare DB (integrity_check,
 #      wal_checkpoint(TRUNCATE), the -wal empty, integrity_check again); a DB that fails is not
 #      carried forward
 #   2. upload the single DB file into ~deploy/keel-incoming/ and compare sha256 on both sides
@@ -23,7 +23,6 @@ db=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --yes) RB_YES=1 ;;
-    -h | --help) sed -n 's/^# \{0,1\}//; /^Usage:/,/^Exit/p' "$0" >&2; exit 0 ;;
     -*) rb_die 2 "unknown option $1" ;;
     *)
       [[ -z $db ]] || rb_die 2 "one DB only"
@@ -38,8 +37,8 @@ rb_load_stack
 
 echo "$RB_PROG: 1/3 the integrity gate on $db (stop every engine using it first)" >&2
 rc=0
-"$RB_REPO/scripts/db-gate.sh" prepare "$db" >/dev/null || rc=$?
-[[ $rc -eq 0 ]] || rb_die "$rc" "$db did not pass the gate: do not carry it forward. Take the newest backup that passes 'scripts/db-gate.sh verify' instead (docs/RUNBOOK.md \"Migrate the DB\")"
+"$RB_REPO/scripts/host/keel-db-gate" prepare "$db" >/dev/null || rc=$?
+[[ $rc -eq 0 ]] || rb_die "$rc" "$db did not pass the gate: do not carry it forward. Take the newest backup that passes 'scripts/host/keel-db-gate verify' instead (docs/RUNBOOK.md \"Migrate the DB\")"
 sha=$(rb_sha256 "$db")
 
 rb_confirm "This replaces $RB_DB on $RB_ADDRESS with $db (sha256 $sha), stopping $RB_SERVICE meanwhile."

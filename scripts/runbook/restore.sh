@@ -21,7 +21,6 @@ while [[ $# -gt 0 ]]; do
   case $1 in
     --list) list=1 ;;
     --yes) RB_YES=1 ;;
-    -h | --help) sed -n 's/^# \{0,1\}//; /^Usage:/,/^Exit/p' "$0" >&2; exit 0 ;;
     -*) rb_die 2 "unknown option $1" ;;
     *)
       [[ -z $name ]] || rb_die 2 "one backup name only"

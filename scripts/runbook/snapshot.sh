@@ -16,7 +16,6 @@ set -euo pipefail
 rb_common_args "$@"
 set -- ${RB_ARGS[@]+"${RB_ARGS[@]}"}
 case ${1:-} in
-  -h | --help) sed -n 's/^# \{0,1\}//; /^Usage:/,/^Exit/p' "$0" >&2; exit 0 ;;
   -*) rb_die 2 "usage: $RB_PROG [--stack FILE|-] [OUT]" ;;
 esac
 [[ $# -le 1 ]] || rb_die 2 "usage: $RB_PROG [--stack FILE|-] [OUT]"

@@ -20,7 +20,6 @@ while [[ $# -gt 0 ]]; do
       remote+=(--only "$2")
       shift
       ;;
-    -h | --help) sed -n 's/^# \{0,1\}//; /^Usage:/,/^Exit/p' "$0" >&2; exit 0 ;;
     *) rb_die 2 "usage: $RB_PROG [--stack FILE|-] [--json] [--only CHECK[,CHECK…]]" ;;
   esac
   shift

@@ -28,7 +28,6 @@ while [[ $# -gt 0 ]]; do
   case $1 in
     --json) json=1 ;;
     --audit) audit=1 ;;
-    -h | --help) sed -n 's/^# \{0,1\}//; /^Usage:/,/^Exit/p' "$0" >&2; exit 0 ;;
     *) rb_die 2 "usage: $RB_PROG [--stack FILE|-] [--json] [--audit]" ;;
   esac
   shift

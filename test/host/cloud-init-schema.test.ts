@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IMAGES, parseConfig, type KeelConfig } from "../../config";
 import { keyPair } from "../../local/localStack";
 import { REPO_ROOT } from "../../plan/static";
-import { hardeningFiles, HARDENING_PATHS, ufwSshConf } from "../../cloud-init/hardening";
+import { hardeningFiles, HARDENING_PATHS, ufwSshConf } from "../../plan/hardening";
 import { renderCloudConfig, type HostKeyPair } from "../../cloud-init/userData";
 import { imagePython } from "../support/stack";
 

@@ -1,5 +1,5 @@
 /**
- * scripts/db-backup.sh on real files (issue 5): an online backup while a writer commits, a kill
+ * scripts/host/keel-db-backup on real files (issue 5): an online backup while a writer commits, a kill
  * midway, retention, a full disk, and the status file the health report reads.
  */
 import { ChildProcess, spawn, spawnSync } from "node:child_process";
@@ -12,7 +12,7 @@ const FINAL = /^app-\d{8}T\d{6}Z\.db$/;
 const finals = (dir: string) => readdirSync(dir).filter((f) => FINAL.test(f)).sort();
 const status = (dir: string) => JSON.parse(readFileSync(join(dir, "app.status.json"), "utf8"));
 const backup = (...args: string[]) => script("backup", args);
-const BACKUP_ARGV = [join(SCRIPTS, "db-backup.sh")];
+const BACKUP_ARGV = [join(SCRIPTS, "keel-db-backup")];
 /** A backup run that must succeed; returns DIR (the last argument), for status(). */
 function backupOk(...args: string[]): string {
   const r = backup(...args);
@@ -34,7 +34,7 @@ function committedIds(log: string): number[] {
   return text.slice(0, text.lastIndexOf("\n") + 1).split("\n").filter(Boolean).map(Number);
 }
 
-describe("db-backup.sh", () => {
+describe("keel-db-backup", () => {
   it("makes a verified, fsynced, final-named copy, prints its path and records it in the status file", () => {
     const db = makeDb(join(dir, "app.db"), { rows: 1000, wal: true });
     const before = fingerprint(db);
@@ -96,7 +96,7 @@ describe("db-backup.sh", () => {
 
     /** Starts a backup in its own process group; resolves once its temporary copy is being written. */
     async function backupUnderway(db: string): Promise<ChildProcess> {
-      child = spawn(join(SCRIPTS, "db-backup.sh"), [db, out], { detached: true, stdio: ["ignore", "pipe", "pipe"] });
+      child = spawn(join(SCRIPTS, "keel-db-backup"), [db, out], { detached: true, stdio: ["ignore", "pipe", "pipe"] });
       for (let i = 0; i < 2000; i++) {
         const partial = existsSync(out) ? readdirSync(out).find((f) => f.includes(".partial.") && !f.endsWith("-journal")) : undefined;
         if (partial && statSync(join(out, partial)).size > 0) return child;

@@ -10,9 +10,9 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fingerprint, makeDb, mount, removeDir, script, SCRIPTS, tempDir } from "./db-helpers";
 
-/** Runs bash with db-lib.sh sourced. */
+/** Runs bash with keel-db-lib sourced. */
 function lib(code: string) {
-  const r = spawnSync("bash", ["-c", `set -euo pipefail; . ${join(SCRIPTS, "db-lib.sh")}; ${code}`], { encoding: "utf8", timeout: 20_000 });
+  const r = spawnSync("bash", ["-c", `set -euo pipefail; . ${join(SCRIPTS, "keel-db-lib")}; ${code}`], { encoding: "utf8", timeout: 20_000 });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -46,16 +46,16 @@ describe("local filesystems only", () => {
   });
 
   const refusals: Array<[string, () => string[]]> = [
-    ["db-gate.sh verify", () => ["gate", "verify", join(fuse, "app.db")]],
-    ["db-gate.sh prepare", () => ["gate", "prepare", join(fuse, "app.db")]],
-    ["db-gate.sh adopt (SRC on FUSE)", () => ["gate", "adopt", join(fuse, "app.db"), join(local, "new.db")]],
-    ["db-gate.sh adopt (DEST on FUSE)", () => ["gate", "adopt", join(local, "app.db"), join(fuse, "new.db")]],
-    ["db-backup.sh (DB on FUSE)", () => ["backup", join(fuse, "app.db"), join(local, "backups")]],
-    ["db-backup.sh (DIR on FUSE)", () => ["backup", join(local, "app.db"), join(fuse, "backups")]],
-    ["db-restore.sh (DB on FUSE)", () => ["restore", join(local, "app.db"), join(fuse, "app.db")]],
-    ["db-restore.sh (BACKUP on FUSE)", () => ["restore", join(fuse, "app.db"), join(local, "other.db")]],
-    ["db-snapshot.sh (DB on FUSE)", () => ["snapshot", join(fuse, "app.db"), join(local, "snap.db")]],
-    ["db-snapshot.sh (OUT on FUSE)", () => ["snapshot", join(local, "app.db"), join(fuse, "snap.db")]],
+    ["keel-db-gate verify", () => ["gate", "verify", join(fuse, "app.db")]],
+    ["keel-db-gate prepare", () => ["gate", "prepare", join(fuse, "app.db")]],
+    ["keel-db-gate adopt (SRC on FUSE)", () => ["gate", "adopt", join(fuse, "app.db"), join(local, "new.db")]],
+    ["keel-db-gate adopt (DEST on FUSE)", () => ["gate", "adopt", join(local, "app.db"), join(fuse, "new.db")]],
+    ["keel-db-backup (DB on FUSE)", () => ["backup", join(fuse, "app.db"), join(local, "backups")]],
+    ["keel-db-backup (DIR on FUSE)", () => ["backup", join(local, "app.db"), join(fuse, "backups")]],
+    ["keel-db-restore (DB on FUSE)", () => ["restore", join(local, "app.db"), join(fuse, "app.db")]],
+    ["keel-db-restore (BACKUP on FUSE)", () => ["restore", join(fuse, "app.db"), join(local, "other.db")]],
+    ["keel-db-snapshot (DB on FUSE)", () => ["snapshot", join(fuse, "app.db"), join(local, "snap.db")]],
+    ["keel-db-snapshot (OUT on FUSE)", () => ["snapshot", join(local, "app.db"), join(fuse, "snap.db")]],
   ];
 
   it.each(refusals)("%s exits 4, names the filesystem type and changes nothing", (_name, args) => {
@@ -68,7 +68,7 @@ describe("local filesystems only", () => {
     for (const f of ["new.db", "snap.db", "backups", "other.db"]) expect(spawnSync("test", ["-e", join(local, f)]).status).not.toBe(0);
   });
 
-  it("db-backup.sh records a refused DB in the status file of an existing backup directory", () => {
+  it("keel-db-backup records a refused DB in the status file of an existing backup directory", () => {
     const backups = join(dir, "status-check");
     mkdirSync(backups);
     const r = script("backup", [join(fuse, "app.db"), backups]);

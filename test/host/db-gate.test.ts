@@ -1,5 +1,5 @@
 /**
- * scripts/db-gate.sh on real SQLite files (issue 5, "Checks (automated)"): clean DBs pass; damaged
+ * scripts/host/keel-db-gate on real SQLite files (issue 5, "Checks (automated)"): clean DBs pass; damaged
  * ones fail with a clear reason and stay byte-for-byte untouched; prepare folds a -wal into the DB;
  * adopt installs a DB atomically; a DB held open by a process is refused.
  */
@@ -165,7 +165,7 @@ const damaged: Array<[string, RegExp, () => string]> = [
   ],
 ];
 
-describe("db-gate.sh verify", () => {
+describe("keel-db-gate verify", () => {
   it.each([
     ["a rollback-journal DB", () => makeDb(join(dir, "app.db"))],
     ["a WAL DB, closed cleanly", () => makeDb(join(dir, "app.db"), { wal: true })],
@@ -206,7 +206,7 @@ describe("db-gate.sh verify", () => {
   it("explains its interface with -h, and rejects bad usage with exit 2", () => {
     const h = gate("-h");
     expect(h.code).toBe(0);
-    expect(h.stdout).toMatch(/usage: db-gate.sh verify DB/);
+    expect(h.stdout).toMatch(/usage: keel-db-gate verify DB/);
     expect(h.stdout).toMatch(/exit codes: 0 ok; 1 gate failed/);
     expect(gate().code).toBe(2);
     expect(gate("verify").code).toBe(2);
@@ -214,7 +214,7 @@ describe("db-gate.sh verify", () => {
   });
 });
 
-describe("db-gate.sh prepare", () => {
+describe("keel-db-gate prepare", () => {
   it("folds committed -wal frames into the DB: the -wal ends empty and every row is there", () => {
     const db = crashed("app.db", 500);
     const r = gate("prepare", db);
@@ -245,7 +245,7 @@ describe("db-gate.sh prepare", () => {
   });
 });
 
-describe("db-gate.sh adopt", () => {
+describe("keel-db-gate adopt", () => {
   it("installs a clean DB atomically: WAL mode, mode 0600, the given owner, every row, SRC consumed", () => {
     const src = makeDb(join(dir, "incoming.db"), { rows: 700 });
     const dest = join(dir, "live", "app.db");
@@ -374,10 +374,10 @@ describe("installed as the host has them (/usr/local/sbin/keel-db-*, without .sh
   it("finds keel-db-lib and keel-db-backup beside itself, whether copied or symlinked", () => {
     const sbin = join(dir, "sbin");
     mkdirSync(sbin);
-    for (const name of ["gate", "backup", "restore", "snapshot"]) copyFileSync(join(SCRIPTS, `db-${name}.sh`), join(sbin, `keel-db-${name}`));
-    copyFileSync(join(SCRIPTS, "db-lib.sh"), join(sbin, "keel-db-lib"));
+    for (const name of ["gate", "backup", "restore", "snapshot"]) copyFileSync(join(SCRIPTS, `keel-db-${name}`), join(sbin, `keel-db-${name}`));
+    copyFileSync(join(SCRIPTS, "keel-db-lib"), join(sbin, "keel-db-lib"));
     for (const name of ["gate", "backup", "restore", "snapshot"]) chmodSync(join(sbin, `keel-db-${name}`), 0o755);
-    symlinkSync(join(SCRIPTS, "db-gate.sh"), join(dir, "linked-gate"));
+    symlinkSync(join(SCRIPTS, "keel-db-gate"), join(dir, "linked-gate"));
 
     const src = makeDb(join(dir, "incoming.db"), { rows: 4 });
     const dest = makeDb(join(dir, "app.db"), { rows: 2 });

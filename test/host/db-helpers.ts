@@ -8,7 +8,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 export const REPO = join(__dirname, "..", "..");
-export const SCRIPTS = join(REPO, "scripts");
+/** keel's host tools, named as installed (scripts/host/). */
+export const SCRIPTS = join(REPO, "scripts", "host");
+/** The scripts `pulumi up` runs as steps (scripts/steps/). */
+export const STEP_SCRIPTS = join(REPO, "scripts", "steps");
 export const WRITER = join(__dirname, "db-writer.py");
 /** The system python3 (stdlib sqlite3), as on the host; a pyenv shim also works. */
 export const PYTHON = existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
@@ -19,9 +22,9 @@ export interface Run {
   stderr: string;
 }
 
-/** Runs scripts/db-NAME.sh with a clean environment (plus `env`), bounded in time. */
+/** Runs scripts/host/keel-db-NAME with a clean environment (plus `env`), bounded in time. */
 export function script(name: "gate" | "backup" | "restore" | "snapshot", args: string[], env: Record<string, string> = {}): Run {
-  const r = spawnSync(join(SCRIPTS, `db-${name}.sh`), args, {
+  const r = spawnSync(join(SCRIPTS, `keel-db-${name}`), args, {
     encoding: "utf8",
     timeout: 120_000,
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", ...env },

@@ -1,8 +1,8 @@
 // Issues 11 and 17 (#11): the backup identity. The backups belong to a user of their own, which the
 // engine's user cannot act as: a compromised engine can read its backups (keel-ops restore does, as
 // the engine's user) but neither delete, rewrite, rename nor forge one. A backup is two processes
-// joined by a pipe: the DB's side (`db-backup.sh --export`, the engine's user) and the backups' side
-// (`db-backup.sh --from-stdin`, the backup user); root only starts the two (`--as`). Two temporary
+// joined by a pipe: the DB's side (`keel-db-backup --export`, the engine's user) and the backups' side
+// (`keel-db-backup --from-stdin`, the backup user); root only starts the two (`--as`). Two temporary
 // system users stand in for <app> and <app>-backup; real sqlite3, real scripts, real setpriv.
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -77,8 +77,8 @@ function run(file: string, args: string[], opts: { input?: string | Buffer; as?:
   if (r.error) throw r.error;
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
-const backup = (...args: string[]) => run(join(SCRIPTS, "db-backup.sh"), args);
-const session = (...args: string[]) => run(join(SCRIPTS, "db-session-backup.sh"), args);
+const backup = (...args: string[]) => run(join(SCRIPTS, "keel-db-backup"), args);
+const session = (...args: string[]) => run(join(SCRIPTS, "keel-db-session-backup"), args);
 const asEngine = (command: string) => spawnSync("setpriv", [`--reuid=${ENGINE}`, `--regid=${ENGINE}`, "--init-groups", "--", "sh", "-c", command], { encoding: "utf8" });
 const finals = (d: string) => readdirSync(d).filter((f) => /^engine-\d{8}T\d{6}Z\.db$/.test(f)).sort();
 const rootCalls = () => readFileSync(log, "utf8").split("\n").filter((l) => l.startsWith("0 "));
@@ -107,7 +107,7 @@ async function holdLock(lock: string, mode: "-s" | "-x", seconds: number, user?:
   };
 }
 
-describe("db-backup.sh --as ENGINE:BACKUP (the backup service)", () => {
+describe("keel-db-backup --as ENGINE:BACKUP (the backup service)", () => {
   it("reads the DB as the engine's user and stores a verified backup as the backup user's (group: the engine's, 0640); root runs no file tool", () => {
     const r = backup("--as", `${ENGINE}:${BACKUP}`, "--keep", "3", db, tree);
     expect(r.stderr).toBe("");
@@ -187,15 +187,15 @@ describe("db-backup.sh --as ENGINE:BACKUP (the backup service)", () => {
 
   it("refuses a non-root caller and one user for both sides (exit 2)", () => {
     expect(backup("--as", `${ENGINE}:${ENGINE}`, db, tree)).toMatchObject({ code: 2, stderr: expect.stringContaining("two users, not one") });
-    const r = run(join(SCRIPTS, "db-backup.sh"), ["--as", `${ENGINE}:${BACKUP}`, db, tree], { as: BACKUP });
+    const r = run(join(SCRIPTS, "keel-db-backup"), ["--as", `${ENGINE}:${BACKUP}`, db, tree], { as: BACKUP });
     expect(r).toMatchObject({ code: 2, stderr: expect.stringContaining("run it as root") });
   });
 });
 
-describe("db-backup.sh --from-stdin (the backups' side) treats the stream as the engine's word", () => {
+describe("keel-db-backup --from-stdin (the backups' side) treats the stream as the engine's word", () => {
   // The backup user's side fed by hand, as a compromised engine could feed it.
   const store = (input: string | Buffer, ...extra: string[]) =>
-    run(join(SCRIPTS, "db-backup.sh"), ["--from-stdin", ...extra, db, tree], { input, as: BACKUP });
+    run(join(SCRIPTS, "keel-db-backup"), ["--from-stdin", ...extra, db, tree], { input, as: BACKUP });
 
   it("keeps nothing of a stream cut short, a stream without a header, or a header it does not know (exit 5)", () => {
     const bytes = readFileSync(makeDb(join(dir, "other.db"), { rows: 5 }));
@@ -236,7 +236,7 @@ describe("db-backup.sh --from-stdin (the backups' side) treats the stream as the
   });
 });
 
-describe("db-session-backup.sh --as (the engine's ExecCondition=+ and ExecStopPost=+)", () => {
+describe("keel-db-session-backup --as (the engine's ExecCondition=+ and ExecStopPost=+)", () => {
   it("takes the pre- and post-session backups into the sessions directory as the backup user's", () => {
     for (const phase of ["pre", "post"]) {
       const r = session(phase, "--as", `${ENGINE}:${BACKUP}`, "--keep", "5", "--history", tree, db, sessions);
@@ -257,17 +257,17 @@ describe("db-session-backup.sh --as (the engine's ExecCondition=+ and ExecStopPo
     mkdirSync("/run/keel", { recursive: true, mode: 0o755 });
     const holder = await holdLock(lock, "-x", 30);
     try {
-      const pre = run(join(SCRIPTS, "db-session-backup.sh"), ["pre", "--as", `${ENGINE}:${BACKUP}`, "--ops-lock", lock, db, sessions], { env: { KEEL_OPS_LOCK_WAIT: "2" } });
+      const pre = run(join(SCRIPTS, "keel-db-session-backup"), ["pre", "--as", `${ENGINE}:${BACKUP}`, "--ops-lock", lock, db, sessions], { env: { KEEL_OPS_LOCK_WAIT: "2" } });
       expect(pre.code).toBe(3);
       expect(pre.stderr).toContain(`keel-ops has held ${lock} (a restore or adopt) for 2 s: the engine does not start meanwhile`);
       expect(finals(sessions)).toEqual([]);
-      const post = run(join(SCRIPTS, "db-session-backup.sh"), ["post", "--as", `${ENGINE}:${BACKUP}`, "--ops-lock", lock, db, sessions], { env: { KEEL_OPS_LOCK_WAIT: "2" } });
+      const post = run(join(SCRIPTS, "keel-db-session-backup"), ["post", "--as", `${ENGINE}:${BACKUP}`, "--ops-lock", lock, db, sessions], { env: { KEEL_OPS_LOCK_WAIT: "2" } });
       expect(post.code, post.stderr).toBe(0);
       expect(finals(sessions)).toHaveLength(1);
     } finally {
       await holder.release();
     }
-    const pre = run(join(SCRIPTS, "db-session-backup.sh"), ["pre", "--as", `${ENGINE}:${BACKUP}`, "--ops-lock", lock, db, sessions]);
+    const pre = run(join(SCRIPTS, "keel-db-session-backup"), ["pre", "--as", `${ENGINE}:${BACKUP}`, "--ops-lock", lock, db, sessions]);
     expect(pre.code, pre.stderr).toBe(0);
     expect(finals(sessions)).toHaveLength(2);
     rmSync(lock, { force: true });
@@ -282,7 +282,7 @@ describe("db-session-backup.sh --as (the engine's ExecCondition=+ and ExecStopPo
     const lock = join(sessions, ".engine.backup.lock");
     expect(statSync(lock).mode & 0o777).toBe(0o600);
     for (const [phase, args] of [["pre", ["--history", tree]], ["post", []]] as const) {
-      // As the backup user, as db-backup.sh --also-check takes it (flock on the 0600 lock file).
+      // As the backup user, as keel-db-backup --also-check takes it (flock on the 0600 lock file).
       const holder = await holdLock(lock, "-x", 4, BACKUP);
       try {
         const started = Date.now();
@@ -333,7 +333,7 @@ exec ${real} "$@"
   });
 
   it("takes no post-session backup after a start the pre-session backup refused (systemd runs ExecStopPost= then too)", () => {
-    const r = run(join(SCRIPTS, "db-session-backup.sh"), ["post", "--as", `${ENGINE}:${BACKUP}`, db, sessions], { env: { SERVICE_RESULT: "exec-condition" } });
+    const r = run(join(SCRIPTS, "keel-db-session-backup"), ["post", "--as", `${ENGINE}:${BACKUP}`, db, sessions], { env: { SERVICE_RESULT: "exec-condition" } });
     expect(r).toMatchObject({ code: 0 });
     expect(r.stderr).toContain("the start was refused before the engine ran");
     expect(finals(sessions)).toEqual([]);

@@ -105,7 +105,7 @@ describe("root's DB tools in a directory the engine owns", () => {
   it("verify replays a -wal in a private directory of root's, not beside the DB: the engine's swap reaches nothing", () => {
     const db = liveDbWithWal();
     const before = fingerprint(db);
-    const r = run(join(SCRIPTS, "db-gate.sh"), ["verify", db]);
+    const r = run(join(SCRIPTS, "keel-db-gate"), ["verify", db]);
     expect(r.stderr).toBe("");
     expect([r.code, r.stdout]).toEqual([0, "ok\n"]);
     expect(rootCallsInEngineDir()).toEqual([]);
@@ -120,8 +120,8 @@ describe("root's DB tools in a directory the engine owns", () => {
     const backup = makeDb(join(dir, "engine-20261201T031700Z.db"), { rows: 20 });
     const src = makeDb(join(dir, "incoming.db"), { rows: 30 });
     const before = fingerprint(db);
-    const restore = run(join(SCRIPTS, "db-restore.sh"), [backup, db]);
-    const adopt = run(join(SCRIPTS, "db-gate.sh"), ["adopt", "--replace", "--backup-dir", join(dir, "backups"), src, db]);
+    const restore = run(join(SCRIPTS, "keel-db-restore"), [backup, db]);
+    const adopt = run(join(SCRIPTS, "keel-db-gate"), ["adopt", "--replace", "--backup-dir", join(dir, "backups"), src, db]);
     for (const r of [restore, adopt]) {
       expect(r.code).toBe(2);
       expect(r.stderr).toContain(`refused: as root in ${engineDir}, which belongs to nobody:root or is writable by others; root writes nothing where another user can`);
@@ -137,7 +137,7 @@ describe("root's DB tools in a directory the engine owns", () => {
     chownSync(db, NOBODY(), 65534);
     const backup = makeDb(join(dir, "engine-20261201T031700Z.db"), { rows: 20 });
     chmodSync(backup, 0o644);
-    const r = run(join(SCRIPTS, "db-restore.sh"), [backup, db], { asNobody: true });
+    const r = run(join(SCRIPTS, "keel-db-restore"), [backup, db], { asNobody: true });
     expect(r.stderr).toContain("restored");
     expect([r.code, r.stdout]).toEqual([0, "ok\n"]);
     expect(sql(db, "SELECT count(*) FROM t;")).toBe("20");
@@ -152,7 +152,7 @@ describe("root's DB tools in a directory the engine owns", () => {
     const staged = makeDb(join(incoming, "engine.db"), { rows: 42 });
     const live = join(engineDir, "engine.db");
     const sum = sha256(staged);
-    const r = run(join(SCRIPTS, "db-migrate.sh"), ["--records", join(dir, "records"), "--owner", "nobody:nogroup", "--unit", "keel-test-no-such-unit.service", staged, live], {
+    const r = run(join(SCRIPTS, "keel-db-migrate"), ["--records", join(dir, "records"), "--owner", "nobody:nogroup", "--unit", "keel-test-no-such-unit.service", staged, live], {
       input: `${sum}  /home/op/engine.db\n`,
     });
     expect(r.stderr).toContain("has the sha256 of /home/op/engine.db");

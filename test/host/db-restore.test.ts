@@ -1,5 +1,5 @@
 /**
- * scripts/db-restore.sh and scripts/db-snapshot.sh on real files (issue 5): a restore round trip
+ * scripts/host/keel-db-restore and scripts/host/keel-db-snapshot on real files (issue 5): a restore round trip
  * that keeps the current DB aside, refusals that change nothing, and read-only snapshots.
  */
 import { ChildProcess, execFileSync } from "node:child_process";
@@ -14,7 +14,7 @@ beforeEach(() => {
 });
 afterEach(() => removeDir(dir));
 
-describe("db-restore.sh", () => {
+describe("keel-db-restore", () => {
   it("round trip: backup, change the DB, restore; the DB is the backup again (WAL, 0600) and the changed one is kept aside", () => {
     const db = makeDb(join(dir, "app.db"), { rows: 500, wal: true });
     const b = script("backup", [db, join(dir, "backups")]);
@@ -92,11 +92,11 @@ describe("db-restore.sh", () => {
   it("rejects bad usage with exit 2", () => {
     expect(script("restore", []).code).toBe(2);
     expect(script("restore", [join(dir, "a"), join(dir, "a")]).code).toBe(2);
-    expect(script("restore", ["-h"]).stdout).toMatch(/usage: db-restore.sh \[--owner USER\[:GROUP\]\] BACKUP DB/);
+    expect(script("restore", ["-h"]).stdout).toMatch(/usage: keel-db-restore \[--owner USER\[:GROUP\]\] BACKUP DB/);
   });
 });
 
-describe("db-snapshot.sh", () => {
+describe("keel-db-snapshot", () => {
   let writer: ChildProcess | undefined;
   afterEach(() => {
     writer?.kill("SIGKILL");

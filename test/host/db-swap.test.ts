@@ -1,7 +1,7 @@
 // Issue 17, items 2 and 7: a restore swaps the live DB for a backup. Killed at each step of the swap
 // (a PATH wrapper around mv SIGKILLs the script just before its Nth rename), the DB must never be
 // left startable without its -wal: the engine's start gate refuses while the swap's marker is there,
-// and `db-gate.sh recover` rolls the swap back (the previous DB with every committed row) or finds
+// and `keel-db-gate recover` rolls the swap back (the previous DB with every committed row) or finds
 // it finished. The swap holds a lock the start gate waits on. Real sqlite3, real scripts.
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, renameSync, writeFileSync } from "node:fs";
@@ -55,9 +55,9 @@ function killAtRename(n: number, signal = "KILL"): void {
   );
 }
 
-const restore = () => run(join(SCRIPTS, "db-restore.sh"), [backup, db]);
-const startGate = () => run(join(SCRIPTS, "db-session-backup.sh"), ["pre", db, join(dir, "sessions")]);
-const recover = () => run(join(SCRIPTS, "db-gate.sh"), ["recover", db]);
+const restore = () => run(join(SCRIPTS, "keel-db-restore"), [backup, db]);
+const startGate = () => run(join(SCRIPTS, "keel-db-session-backup"), ["pre", db, join(dir, "sessions")]);
+const recover = () => run(join(SCRIPTS, "keel-db-gate"), ["recover", db]);
 /** Rows in the DB's one table (w: the old DB's, t: the backup's), read-only; -1 without either. */
 function rows(): number {
   const ro = `file:${db}?mode=ro`;
@@ -162,7 +162,7 @@ describe("the swap lock", () => {
     const holderDone = new Promise((r) => holder.on("exit", r));
     await new Promise((r) => setTimeout(r, 500));
     const gate = await new Promise<{ code: number | null; releasedFirst: boolean }>((resolve) => {
-      const child = spawn(join(SCRIPTS, "db-session-backup.sh"), ["pre", db, join(dir, "sessions")], { stdio: "ignore", env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", HOME: "/root" } });
+      const child = spawn(join(SCRIPTS, "keel-db-session-backup"), ["pre", db, join(dir, "sessions")], { stdio: "ignore", env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", HOME: "/root" } });
       child.on("exit", (code) => resolve({ code, releasedFirst: existsSync(released) }));
     });
     await holderDone;

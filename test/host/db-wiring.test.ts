@@ -14,7 +14,7 @@ import { execStart, renderUnit, unitFilePath } from "../../plan/engine";
 import { TOOLS, toolPath, type Tool } from "../../plan/tools";
 import { stackConfig } from "../support/stack";
 import { exposure, MAX_BACKUP_EXPOSURE } from "../support/units";
-import { fingerprint, listing, makeDb, removeDir, SCRIPTS, sha256, sql, startWriter, tempDir, writerOnce } from "./db-helpers";
+import { fingerprint, listing, makeDb, removeDir, SCRIPTS, sha256, STEP_SCRIPTS, sql, startWriter, tempDir, writerOnce } from "./db-helpers";
 
 function config(stack: string): KeelConfig {
   const { raw, secretKeys } = stackConfig(stack);
@@ -128,12 +128,12 @@ describe("the backup service's system call filter", () => {
 
 describe("the new DB scripts", () => {
   it("are shellcheck clean", () => {
-    const r = run("shellcheck", ["-x", ...["db-migrate-source.sh", "db-migrate.sh", "db-session-backup.sh", "upload-file.sh"].map((s) => join(SCRIPTS, s))]);
+    const r = run("shellcheck", ["-x", ...[join(STEP_SCRIPTS, "db-migrate-source.sh"), join(SCRIPTS, "keel-db-migrate"), join(SCRIPTS, "keel-db-session-backup"), join(STEP_SCRIPTS, "upload-file.sh")]]);
     expect({ code: r.code, out: r.stdout + r.stderr }).toEqual({ code: 0, out: "" });
   });
 });
 
-const source = (...args: string[]) => run(join(SCRIPTS, "db-migrate-source.sh"), args);
+const source = (...args: string[]) => run(join(STEP_SCRIPTS, "db-migrate-source.sh"), args);
 
 describe("db-migrate-source.sh (the operator's side)", () => {
   it("prepares a clean source (its -wal folded in) and prints its sha256 and absolute path", () => {
@@ -246,7 +246,7 @@ describe("db-migrate-source.sh (the operator's side)", () => {
   });
 });
 
-const migrate = (input: string, ...args: string[]) => run(join(SCRIPTS, "db-migrate.sh"), args, { input });
+const migrate = (input: string, ...args: string[]) => run(join(SCRIPTS, "keel-db-migrate"), args, { input });
 
 describe("keel-db-migrate (the host's side)", () => {
   let staged: string;
@@ -320,7 +320,7 @@ function readSha(stderr: string): string {
   return /\(([0-9a-f]{64})\)/.exec(stderr)![1];
 }
 
-const session = (...args: string[]) => run(join(SCRIPTS, "db-session-backup.sh"), args);
+const session = (...args: string[]) => run(join(SCRIPTS, "keel-db-session-backup"), args);
 
 describe("keel-db-session-backup", () => {
   it("before the first start, with no DB yet, backs up nothing and succeeds", () => {
@@ -354,7 +354,7 @@ describe("keel-db-session-backup", () => {
     const backups = join(dir, "backups");
     mkdirSync(backups);
     const db = makeDb(join(dir, "engine.db"), { rows: 5 });
-    expect(run(join(SCRIPTS, "db-backup.sh"), [db, backups]).code).toBe(0);
+    expect(run(join(SCRIPTS, "keel-db-backup"), [db, backups]).code).toBe(0);
     rmSync(db);
     for (const args of [["--history", backups], ["--history", join(dir, "elsewhere"), "--history", backups]]) {
       const r = session("pre", "--keep", "3", ...args, db, join(dir, "sessions"));

@@ -27,7 +27,7 @@ interface Result {
 
 /** Runs a keel script as the deploy user (umask 000, to prove the script sets its own). */
 function asDeploy(script: string, args: string[]): Result {
-  const r = spawnSync("runuser", ["-u", DEPLOY, "--", "env", "-i", `PATH=${SYSTEM_PATH}`, `HOME=/home/${DEPLOY}`, "sh", "-c", 'umask 000; exec bash "$@"', "sh", join(SCRIPTS, script), ...args], {
+  const r = spawnSync("runuser", ["-u", DEPLOY, "--", "env", "-i", `PATH=${SYSTEM_PATH}`, `HOME=/home/${DEPLOY}`, "sh", "-c", 'umask 000; exec bash "$@"', "sh", join(SCRIPTS, "steps", script), ...args], {
     encoding: "utf8",
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
@@ -35,7 +35,7 @@ function asDeploy(script: string, args: string[]): Result {
 
 /** Runs a keel tool as root, as `sudo keel-<tool>` does. */
 function asRoot(script: string, args: string[]): Result {
-  const r = spawnSync("bash", [join(SCRIPTS, script), ...args], { encoding: "utf8", env: { PATH: SYSTEM_PATH } });
+  const r = spawnSync("bash", [join(SCRIPTS, "host", script), ...args], { encoding: "utf8", env: { PATH: SYSTEM_PATH } });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -287,7 +287,7 @@ describe("keel-engine-venv", { timeout: 180_000 }, () => {
   const inode = () => statSync(venv).ino;
 
   it("builds the venv from the system Python as the deploy user, and records it", () => {
-    const r = asRoot("keel-engine-venv.sh", venvArgs());
+    const r = asRoot("keel-engine-venv", venvArgs());
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
     expect(r.stdout).toBe(`venv: built ${venv} from requirements.txt (no hashes) with python ${PYTHON}:\nvenv: 0 package(s) installed\n`);
@@ -301,7 +301,7 @@ describe("keel-engine-venv", { timeout: 180_000 }, () => {
 
   it("leaves an up-to-date venv alone, and says so", () => {
     const before = [inode(), statSync(join(venv, "keel-venv.txt")).mtimeMs, statSync(join(venv, "pyvenv.cfg")).mtimeMs];
-    const r = asRoot("keel-engine-venv.sh", venvArgs());
+    const r = asRoot("keel-engine-venv", venvArgs());
     expect(r).toEqual({ code: 0, stdout: `venv: ${venv} already built from requirements.txt (no hashes), nothing changed\n`, stderr: "" });
     expect([inode(), statSync(join(venv, "keel-venv.txt")).mtimeMs, statSync(join(venv, "pyvenv.cfg")).mtimeMs]).toEqual(before);
   });
@@ -311,7 +311,7 @@ describe("keel-engine-venv", { timeout: 180_000 }, () => {
     writeFileSync(join(app, "requirements.lock"), `${wheel.path} \\\n    --hash=sha256:${wheel.sha256}\n`);
     execFileSync("chown", [DEPLOY, join(app, "requirements.lock")]);
     const before = inode();
-    const r = asRoot("keel-engine-venv.sh", venvArgs("requirements.lock"));
+    const r = asRoot("keel-engine-venv", venvArgs("requirements.lock"));
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
     expect(r.stdout).toBe(`venv: built ${venv} from requirements.lock (--require-hashes --no-deps) with python ${PYTHON}:\n  keelsample @ file://${wheel.path}\nvenv: 1 package(s) installed\n`);
@@ -326,7 +326,7 @@ describe("keel-engine-venv", { timeout: 180_000 }, () => {
     const wheel = sampleWheel(join(root, "venv-test-wheels"));
     writeFileSync(join(app, "requirements.bad"), `${wheel.path} --hash=sha256:${"0".repeat(64)}\n`);
     const before = [inode(), readFileSync(join(venv, "keel-venv.txt"), "utf8")];
-    const r = asRoot("keel-engine-venv.sh", venvArgs("requirements.bad"));
+    const r = asRoot("keel-engine-venv", venvArgs("requirements.bad"));
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE");
     expect(r.stderr).toContain("keel-engine-venv: building the venv from requirements.bad failed (pip's error above); the previous venv is unchanged.");
@@ -336,11 +336,11 @@ describe("keel-engine-venv", { timeout: 180_000 }, () => {
 
   it("refuses a checkout at another commit, another Python, a missing lock file and root as the builder", () => {
     const other = "0123456789abcdef0123456789abcdef01234567";
-    expect(asRoot("keel-engine-venv.sh", venvArgs("requirements.txt", PYTHON, other))).toMatchObject({ code: 3, stderr: expect.stringContaining(`is at ${commit}, expected ${other}; the engine-source step must run first`) });
-    expect(asRoot("keel-engine-venv.sh", venvArgs("requirements.txt", "3.99"))).toMatchObject({ code: 4, stderr: expect.stringContaining(`the system python3 is ${PYTHON}, keel:pythonVersion pins 3.99`) });
-    expect(asRoot("keel-engine-venv.sh", venvArgs("nope.txt"))).toMatchObject({ code: 3, stderr: expect.stringContaining("nope.txt is not a file in") });
-    expect(asRoot("keel-engine-venv.sh", ["root", app, commit, "requirements.txt", venv, PYTHON])).toMatchObject({ code: 2, stderr: expect.stringContaining("refusing to build as root") });
-    expect(asRoot("keel-engine-venv.sh", venvArgs("../etc/passwd")).code).toBe(2);
+    expect(asRoot("keel-engine-venv", venvArgs("requirements.txt", PYTHON, other))).toMatchObject({ code: 3, stderr: expect.stringContaining(`is at ${commit}, expected ${other}; the engine-source step must run first`) });
+    expect(asRoot("keel-engine-venv", venvArgs("requirements.txt", "3.99"))).toMatchObject({ code: 4, stderr: expect.stringContaining(`the system python3 is ${PYTHON}, keel:pythonVersion pins 3.99`) });
+    expect(asRoot("keel-engine-venv", venvArgs("nope.txt"))).toMatchObject({ code: 3, stderr: expect.stringContaining("nope.txt is not a file in") });
+    expect(asRoot("keel-engine-venv", ["root", app, commit, "requirements.txt", venv, PYTHON])).toMatchObject({ code: 2, stderr: expect.stringContaining("refusing to build as root") });
+    expect(asRoot("keel-engine-venv", venvArgs("../etc/passwd")).code).toBe(2);
   });
 });
 

@@ -90,7 +90,7 @@ describe.each(["prod", "staging"])("the engine unit of the %s stack, checked by 
 
 describe("keel's engine scripts", () => {
   it("are shellcheck clean", () => {
-    const scripts = ["engine-preflight.sh", "engine-source.sh", "keel-engine-venv.sh", "keel-engine-start.sh"].map((s) => join(REPO, "scripts", s));
+    const scripts = [join(REPO, "scripts", "steps", "engine-preflight.sh"), join(REPO, "scripts", "steps", "engine-source.sh"), join(REPO, "scripts", "host", "keel-engine-venv"), join(REPO, "scripts", "host", "keel-engine-start")];
     expect(run("shellcheck", scripts)).toEqual({ code: 0, out: "" });
   });
 });

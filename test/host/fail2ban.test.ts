@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseConfig, type KeelConfig } from "../../config";
-import { fail2banJail } from "../../cloud-init/hardening";
+import { fail2banJail } from "../../plan/hardening";
 
 // keel's sshd jail checked by Debian's fail2ban: the configuration test, the resolved jail, and its
 // filter against the lines sshd (OpenSSH < 9.8) and sshd-session (9.8+) write to the journal.

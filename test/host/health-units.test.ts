@@ -1,5 +1,5 @@
-// The health check's systemd units checked by the real systemd-analyze, and keel's health and
-// runbook scripts by shellcheck and python3.
+// The health check's systemd units checked by the real systemd-analyze, keel's runbook scripts by
+// shellcheck, and keel-health and keel-health-alert by python3.
 import { spawnSync } from "node:child_process";
 import { chmodSync, cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -79,12 +79,19 @@ describe.each(["prod", "staging"])("keel-health.service and .timer of the %s sta
 describe("the health and runbook scripts", () => {
   const runbook = readdirSync(join(REPO, "scripts", "runbook")).filter((f) => f.endsWith(".sh")).map((f) => join(REPO, "scripts", "runbook", f));
 
-  it("are shellcheck clean", () => {
+  it("are shellcheck clean (the runbook's)", () => {
     expect(runbook.length).toBeGreaterThanOrEqual(9);
-    expect(run("shellcheck", ["-x", join(REPO, TOOLS.health), ...runbook])).toEqual({ code: 0, out: "" });
+    expect(run("shellcheck", ["-x", ...runbook])).toEqual({ code: 0, out: "" });
   });
 
   it("keel-health-alert parses with python3 (without writing a __pycache__)", () => {
     expect(run("python3", ["-c", "import ast, sys; ast.parse(open(sys.argv[1]).read())", join(REPO, TOOLS["health-alert"])])).toEqual({ code: 0, out: "" });
+  });
+
+  it("keel-health compiles with python3 -m py_compile (a copy in a temporary directory: no __pycache__ here)", () => {
+    const dir = mkdtempSync(join(tmpdir(), "keel-health-compile-"));
+    dirs.push(dir);
+    cpSync(join(REPO, TOOLS.health), join(dir, "keel_health.py"));
+    expect(run("python3", ["-I", "-m", "py_compile", join(dir, "keel_health.py")])).toEqual({ code: 0, out: "" });
   });
 });

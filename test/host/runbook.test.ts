@@ -4,7 +4,7 @@
 // argument checks stop bad input before any connection. keel-ops (the host side) is checked for
 // what it does without systemd; its restore, backup and adopt run on the VM (test/vm/health.test.ts).
 // Needs root (sshd, a temporary user).
-import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { execFile, execFileSync, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -17,7 +17,8 @@ import { renderHostConf } from "../../plan/health";
 import { hostPaths } from "../../plan/layout";
 import { makeDb, sha256, sql } from "./db-helpers";
 import { REPO, stackConfig } from "../support/stack";
-import { freePort, listening } from "../support/net";
+import { rootToolEnv } from "../support/env";
+import { freePort, startSshd, type TestSshd } from "../support/net";
 
 const RUNBOOK = join(REPO, "scripts", "runbook");
 const USER = `keel-r${randomBytes(3).toString("hex")}`;
@@ -26,8 +27,7 @@ let dir: string;
 let port: number;
 let hostPub: string;
 let otherPub: string;
-let sshd: ChildProcess | undefined;
-let sshdLog = "";
+let sshd: TestSshd | undefined;
 
 interface Run {
   code: number;
@@ -72,7 +72,7 @@ function stackOutput(hostKey: string): string {
 /** Connections sshd has seen so far (after a moment, for its log to arrive). */
 async function connections(): Promise<number> {
   await new Promise((r) => setTimeout(r, 300));
-  return (sshdLog.match(/Connection from/g) ?? []).length;
+  return (sshd!.log().match(/Connection from/g) ?? []).length;
 }
 
 /** Runs scripts/runbook/NAME.sh in `dir` with the admin key, the stack outputs in a file (or as given). */
@@ -108,22 +108,11 @@ beforeAll(async () => {
     [`Port ${port}`, "ListenAddress 127.0.0.1", `HostKey ${join(dir, "host")}`, `PidFile ${join(dir, "sshd.pid")}`, `AllowUsers ${USER}`,
       "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM yes", "LogLevel VERBOSE", ""].join("\n"),
   );
-  mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
-  sshd = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", join(dir, "sshd_config")], { stdio: ["ignore", "ignore", "pipe"] });
-  sshd.stderr!.on("data", (chunk: Buffer) => (sshdLog += chunk.toString()));
-  const deadline = Date.now() + 10_000;
-  while (!(await listening(port))) {
-    if (Date.now() > deadline || sshd.exitCode !== null) throw new Error(`sshd did not listen on 127.0.0.1:${port}:\n${sshdLog}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  sshd = await startSshd(join(dir, "sshd_config"), port);
 });
 
 afterAll(async () => {
-  if (sshd?.pid !== undefined && sshd.exitCode === null) {
-    const exited = new Promise((r) => sshd!.once("exit", r));
-    process.kill(sshd.pid, "SIGTERM");
-    await exited;
-  }
+  await sshd?.stop();
   spawnSync("userdel", ["--remove", USER], { timeout: 30_000 });
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
@@ -254,7 +243,7 @@ describe("logs.sh and migrate.sh against the sshd", () => {
   it("logs.sh runs journalctl for the stack's service as the deploy user, --since kept as one argument", async () => {
     const r = await runbook("logs", ["-n", "5", "--since", "1 hour ago"]);
     expect(r.code, r.stderr).toBe(0);
-    expect(sshdLog).toMatch(new RegExp(`Accepted publickey for ${USER} from 127\\.0\\.0\\.1`));
+    expect(sshd!.log()).toMatch(new RegExp(`Accepted publickey for ${USER} from 127\\.0\\.0\\.1`));
   });
 
   it("migrate.sh carries nothing forward from a DB that fails the gate", async () => {
@@ -286,7 +275,7 @@ describe("logs.sh and migrate.sh against the sshd", () => {
 
 describe("keel-ops (the host side) without systemd", () => {
   function ops(args: string[], conf: string): Run {
-    const r = spawnSync(join(RUNBOOK, "keel-ops.sh"), args, { encoding: "utf8", env: { ...process.env, KEEL_HOST_CONF: conf }, timeout: 60_000 });
+    const r = spawnSync(join(REPO, "scripts", "host", "keel-ops"), args, { encoding: "utf8", env: rootToolEnv({ KEEL_HOST_CONF: conf }), timeout: 60_000 });
     return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
   }
   let conf: string;
@@ -344,7 +333,7 @@ describe("keel-ops (the host side) without systemd", () => {
       execFileSyncQuiet("useradd", ["--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", BACKUP_USER]);
       const tools = join(root, "tools");
       mkdirSync(tools);
-      for (const t of ["backup", "gate", "lib", "restore"]) symlinkSync(join(REPO, "scripts", `db-${t}.sh`), join(tools, `keel-db-${t}`));
+      for (const t of ["backup", "gate", "lib", "restore"]) symlinkSync(join(REPO, "scripts", "host", `keel-db-${t}`), join(tools, `keel-db-${t}`));
       live = join(root, "live");
       mkdirSync(live, { mode: 0o755 });
       chmodSync(root, 0o755);
@@ -373,10 +362,10 @@ describe("keel-ops (the host side) without systemd", () => {
     it("prune keeps the newest N of the scheduled and the session backups, and the newest verified one", () => {
       const db = join(live, "engine.db");
       asApp(`sqlite3 ${db} "CREATE TABLE t(x); INSERT INTO t VALUES (1);"`);
-      // As the backup service takes them: root runs the two sides as their users (db-backup.sh --as).
+      // As the backup service takes them: root runs the two sides as their users (keel-db-backup --as).
       for (let i = 0; i < 3; i++) {
         for (const d of [join(live, "backups"), join(live, "backups", "sessions")]) {
-          execFileSync(join(REPO, "scripts", "db-backup.sh"), ["--as", `${USER}:${BACKUP_USER}`, "--keep", "10", db, d], { stdio: "ignore" });
+          execFileSync(join(REPO, "scripts", "host", "keel-db-backup"), ["--as", `${USER}:${BACKUP_USER}`, "--keep", "10", db, d], { stdio: "ignore" });
         }
       }
       for (const f of readdirSync(join(live, "backups")).filter((f) => f.endsWith(".db"))) {
@@ -445,7 +434,7 @@ describe("keel-ops (the host side) without systemd", () => {
   });
 });
 
-// The Pulumi executor's upload steps (components/hostSteps.ts): scripts/upload-file.sh on the
+// The Pulumi executor's upload steps (components/hostSteps.ts): scripts/steps/upload-file.sh on the
 // operator's machine, with the keys in ssh-agent (as `pulumi up` runs it) and the pinned host key.
 describe("upload-file.sh: the upload step's copy, against the sshd", () => {
   let agent: { SSH_AUTH_SOCK: string; SSH_AGENT_PID: string };
@@ -464,7 +453,7 @@ describe("upload-file.sh: the upload step's copy, against the sshd", () => {
   function upload(result: string, remote: string, hostKey = hostPub, path = process.env.PATH ?? "/usr/bin:/bin"): Promise<Run> {
     const env = { PATH: path, HOME: dir, ...agent, KEEL_HOST_KEY: hostKey };
     return new Promise((resolve) => {
-      const child = execFile("bash", [join(REPO, "scripts", "upload-file.sh"), "127.0.0.1", String(port), USER, remote], { cwd: REPO, env, timeout: 60_000, encoding: "utf8" }, (error, stdout, stderr) => {
+      const child = execFile("bash", [join(REPO, "scripts", "steps", "upload-file.sh"), "127.0.0.1", String(port), USER, remote], { cwd: REPO, env, timeout: 60_000, encoding: "utf8" }, (error, stdout, stderr) => {
         resolve({ code: error ? (typeof error.code === "number" ? error.code : -1) : 0, stdout, stderr });
       });
       child.stdin!.end(`${result}\n`);

@@ -1,6 +1,6 @@
 // The commands around systemd in keel's steps and first boot, run for real against stand-ins of
 // the tools they ask: the waits after sshd's restart or reload and fail2ban's reload
-// (cloud-init/hardening.ts sshdListening, sshdReload, fail2banJailUp), run as keel-place runs an
+// (plan/hardening.ts sshdListening, sshdReload, fail2banJailUp), run as keel-place runs an
 // onChange argv, against `ss`, `systemctl` and `fail2ban-client` stand-ins that print what the real
 // ones print (iproute2's `ss -Htlnpe`, both address families) and a `sleep` that returns at once,
 // so a whole wait runs in moments; and the first boot's enable-unless-enabled
@@ -11,7 +11,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { fail2banJailUp, SETTLE_SECONDS, sshdListening, sshdReload } from "../../cloud-init/hardening";
+import { fail2banJailUp, SETTLE_SECONDS, sshdListening, sshdReload } from "../../plan/hardening";
 import { enableUnlessEnabled } from "../../cloud-init/userData";
 import { parseConfig } from "../../config";
 import { minimalRaw } from "../support/stack";

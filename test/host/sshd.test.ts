@@ -1,4 +1,4 @@
-import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { execFile, execFileSync, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -8,8 +8,8 @@ import { parseConfig, type KeelConfig } from "../../config";
 import { keyPair } from "../../local/localStack";
 import { authorizedKeysFile } from "../../plan/hostPlan";
 import { REPO_ROOT } from "../../plan/static";
-import { HARDENING_PATHS, hardeningFiles, sshdDropIn } from "../../cloud-init/hardening";
-import { freePort, listening } from "../support/net";
+import { HARDENING_PATHS, hardeningFiles, sshdDropIn } from "../../plan/hardening";
+import { freePort, startSshd, type TestSshd } from "../support/net";
 
 // A real sshd on 127.0.0.1, configured by the rendered drop-in, probed with the real ssh client and
 // ssh-audit. Needs root (sshd, useradd). The drop-in bytes are the production ones except for two
@@ -24,8 +24,7 @@ const OTHER = `keel-o${suffix}`;
 let dir: string;
 let port: number;
 let cfg: KeelConfig;
-let sshd: ChildProcess | undefined;
-let sshdLog = "";
+let sshd: TestSshd | undefined;
 
 
 
@@ -108,21 +107,11 @@ beforeAll(async () => {
   const check = spawnSync("/usr/sbin/sshd", ["-t", "-f", join(dir, "sshd_config")], { encoding: "utf8", timeout: 30_000 });
   if (check.status !== 0) throw new Error(`sshd -t rejected the rendered drop-in:\n${check.stderr}`);
 
-  sshd = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", join(dir, "sshd_config")], { stdio: ["ignore", "ignore", "pipe"] });
-  sshd.stderr!.on("data", (chunk: Buffer) => (sshdLog += chunk.toString()));
-  const deadline = Date.now() + 10_000;
-  while (!(await listening(port))) {
-    if (Date.now() > deadline || sshd.exitCode !== null) throw new Error(`sshd did not listen on 127.0.0.1:${port}:\n${sshdLog}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  sshd = await startSshd(join(dir, "sshd_config"), port);
 });
 
 afterAll(async () => {
-  if (sshd?.pid !== undefined && sshd.exitCode === null) {
-    const exited = new Promise((r) => sshd!.once("exit", r));
-    process.kill(sshd.pid, "SIGTERM");
-    await exited;
-  }
+  await sshd?.stop();
   for (const user of [DEPLOY, OTHER]) spawnSync("userdel", ["--remove", user], { timeout: 30_000 });
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
@@ -151,13 +140,13 @@ describe("sshd with keel's drop-in (OpenSSH on this machine)", () => {
     const r = await ssh("root", "admin");
     expect(r.status).toBe(255);
     expect(r.stderr).toContain("Permission denied (publickey).");
-    expect(sshdLog).toContain("User root from 127.0.0.1 not allowed because not listed in AllowUsers");
+    expect(sshd!.log()).toContain("User root from 127.0.0.1 not allowed because not listed in AllowUsers");
   });
 
   it("refuses any other user, even one holding an admin key", async () => {
     const r = await ssh(OTHER, "admin");
     expect(r.status).toBe(255);
-    expect(sshdLog).toContain(`User ${OTHER} from 127.0.0.1 not allowed because not listed in AllowUsers`);
+    expect(sshd!.log()).toContain(`User ${OTHER} from 127.0.0.1 not allowed because not listed in AllowUsers`);
   });
 
   it("refuses a retired key", async () => {
@@ -167,7 +156,7 @@ describe("sshd with keel's drop-in (OpenSSH on this machine)", () => {
   });
 
   it("logs the fingerprint of the key that logged in (LogLevel VERBOSE)", () => {
-    expect(sshdLog).toMatch(new RegExp(`Accepted publickey for ${DEPLOY} from 127\\.0\\.0\\.1 port \\d+ ssh2: ED25519 SHA256:`));
+    expect(sshd!.log()).toMatch(new RegExp(`Accepted publickey for ${DEPLOY} from 127\\.0\\.0\\.1 port \\d+ ssh2: ED25519 SHA256:`));
   });
 
   it("negotiates post-quantum key exchange with OpenSSH clients", async () => {

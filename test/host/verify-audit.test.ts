@@ -1,4 +1,4 @@
-// keel verify's audit check (scripts/runbook/verify-host.py audit_problems), run by this machine's
+// keel verify's audit check (scripts/host/keel-verify audit_problems), run by this machine's
 // python3 on keel's rendered audit rules and on what `auditctl -l` prints of them: auditctl stops at
 // the first rule the kernel refuses (so every rule after it is missing), another file's rules with
 // keel's keys must not stand in for keel's, and an audit path rule on a link never fires (Ubuntu
@@ -6,19 +6,20 @@
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { auditRules } from "../../cloud-init/hardening";
+import { auditRules } from "../../plan/hardening";
 import { REPO } from "../support/stack";
 
 /** audit_problems(planned, loaded, sudo_exe), from the script itself. */
 function auditProblems(planned: string, loaded: string, sudoExe: string): string[] {
   const program = `
-import importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("verify_host", ${JSON.stringify(join(REPO, "scripts", "runbook", "verify-host.py"))})
+import importlib.machinery, importlib.util, json, sys
+# keel-verify has no .py suffix (it is named as installed), so its loader is given explicitly.
+spec = importlib.util.spec_from_loader("keel_verify", importlib.machinery.SourceFileLoader("keel_verify", ${JSON.stringify(join(REPO, "scripts", "host", "keel-verify"))}))
 m = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(m)
 a = json.load(sys.stdin)
 print(json.dumps(m.audit_problems(a["planned"], a["loaded"], a["sudo"])))`;
-  const r = spawnSync("python3", ["-I", "-c", program], { input: JSON.stringify({ planned, loaded, sudo: sudoExe }), encoding: "utf8" });
+  const r = spawnSync("python3", ["-I", "-B", "-c", program], { input: JSON.stringify({ planned, loaded, sudo: sudoExe }), encoding: "utf8" });
   expect(r.stderr).toBe("");
   return JSON.parse(r.stdout) as string[];
 }

@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { IMAGE_FACTS, type Image } from "../../plan/images";
+import { IMAGE_FACTS, type Image } from "../../images";
 import { readStackFile } from "../../plan/stackFile";
 
 export const REPO = join(__dirname, "..", "..");

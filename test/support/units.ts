@@ -16,7 +16,7 @@ export { MAX_ENGINE_EXPOSURE };
  * system calls only to run its two sides as two users: User= (0.4), the capabilities (0.3),
  * @privileged not wholly denied (0.2) and no PrivateUsers= (0.2) count against it, where the service
  * that ran as the engine's user scored 0.2. The price of a backup tree a compromised engine can
- * neither delete nor forge; root there runs setpriv and nothing else (db-backup.sh --as).
+ * neither delete nor forge; root there runs setpriv and nothing else (keel-db-backup --as).
  */
 export const MAX_BACKUP_EXPOSURE = 1.1;
 /** keel-health.service: root, for its checks, little else. */

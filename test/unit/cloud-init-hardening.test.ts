@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { parseConfig, type KeelConfig } from "../../config";
 import type { Bundle } from "../../plan/types";
 import { imagePython } from "../support/stack";
-import { HARDENING_PATHS, fail2banExemptCidrs, hardeningFiles, hardeningSteps, hardeningUnits, kexAlgorithms, sshdReload, fail2banJailUp } from "../../cloud-init/hardening";
+import { HARDENING_PATHS, fail2banExemptCidrs, hardeningFiles, hardeningSteps, hardeningUnits, kexAlgorithms, sshdReload, fail2banJailUp } from "../../plan/hardening";
 
 function config(overrides: Record<string, string> = {}): KeelConfig {
   return parseConfig({

@@ -9,7 +9,7 @@ import { stableJson } from "../../plan/hash";
 import { layoutBundle } from "../../plan/hostPlan";
 import { REPO_ROOT } from "../../plan/static";
 import { toolFiles } from "../../plan/tools";
-import { firstBootPackages, HARDENING_PATHS, hardeningFiles } from "../../cloud-init/hardening";
+import { firstBootPackages, HARDENING_PATHS, hardeningFiles } from "../../plan/hardening";
 import { DEFAULT_REPO_PACKAGES } from "../../local/vm/image";
 import { cloudConfig, enableUnlessEnabled, FIRST_BOOT_LAYOUT_BUNDLE, gzipBase64, renderCloudConfig, USER_DATA_MAX_BYTES } from "../../cloud-init/userData";
 import { imagePython } from "../support/stack";
@@ -173,7 +173,7 @@ describe("write_files", () => {
 
   it("installs keel-place byte for byte, root-owned and executable", () => {
     const place = writeFile(d, "/usr/local/sbin/keel-place");
-    expect(fileText(d, place.path)).toBe(readFileSync(join(REPO_ROOT, "scripts", "keel-place.py"), "utf8"));
+    expect(fileText(d, place.path)).toBe(readFileSync(join(REPO_ROOT, "scripts", "host", "keel-place"), "utf8"));
     expect(place.permissions).toBe("0755");
     expect(place.owner).toBe("root:root");
   });

@@ -12,7 +12,7 @@ import { readStatic } from "../../plan/static";
 import { sha256, stableJson } from "../../plan/hash";
 import { buildHostPlan } from "../../plan/hostPlan";
 import { localStep, parseFileResult, step, uploadStep } from "../../plan/steps";
-import { TOOLS, toolFiles } from "../../plan/tools";
+import { toolFiles } from "../../plan/tools";
 import type { Bundle, Step } from "../../plan/types";
 import { stackConfig } from "../support/stack";
 
@@ -58,15 +58,6 @@ describe("the database's place in the host plan", () => {
   });
 
   it("installs the DB scripts as keel tools, the library beside them as keel-db-lib", () => {
-    expect(TOOLS).toMatchObject({
-      "db-lib": "scripts/db-lib.sh",
-      "db-gate": "scripts/db-gate.sh",
-      "db-backup": "scripts/db-backup.sh",
-      "db-restore": "scripts/db-restore.sh",
-      "db-snapshot": "scripts/db-snapshot.sh",
-      "db-session-backup": "scripts/db-session-backup.sh",
-      "db-migrate": "scripts/db-migrate.sh",
-    });
     const paths = toolFiles().map((f) => f.path);
     for (const t of ["lib", "gate", "backup", "restore", "snapshot", "session-backup", "migrate"]) expect(paths).toContain(`/usr/local/sbin/keel-db-${t}`);
     expect(toolFiles().filter((f) => f.path.startsWith("/usr/local/sbin/keel-db-")).every((f) => f.owner === "root" && f.mode === "0755")).toBe(true);
@@ -129,8 +120,8 @@ describe("the pre- and post-session backups", () => {
   });
 
   it("wait for the sessions directory's lock after a stop only as long as the stop timeout leaves room for", () => {
-    // scripts/db-session-backup.sh POST_LOCK_WAIT: the post-session backup runs inside TimeoutStopSec=.
-    const wait = Number(/^readonly POST_LOCK_WAIT=(\d+)$/m.exec(readStatic("scripts/db-session-backup.sh"))?.[1]);
+    // scripts/host/keel-db-session-backup POST_LOCK_WAIT: the post-session backup runs inside TimeoutStopSec=.
+    const wait = Number(/^readonly POST_LOCK_WAIT=(\d+)$/m.exec(readStatic("scripts/host/keel-db-session-backup"))?.[1]);
     expect(wait).toBeGreaterThan(0);
     expect(wait).toBeLessThanOrEqual(STOP_TIMEOUT_SECONDS / 3);
   });
@@ -169,9 +160,9 @@ describe("the migration steps", () => {
   it("gate the source on the operator's machine, paths quoted for the shell", () => {
     const s = get("db-migrate-source");
     expect(s.kind).toBe("local");
-    expect(s.command).toBe("bash scripts/db-migrate-source.sh --fallback-dir '/srv/old engine/backups' '/srv/old engine/engine.db'");
+    expect(s.command).toBe("bash scripts/steps/db-migrate-source.sh --fallback-dir '/srv/old engine/backups' '/srv/old engine/engine.db'");
     const alone = migrationSteps(config({ "keel:migrateFrom": "./it's.db" })).find((x) => x.name === "db-migrate-source")!;
-    expect(alone.command).toBe("bash scripts/db-migrate-source.sh './it'\\''s.db'");
+    expect(alone.command).toBe("bash scripts/steps/db-migrate-source.sh './it'\\''s.db'");
   });
 
   it("upload the file the gate chose, then adopt it with the gate's result on stdin", () => {
@@ -213,9 +204,9 @@ describe("hashes", () => {
   });
 
   it("give local and upload steps hashes of their own inputs", () => {
-    const a = localStep("a", "a", "scripts/db-migrate-source.sh", ["x.db"]);
-    expect(localStep("a", "other text", "scripts/db-migrate-source.sh", ["x.db"]).hash).toBe(a.hash);
-    expect(localStep("a", "a", "scripts/db-migrate-source.sh", ["y.db"]).hash).not.toBe(a.hash);
+    const a = localStep("a", "a", "scripts/steps/db-migrate-source.sh", ["x.db"]);
+    expect(localStep("a", "other text", "scripts/steps/db-migrate-source.sh", ["x.db"]).hash).toBe(a.hash);
+    expect(localStep("a", "a", "scripts/steps/db-migrate-source.sh", ["y.db"]).hash).not.toBe(a.hash);
     expect(uploadStep("u", "u", "a", "/x").hash).not.toBe(uploadStep("u", "u", "a", "/y").hash);
     expect(() => uploadStep("u", "u", "a", "relative/path")).toThrow(/must be absolute/);
     expect(() => step({ name: "b", description: "", command: "true", stdin: "x", stdinFrom: "a" })).toThrow(/stdinFrom excludes stdin/);

@@ -16,7 +16,6 @@ import {
   unitFile,
 } from "../../plan/engine";
 import { buildHostPlan } from "../../plan/hostPlan";
-import { TOOLS } from "../../plan/tools";
 import type { Bundle, Step } from "../../plan/types";
 import { CANARY, stackConfig } from "../support/stack";
 
@@ -217,7 +216,6 @@ describe("engine steps", () => {
     expect(byName("engine-venv").command).toBe(`sudo /usr/local/sbin/keel-engine-venv deploy /opt/engine/app ${cfg.repoRef} requirements.lock /opt/engine/venv 3.12`);
     expect(byName("engine-start").command).toMatch(/^sudo \/usr\/local\/sbin\/keel-engine-start unit=engine\.service unit-file=\/etc\/systemd\/system\/engine\.service unit-sha256=[0-9a-f]{64} /);
     for (const s of steps) expect(s.command).toMatch(/^(bash -s -- |sudo \/usr\/local\/sbin\/keel-)/);
-    expect(TOOLS).toMatchObject({ "engine-venv": "scripts/keel-engine-venv.sh", "engine-start": "scripts/keel-engine-start.sh" });
   });
 
   it("verify the unit before keeping it, and reload systemd only when it changed", () => {

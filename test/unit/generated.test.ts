@@ -7,7 +7,8 @@ import { parse as parseYaml } from "yaml";
 import { describe, expect, it } from "vitest";
 import { configSchema } from "../../config";
 import { CONFIG_DOC } from "../../configDocs";
-import { declaredKeys, renderConfigDoc, renderPulumiYaml } from "../../scripts/dev/generated";
+import { declaredKeys, renderConfigDoc, renderHealthSchema, renderHealthScript, renderHostConfReader, renderPulumiYaml, renderRunbookDoc } from "../../scripts/dev/generated";
+import { HEALTH_CHECKS } from "../../plan/healthChecks";
 import { REPO } from "../support/stack";
 
 const read = (file: string) => readFileSync(join(REPO, file), "utf8");
@@ -35,5 +36,23 @@ describe("generated files", () => {
     const settable = [...Object.keys(configSchema.shape).filter((k) => !["secretEnvNames", "alertWebhook"].includes(k)), "secretEnv", "alertWebhookUrl"];
     expect([...documented].sort()).toEqual([...settable].sort());
     expect(new Set(documented).size).toBe(documented.length);
+  });
+
+  it("keel-host-conf knows host.conf's keys and kinds as plan/hostConf.ts declares them", () => {
+    const file = "scripts/host/keel-host-conf";
+    expect(read(file), `${file} ${STALE}`).toBe(renderHostConfReader(read(file)));
+  });
+
+  it("keel-health's checks, docs/RUNBOOK.md's table and details, and the report's schema are plan/healthChecks.ts's", () => {
+    for (const [file, render] of [
+      ["scripts/host/keel-health", renderHealthScript],
+      ["docs/RUNBOOK.md", renderRunbookDoc],
+      ["docs/health-report.schema.json", () => renderHealthSchema()],
+    ] as const) {
+      expect(read(file), `${file} ${STALE}`).toBe(render(read(file)));
+    }
+    const names = HEALTH_CHECKS.map((c) => c.name);
+    expect(new Set(names).size).toBe(names.length);
+    expect(Object.keys((JSON.parse(read("docs/health-report.schema.json")) as { properties: { checks: { properties: object } } }).properties.checks.properties)).toEqual(names);
   });
 });

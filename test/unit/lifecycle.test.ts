@@ -8,7 +8,7 @@ import { describe, expect, it } from "vitest";
 import { connectionChangeProblems } from "../../components/connectionGuard";
 import { ConfigError, parseConfig, type KeelConfig } from "../../config";
 import { buildHostPlan } from "../../plan/hostPlan";
-import { IMAGE_FACTS, type Image } from "../../plan/images";
+import { IMAGE_FACTS, type Image } from "../../images";
 import { hostPaths } from "../../plan/layout";
 import type { Step } from "../../plan/types";
 import { OTHER_KEY, REPO, stackConfig } from "../support/stack";

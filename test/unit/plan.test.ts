@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parseConfig, type KeelConfig } from "../../config";
-import { firstBootPackages } from "../../cloud-init/hardening";
+import { firstBootPackages } from "../../plan/hardening";
 import { buildHostPlan } from "../../plan/hostPlan";
 import { renderEnvFile } from "../../plan/secrets";
 import { REDACTED, readStackFile } from "../../plan/stackFile";
@@ -74,7 +74,7 @@ describe("host plan", () => {
   });
 
   it("refuses step arguments that would need shell quoting", () => {
-    expect(() => scriptStep("x", "x", "scripts/wait-ready.sh", ["a b"])).toThrow(/argument "a b" would need shell quoting/);
+    expect(() => scriptStep("x", "x", "scripts/steps/wait-ready.sh", ["a b"])).toThrow(/argument "a b" would need shell quoting/);
     expect(() => toolStep("x", "x", "place", ["$(id)"])).toThrow(/would need shell quoting/);
   });
 

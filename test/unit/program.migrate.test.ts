@@ -64,7 +64,7 @@ describe("the prod stack with keel:migrateFrom, under Pulumi mocks", () => {
     const local = named("db-migrate-source");
     expect(local.type).toBe("command:local:Command");
     const step = plan().steps.find((s) => s.name === "db-migrate-source")!;
-    expect(await resolved(local.inputs.create)).toBe(`bash scripts/db-migrate-source.sh --fallback-dir ${join(dir, "backups")} ${db}`);
+    expect(await resolved(local.inputs.create)).toBe(`bash scripts/steps/db-migrate-source.sh --fallback-dir ${join(dir, "backups")} ${db}`);
     // No `dir`: it is an input kept in state, so an absolute checkout path would re-run the step on
     // every other machine (CI included). Without it the provider runs the command in its own working
     // directory (pulumi-command v1.2.1 provider/pkg/provider/local/commandOutputs.go: os.Getwd()),
@@ -76,14 +76,14 @@ describe("the prod stack with keel:migrateFrom, under Pulumi mocks", () => {
     expect(local.inputs.stdin).toBeUndefined();
   });
 
-  it("copies the chosen file over the pinned connection with scripts/upload-file.sh, after the gate, and again only when the gate's result or the server changes", async () => {
+  it("copies the chosen file over the pinned connection with scripts/steps/upload-file.sh, after the gate, and again only when the gate's result or the server changes", async () => {
     const copy = named("db-migrate-upload");
     // A local command, no asset: the engine reads an asset's file at every registration, so a
     // FileAsset would break every later preview once the source moved (pulumi v3.248.0
     // pkg/resource/deploy/source_eval.go, RegisterResource with ComputeAssetHashes).
     expect(copy.type).toBe("command:local:Command");
     expect(copy.inputs.source).toBeUndefined();
-    expect(await resolved(copy.inputs.create)).toBe("bash scripts/upload-file.sh 198.51.100.7 22 deploy /home/deploy/keel-incoming/engine.db");
+    expect(await resolved(copy.inputs.create)).toBe("bash scripts/steps/upload-file.sh 198.51.100.7 22 deploy /home/deploy/keel-incoming/engine.db");
     expect(await resolved(copy.inputs.stdin)).toBe(result);
     expect(await resolved(copy.inputs.environment)).toEqual({ KEEL_HOST_KEY: FAKE_HOST_PUBLIC });
     expect(copy.inputs.dir).toBeUndefined();

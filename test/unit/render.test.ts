@@ -2,7 +2,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { renderPlan } from "../../scripts/render";
+import { renderPlan } from "../../scripts/dev/render";
 
 describe("npm run render", () => {
   const out = mkdtempSync(join(tmpdir(), "keel-render-"));

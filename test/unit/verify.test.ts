@@ -1,20 +1,20 @@
-// keel verify's on-host half (scripts/runbook/verify-host.py) states what the plan places: the env
+// keel verify's on-host half (scripts/host/keel-verify) states what the plan places: the env
 // file's owner, group and mode, the engine unit's highest exposure and the sysctl file. Each is
 // written in Python because the script runs on the host on its own; these tests keep it equal to
 // the plan's TypeScript source.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { HARDENING_PATHS } from "../../cloud-init/hardening";
+import { HARDENING_PATHS } from "../../plan/hardening";
 import { parseConfig } from "../../config";
 import { MAX_ENGINE_EXPOSURE } from "../../plan/engine";
 import { envFileBundle } from "../../plan/secrets";
 import { REPO, stackConfig } from "../support/stack";
 
-const SCRIPT = readFileSync(join(REPO, "scripts", "runbook", "verify-host.py"), "utf8");
+const SCRIPT = readFileSync(join(REPO, "scripts", "host", "keel-verify"), "utf8");
 const constant = (name: string) => new RegExp(`^${name} = (.+)$`, "m").exec(SCRIPT)?.[1];
 
-describe("verify-host.py and the plan", () => {
+describe("keel-verify and the plan", () => {
   it("checks the env file for the owner, group and mode the secrets step places", () => {
     const { raw, secretKeys } = stackConfig("prod");
     const cfg = parseConfig(raw, (k) => secretKeys.includes(k));

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
 import { IMAGES, parseConfig } from "../../config";
-import { IMAGE_FACTS } from "../../plan/images";
+import { IMAGE_FACTS } from "../../images";
 import { withImage } from "../../scripts/dev/stack-image";
 import { REPO, stackConfig } from "../support/stack";
 

@@ -12,7 +12,7 @@ import * as fs from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectionChangeProblems } from "../../components/connectionGuard";
 import { sshPorts, type KeelConfig } from "../../config";
-import { HARDENING_PATHS } from "../../cloud-init/hardening";
+import { HARDENING_PATHS } from "../../plan/hardening";
 import { runSteps, type StepRun } from "../../local/runSteps";
 import type { Vm, VmSession } from "../../local/vm";
 import { stableJson } from "../../plan/hash";

@@ -3,7 +3,7 @@
 // the guest. Every helper here needs the root helper (installRootHelper).
 import { expect } from "vitest";
 import type { ExecResult, Vm, VmSession } from "../../../local/vm";
-import { asRoot, MINUTE, shellQuote, tryAsRoot } from "./keelVm";
+import { asRoot, cloudInitProblems, MINUTE, ROOT_HELPER, sh, shellQuote, tryAsRoot } from "./keelVm";
 
 export interface UfwStatus {
   readonly status: string;
@@ -248,7 +248,7 @@ export async function expectBanAndUnban(vm: Vm, port: number, hostPublicKey: str
   }
 }
 
-/** One line of keel verify's host half: STATUS NAME EVIDENCE (scripts/runbook/verify-host.py). */
+/** One line of keel verify's host half: STATUS NAME EVIDENCE (scripts/host/keel-verify). */
 export interface VerifyCheck {
   readonly status: "ok" | "failed" | "skipped";
   readonly evidence: string;
@@ -286,4 +286,24 @@ export async function expectHardeningVerified(vm: VmSession): Promise<Map<string
   const evidence = HARDENING_VERIFY_CHECKS.map((name) => `${name}: ${checks.get(name)?.evidence ?? "(no line)"}`).join("\n");
   expect(got, evidence).toEqual(Object.fromEntries(HARDENING_VERIFY_CHECKS.map((name) => [name, "ok"])));
   return checks;
+}
+
+/**
+ * cloud-init ended its boot done, with no error and no problem in its logs; with
+ * `recoverable: false`, with no recoverable error either.
+ */
+export async function expectCloudInitClean(vm: Vm, opts: { recoverable: boolean }): Promise<void> {
+  const { status, logProblems } = await cloudInitProblems(vm);
+  expect(status.status).toBe("done");
+  expect(status.errors).toEqual([]);
+  if (!opts.recoverable) expect(status.recoverableErrors).toEqual({});
+  expect(logProblems).toEqual({});
+}
+
+/** The host names itself in /etc/hosts, so sudo (every remote step) looks nothing up and warns of nothing. */
+export async function expectNamesItself(vm: Vm): Promise<void> {
+  expect(await sh(vm, "getent hosts $(hostname)")).toMatch(/^127\.0\.1\.1\s/);
+  const r = await vm.exec(`sudo ${ROOT_HELPER} true`);
+  expect(r.code).toBe(0);
+  expect(r.stderr).not.toContain("unable to resolve host");
 }

@@ -14,7 +14,7 @@ import { type ExecResult, runSsh, sshArgs, writePrivateFile, knownHostsLine } fr
 import { logProblems, parseCloudInitStatus } from "../../../local/vm/vm";
 import { sha256, stableJson } from "../../../plan/hash";
 import { buildHostPlan } from "../../../plan/hostPlan";
-import { IMAGE_FACTS } from "../../../plan/images";
+import { IMAGE_FACTS } from "../../../images";
 import { renderEnvFile } from "../../../plan/secrets";
 import { toolPath } from "../../../plan/tools";
 import type { SecretName } from "../../../plan/types";

@@ -1,8 +1,8 @@
 import { sshPorts, type KeelConfig } from "../config";
-import { IMAGE_FACTS, type Image } from "../plan/images";
-import { readStatic } from "../plan/static";
-import { placeStep, toolStep } from "../plan/steps";
-import type { HostFile, Step } from "../plan/types";
+import { IMAGE_FACTS, type Image } from "../images";
+import { readStatic } from "./static";
+import { placeStep, toolStep } from "./steps";
+import type { HostFile, Step } from "./types";
 
 /**
  * The hardening keel puts on the host (seed 000 §1, §8): drop-ins, a firewall file and small
@@ -208,7 +208,7 @@ const SUDO_RULE = /^(-a always,exit -F path=)\/usr\/bin\/sudo( .*)$/m;
 /**
  * keel's audit rules, with the sudo rule on each of the image's sudo executables themselves (one
  * rule each): an audit path rule matches the file the kernel runs, and on Ubuntu 26.04
- * /usr/bin/sudo is a link (through the alternatives system) to sudo-rs (plan/images.ts). A rule on
+ * /usr/bin/sudo is a link (through the alternatives system) to sudo-rs (images.ts). A rule on
  * a file that is not there loads (its directory must be) and waits for it.
  */
 export function auditRules(cfg: Pick<KeelConfig, "image">): string {
@@ -330,7 +330,7 @@ export function firstBootPackages(image: Image): string[] {
     "python3-systemd",
     "python3-venv",
     "sqlite3",
-    // The image's own time client (plan/images.ts): installing systemd-timesyncd where chrony runs
+    // The image's own time client (images.ts): installing systemd-timesyncd where chrony runs
     // would make apt remove chrony (both provide time-daemon) and with it NTS.
     IMAGE_FACTS[image].timeSync.package,
     "ufw",

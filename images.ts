@@ -1,5 +1,3 @@
-import type { KeelConfig } from "../config";
-
 /**
  * What keel relies on in each image it offers (`keel:image`, Hetzner's image names): one table, so
  * a new image is one entry here and the type checker finds every place that must handle it. Each
@@ -14,7 +12,7 @@ import type { KeelConfig } from "../config";
  * (`.github/workflows/staging.yml`, keel verify against a real server), not by a local VM.
  */
 export interface ImageFacts {
-  /** OpenSSH major.minor. Decides the KEX list and PerSourcePenalty (cloud-init/hardening.ts). */
+  /** OpenSSH major.minor. Decides the KEX list and PerSourcePenalty (plan/hardening.ts). */
   readonly openssh: string;
   /** The system python3's major.minor: what keel:pythonVersion must say for this image. */
   readonly python: string;
@@ -41,7 +39,10 @@ export interface ImageFacts {
   readonly provenBy: "local VM" | "staging acceptance run";
 }
 
-export type Image = KeelConfig["image"];
+/** The images keel offers (`keel:image`). */
+export const IMAGES = ["ubuntu-24.04", "ubuntu-26.04", "debian-12", "debian-13"] as const;
+
+export type Image = (typeof IMAGES)[number];
 
 const TIMESYNCD = { package: "systemd-timesyncd", unit: "systemd-timesyncd.service" } as const;
 const CHRONY = { package: "chrony", unit: "chrony.service" } as const;

@@ -5,32 +5,30 @@
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
-KEEL_PROG=$(basename -- "$0")
-self=$(readlink -f -- "${BASH_SOURCE[0]}" 2>/dev/null || printf '%s' "${BASH_SOURCE[0]}")
-KEEL_DB_HERE=$(cd -P -- "$(dirname -- "$self")" && pwd)
-# shellcheck source=db-lib.sh
-. "$KEEL_DB_HERE/db-lib.sh"
+# The DB tools' library, in scripts/host/ (this file is never installed on the host).
+# shellcheck source=../host/keel-db-lib
+. "$(dirname -- "$(readlink -f -- "${BASH_SOURCE[0]}" 2>/dev/null || printf '%s' "${BASH_SOURCE[0]}")")/../host/keel-db-lib" || exit 5
 
 usage() {
   cat <<EOF
 usage: $KEEL_PROG [--fallback-dir DIR [--accept-fallback SHA256]] SRC
        $KEEL_PROG -h
 
-Runs db-gate.sh prepare on SRC (verify, wal_checkpoint(TRUNCATE), -wal empty, verify again): with
+Runs keel-db-gate prepare on SRC (verify, wal_checkpoint(TRUNCATE), -wal empty, verify again): with
 the engine stopped on this machine, SRC is then the whole database in one file. A failing DB is
 never chosen. If SRC fails the gate:
 - with a hot rollback journal beside it (an interrupted transaction, which SQLite rolls back the
   next time the DB is opened for writing), SRC is not damaged: no fallback; exit 1 with what to do.
 - otherwise, with --fallback-dir, the newest backup in DIR named NAME-YYYYMMDDTHHMMSSZ.db (NAME:
   SRC's file name without its extension; newest by the name's UTC time, never by modification
-  time) that passes db-gate.sh verify and has no -wal frames or -journal beside it is the
+  time) that passes keel-db-gate verify and has no -wal frames or -journal beside it is the
   candidate. It is taken only with consent: --accept-fallback must be its sha256
   (keel:migrateAcceptFallback). Without it (or with another) exit 1, naming the candidate, its
   time and its sha256, and the line that consents.
 
 Prints one line on stdout, in sha256sum's format: "<sha256>  <absolute path of the chosen file>".
 keel copies that file to the host, checks the sha256 there and adopts it (docs/DATABASE.md).
-Exit codes are db-gate.sh's: 1 SRC failed the gate and no fallback passed (or none was given),
+Exit codes are keel-db-gate's: 1 SRC failed the gate and no fallback passed (or none was given),
 3 SRC is in use (stop the engine first), 4 SRC is not on a local filesystem, 5 other failures
 (missing file or tool); 2 usage.
 EOF
@@ -67,7 +65,7 @@ if [[ $rc -eq 0 ]]; then
   result "$1"
   exit 0
 fi
-[[ $rc -eq 1 ]] || exit "$rc" # busy, not local, usage, I/O: db-gate.sh said what to do
+[[ $rc -eq 1 ]] || exit "$rc" # busy, not local, usage, I/O: keel-db-gate said what to do
 if [[ -s $1-journal && $(keel_bytes "$1-journal" 0 8) == "217 213 5 249 32 161 99 215" ]]; then
   keel_die "$KEEL_EX_GATE" "$1 has a hot rollback journal ($1-journal): a transaction on it was interrupted, which SQLite rolls back when the DB is next opened for writing. keel does not fall back to an older backup for that (other findings of the gate are above)" \
     "open it once with the application, or: sqlite3 '$1' 'PRAGMA quick_check' (SQLite rolls the journal back), then pulumi up again"

@@ -13,13 +13,13 @@
  */
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { renderCloudConfig } from "../cloud-init/userData";
-import { parseConfig } from "../config";
-import { sha256, stableJson } from "../plan/hash";
-import { buildHostPlan } from "../plan/hostPlan";
-import { REPO_ROOT } from "../plan/static";
-import { REDACTED, readStackFile } from "../plan/stackFile";
-import type { HostPlan } from "../plan/types";
+import { renderCloudConfig } from "../../cloud-init/userData";
+import { parseConfig } from "../../config";
+import { sha256, stableJson } from "../../plan/hash";
+import { buildHostPlan } from "../../plan/hostPlan";
+import { REPO_ROOT } from "../../plan/static";
+import { REDACTED, readStackFile } from "../../plan/stackFile";
+import type { HostPlan } from "../../plan/types";
 
 /** What stands in for the generated host key in a render (the real one exists only in Pulumi state). */
 export const RENDER_HOST_KEY = {
