@@ -58,14 +58,16 @@ describe("keel-db-backup", () => {
     expect(readdirSync(out).filter((f) => f.includes(".partial."))).toEqual([]);
   });
 
-  it("writes the status file as JSON a reader parses, whatever the DB's path holds (quotes, backslashes, a tab, non-ASCII)", () => {
-    const odd = join(dir, 'a "quoted"\\dir\twith été');
+  it("writes the status file as JSON a reader parses, whatever the DB's path holds; no terminal escape gets through", () => {
+    // Quotes, a backslash, a tab, non-ASCII, and an ANSI escape and a C1 CSI, which a reader that
+    // prints a decoded field (jq -r) would pass to the terminal.
+    const odd = join(dir, 'a "quoted"\\dir\twith été \u001b[31mred\u009b0m');
     mkdirSync(odd);
     const db = makeDb(join(odd, "app.db"), { rows: 10, wal: true });
     backupOk(db, out);
     const text = readFileSync(join(out, "app.status.json"), "utf8");
     expect(text).toMatch(/^[\x20-\x7e]*\n$/); // one line of ASCII: Python's encoder escapes the rest
-    expect(JSON.parse(text)).toMatchObject({ db, result: "ok", kept_failed: [] });
+    expect(JSON.parse(text)).toMatchObject({ db: db.replace(/[\u001b\u009b]/g, ""), result: "ok", kept_failed: [] });
   });
 
   it("copies a live DB while a writer commits: the copy verifies, holds every row committed before it began, and the writer never fails", async () => {

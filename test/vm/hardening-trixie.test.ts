@@ -71,7 +71,7 @@ describe("keel's first boot on Debian 13 with keel:sshPort 2222", () => {
     await expectCloudInitClean(vm, { recoverable: false });
   }, 5 * MINUTE);
 
-  it("runs sshd on 2222 only, ML-KEM hybrid key exchange first, and negotiates it with OpenSSH 10", async () => {
+  it("negotiates the ML-KEM hybrid key exchange with OpenSSH 10; only sshd listens beyond loopback, on 2222; nothing answers on 22", async () => {
     const config = await asRoot(vm, "sshd -T");
     const kex = config.match(/^kexalgorithms (.*)$/m)![1].split(",");
     expect(kex).toEqual(kexAlgorithms("debian-13"));

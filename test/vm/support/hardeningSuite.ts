@@ -3,7 +3,7 @@
 // converge over SSH, then what an auditor checks on a hardened host, written once and
 // parameterised by the host (image, SSH port, allowed CIDRs all come from its stack config).
 import { describe, expect, it, beforeAll } from "vitest";
-import type { KeelConfig } from "../../../config";
+import { sshPorts, type KeelConfig } from "../../../config";
 import { runSteps, type StepRun } from "../../../local/runSteps";
 import { isHostKeyFailure, type ExecResult, type Vm } from "../../../local/vm";
 import { firstBootPackages, kexAlgorithms, modprobeConf } from "../../../plan/hardening";
@@ -68,8 +68,8 @@ export async function convergeFirstBootedHost(vm: Vm, cfg: KeelConfig): Promise<
   return runs;
 }
 
-/** How `ufw status` shows an allowed CIDR: a /32 as the bare address. */
-const ufwSource = (cidr: string) => cidr.replace(/\/32$/, "");
+/** How `ufw status` shows an allowed CIDR: a single address (/32, /128) bare. */
+const ufwSource = (cidr: string) => cidr.replace(/\/(32|128)$/, "");
 
 /** Each host's `sshd -T` at its first round: a reboot changes nothing in it. */
 const sshdConfigs = new WeakMap<Vm, string>();
@@ -100,11 +100,13 @@ export function hardenedHostChecks(host: () => HardenedHost, when: string, round
     it("lets a burst of 10 parallel logins from the operator's address through (what pulumi up does)", async () => {
       // ConnectTimeout 60 rather than the runner's 15: under TCG on a busy machine ten sshd forks at
       // once can take longer than 15 s to send their banners; a rate limit stalls for far longer.
-      const since = (await sh(host().vm, "date -u '+%Y-%m-%d %H:%M:%S'")).trim();
+      const since = (await sh(host().vm, "date +%s")).trim();
       const logins = await parallelLogins(() => sshAs(host(), host().admin, { options: ["-o", "ConnectTimeout=60"] }), 10);
       const failed = logins.some((l) => l.code !== 0);
-      // A failure shows what sshd said meanwhile (MaxStartups, PerSourcePenalties, LoginGraceTime).
-      const sshdLog = failed ? (await tryAsRoot(host().vm, `journalctl --no-pager -o short-iso --since '${since}' _COMM=sshd _COMM=sshd-session | tail -n 60`)).stdout : "";
+      // A failure shows what sshd said meanwhile of refusals and ends (MaxStartups, PerSourcePenalties,
+      // LoginGraceTime), out of the ~10 lines per login it writes at LogLevel VERBOSE.
+      const refusals = "startups|penalt|drop|timeout|refus|error|fatal|closed|disconnect";
+      const sshdLog = failed ? (await tryAsRoot(host().vm, `journalctl --no-pager -o short-iso --since @${since} _COMM=sshd _COMM=sshd-session | grep -aEi '${refusals}' | tail -n 80`)).stdout : "";
       expect(logins.map((l) => l.code), `${JSON.stringify(logins)}\n${sshdLog}`).toEqual(Array(10).fill(0));
     }, 5 * MINUTE);
 
@@ -117,7 +119,7 @@ export function hardenedHostChecks(host: () => HardenedHost, when: string, round
       const checks = await expectHardeningVerified(vm);
       expect(checks.get("sshd-config")!.evidence).toContain(`port(s) ${cfg.sshPort},`);
       expect(checks.get("listeners")!.evidence).toContain(`only sshd on ${cfg.sshPort}`);
-      expect(checks.get("ufw")!.evidence).toContain(`exactly the ${cfg.allowedSshCidrs.length} planned SSH rule(s)`);
+      expect(checks.get("ufw")!.evidence).toContain(`exactly the ${sshPorts(cfg).length * cfg.allowedSshCidrs.length} planned SSH rule(s)`);
     }, 20 * MINUTE);
 
     it("runs sshd with keys only, the deploy user only, the image's post-quantum hybrid first", async () => {
@@ -137,7 +139,7 @@ export function hardenedHostChecks(host: () => HardenedHost, when: string, round
         loglevel: value("loglevel"),
         maxsessions: value("maxsessions"),
       }).toEqual({
-        ports: [String(cfg.sshPort)],
+        ports: sshPorts(cfg).map(String),
         permitrootlogin: "no",
         passwordauthentication: "no",
         kbdinteractiveauthentication: "no",
@@ -160,7 +162,8 @@ export function hardenedHostChecks(host: () => HardenedHost, when: string, round
       expect(ufw.status).toBe("active");
       // ufw prints "disabled (routed)" where the kernel forwards nothing (net.ipv4.ip_forward = 0).
       expect(ufw.defaults).toBe("deny (incoming), allow (outgoing), disabled (routed)");
-      expect(ufw.rules).toEqual(cfg.allowedSshCidrs.map((cidr) => ({ to: `${cfg.sshPort}/tcp`, action: "ALLOW IN", from: ufwSource(cidr), comment: "keel-ssh" })));
+      const rules = sshPorts(cfg).flatMap((port) => cfg.allowedSshCidrs.map((cidr) => ({ to: `${port}/tcp`, action: "ALLOW IN", from: ufwSource(cidr), comment: "keel-ssh" })));
+      expect(ufw.rules).toEqual(rules);
     }, 5 * MINUTE);
 
     it("drops what else would listen beyond loopback (keel verify's listeners check says only sshd listens)", async () => {
