@@ -4,8 +4,8 @@
 // webhook. host.conf is the one plan/health.ts renders, with its paths moved into the temp dir.
 // The unit-state parts (engine, time, timer) need systemd as PID 1: they run on the VM
 // (test/vm/health.test.ts); here they must fail closed. Needs root (tmpfs, chown).
-import { execFile, spawnSync } from "node:child_process";
-import { appendFileSync, chmodSync, chownSync, existsSync, lchownSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { execFile, spawn, spawnSync } from "node:child_process";
+import { appendFileSync, chmodSync, chownSync, existsSync, lchownSync, linkSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -123,6 +123,21 @@ function layout(overrides: Record<string, string> = {}): Layout {
   return new Layout(root, overrides);
 }
 afterAll(() => roots.forEach((r) => rmSync(r, { recursive: true, force: true })));
+
+/** Process `pid` has `path` open (its /proc/PID/fd links; false once it is gone). */
+function holdsOpen(pid: number, path: string): boolean {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`) === path;
+      } catch {
+        return false; // closed since the listing
+      }
+    });
+  } catch {
+    return false;
+  }
+}
 
 /** A layout with a DB and one backup of it, and the backup run's status file as it wrote it. */
 function backedUp<S = Record<string, unknown>>(): { l: Layout; statusFile: string; status: S } {
@@ -845,6 +860,48 @@ describe("keel-health --record and the alert webhook", { timeout: 180_000 }, () 
     expect((await record()).code).toBe(0);
     expect(received.slice(-1).map((a) => [a.status, a.previous, a.exit_code])).toEqual([["healthy", "down", 0]]);
     expect(readFileSync(join(l.keel, "health.state"), "utf8")).toMatch(/^status=healthy\nsince=\d+\nchecked=\d+\nnotified=healthy\nsecurity_pending_since=\nbackup_sha=.*\n$/);
+  });
+
+  it("a --record run that waited for another's lock takes the state that one recorded: no second alert for the same change", async () => {
+    const l = layout();
+    writeFileSync(join(l.keel, "alert-webhook"), `http://127.0.0.1:${port}/${TOKEN}\n`, { mode: 0o600 });
+    makeDb(l.db);
+    expect(l.backup()).toBe(0);
+    expect((await l.health(["--record", "--only", "db,backup"])).code).toBe(0);
+    l.backdateNewestBackup("20250101T000000Z");
+    const state = join(l.keel, "health.state");
+    const lock = `${state}.lock`;
+    const go = join(l.root, "go");
+    // Another --record run holds the lock until told to go.
+    const holder = spawn("flock", [lock, "sh", "-c", `while [ ! -e '${go}' ]; do sleep 0.05; done`], { stdio: "ignore" });
+    try {
+      while (spawnSync("flock", ["-n", lock, "true"]).status === 0) await new Promise((r) => setTimeout(r, 50));
+      const waiting = new Promise<Run>((resolve) => {
+        const child = spawn(HEALTH, ["--record", "--only", "db,backup"], { env: rootToolEnv({ KEEL_HOST_CONF: l.conf }) });
+        let stdout = "";
+        let stderr = "";
+        child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
+        child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+        child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
+        // Once it waits for the lock (its state read at start said healthy), the holder records the
+        // change to degraded and its alert, as a run that got there first does.
+        const opened = async () => {
+          while (!holdsOpen(child.pid!, lock)) await new Promise((r) => setTimeout(r, 50));
+        };
+        void opened().then(() => {
+          writeFileSync(state, readFileSync(state, "utf8").replace(/^status=.*$/m, "status=degraded").replace(/^notified=.*$/m, "notified=degraded"));
+          writeFileSync(go, "");
+        });
+      });
+      const before = received.length;
+      const r = await waiting;
+      expect(r.code, r.stderr).toBe(1);
+      expect(received.length).toBe(before);
+      expect(readFileSync(state, "utf8")).toMatch(/^status=degraded\n[\s\S]*^notified=degraded$/m);
+    } finally {
+      writeFileSync(go, "");
+      holder.kill();
+    }
   });
 
   it("stays quiet with no webhook configured (an empty file), and records the state all the same", async () => {
