@@ -17,7 +17,6 @@ export const LOCATIONS = ["fsn1", "nbg1", "hel1", "ash", "hil", "sin"] as const;
  * Images keel renders a first boot for (Hetzner's image names). Ubuntu 24.04 is the seed's ruling;
  * Debian 12 and 13 are the images keel's VM tests boot. The list and what each ships: images.ts.
  */
-export { IMAGES };
 /**
  * Locations where Hetzner sells only the dedicated and AMD lines: its cost-optimized cx* and Arm
  * cax* servers are EU-only (Falkenstein, Nuremberg, Helsinki; Hetzner's server type availability per

@@ -50,7 +50,7 @@ export const HOST_CONF_KINDS = {
   ports: { pattern: "^[0-9]+(,[0-9]+)*$", what: "TCP ports separated by commas" },
 } as const;
 
-export type HostConfKind = keyof typeof HOST_CONF_KINDS;
+type HostConfKind = keyof typeof HOST_CONF_KINDS;
 
 /** host.conf's text: a header, then the keys sorted. Throws when a value does not fit its kind. */
 export function renderHostConfText(header: string[], values: Record<HostConfKey, string | number>): string {

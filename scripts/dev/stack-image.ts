@@ -5,8 +5,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseDocument } from "yaml";
-import { IMAGES } from "../../config";
-import { IMAGE_FACTS, type Image } from "../../images";
+import { IMAGE_FACTS, IMAGES, type Image } from "../../images";
 
 /** The stack file's text with keel:image set to `image` and keel:pythonVersion to its Python. */
 export function withImage(text: string, image: Image): string {

@@ -10,10 +10,10 @@ import { dirname, join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { parseConfig, type KeelConfig } from "../../config";
 import { backupServiceName, backupTimerName, dropInPath, PRIVILEGED_BUT_SETUID, renderBackupService, renderBackupTimer, renderSessionDropIn } from "../../plan/database";
-import { execStart, renderUnit, unitFilePath } from "../../plan/engine";
-import { TOOLS, toolPath, type Tool } from "../../plan/tools";
+import { renderUnit, unitFilePath } from "../../plan/engine";
+import type { Tool } from "../../plan/tools";
 import { stackConfig } from "../support/stack";
-import { exposure, MAX_BACKUP_EXPOSURE } from "../support/units";
+import { exposure, keelUnitPrograms, MAX_BACKUP_EXPOSURE } from "../support/units";
 import { fingerprint, listing, makeDb, removeDir, SCRIPTS, sha256, STEP_SCRIPTS, sql, startWriter, tempDir, writerOnce } from "./db-helpers";
 
 function config(stack: string): KeelConfig {
@@ -70,8 +70,7 @@ describe.each(["prod", "staging"])("the backup units and the engine's drop-in of
       mkdirSync(dirname(join(root, path)), { recursive: true });
       writeFileSync(join(root, path), content);
     }
-    const executables = [execStart(cfg).split(" ")[0], ...(Object.keys(TOOLS) as Tool[]).filter((t) => !without.includes(t)).map(toolPath)];
-    for (const program of executables) {
+    for (const program of keelUnitPrograms(cfg, without)) {
       mkdirSync(dirname(join(root, program)), { recursive: true });
       writeFileSync(join(root, program), "#!/bin/sh\n");
       chmodSync(join(root, program), 0o755);

@@ -1,11 +1,11 @@
-import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { appendFileSync, chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { REPO } from "../support/stack";
-import { freePort, listening } from "../support/net";
+import { freePort, startSshd, type TestSshd } from "../support/net";
 
 // keel's engine scripts on this machine, with real git, ssh, sshd, python3 and pip. Needs root
 // (useradd, runuser, unshare): the scripts run as a temporary deploy user, as on the host.
@@ -181,9 +181,8 @@ describe("engine-source.sh", () => {
   });
 
   describe("over ssh, with the deploy key and the pinned host key", () => {
-    let sshd: ChildProcess;
+    let sshd: TestSshd | undefined;
     let port: number;
-    let sshdLog = "";
     let hostLine: string;
 
     beforeAll(async () => {
@@ -203,20 +202,9 @@ describe("engine-source.sh", () => {
         [`ListenAddress 127.0.0.1:${port}`, `HostKey ${join(dir, "host")}`, `PidFile ${join(dir, "sshd.pid")}`, `AllowUsers ${DEPLOY}`, "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM yes", "StrictModes no"].join("\n") + "\n",
       );
       hostLine = `[127.0.0.1]:${port} ${readFileSync(join(dir, "host.pub"), "utf8").split(" ").slice(0, 2).join(" ")}`;
-      // ssh.service's RuntimeDirectory: absent on a machine where the package's service never ran
-      // (CI installs openssh-server with service starts disabled).
-      mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
-      sshd = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", join(dir, "sshd_config")]);
-      sshd.stderr!.on("data", (d) => (sshdLog += d));
-      const deadline = Date.now() + 10_000;
-      while (!(await listening(port))) {
-        if (Date.now() > deadline) throw new Error(`sshd did not listen:\n${sshdLog}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      sshd = await startSshd(join(dir, "sshd_config"), port);
     });
-    afterAll(() => {
-      sshd?.kill("SIGTERM");
-    });
+    afterAll(() => sshd?.stop());
 
     const url = () => `ssh://${DEPLOY}@127.0.0.1:${port}${src}`;
 

@@ -7,6 +7,7 @@ import { parseConfig, type KeelConfig } from "../../config";
 import { execStart, renderUnit, unitFilePath } from "../../plan/engine";
 import { REPO, stackConfig } from "../support/stack";
 import { exposure, MAX_ENGINE_EXPOSURE } from "../support/units";
+import { TOOLS } from "../../plan/tools";
 
 /** The exposure `systemd-analyze security` may report for the engine's unit (issue 3). */
 const MAX_EXPOSURE = MAX_ENGINE_EXPOSURE;
@@ -90,7 +91,7 @@ describe.each(["prod", "staging"])("the engine unit of the %s stack, checked by 
 
 describe("keel's engine scripts", () => {
   it("are shellcheck clean", () => {
-    const scripts = [join(REPO, "scripts", "steps", "engine-preflight.sh"), join(REPO, "scripts", "steps", "engine-source.sh"), join(REPO, "scripts", "host", "keel-engine-venv"), join(REPO, "scripts", "host", "keel-engine-start")];
+    const scripts = [join(REPO, "scripts", "steps", "engine-preflight.sh"), join(REPO, "scripts", "steps", "engine-source.sh"), join(REPO, TOOLS["engine-venv"]), join(REPO, TOOLS["engine-start"])];
     expect(run("shellcheck", scripts)).toEqual({ code: 0, out: "" });
   });
 });

@@ -15,9 +15,10 @@ import { stableJson } from "../../plan/hash";
 import { makeDb, sha256, tempDir } from "./db-helpers";
 import { rootToolEnv } from "../support/env";
 import { REPO, stackConfig } from "../support/stack";
+import { TOOLS } from "../../plan/tools";
 
-const HEALTH = join(REPO, "scripts", "host", "keel-health");
-const DB_BACKUP = join(REPO, "scripts", "host", "keel-db-backup");
+const HEALTH = join(REPO, TOOLS.health);
+const DB_BACKUP = join(REPO, TOOLS["db-backup"]);
 const NOBODY = 65534;
 
 interface Run {
@@ -50,8 +51,8 @@ class Layout {
     this.keel = join(root, "keel");
     this.tools = join(root, "tools");
     for (const d of [this.lib, this.backups, this.keel, this.tools, join(root, "journal")]) mkdirSync(d, { recursive: true });
-    symlinkSync(join(REPO, "scripts", "host", "keel-place"), join(this.tools, "keel-place"));
-    symlinkSync(join(REPO, "scripts", "host", "keel-health-alert"), join(this.tools, "keel-health-alert"));
+    symlinkSync(join(REPO, TOOLS.place), join(this.tools, "keel-place"));
+    symlinkSync(join(REPO, TOOLS["health-alert"]), join(this.tools, "keel-health-alert"));
     this.db = join(this.lib, "engine.db");
     this.conf = join(root, "host.conf");
     this.writeConf(overrides);
@@ -915,7 +916,7 @@ describe("keel-health --record and the alert webhook", { timeout: 180_000 }, () 
 });
 
 describe("keel-health-alert", () => {
-  const alert = join(REPO, "scripts", "host", "keel-health-alert");
+  const alert = join(REPO, TOOLS["health-alert"]);
   function run(url: string, body = '{"status":"down"}') {
     const dir = tempDir("keel-alert-");
     roots.push(dir);

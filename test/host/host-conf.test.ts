@@ -9,8 +9,9 @@ import { parseConfig } from "../../config";
 import { renderHostConf } from "../../plan/health";
 import { HOST_CONF_KEYS, HOST_CONF_KINDS, renderHostConfText, type HostConfKey } from "../../plan/hostConf";
 import { REPO, stackConfig } from "../support/stack";
+import { TOOLS } from "../../plan/tools";
 
-const READER = join(REPO, "scripts", "host", "keel-host-conf");
+const READER = join(REPO, TOOLS["host-conf"]);
 const dir = mkdtempSync(join(tmpdir(), "keel-host-conf-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

@@ -8,8 +8,9 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { REPO } from "../support/stack";
+import { TOOLS } from "../../plan/tools";
 
-const SCRIPT_PATH = join(REPO, "scripts", "host", "keel-packages");
+const SCRIPT_PATH = join(REPO, TOOLS.packages);
 const SCRIPT = readFileSync(SCRIPT_PATH, "utf8");
 
 /** Runs the script from stdin (as sudo runs the installed tool), as root or as nobody. */

@@ -6,8 +6,9 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Bundle } from "../../plan/types";
 import { REPO } from "../support/stack";
+import { TOOLS } from "../../plan/tools";
 
-const PLACE = join(REPO, "scripts", "host", "keel-place");
+const PLACE = join(REPO, TOOLS.place);
 
 /** keel-place as the host runs it: the system python3, the bundle on stdin, as root. */
 function place(input: Bundle | string, manifest: string, args: string[] = []) {

@@ -19,6 +19,7 @@ import { makeDb, sha256, sql } from "./db-helpers";
 import { REPO, stackConfig } from "../support/stack";
 import { rootToolEnv } from "../support/env";
 import { freePort, startSshd, type TestSshd } from "../support/net";
+import { TOOLS } from "../../plan/tools";
 
 const RUNBOOK = join(REPO, "scripts", "runbook");
 const USER = `keel-r${randomBytes(3).toString("hex")}`;
@@ -275,7 +276,7 @@ describe("logs.sh and migrate.sh against the sshd", () => {
 
 describe("keel-ops (the host side) without systemd", () => {
   function ops(args: string[], conf: string): Run {
-    const r = spawnSync(join(REPO, "scripts", "host", "keel-ops"), args, { encoding: "utf8", env: rootToolEnv({ KEEL_HOST_CONF: conf }), timeout: 60_000 });
+    const r = spawnSync(join(REPO, TOOLS.ops), args, { encoding: "utf8", env: rootToolEnv({ KEEL_HOST_CONF: conf }), timeout: 60_000 });
     return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
   }
   let conf: string;
@@ -365,7 +366,7 @@ describe("keel-ops (the host side) without systemd", () => {
       // As the backup service takes them: root runs the two sides as their users (keel-db-backup --as).
       for (let i = 0; i < 3; i++) {
         for (const d of [join(live, "backups"), join(live, "backups", "sessions")]) {
-          execFileSync(join(REPO, "scripts", "host", "keel-db-backup"), ["--as", `${USER}:${BACKUP_USER}`, "--keep", "10", db, d], { stdio: "ignore" });
+          execFileSync(join(REPO, TOOLS["db-backup"]), ["--as", `${USER}:${BACKUP_USER}`, "--keep", "10", db, d], { stdio: "ignore" });
         }
       }
       for (const f of readdirSync(join(live, "backups")).filter((f) => f.endsWith(".db"))) {

@@ -7,6 +7,7 @@ import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { auditRules } from "../../plan/hardening";
+import { TOOLS } from "../../plan/tools";
 import { REPO } from "../support/stack";
 
 /** audit_problems(planned, loaded, sudo_exe), from the script itself. */
@@ -14,7 +15,7 @@ function auditProblems(planned: string, loaded: string, sudoExe: string): string
   const program = `
 import importlib.machinery, importlib.util, json, sys
 # keel-verify has no .py suffix (it is named as installed), so its loader is given explicitly.
-spec = importlib.util.spec_from_loader("keel_verify", importlib.machinery.SourceFileLoader("keel_verify", ${JSON.stringify(join(REPO, "scripts", "host", "keel-verify"))}))
+spec = importlib.util.spec_from_loader("keel_verify", importlib.machinery.SourceFileLoader("keel_verify", ${JSON.stringify(join(REPO, TOOLS.verify))}))
 m = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(m)
 a = json.load(sys.stdin)

@@ -6,7 +6,7 @@ import type { KeelConfig } from "../../config";
 import { backupServiceName, backupTimerName, dropInPath, renderBackupService, renderBackupTimer, renderSessionDropIn } from "../../plan/database";
 import { execStart, MAX_ENGINE_EXPOSURE, renderUnit, unitFilePath } from "../../plan/engine";
 import { healthUnitFiles, HEALTH_SERVICE } from "../../plan/health";
-import { TOOLS, toolPath, type Tool } from "../../plan/tools";
+import { TOOL_NAMES, toolPath, type Tool } from "../../plan/tools";
 
 /** The engine's unit's (plan/engine.ts; keel verify's engine-exposure check holds it to the same). */
 export { MAX_ENGINE_EXPOSURE };
@@ -44,7 +44,7 @@ export function keelServices(cfg: KeelConfig): { path: string; maxExposure: numb
 
 /** The programs the units run (stand-ins make `systemd-analyze verify` pass where they are absent). */
 export function keelUnitPrograms(cfg: KeelConfig, without: readonly Tool[] = []): string[] {
-  return [execStart(cfg).split(" ")[0], ...(Object.keys(TOOLS) as Tool[]).filter((t) => !without.includes(t)).map(toolPath)];
+  return [execStart(cfg).split(" ")[0], ...TOOL_NAMES.filter((t) => !without.includes(t)).map(toolPath)];
 }
 
 /** The overall exposure from `systemd-analyze security`'s last line ("… for x.service: 1.0 OK 🙂"). */

@@ -4,11 +4,12 @@ import { gunzipSync } from "node:zlib";
 import Ajv from "ajv-draft-04";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { IMAGES, parseConfig, type KeelConfig } from "../../config";
+import { parseConfig, type KeelConfig } from "../../config";
+import { IMAGES } from "../../images";
 import { stableJson } from "../../plan/hash";
 import { layoutBundle } from "../../plan/hostPlan";
 import { REPO_ROOT } from "../../plan/static";
-import { toolFiles } from "../../plan/tools";
+import { toolFiles, TOOLS } from "../../plan/tools";
 import { firstBootPackages, HARDENING_PATHS, hardeningFiles } from "../../plan/hardening";
 import { DEFAULT_REPO_PACKAGES } from "../../local/vm/image";
 import { cloudConfig, enableUnlessEnabled, FIRST_BOOT_LAYOUT_BUNDLE, gzipBase64, renderCloudConfig, USER_DATA_MAX_BYTES } from "../../cloud-init/userData";
@@ -173,7 +174,7 @@ describe("write_files", () => {
 
   it("installs keel-place byte for byte, root-owned and executable", () => {
     const place = writeFile(d, "/usr/local/sbin/keel-place");
-    expect(fileText(d, place.path)).toBe(readFileSync(join(REPO_ROOT, "scripts", "host", "keel-place"), "utf8"));
+    expect(fileText(d, place.path)).toBe(readFileSync(join(REPO_ROOT, TOOLS.place), "utf8"));
     expect(place.permissions).toBe("0755");
     expect(place.owner).toBe("root:root");
   });

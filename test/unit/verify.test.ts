@@ -10,8 +10,9 @@ import { parseConfig } from "../../config";
 import { MAX_ENGINE_EXPOSURE } from "../../plan/engine";
 import { envFileBundle } from "../../plan/secrets";
 import { REPO, stackConfig } from "../support/stack";
+import { TOOLS } from "../../plan/tools";
 
-const SCRIPT = readFileSync(join(REPO, "scripts", "host", "keel-verify"), "utf8");
+const SCRIPT = readFileSync(join(REPO, TOOLS.verify), "utf8");
 const constant = (name: string) => new RegExp(`^${name} = (.+)$`, "m").exec(SCRIPT)?.[1];
 
 describe("keel-verify and the plan", () => {

@@ -3,8 +3,8 @@ import { register } from "node:module";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
-import { IMAGES, parseConfig } from "../../config";
-import { IMAGE_FACTS } from "../../images";
+import { parseConfig } from "../../config";
+import { IMAGE_FACTS, IMAGES } from "../../images";
 import { withImage } from "../../scripts/dev/stack-image";
 import { REPO, stackConfig } from "../support/stack";
 
