@@ -240,12 +240,59 @@ export async function expectBanAndUnban(vm: Vm, port: number, hostPublicKey: str
     expect(await probeFromAttacker(vm, port)).not.toMatch(/banner|open/);
     expect((await vm.exec("echo keel-ok")).stdout).toBe("keel-ok\n");
 
+    await waitForJailToReadTheAttack(vm, port);
     expect((await asRoot(vm, `fail2ban-client set sshd unbanip ${ATTACKER_ADDRESS}`)).trim()).toBe("1");
     expect((await sshdJail(vm)).banned).not.toContain(ATTACKER_ADDRESS);
     expect(await probeFromAttacker(vm, port)).toBe("banner");
   } finally {
     await removeAttackerNamespace(vm);
   }
+}
+
+/**
+ * Waits until fail2ban has counted every failure the attack made sshd log, so that an unban is not
+ * undone by a line it reads later. `unbanip` clears the ban, not the failures the jail counted after
+ * it (fail2ban 1.1.0, server/actions.py removeBannedIP; server/filter.py processLineAndAdd counts
+ * a banned address's failures afresh, and server/observer.py failureFound counts each of them twice
+ * once the address has been banned before, bantime.increment): a failure read after the unban bans
+ * the address again (seen on Debian 13 under TCG, where the journal reader lags).
+ *  1. No connection from the attacker is left open: one the ban cut mid-handshake ends only at
+ *     LoginGraceTime, with a "Timeout before authentication" line the jail counts.
+ *  2. A failed login from 127.0.0.1, which the jail ignores and says so in its log, is logged after
+ *     all of the attack's lines; fail2ban reads the journal in order, so once it logs that ignore it
+ *     has read the attack.
+ *  3. The jail's reading holds still for a few seconds: the observer and the ban actions, which run
+ *     in threads of their own, are done.
+ */
+async function waitForJailToReadTheAttack(vm: Vm, port: number): Promise<void> {
+  const deadline = Date.now() + 2 * MINUTE;
+  const until = async (what: string, done: () => Promise<boolean>) => {
+    while (!(await done())) {
+      if (Date.now() > deadline) throw new Error(`fail2ban's sshd jail did not finish reading the attack: ${what}`);
+      await new Promise((r) => setTimeout(r, 2_000));
+    }
+  };
+  await until(`a connection from ${ATTACKER_ADDRESS} is still open`, async () =>
+    (await asRoot(vm, `ss -Htn state connected exclude time-wait dst ${ATTACKER_ADDRESS}`)).trim() === "");
+
+  const target = (await asRoot(vm, "fail2ban-client get logtarget")).match(/^`- (\/\S+)$/m)?.[1];
+  if (!target) throw new Error("fail2ban logs somewhere other than a file; this check reads its log file");
+  const ignored = async () => Number((await tryAsRoot(vm, `grep -c '\\[sshd\\] Ignore 127\\.0\\.0\\.1 by' ${target}`)).stdout.trim() || 0);
+  const before = await ignored();
+  await tryAsRoot(vm, [
+    `timeout 20 ssh -F /dev/null -p ${port} -o BatchMode=yes -o PubkeyAuthentication=no -o ConnectTimeout=8`,
+    "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o GlobalKnownHostsFile=/dev/null intruder@127.0.0.1 true",
+  ].join(" "));
+  await until(`its log (${target}) never said it ignored the failed login from 127.0.0.1`, async () => (await ignored()) > before);
+
+  let last = "";
+  await until("its status kept changing", async () => {
+    const now = await sshdJail(vm);
+    const reading = `${now.totalFailed} ${now.banned.join(" ")}`;
+    const still = reading === last;
+    last = reading;
+    return still;
+  });
 }
 
 /** One line of keel verify's host half: STATUS NAME EVIDENCE (scripts/host/keel-verify). */
