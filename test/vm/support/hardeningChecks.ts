@@ -272,8 +272,12 @@ async function waitForJailToReadTheAttack(vm: Vm, port: number): Promise<void> {
       await new Promise((r) => setTimeout(r, 2_000));
     }
   };
+  const started = Date.now();
+  // Only a socket sshd still reads from can make it log; one it has closed (FIN-WAIT, whose
+  // answers the ban drops) cannot.
   await until(`a connection from ${ATTACKER_ADDRESS} is still open`, async () =>
-    (await asRoot(vm, `ss -Htn state connected exclude time-wait dst ${ATTACKER_ADDRESS}`)).trim() === "");
+    (await asRoot(vm, `ss -Htn state established state syn-recv state close-wait dst ${ATTACKER_ADDRESS}`)).trim() === "");
+  const closed = Date.now();
 
   const target = (await asRoot(vm, "fail2ban-client get logtarget")).match(/^`- (\/\S+)$/m)?.[1];
   if (!target) throw new Error("fail2ban logs somewhere other than a file; this check reads its log file");
@@ -284,6 +288,7 @@ async function waitForJailToReadTheAttack(vm: Vm, port: number): Promise<void> {
     "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o GlobalKnownHostsFile=/dev/null intruder@127.0.0.1 true",
   ].join(" "));
   await until(`its log (${target}) never said it ignored the failed login from 127.0.0.1`, async () => (await ignored()) > before);
+  const read = Date.now();
 
   let last = "";
   await until("its status kept changing", async () => {
@@ -293,6 +298,8 @@ async function waitForJailToReadTheAttack(vm: Vm, port: number): Promise<void> {
     last = reading;
     return still;
   });
+  const secs = (from: number, to: number) => Math.round((to - from) / 1000);
+  console.log(`fail2ban read the attack: connections closed in ${secs(started, closed)} s, the marker read in ${secs(closed, read)} s, status still in ${secs(read, Date.now())} s`);
 }
 
 /** One line of keel verify's host half: STATUS NAME EVIDENCE (scripts/host/keel-verify). */
