@@ -1,6 +1,8 @@
 // `npm run gen`: writes the generated files (scripts/dev/generated.ts) and says which changed.
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { renderTailoring } from "../../compliance/tailoring";
+import { TAILORING_FILE } from "../../compliance/decisions";
 import { renderConfigDoc, renderHealthSchema, renderHealthScript, renderHostConfReader, renderPulumiYaml, renderRunbookDoc } from "./generated";
 
 const REPO = path.join(__dirname, "..", "..");
@@ -11,6 +13,7 @@ const files: [string, (current: string) => string][] = [
   ["scripts/host/keel-health", renderHealthScript],
   ["docs/RUNBOOK.md", renderRunbookDoc],
   ["docs/health-report.schema.json", () => renderHealthSchema()],
+  [TAILORING_FILE, () => renderTailoring()],
 ];
 for (const [file, render] of files) {
   const full = path.join(REPO, file);

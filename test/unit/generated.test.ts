@@ -10,6 +10,8 @@ import { CONFIG_DOC } from "../../configDocs";
 import { declaredKeys, renderConfigDoc, renderHealthSchema, renderHealthScript, renderHostConfReader, renderPulumiYaml, renderRunbookDoc } from "../../scripts/dev/generated";
 import { HEALTH_CHECKS } from "../../plan/healthChecks";
 import { REPO } from "../support/stack";
+import { TAILORING_FILE } from "../../compliance/decisions";
+import { renderTailoring } from "../../compliance/tailoring";
 
 const read = (file: string) => readFileSync(join(REPO, file), "utf8");
 const STALE = "is stale: run `npm run gen` and commit the result";
@@ -54,5 +56,9 @@ describe("generated files", () => {
     const names = HEALTH_CHECKS.map((c) => c.name);
     expect(new Set(names).size).toBe(names.length);
     expect(Object.keys((JSON.parse(read("docs/health-report.schema.json")) as { properties: { checks: { properties: object } } }).properties.checks.properties)).toEqual(names);
+  });
+
+  it("the compliance tailoring file is compliance/decisions.ts's, rendered", () => {
+    expect(read(TAILORING_FILE), `${TAILORING_FILE} ${STALE}`).toBe(renderTailoring());
   });
 });

@@ -133,6 +133,12 @@ export interface DeployableVm {
   readonly resumed: boolean;
 }
 
+export interface DeployableVmOptions {
+  readonly extraGuestPorts?: readonly number[];
+  /** The image's offline repository (buildImage); defaults to DEFAULT_REPO_PACKAGES. A benchmark adds its audit tool here. */
+  readonly repoPackages?: readonly string[];
+}
+
 /**
  * The directory one test run shares between its files (vitest.config.mts sets KEEL_TEST_RUN_DIR and
  * removes it at the end): the run's keys, and snapshots of the first boots its VMs start from.
@@ -176,13 +182,13 @@ export function testHostConfig(adminKey: string, commit: string, overrides: Reco
  * caller of a run boots for real and takes the snapshot, the others wait for it), with the root
  * helper and the engine's repository pushed. Each caller gets its own VM.
  */
-export async function deployableVm(name: string, opts: { extraGuestPorts?: readonly number[]; repository?: { commit: string; bundle: string } } = {}): Promise<DeployableVm> {
+export async function deployableVm(name: string, opts: DeployableVmOptions & { repository?: { commit: string; bundle: string } } = {}): Promise<DeployableVm> {
   const tmp = fs.mkdtempSync(path.join(tmpdir(), `keel-${name}-vm-`));
   try {
     const keys = await testRunKeys();
     const repo = opts.repository ?? engineRepository(SAMPLE_ENGINE, tmp);
     const cfg = testHostConfig(keys.admin.publicKey, repo.commit);
-    const image = await buildImage({ release: "bookworm" });
+    const image = await buildImage({ release: "bookworm", repoPackages: opts.repoPackages });
     const booted = await firstBoot({
       image,
       userData: localUserData(cfg, keys.host),
@@ -265,7 +271,7 @@ export interface DeployedTestHost extends DeployableVm {
  * minutes under TCG; a resume is seconds. The snapshot holds the secrets: it lives in the run's
  * private directory (testRunDir) and goes with it.
  */
-export async function deployedTestHost(name: string, opts: { extraGuestPorts?: readonly number[] } = {}): Promise<DeployedTestHost> {
+export async function deployedTestHost(name: string, opts: DeployableVmOptions = {}): Promise<DeployedTestHost> {
   const keys = await testRunKeys();
   const repoDir = fs.mkdtempSync(path.join(tmpdir(), `keel-${name}-repo-`));
   try {
@@ -273,7 +279,7 @@ export async function deployedTestHost(name: string, opts: { extraGuestPorts?: r
     const cfg = deployedHostConfig(keys.admin.publicKey, repo.commits[0]);
     const secrets: Record<SecretName, string> = { deployKey: keys.deploy.privateKey, envFile: renderEnvFile(TEST_HOST_SECRET_ENV), alertWebhook: TEST_HOST_WEBHOOK.url };
     const steps = buildHostPlan(cfg).steps;
-    const key = sha256(stableJson({ steps: steps.map((s) => s.hash), secrets: sha256(stableJson(secrets)), commits: repo.commits }));
+    const key = sha256(stableJson({ steps: steps.map((s) => s.hash), secrets: sha256(stableJson(secrets)), commits: repo.commits, repoPackages: opts.repoPackages ?? null }));
     const cache = path.join(testRunDir(), "deployed");
     fs.mkdirSync(cache, { recursive: true, mode: 0o700 });
     const entry = path.join(cache, key.slice(0, 24));
