@@ -191,7 +191,8 @@ async function main(): Promise<void> {
   const kept = path.join(CACHE, new Date().toISOString().replace(/[:.]/g, "-"));
   fs.mkdirSync(kept, { recursive: true });
   // The run's own directory (keys, snapshots), removed at the end like a test run's.
-  process.env.KEEL_TEST_RUN_DIR ??= fs.mkdtempSync(path.join(os.tmpdir(), "keel-compliance-run-"));
+  const runDir = fs.mkdtempSync(path.join(os.tmpdir(), "keel-compliance-run-"));
+  process.env.KEEL_TEST_RUN_DIR = runDir;
   out = [];
   const started = Date.now();
   // openscap-scanner is in the image's offline repository, not in keel's payload: the audit tool
@@ -238,7 +239,7 @@ async function main(): Promise<void> {
     fs.writeFileSync(path.join(kept, "summary.txt"), `${out.join("\n")}\n`);
     await vm.shutdown();
     fs.rmSync(host.tmp, { recursive: true, force: true });
-    fs.rmSync(process.env.KEEL_TEST_RUN_DIR, { recursive: true, force: true });
+    fs.rmSync(runDir, { recursive: true, force: true });
   }
 }
 

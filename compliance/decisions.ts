@@ -27,8 +27,57 @@ export const TAILORING_VERSION = { version: "1", time: "2026-12-05T00:00:00" } a
 const PARTITION =
   "Hetzner Cloud servers boot the provider's image: one root file system on one disk, no spare space to carve partitions from, and a rescale or rebuild replaces the disk layout. A separate partition cannot be made on a running cloud server without reinstalling it; keel guards the disk with its free-space check instead.";
 
+const NO_PASSWORDS =
+  "No account on a keel host has a password, and nothing on it asks for one: sshd takes keys only (PasswordAuthentication and KbdInteractiveAuthentication no, checked by keel verify), the deploy user is made with a locked password, root has none and cannot log in over SSH, and sudo is NOPASSWD for keel's own tools only. Rules on password quality, reuse, hashing, lockout after failed passwords and password ageing govern something this host never sets or checks.";
+
+/** Debian 12 and 13 have a merged /usr: /lib/sysctl.d is /usr/lib/sysctl.d, the packages' own directory. */
+const PACKAGE_SYSCTL = (key: string, pkgValue: string, file: string) =>
+  `keel sets ${key} in /etc/sysctl.d/99-zz-keel.conf, which sorts after every other sysctl.d file, so the value in force is the rule's (keel's hardening VM tests compare it with sysctl -n, and keel verify does on a live host). The rule's check also reads /lib/sysctl.d as a file the administrator owns; with Debian's merged /usr that is the packages' directory, where ${file} sets ${pkgValue}. Editing a package's file would be undone by its next upgrade.`;
+
 export const DECISIONS: readonly Decision[] = [
   ...["boot", "home", "opt", "srv", "usr", "var", "var_log", "var_log_audit", "var_tmp"].map(
     (p): Decision => ({ rule: `partition_for_${p}`, kind: "cannot apply", reason: PARTITION }),
   ),
+  ...[
+    "accounts_password_pam_dcredit",
+    "accounts_password_pam_lcredit",
+    "accounts_password_pam_minclass",
+    "accounts_password_pam_minlen",
+    "accounts_password_pam_ocredit",
+    "accounts_password_pam_retry",
+    "accounts_password_pam_ucredit",
+    "accounts_password_pam_unix_remember",
+    "accounts_password_pam_unix_rounds_password_auth",
+    "accounts_password_set_max_life_root",
+    "accounts_passwords_pam_faillock_deny",
+    "accounts_passwords_pam_faillock_interval",
+    "accounts_passwords_pam_faillock_unlock_time",
+    "package_pam_pwquality_installed",
+    "set_password_hashing_algorithm_logindefs",
+  ].map((rule): Decision => ({ rule, kind: "cannot apply", reason: NO_PASSWORDS })),
+  {
+    rule: "sysctl_net_ipv4_conf_all_arp_ignore",
+    kind: "would harm",
+    reason:
+      "The profile wants arp_ignore = 2: answer ARP only for a sender in the same subnet as the address asked for. A Hetzner Cloud server's public IPv4 address is a /32 and its gateway, 172.31.1.1, is in no subnet of it, so the gateway's ARP requests would go unanswered and the server would drop off the network. keel keeps the kernel's default (0) on this single-interface host and ignores gratuitous ARP (drop_gratuitous_arp = 1).",
+  },
+  {
+    rule: "sysctl_kernel_perf_event_paranoid",
+    kind: "met otherwise",
+    reason:
+      "The rule wants exactly 2 (no kernel profiling by unprivileged users). keel sets 3, which Debian's kernels add and which is stricter: no perf_event_open at all for unprivileged users.",
+  },
+  {
+    rule: "sysctl_kernel_yama_ptrace_scope",
+    kind: "met otherwise",
+    reason:
+      "The rule wants exactly 1 (ptrace of descendants only). keel sets 2, which is stricter: only root may ptrace. Debugging the engine needs sudo, which it needs anyway because the engine runs as its own user.",
+  },
+  { rule: "sysctl_fs_protected_fifos", kind: "met otherwise", reason: PACKAGE_SYSCTL("fs.protected_fifos = 2", "1", "procps's 99-protect-links.conf") },
+  {
+    rule: "postfix_client_configure_mail_alias",
+    kind: "cannot apply",
+    reason:
+      "The rule forwards root's mail to a monitored address through /etc/aliases. A keel host runs no mail transfer agent and sends no mail: its alerts go out through keel-health's webhook (keel:alertWebhookUrl), which the health timer drives and the runbook reads.",
+  },
 ];

@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { renderTailoring } from "../../compliance/tailoring";
 import { TAILORING_FILE } from "../../compliance/decisions";
-import { renderConfigDoc, renderHealthSchema, renderHealthScript, renderHostConfReader, renderPulumiYaml, renderRunbookDoc } from "./generated";
+import { renderComplianceDoc, renderConfigDoc, renderHealthSchema, renderHealthScript, renderHostConfReader, renderPulumiYaml, renderRunbookDoc } from "./generated";
 
 const REPO = path.join(__dirname, "..", "..");
 const files: [string, (current: string) => string][] = [
@@ -14,6 +14,7 @@ const files: [string, (current: string) => string][] = [
   ["docs/RUNBOOK.md", renderRunbookDoc],
   ["docs/health-report.schema.json", () => renderHealthSchema()],
   [TAILORING_FILE, () => renderTailoring()],
+  ["docs/COMPLIANCE.md", renderComplianceDoc],
 ];
 for (const [file, render] of files) {
   const full = path.join(REPO, file);

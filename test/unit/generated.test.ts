@@ -7,7 +7,7 @@ import { parse as parseYaml } from "yaml";
 import { describe, expect, it } from "vitest";
 import { configSchema } from "../../config";
 import { CONFIG_DOC } from "../../configDocs";
-import { declaredKeys, renderConfigDoc, renderHealthSchema, renderHealthScript, renderHostConfReader, renderPulumiYaml, renderRunbookDoc } from "../../scripts/dev/generated";
+import { declaredKeys, renderComplianceDoc, renderConfigDoc, renderHealthSchema, renderHealthScript, renderHostConfReader, renderPulumiYaml, renderRunbookDoc } from "../../scripts/dev/generated";
 import { HEALTH_CHECKS } from "../../plan/healthChecks";
 import { REPO } from "../support/stack";
 import { TAILORING_FILE } from "../../compliance/decisions";
@@ -58,7 +58,8 @@ describe("generated files", () => {
     expect(Object.keys((JSON.parse(read("docs/health-report.schema.json")) as { properties: { checks: { properties: object } } }).properties.checks.properties)).toEqual(names);
   });
 
-  it("the compliance tailoring file is compliance/decisions.ts's, rendered", () => {
+  it("the compliance tailoring file and docs/COMPLIANCE.md's table are compliance/decisions.ts's, rendered", () => {
     expect(read(TAILORING_FILE), `${TAILORING_FILE} ${STALE}`).toBe(renderTailoring());
+    expect(read("docs/COMPLIANCE.md"), `docs/COMPLIANCE.md ${STALE}`).toBe(renderComplianceDoc(read("docs/COMPLIANCE.md")));
   });
 });

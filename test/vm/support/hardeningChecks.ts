@@ -197,19 +197,20 @@ export async function sctpSocketError(vm: Vm): Promise<string> {
   return r.code === 0 ? "opened" : r.stderr;
 }
 
-/** The values each key of a sysctl.d file sets, as `sysctl -n` prints them. */
+/** The values each key of a sysctl.d file sets, as `sysctl -n` prints them (a list's fields one space apart). */
 export function sysctlSettings(file: string): Record<string, string> {
   const settings: Record<string, string> = {};
   for (const line of file.split("\n")) {
     const m = /^-?([a-z0-9_.]+)\s*=\s*(.*?)\s*$/.exec(line);
-    if (m) settings[m[1]] = m[2];
+    if (m) settings[m[1]] = m[2].split(/\s+/).join(" ");
   }
   return settings;
 }
 
 export async function sysctlValues(vm: Vm, keys: readonly string[]): Promise<Record<string, string>> {
   const out = await asRoot(vm, `for k in ${keys.join(" ")}; do printf '%s=%s\\n' "$k" "$(sysctl -n "$k" 2>&1)"; done`);
-  return Object.fromEntries(out.trim().split("\n").map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]));
+  // sysctl -n separates a list's fields with tabs (net.ipv4.ip_local_port_range): one space, as keel-verify compares them.
+  return Object.fromEntries(out.trim().split("\n").map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1).split(/\s+/).join(" ")]));
 }
 
 /**
