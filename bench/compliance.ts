@@ -189,7 +189,6 @@ async function main(): Promise<void> {
   const ds = dataStream();
   const titles = ruleTitles(ds);
   const kept = path.join(CACHE, new Date().toISOString().replace(/[:.]/g, "-"));
-  fs.mkdirSync(kept, { recursive: true });
   // The run's own directory (keys, snapshots), removed at the end like a test run's.
   const runDir = fs.mkdtempSync(path.join(os.tmpdir(), "keel-compliance-run-"));
   process.env.KEEL_TEST_RUN_DIR = runDir;
@@ -199,6 +198,7 @@ async function main(): Promise<void> {
   // is not part of the audited host. It is installed after the plan is deployed.
   const host = await deployedTestHost("compliance", { repoPackages: [...DEFAULT_REPO_PACKAGES, "openscap-scanner"] });
   const { vm } = host;
+  fs.mkdirSync(kept, { recursive: true });
   try {
     say(`keel's whole plan deployed on Debian 12 (${vm.accel}) in ${Math.round((Date.now() - started) / 1000)} s since start`);
     await asRoot(vm, "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openscap-scanner", { timeoutMs: 15 * MINUTE });
