@@ -52,9 +52,16 @@ def merge(out, first, *others):
                 into.append(rr)
             else:
                 into[i] = rr
-    # Each batch scored only its own rules: a score copied from the first would mislead.
+    # Each batch scored only its own rules: the first batch's scores would mislead. XCCDF 1.2 wants
+    # at least one score; the merged one is the flat unweighted model's: rules passed, of those that
+    # passed or failed.
     for score in into.findall(f"{XCCDF}score"):
         into.remove(score)
+    results = [value for _, value in evaluated(into)]
+    score = ET.Element(f"{XCCDF}score", {"system": "urn:xccdf:scoring:flat-unweighted", "maximum": str(results.count("pass") + results.count("fail"))})
+    score.text = str(results.count("pass"))
+    last = max(i for i, child in enumerate(into) if child.tag == f"{XCCDF}rule-result")
+    into.insert(last + 1, score)
     tree.write(out, encoding="utf-8", xml_declaration=True)
 
 

@@ -27,9 +27,6 @@ export const TAILORING_VERSION = { version: "1", time: "2026-12-05T00:00:00" } a
 const PARTITION =
   "Hetzner Cloud servers boot the provider's image: one root file system on one disk, no spare space to carve partitions from, and a rescale or rebuild replaces the disk layout. A separate partition cannot be made on a running cloud server without reinstalling it; keel guards the disk with its free-space check instead.";
 
-const NO_PASSWORDS =
-  "No account on a keel host has a password, and nothing on it asks for one: sshd takes keys only (PasswordAuthentication and KbdInteractiveAuthentication no, checked by keel verify), the deploy user is made with a locked password, root has none and cannot log in over SSH, and sudo is NOPASSWD for keel's own tools only. Rules on password quality, reuse, hashing, lockout after failed passwords and password ageing govern something this host never sets or checks.";
-
 /** Debian 12 and 13 have a merged /usr: /lib/sysctl.d is /usr/lib/sysctl.d, the packages' own directory. */
 const PACKAGE_SYSCTL = (key: string, pkgValue: string, file: string) =>
   `keel sets ${key} in /etc/sysctl.d/99-zz-keel.conf, which sorts after every other sysctl.d file, so the value in force is the rule's (keel's hardening VM tests compare it with sysctl -n, and keel verify does on a live host). The rule's check also reads /lib/sysctl.d as a file the administrator owns; with Debian's merged /usr that is the packages' directory, where ${file} sets ${pkgValue}. Editing a package's file would be undone by its next upgrade.`;
@@ -38,23 +35,6 @@ export const DECISIONS: readonly Decision[] = [
   ...["boot", "home", "opt", "srv", "usr", "var", "var_log", "var_log_audit", "var_tmp"].map(
     (p): Decision => ({ rule: `partition_for_${p}`, kind: "cannot apply", reason: PARTITION }),
   ),
-  ...[
-    "accounts_password_pam_dcredit",
-    "accounts_password_pam_lcredit",
-    "accounts_password_pam_minclass",
-    "accounts_password_pam_minlen",
-    "accounts_password_pam_ocredit",
-    "accounts_password_pam_retry",
-    "accounts_password_pam_ucredit",
-    "accounts_password_pam_unix_remember",
-    "accounts_password_pam_unix_rounds_password_auth",
-    "accounts_password_set_max_life_root",
-    "accounts_passwords_pam_faillock_deny",
-    "accounts_passwords_pam_faillock_interval",
-    "accounts_passwords_pam_faillock_unlock_time",
-    "package_pam_pwquality_installed",
-    "set_password_hashing_algorithm_logindefs",
-  ].map((rule): Decision => ({ rule, kind: "cannot apply", reason: NO_PASSWORDS })),
   {
     rule: "sysctl_net_ipv4_conf_all_arp_ignore",
     kind: "would harm",
@@ -75,9 +55,15 @@ export const DECISIONS: readonly Decision[] = [
   },
   { rule: "sysctl_fs_protected_fifos", kind: "met otherwise", reason: PACKAGE_SYSCTL("fs.protected_fifos = 2", "1", "procps's 99-protect-links.conf") },
   {
-    rule: "postfix_client_configure_mail_alias",
-    kind: "cannot apply",
+    rule: "sysctl_kernel_pid_max",
+    kind: "met otherwise",
     reason:
-      "The rule forwards root's mail to a monitored address through /etc/aliases. A keel host runs no mail transfer agent and sends no mail: its alerts go out through keel-health's webhook (keel:alertWebhookUrl), which the health timer drives and the runbook reads.",
+      "ANSSI asks for kernel.pid_max = 65536 to widen the old default of 32768, so that process ids are reused later. Debian's systemd already sets 4194304 (/usr/lib/sysctl.d/50-pid-max.conf), 64 times that; lowering it to the rule's value would make reuse sooner. The check wants the exact value.",
+  },
+  {
+    rule: "postfix_client_configure_mail_alias",
+    kind: "met otherwise",
+    reason:
+      "The rule forwards root's mail to a monitored address through /etc/aliases, so that what the system reports reaches a person. A keel host runs no mail transfer agent and sends no mail; what it reports goes out through keel-health's webhook when keel:alertWebhookUrl is set (the health timer drives it), and is in the health report the runbook reads either way.",
   },
 ];
