@@ -3,7 +3,7 @@
 // the guest. Every helper here needs the root helper (installRootHelper).
 import { expect } from "vitest";
 import type { ExecResult, Vm, VmSession } from "../../../local/vm";
-import { asRoot, cloudInitProblems, MINUTE, ROOT_HELPER, sh, shellQuote, tryAsRoot } from "./keelVm";
+import { asRoot, cloudInitProblems, MINUTE, ROOT_HELPER, sh, shellQuote, tryAsRoot, waitFor } from "./keelVm";
 
 export interface UfwStatus {
   readonly status: string;
@@ -264,20 +264,17 @@ export async function expectBanAndUnban(vm: Vm, port: number, hostPublicKey: str
  *     has read the attack.
  *  3. The jail's reading holds still for a few seconds: the observer and the ban actions, which run
  *     in threads of their own, are done.
+ * Each wait polls through keelVm's waitFor (a minute each).
  */
 async function waitForJailToReadTheAttack(vm: Vm, port: number): Promise<void> {
-  const deadline = Date.now() + 2 * MINUTE;
-  const until = async (what: string, done: () => Promise<boolean>) => {
-    while (!(await done())) {
-      if (Date.now() > deadline) throw new Error(`fail2ban's sshd jail did not finish reading the attack: ${what}`);
-      await new Promise((r) => setTimeout(r, 2_000));
-    }
-  };
   const started = Date.now();
   // Only a socket sshd still reads from can make it log; one it has closed (FIN-WAIT, whose
   // answers the ban drops) cannot.
-  await until(`a connection from ${ATTACKER_ADDRESS} is still open`, async () =>
-    (await asRoot(vm, `ss -Htn state established state syn-recv state close-wait dst ${ATTACKER_ADDRESS}`)).trim() === "");
+  await waitFor(
+    `fail2ban's sshd jail reading the attack: a connection from ${ATTACKER_ADDRESS} is still open`,
+    async () => (await asRoot(vm, `ss -Htn state established state syn-recv state close-wait dst ${ATTACKER_ADDRESS}`)).trim(),
+    (open) => open === "",
+  );
   const closed = Date.now();
 
   const target = (await asRoot(vm, "fail2ban-client get logtarget")).match(/^`- (\/\S+)$/m)?.[1];
@@ -288,17 +285,20 @@ async function waitForJailToReadTheAttack(vm: Vm, port: number): Promise<void> {
     `timeout 20 ssh -F /dev/null -p ${port} -o BatchMode=yes -o PubkeyAuthentication=no -o ConnectTimeout=8`,
     "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o GlobalKnownHostsFile=/dev/null intruder@127.0.0.1 true",
   ].join(" "));
-  await until(`its log (${target}) never said it ignored the failed login from 127.0.0.1`, async () => (await ignored()) > before);
+  await waitFor(`fail2ban's log (${target}) saying it ignored the failed login from 127.0.0.1 (lines so far)`, ignored, (n) => n > before);
   const read = Date.now();
 
-  let last = "";
-  await until("its status kept changing", async () => {
-    const now = await sshdJail(vm);
-    const reading = `${now.totalFailed} ${now.banned.join(" ")}`;
-    const still = reading === last;
-    last = reading;
-    return still;
-  });
+  // Three equal readings in a row (about two seconds apart from first to last).
+  const readings: string[] = [];
+  await waitFor(
+    "fail2ban's sshd jail holding still (failures counted, addresses banned)",
+    async () => {
+      const now = await sshdJail(vm);
+      readings.push(`${now.totalFailed} ${now.banned.join(" ")}`);
+      return readings.slice(-3);
+    },
+    (last) => last.length === 3 && last.every((r) => r === last[0]),
+  );
   const secs = (from: number, to: number) => Math.round((to - from) / 1000);
   console.log(`fail2ban read the attack: connections closed in ${secs(started, closed)} s, the marker read in ${secs(closed, read)} s, status still in ${secs(read, Date.now())} s`);
 }
