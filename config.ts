@@ -14,10 +14,6 @@ import { IMAGE_FACTS, IMAGES } from "./images";
 /** Hetzner Cloud locations (https://docs.hetzner.com/cloud/general/locations/). */
 export const LOCATIONS = ["fsn1", "nbg1", "hel1", "ash", "hil", "sin"] as const;
 /**
- * Images keel renders a first boot for (Hetzner's image names). Ubuntu 24.04 is the seed's ruling;
- * Debian 12 and 13 are the images keel's VM tests boot. The list and what each ships: images.ts.
- */
-/**
  * Locations where Hetzner sells only the dedicated and AMD lines: its cost-optimized cx* and Arm
  * cax* servers are EU-only (Falkenstein, Nuremberg, Helsinki; Hetzner's server type availability per
  * location). Ordering one elsewhere fails only at `pulumi up`, after the firewall and keys exist.

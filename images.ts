@@ -39,7 +39,10 @@ export interface ImageFacts {
   readonly provenBy: "local VM" | "staging acceptance run";
 }
 
-/** The images keel offers (`keel:image`). */
+/**
+ * The images keel offers (`keel:image`). Ubuntu 24.04 is the default the project started from;
+ * Debian 12 and 13 are the images keel's VM tests boot.
+ */
 export const IMAGES = ["ubuntu-24.04", "ubuntu-26.04", "debian-12", "debian-13"] as const;
 
 export type Image = (typeof IMAGES)[number];
