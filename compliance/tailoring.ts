@@ -7,7 +7,8 @@ import { DECISIONS, TAILORING_VERSION, type Decision } from "./decisions";
 
 const RULE_ID = /^[a-z0-9_]+$/;
 
-function xml(text: string): string {
+/** `text` as XML character data or an attribute value. */
+export function xmlText(text: string): string {
   return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
 }
 
@@ -31,7 +32,7 @@ export function renderTailoring(decisions: readonly Decision[] = DECISIONS): str
     `    <xccdf:description>The published profile with the rules keel does not apply deselected, each with its reason (docs/COMPLIANCE.md).</xccdf:description>`,
     ...sorted.flatMap((d) => [
       `    <xccdf:select idref="${RULE_PREFIX}${d.rule}" selected="false">`,
-      `      <xccdf:remark>${xml(`${d.kind}: ${d.reason}`)}</xccdf:remark>`,
+      `      <xccdf:remark>${xmlText(`${d.kind}: ${d.reason}`)}</xccdf:remark>`,
       "    </xccdf:select>",
     ]),
     "  </xccdf:Profile>",

@@ -4,7 +4,7 @@
 import { describe, expect, it } from "vitest";
 import { PROFILE_LEVELS, PROFILES, RULE_PREFIX, tailoredProfileId } from "../../compliance/content";
 import { DECISIONS, type Decision } from "../../compliance/decisions";
-import { checkDecisions, renderTailoring } from "../../compliance/tailoring";
+import { checkDecisions, renderTailoring, xmlText } from "../../compliance/tailoring";
 
 const REASON = "A reason long enough for an auditor to read why keel does not apply it.";
 
@@ -22,7 +22,7 @@ describe("the tailoring file", () => {
       expect(selects.map((m) => m[1]).sort()).toEqual(DECISIONS.map((d) => `${RULE_PREFIX}${d.rule}`).sort());
       for (const [, idref, remark] of selects) {
         const d = DECISIONS.find((x) => `${RULE_PREFIX}${x.rule}` === idref)!;
-        expect(remark).toBe(`${d.kind}: ${d.reason}`.replace(/&/g, "&amp;").replace(/"/g, "&quot;").replace(/</g, "&lt;").replace(/>/g, "&gt;"));
+        expect(remark).toBe(xmlText(`${d.kind}: ${d.reason}`));
       }
       expect(profile).not.toMatch(/selected="true"/);
     }
