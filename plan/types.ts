@@ -44,9 +44,23 @@ export interface SystemUser {
  * after placing (otherwise every file is rolled back), and commands run only when a file changed.
  * See scripts/host/keel-place.
  */
+/**
+ * A file keel does not write but whose permissions it bounds (keel-place `modes`): when it exists
+ * and is a single-link regular file of `owner`, every permission bit not in `mode` is cleared.
+ */
+export interface HostFileMode {
+  readonly path: string;
+  readonly owner: string;
+  /** The most it may allow, e.g. "0640". */
+  readonly mode: string;
+}
+
 export interface Bundle {
   readonly users?: SystemUser[];
   readonly dirs?: HostDir[];
+  readonly modes?: HostFileMode[];
+  /** Accounts whose password is kept locked (keel-place: `usermod --lock` when one works). */
+  readonly lockPasswords?: string[];
   readonly files: HostFile[];
   /** argv run after placing; a non-zero exit rolls the files back and fails the step. */
   readonly check?: string[];

@@ -201,6 +201,46 @@ describe("keel-place (real python3, real files)", () => {
       expect(readFileSync(join(owned, "sessions", "a"), "utf8")).toBe("a\n");
     });
 
+    // The deploy user's start-up files: keel bounds their mode without writing them. The user owns
+    // the directory and may plant anything there; root narrows only that user's own regular file.
+    describe("modes: bounding the permissions of files keel does not write", () => {
+      const bound = (name: string, owner = "nobody") => ({ path: join(owned, name), owner, mode: "0640" });
+
+      it("clears the bits the bound does not allow, keeps the others, skips a missing file, and changes nothing the second time", () => {
+        asNobody(`umask 022 && echo a > ${join(owned, ".bashrc")} && echo b > ${join(owned, ".profile")} && chmod 0600 ${join(owned, ".profile")} && echo c > ${join(owned, "run")} && chmod 0755 ${join(owned, "run")}`);
+        const bundle: Bundle = { modes: [bound(".bashrc"), bound(".profile"), bound("run"), bound(".zshrc")], files: [] };
+        const first = place(bundle, manifest);
+        expect(first.code, first.stderr).toBe(0);
+        expect(first.stdout).toContain(`changed mode ${join(owned, ".bashrc")} 0644 -> 0640`);
+        expect(first.stdout).toContain(`changed mode ${join(owned, "run")} 0755 -> 0640`);
+        expect(first.stdout).not.toContain(".profile");
+        expect(statSync(join(owned, ".bashrc")).mode & 0o7777).toBe(0o640);
+        expect(statSync(join(owned, ".profile")).mode & 0o7777).toBe(0o600);
+        expect(statSync(join(owned, ".bashrc")).uid).toBe(nobody());
+        expect(existsSync(join(owned, ".zshrc"))).toBe(false);
+        expect(place(bundle, manifest).stdout).toBe("keel-place: 0 changed, 0 file(s) already as planned\n");
+      });
+
+      it("leaves a link, a named pipe, a file of another user and a file with a second name as they are, and says so", () => {
+        asNobody(`ln -s ${join(victim, "keep")} ${join(owned, ".bashrc")} && mkfifo ${join(owned, ".profile")} && echo x > ${join(owned, "mine")} && ln ${join(owned, "mine")} ${join(owned, ".bash_login")}`);
+        writeFileSync(join(owned, ".zshrc"), "root's\n", { mode: 0o644 });
+        const r = place({ modes: [bound(".bashrc"), bound(".profile"), bound(".zshrc"), bound(".bash_login")], files: [] }, manifest);
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.stderr).toContain(`${join(owned, ".bashrc")}: mode left as it is (a symbolic link)`);
+        expect(r.stderr).toContain(`${join(owned, ".profile")}: mode left as it is (not a regular file)`);
+        expect(r.stderr).toContain(`${join(owned, ".zshrc")}: mode left as it is (owned by uid 0, not nobody)`);
+        expect(r.stderr).toContain(`${join(owned, ".bash_login")}: mode left as it is (2 names (hard links)`);
+        expect(statSync(join(victim, "keep")).mode & 0o7777).toBe(0o644);
+        expect(statSync(join(owned, ".zshrc")).mode & 0o7777).toBe(0o644);
+        expect(r.stdout).toBe("keel-place: 0 changed, 0 file(s) already as planned\n");
+      });
+
+      it("refuses a bad bound with exit 2", () => {
+        expect(place({ modes: [{ path: join(owned, ".bashrc"), owner: "nobody", mode: "640" }], files: [] }, manifest)).toMatchObject({ code: 2, stderr: expect.stringContaining("mode '640' is not an octal mode") });
+        expect(place({ modes: [{ path: join(owned, ".bashrc"), owner: "no-such-user-keel", mode: "0640" }], files: [] }, manifest)).toMatchObject({ code: 2, stderr: expect.stringContaining("owner 'no-such-user-keel' does not exist") });
+      });
+    });
+
     // The backup tree changes hands: from the engine's user (here `nobody`, who may be compromised)
     // to <app>-backup (here `daemon`), group <app> (here `nogroup`), 2750. Root hands over only the
     // engine's own single-link regular files, on their descriptors, and follows nothing planted.
