@@ -79,9 +79,14 @@ export function localUserData(cfg: KeelConfig, hostKey: KeyPair): string {
   return renderCloudConfig(cfg, { privateKey: hostKey.privateKey, publicKey: hostKey.publicKey });
 }
 
-/** Puts the engine's repository on the VM as a bare repository at VM_REPO_PATH (replacing an older one). */
+/**
+ * Puts the engine's repository on the VM as a bare repository at VM_REPO_PATH (replacing an older
+ * one). With umask 027: the stand-in git host lives in the deploy user's home, whose files keel
+ * keeps out of other users' reach (ANSSI's accounts_users_home_files_permissions), and a real git
+ * host is not on the server at all.
+ */
 export async function pushEngineRepository(vm: VmSession, bundle: string): Promise<void> {
-  const r = await vm.exec(`base64 -d > /tmp/engine.bundle && rm -rf ${VM_REPO_PATH} && git clone -q --bare /tmp/engine.bundle ${VM_REPO_PATH} && rm /tmp/engine.bundle`, {
+  const r = await vm.exec(`umask 027 && base64 -d > /tmp/engine.bundle && rm -rf ${VM_REPO_PATH} && git clone -q --bare /tmp/engine.bundle ${VM_REPO_PATH} && rm /tmp/engine.bundle`, {
     stdin: fs.readFileSync(bundle).toString("base64"),
     timeoutMs: 5 * 60_000,
   });

@@ -2,7 +2,8 @@ import { sshPorts, type KeelConfig } from "../config";
 import { IMAGE_FACTS, type Image } from "../images";
 import { readStatic } from "./static";
 import { placeStep, toolStep } from "./steps";
-import type { HostFile, Step } from "./types";
+import { TOOLS_DIR } from "./tools";
+import type { HostFile, HostFileMode, Step } from "./types";
 
 /**
  * The hardening keel puts on the host (seed 000 §1, §8): drop-ins, a firewall file and small
@@ -38,6 +39,9 @@ export const HARDENING_PATHS = {
   aptUnattended: "/etc/apt/apt.conf.d/52keel-unattended-upgrades",
   aptNoRecommends: "/etc/apt/apt.conf.d/90keel-no-recommends",
   checkFreeDisk: "/usr/local/lib/keel/check-free-disk",
+  // No dot in the name: sudo (and sudo-rs) skip files in sudoers.d whose names contain one.
+  sudoers: "/etc/sudoers.d/99-keel",
+  sshdConfig: "/etc/ssh/sshd_config",
 } as const;
 
 /** The systemd unit that keeps the metadata endpoint root-only (see cloud-init/files/metadata-guard.nft). */
@@ -49,6 +53,10 @@ export interface HardeningUnit {
   readonly name: string;
   readonly description: string;
   readonly files: HostFile[];
+  /** Files keel does not write whose permissions it bounds (keel-place `modes`). */
+  readonly modes?: HostFileMode[];
+  /** Accounts whose password keel keeps locked (keel-place `lockPasswords`). */
+  readonly lockPasswords?: string[];
   /** argv run after placing; a failure rolls the files back (keel-place). */
   readonly check?: string[];
   /** argv lists run only when a file changed. */
@@ -92,6 +100,38 @@ export function sshdDropIn(cfg: KeelConfig): string {
     lines.push(`PerSourcePenaltyExemptList ${cfg.allowedSshCidrs.join(",")}`);
   }
   return readStatic("cloud-init/files/sshd-keel.conf") + lines.join("\n") + "\n";
+}
+
+/**
+ * A port list as the kernel prints it (proc_do_large_bitmap): ascending, consecutive ports as one
+ * range "a-b", comma-separated. keel verify compares `sysctl -n` with the file word for word.
+ */
+export function kernelPortList(ports: readonly number[]): string {
+  const sorted = [...new Set(ports)].sort((a, b) => a - b);
+  const runs: [number, number][] = [];
+  for (const port of sorted) {
+    const last = runs[runs.length - 1];
+    if (last && port === last[1] + 1) last[1] = port;
+    else runs.push([port, port]);
+  }
+  return runs.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(",");
+}
+
+/**
+ * The sysctl file: the static settings plus the SSH port(s), reserved from the ports outgoing
+ * connections take (net.ipv4.ip_local_port_range reaches 65535, and keel:sshPort may be up there):
+ * an outgoing connection never holds the port sshd must bind after a reload or a reboot.
+ */
+export function sysctlConf(cfg: Pick<KeelConfig, "sshPort" | "sshPortNext">): string {
+  return (
+    readStatic("cloud-init/files/sysctl-keel.conf") +
+    [
+      "",
+      "# Rendered from the stack config (keel:sshPort, keel:sshPortNext): outgoing connections never take an SSH port.",
+      `net.ipv4.ip_local_reserved_ports = ${kernelPortList(sshPorts(cfg))}`,
+    ].join("\n") +
+    "\n"
+  );
 }
 
 /** Narrowest prefixes still treated as "the admins' own addresses" (and so never banned). */
@@ -203,6 +243,16 @@ function staticFile(path: string, source: string, mode = "0644"): HostFile {
   return rootFile(path, readStatic(`cloud-init/files/${source}`), mode);
 }
 
+/**
+ * keel's sudoers file: sudo's defaults (ANSSI BP-028) and the deploy user's one rule, which the
+ * remote steps rely on: `sudo /usr/local/sbin/keel-<tool> …` as root, no password. The rule is
+ * here and not in cloud-init's users entry so that first boot and `pulumi up` write the same file;
+ * it sorts after cloud-init's 90-cloud-init-users, and sudo uses the last rule that matches.
+ */
+export function sudoersKeel(cfg: Pick<KeelConfig, "deployUser">): string {
+  return readStatic("cloud-init/files/sudoers-keel") + `${cfg.deployUser} ALL=(root) NOPASSWD:EXEC: ${TOOLS_DIR}/keel-*\n`;
+}
+
 const SUDO_RULE = /^(-a always,exit -F path=)\/usr\/bin\/sudo( .*)$/m;
 
 /**
@@ -239,7 +289,7 @@ export function hardeningUnits(cfg: KeelConfig): HardeningUnit[] {
       name: "kernel",
       description: "sysctl network and kernel hardening, core dumps off, idle shells time out",
       files: [
-        staticFile(p.sysctl, "sysctl-keel.conf"),
+        rootFile(p.sysctl, sysctlConf(cfg)),
         staticFile(p.ufwSysctlDropIn, "ufw-keel-sysctl.conf"),
         staticFile(p.coreLimits, "limits-no-core.conf"),
         staticFile(p.loginShell, "profile-keel.sh"),
@@ -265,6 +315,16 @@ export function hardeningUnits(cfg: KeelConfig): HardeningUnit[] {
       onChange: [["augenrules", "--load"]],
     },
     {
+      name: "root-access",
+      description: "root: its password locked; sudo with umask 0077 and no exec, the deploy user's rule limited to keel's tools",
+      // No account keeps a password that works: root's is locked (the deploy user's cloud-init
+      // locks, system users have none), so nothing can log in with one, on the console either.
+      lockPasswords: ["root"],
+      files: [rootFile(p.sudoers, sudoersKeel(cfg), "0440")],
+      // The whole sudoers configuration must parse with the new file in it; otherwise it is put back.
+      check: ["visudo", "-c"],
+    },
+    {
       name: "login-banner",
       description: "login banner for SSH and the console",
       files: [staticFile(p.sshBanner, "banner.txt"), staticFile(p.consoleBanner, "banner.txt"), staticFile(p.networkBanner, "banner.txt")],
@@ -273,6 +333,10 @@ export function hardeningUnits(cfg: KeelConfig): HardeningUnit[] {
       name: "sshd",
       description: "SSH server: keys only, deploy user only, modern algorithms, pinned ED25519 host key",
       files: [rootFile(p.sshdDropIn, sshdDropIn(cfg))],
+      // The distribution's sshd_config (0644 as packaged) is root's alone: it need not be readable
+      // by other users to tell them how sshd is set up (ANSSI BP-028). keel's drop-in is 0644 like
+      // the rest of sshd_config.d, where the package puts its own.
+      modes: [{ path: p.sshdConfig, owner: "root", mode: "0600" }],
       check: ["sshd", "-t"],
       onChange: [sshdReload(cfg)],
     },
@@ -349,5 +413,5 @@ export function packagesStep(cfg: Pick<KeelConfig, "image">): Step {
 
 /** The converge steps that keep the hardening in place on a running server (`pulumi up`). */
 export function hardeningSteps(cfg: KeelConfig): Step[] {
-  return hardeningUnits(cfg).map((u) => placeStep(`harden-${u.name}`, u.description, { files: u.files, check: u.check, onChange: u.onChange }));
+  return hardeningUnits(cfg).map((u) => placeStep(`harden-${u.name}`, u.description, { modes: u.modes, lockPasswords: u.lockPasswords, files: u.files, check: u.check, onChange: u.onChange }));
 }

@@ -33,9 +33,15 @@ export function layoutBundle(cfg: KeelConfig): Bundle {
       { path: p.stateDir, owner: app, group: app, mode: "0700" },
       { path: p.keelState, owner: "root", group: "root", mode: "0700" },
     ],
+    // The shell start-up files /etc/skel gave the deploy user (0644): readable by its group at
+    // most, never by others and never executable (ANSSI BP-028's file_permission_user_init_files).
+    modes: DEPLOY_INIT_FILES.map((name) => ({ path: `/home/${deploy}/${name}`, owner: deploy, mode: "0640" })),
     files: [],
   };
 }
+
+/** The start-up files a login shell reads from a home directory (those ANSSI BP-028's check names; most do not exist). */
+export const DEPLOY_INIT_FILES = [".bash_login", ".bash_profile", ".bashrc", ".cshrc", ".profile", ".zshrc"] as const;
 
 /** The deploy user's authorized_keys: exactly the admin keys, so a retired key is gone after the next up. */
 export function authorizedKeysFile(cfg: KeelConfig): HostFile {

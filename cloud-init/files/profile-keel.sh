@@ -2,14 +2,15 @@
 # keel: settings for interactive login shells. Installed as /etc/profile.d/keel.sh.
 # Source: cloud-init/files/profile-keel.sh in the keel repository; edit it there, not here.
 
-# An interactive shell left idle for 15 minutes logs out, so a forgotten session does not stay
-# open. Read-only: a session cannot switch it off. The guard keeps a second reading of this file
-# (a nested login shell) from tripping over the read-only value.
+# An interactive shell left idle for 10 minutes logs out, so a forgotten session does not stay
+# open (ANSSI BP-028's 600 s). Read-only and exported (declare -xr, the form its check reads): a
+# session cannot switch it off. Only bash has TMOUT and `declare`; dash, the other login shell
+# here, reads this file too and skips it. The guard keeps a second reading of this file (a nested
+# login shell) from tripping over the read-only value.
 # Commands run over SSH without a terminal (every `pulumi up` step) never read this file.
-if ! readonly -p | grep -qw TMOUT; then
-  TMOUT=900
-  readonly TMOUT
-  export TMOUT
+if [ -n "${BASH_VERSION-}" ] && ! readonly -p | grep -qw TMOUT; then
+  # shellcheck disable=SC3044 # bash only, guarded above.
+  declare -xr TMOUT=600
 fi
 
 # No core files from login sessions either (limits.d already sets the hard limit to 0).

@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -7,7 +7,7 @@ import { parseConfig, type KeelConfig } from "../../config";
 import { IMAGES } from "../../images";
 import { keyPair } from "../../local/localStack";
 import { REPO_ROOT } from "../../plan/static";
-import { hardeningFiles, HARDENING_PATHS, ufwSshConf } from "../../plan/hardening";
+import { hardeningFiles, HARDENING_PATHS, sudoersKeel, ufwSshConf } from "../../plan/hardening";
 import { renderCloudConfig, type HostKeyPair } from "../../cloud-init/userData";
 import { imagePython } from "../support/stack";
 
@@ -90,6 +90,29 @@ describe("the files the first boot writes, checked by the tools that read them",
     const r = spawnSync("systemd-analyze", ["verify", file], { encoding: "utf8", timeout: 30_000 });
     expect(r.stderr).toBe("");
     expect(r.status).toBe(0);
+  });
+
+  it("keel's sudoers file parses with the real visudo, alone and as sudo reads it with Debian's /etc/sudoers", () => {
+    const dir = mkdtempSync(join(tmpdir(), "keel-sudoers-"));
+    try {
+      const file = join(dir, "99-keel");
+      writeFileSync(file, sudoersKeel(config("debian-12")), { mode: 0o440 });
+      const alone = spawnSync("visudo", ["-c", "-q", "-f", file], { encoding: "utf8", timeout: 30_000 });
+      expect(alone.status, alone.stderr + alone.stdout).toBe(0);
+      // The main file with the drop-in directory holding keel's file, as on the host.
+      const main = join(dir, "sudoers");
+      mkdirSync(join(dir, "sudoers.d"));
+      writeFileSync(join(dir, "sudoers.d", "99-keel"), sudoersKeel(config("debian-12")), { mode: 0o440 });
+      writeFileSync(main, readFileSync("/etc/sudoers", "utf8").replace(/^@includedir \/etc\/sudoers\.d$/m, `@includedir ${join(dir, "sudoers.d")}`), { mode: 0o440 });
+      const whole = spawnSync("visudo", ["-c", "-f", main], { encoding: "utf8", timeout: 30_000 });
+      expect(whole.status, whole.stderr + whole.stdout).toBe(0);
+      expect(whole.stdout).toContain(`${join(dir, "sudoers.d", "99-keel")}: parsed OK`);
+      // The check can fail: a Defaults word sudo does not know.
+      writeFileSync(file, sudoersKeel(config("debian-12")) + "Defaults keel_no_such_option\n", { mode: 0o440 });
+      expect(spawnSync("visudo", ["-c", "-q", "-f", file], { encoding: "utf8", timeout: 30_000 }).status).not.toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("the scripts are shellcheck clean", () => {

@@ -61,8 +61,9 @@ describe("hardeningSteps (pulumi up re-converges the first boot's hardening)", (
   it("keeps every file root-owned, scripts executable and nothing world-writable", () => {
     for (const f of hardeningFiles(config())) {
       expect([f.owner, f.group]).toEqual(["root", "root"]);
-      // Scripts executable; audit rules root-only like the package's own; the rest world-readable.
-      const mode = f.path.startsWith("/usr/local/lib/keel/") ? "0755" : f.path.startsWith("/etc/audit/") ? "0640" : "0644";
+      // Scripts executable; audit rules root-only like the package's own; sudoers read-only, as
+      // visudo wants it; the rest world-readable.
+      const mode = f.path.startsWith("/usr/local/lib/keel/") ? "0755" : f.path.startsWith("/etc/audit/") ? "0640" : f.path.startsWith("/etc/sudoers.d/") ? "0440" : "0644";
       expect(f.mode, f.path).toBe(mode);
     }
   });

@@ -8,11 +8,12 @@ import { parseConfig, type KeelConfig } from "../../config";
 import { IMAGES } from "../../images";
 import { stableJson } from "../../plan/hash";
 import { layoutBundle } from "../../plan/hostPlan";
+import type { Bundle } from "../../plan/types";
 import { REPO_ROOT } from "../../plan/static";
 import { toolFiles, TOOLS } from "../../plan/tools";
 import { firstBootPackages, HARDENING_PATHS, hardeningFiles } from "../../plan/hardening";
 import { DEFAULT_REPO_PACKAGES } from "../../local/vm/image";
-import { cloudConfig, enableUnlessEnabled, FIRST_BOOT_LAYOUT_BUNDLE, gzipBase64, renderCloudConfig, USER_DATA_MAX_BYTES } from "../../cloud-init/userData";
+import { cloudConfig, enableUnlessEnabled, EARLY_FILES, FIRST_BOOT_BUNDLE, firstBootBundle, gzipBase64, renderCloudConfig, USER_DATA_MAX_BYTES } from "../../cloud-init/userData";
 import { imagePython } from "../support/stack";
 
 const ADMIN_KEYS = [
@@ -45,12 +46,21 @@ function config(overrides: Record<string, string> = {}): KeelConfig {
 type Doc = Record<string, any>;
 const doc = (cfg: KeelConfig): Doc => parse(renderCloudConfig(cfg, HOST_KEY));
 const writeFile = (d: Doc, path: string) => d.write_files.find((f: Doc) => f.path === path);
-/** What cloud-init writes: the gz+b64 content decoded. */
-const fileText = (d: Doc, path: string): string => {
-  const f = writeFile(d, path);
+const decoded = (f: Doc): string => {
   expect(f.encoding).toBe("gz+b64");
   return gunzipSync(Buffer.from(f.content, "base64")).toString("utf8");
 };
+/** The first-boot bundle keel-place converges first in runcmd, as cloud-init writes it. */
+const bundleOf = (d: Doc): Bundle => JSON.parse(decoded(writeFile(d, FIRST_BOOT_BUNDLE)));
+/** What the first boot writes at `path`: by cloud-init itself (write_files) or by keel-place from the first-boot bundle. */
+const placed = (d: Doc, path: string): { owner: string; permissions: string; text: string } => {
+  const f = writeFile(d, path);
+  if (f) return { owner: f.owner, permissions: f.permissions, text: decoded(f) };
+  const b = bundleOf(d).files.find((x) => x.path === path);
+  if (!b) throw new Error(`the first boot writes no ${path}`);
+  return { owner: `${b.owner}:${b.group}`, permissions: b.mode, text: b.content };
+};
+const fileText = (d: Doc, path: string): string => placed(d, path).text;
 const runcmd = (d: Doc): string[] => d.runcmd.map((c: string | string[]) => (Array.isArray(c) ? c.join(" ") : c));
 
 describe("renderCloudConfig", () => {
@@ -125,7 +135,12 @@ describe("the deploy user", () => {
   it("has no password, reads the journal, and may sudo only keel's tools", () => {
     expect(user.lock_passwd).toBe(true);
     expect(user.groups).toEqual(["systemd-journal"]);
-    expect(user.sudo).toBe("ALL=(root) NOPASSWD: /usr/local/sbin/keel-*");
+    // The rule is keel's sudoers file, not cloud-init's: first boot and `pulumi up` write the same one.
+    expect(user.sudo).toBeUndefined();
+    const d = doc(config({ "keel:deployUser": "ops" }));
+    expect(placed(d, HARDENING_PATHS.sudoers)).toMatchObject({ owner: "root:root", permissions: "0440" });
+    const rules = fileText(d, HARDENING_PATHS.sudoers).split("\n").filter((l) => l && !l.startsWith("#"));
+    expect(rules).toEqual(["Defaults ignore_dot", "Defaults umask=0077", "Defaults noexec", "ops ALL=(root) NOPASSWD:EXEC: /usr/local/sbin/keel-*"]);
   });
 
   it("takes the name from keel:deployUser", () => {
@@ -160,15 +175,21 @@ describe("write_files", () => {
   const cfg = config();
   const d = doc(cfg);
 
-  it("comes from keel-place, the hardening files and the layout bundle, nothing else", () => {
+  it("comes from keel-place, the hardening files needed before packages and sshd, and the first-boot bundle, nothing else", () => {
     const place = toolFiles().filter((f) => f.path === "/usr/local/sbin/keel-place");
-    const expected = [...place, ...hardeningFiles(cfg)].map((f) => f.path).concat(FIRST_BOOT_LAYOUT_BUNDLE);
-    expect(d.write_files.map((f: Doc) => f.path)).toEqual(expected);
-    for (const f of [...place, ...hardeningFiles(cfg)]) {
+    const early = hardeningFiles(cfg).filter((f) => EARLY_FILES.includes(f.path));
+    expect(early.map((f) => f.path).sort()).toEqual([...EARLY_FILES].sort());
+    expect(d.write_files.map((f: Doc) => f.path)).toEqual([...place, ...early].map((f) => f.path).concat(FIRST_BOOT_BUNDLE));
+    for (const f of [...place, ...early]) {
       const { content, ...meta } = writeFile(d, f.path);
       expect(meta).toEqual({ path: f.path, owner: `${f.owner}:${f.group}`, permissions: f.mode, encoding: "gz+b64" });
       expect(content).toBe(gzipBase64(f.content));
-      expect(fileText(d, f.path)).toBe(f.content);
+    }
+  });
+
+  it("writes every hardening file with the hardening steps' bytes, owner and mode, in write_files or the bundle", () => {
+    for (const f of hardeningFiles(cfg)) {
+      expect(placed(d, f.path), f.path).toEqual({ owner: `${f.owner}:${f.group}`, permissions: f.mode, text: f.content });
     }
   });
 
@@ -179,11 +200,19 @@ describe("write_files", () => {
     expect(place.owner).toBe("root:root");
   });
 
-  it("hands keel-place the layout bundle of the layout step, and runs it first", () => {
-    const bundle = writeFile(d, FIRST_BOOT_LAYOUT_BUNDLE);
-    expect(fileText(d, bundle.path)).toBe(stableJson(layoutBundle(cfg)) + "\n");
+  it("hands keel-place the layout step's bundle with the other hardening files and the bounded modes, and runs it first", () => {
+    const bundle = writeFile(d, FIRST_BOOT_BUNDLE);
+    expect(fileText(d, bundle.path)).toBe(stableJson(firstBootBundle(cfg)) + "\n");
     expect(bundle.permissions).toBe("0600");
-    expect(runcmd(d).slice(0, 2)).toEqual(["set -eu", `/usr/local/sbin/keel-place < ${FIRST_BOOT_LAYOUT_BUNDLE}`]);
+    const layout = layoutBundle(cfg);
+    const b = bundleOf(d);
+    expect(b.users).toEqual(layout.users);
+    expect(b.dirs).toEqual(layout.dirs);
+    expect(b.modes).toEqual(expect.arrayContaining([...(layout.modes ?? []), { path: HARDENING_PATHS.sshdConfig, owner: "root", mode: "0600" }]));
+    expect(b.check).toBeUndefined();
+    expect(b.onChange).toBeUndefined();
+    expect(b.files.map((f) => f.path).sort()).toEqual(hardeningFiles(cfg).map((f) => f.path).filter((p) => !EARLY_FILES.includes(p)).sort());
+    expect(runcmd(d).slice(0, 2)).toEqual(["set -eu", `/usr/local/sbin/keel-place < ${FIRST_BOOT_BUNDLE}`]);
   });
 });
 
@@ -378,7 +407,7 @@ describe("firewall, fail2ban, updates, time and disk", () => {
   it("times idle login shells out, read-only, and keeps them from writing core files", () => {
     const profile = fileText(d, HARDENING_PATHS.loginShell).split("\n");
     expect(HARDENING_PATHS.loginShell).toMatch(/^\/etc\/profile\.d\/[a-z-]+\.sh$/);
-    expect(profile).toEqual(expect.arrayContaining(["  TMOUT=900", "  readonly TMOUT", "  export TMOUT", "ulimit -c 0"]));
+    expect(profile).toEqual(expect.arrayContaining(["  declare -xr TMOUT=600", "ulimit -c 0"]));
   });
 
   it("records accounts, sudo, SSH, keel's tools and config, modules and the clock with auditd", () => {

@@ -120,7 +120,7 @@ describe("npm run demo", () => {
   it("keel verify passes against the demo VM, from its stack outputs", () => {
     const r = spawnSync("bash", [path.join(REPO, "scripts", "runbook", "verify.sh")], { cwd: dir, env: runbookEnv(), encoding: "utf8", timeout: 10 * MINUTE });
     expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
-    for (const check of ["host-key", "password-login", "sshd-config", "listeners", "ufw", "fail2ban", "metadata-guard", "sysctl", "audit", "engine", "engine-exposure", "env-file", "health-db", "health-backup", "health-updates", "health-drift", "health"]) {
+    for (const check of ["host-key", "password-login", "sshd-config", "listeners", "ufw", "fail2ban", "metadata-guard", "sysctl", "passwords", "audit", "engine", "engine-exposure", "env-file", "health-db", "health-backup", "health-updates", "health-drift", "health"]) {
       expect(r.stdout, check).toMatch(new RegExp(`^ok +${check} `, "m"));
     }
     expect(r.stdout).toMatch(/^verify\.sh: 127\.0\.0\.1: \d+ checks, 0 failed$/m);

@@ -308,7 +308,7 @@ describe("moving SSH to another port on the live server: keel:sshPortNext, then 
     // What the last up left (its stack outputs): 22 only. The move to 2222 is not asked yet.
     expect(connectionChangeProblems(cfg, { sshPort: 22, sshPorts: [22], deployUser: "deploy" })).toEqual([]);
     const rerun = buildHostPlan(cfg).steps.filter((s, i) => s.hash !== buildHostPlan(old).steps[i].hash);
-    expect(rerun.map((s) => s.name)).toEqual(["tools", "harden-sshd", "harden-firewall", "harden-fail2ban"]);
+    expect(rerun.map((s) => s.name)).toEqual(["tools", "harden-kernel", "harden-sshd", "harden-firewall", "harden-fail2ban"]);
     // The Hetzner firewall first (the engine may update it before any step: nothing orders it after
     // them), then the steps whose inputs changed.
     await vm.setFirewall(sshPorts(cfg));
@@ -316,6 +316,8 @@ describe("moving SSH to another port on the live server: keel:sshPortNext, then 
     expect(await sshdPorts(vm)).toEqual([22, 2222]);
     expect(await ufwPorts(vm)).toEqual(["22/tcp", "2222/tcp"]);
     expect(await asRoot(vm, `grep '^port = ' ${HARDENING_PATHS.fail2banJail}`)).toBe("port = 22,2222\n");
+    // Both ports reserved: no outgoing connection takes 2222 as its local port while sshd must bind it.
+    expect(await asRoot(vm, "sysctl -n net.ipv4.ip_local_reserved_ports")).toBe("22,2222\n");
     expect(await asRoot(vm, "fail2ban-client status sshd")).toContain("Status for the jail: sshd");
     // A fresh connection on each port, the pinned host key on both.
     for (const guestPort of [22, 2222]) expect((await freshLogin(guestPort)).stdout, `port ${guestPort}`).toBe("keel-ok\n");
@@ -336,6 +338,7 @@ describe("moving SSH to another port on the live server: keel:sshPortNext, then 
     expect(await sshdPorts(moved)).toEqual([2222]);
     expect(await ufwPorts(moved)).toEqual(["2222/tcp"]);
     expect(await asRoot(moved, `grep '^port = ' ${HARDENING_PATHS.fail2banJail}`)).toBe("port = 2222\n");
+    expect(await asRoot(moved, "sysctl -n net.ipv4.ip_local_reserved_ports")).toBe("2222\n");
     expect(await asRoot(moved, "systemctl is-active engine.service")).toBe("active\n");
     const refused = await freshLogin(22);
     // Closed by the firewall's stand-in (its forward is gone); UFW's rule for 22 is gone too (above).

@@ -14,6 +14,7 @@ import type { Vm } from "../../local/vm";
 import { exposure, keelServices, keelUnitFiles, keelUnitPrograms } from "../support/units";
 import {
   ATTACKER_CIDR,
+  IPV6_CLIENT_CIDR,
   attackerNamespace,
   expectCloudInitClean,
   isLoopback,
@@ -52,7 +53,7 @@ beforeAll(async () => {
   admin = keyPair(tmp, "admin");
   hostKey = keyPair(tmp, "host");
   wrongHostKey = keyPair(tmp, "wrong-host");
-  cfg = vmStackConfig({ image: "debian-13", adminKeys: [admin.publicKey], allowedSshCidrs: [QEMU_HOST_CIDR, ATTACKER_CIDR], sshPort: PORT });
+  cfg = vmStackConfig({ image: "debian-13", adminKeys: [admin.publicKey], allowedSshCidrs: [QEMU_HOST_CIDR, ATTACKER_CIDR, IPV6_CLIENT_CIDR], sshPort: PORT });
   // Guest port 22 is forwarded too, to show nothing answers there.
   const booted = await bootKeelVm({ cfg, hostKey, identityFile: admin.file, extraGuestPorts: [22] });
   vm = booted.vm;

@@ -14,7 +14,7 @@ import type { KeelConfig } from "../../config";
 import { runSteps, StepError } from "../../local/runSteps";
 import type { Vm } from "../../local/vm";
 import { buildHostPlan } from "../../plan/hostPlan";
-import { ATTACKER_CIDR, expectCloudInitClean, ufwStatus } from "./support/hardeningChecks";
+import { ATTACKER_CIDR, expectCloudInitClean, IPV6_CLIENT_CIDR, ufwStatus } from "./support/hardeningChecks";
 import { convergeFirstBootedHost, hardenedHostChecks, sshAs, type HardenedHost } from "./support/hardeningSuite";
 import {
   MINUTE,
@@ -29,7 +29,7 @@ import {
   FIRST_BOOT_HOOK_LIMIT,
 } from "./support/keelVm";
 
-const ALLOWED = [QEMU_HOST_CIDR, ATTACKER_CIDR];
+const ALLOWED = [QEMU_HOST_CIDR, ATTACKER_CIDR, IPV6_CLIENT_CIDR];
 
 let tmp: string;
 let admin: KeyPair;
@@ -40,7 +40,7 @@ let wrongHostKey: KeyPair;
 let firstCfg: KeelConfig;
 /** The next `pulumi up`: a second admin key. */
 let addedCfg: KeelConfig;
-/** The one after: the second key retired, and SSH allowed from the attacker's address too. */
+/** The one after: the second key retired, and SSH allowed from the attacker's addresses and an IPv6 network too. */
 let cfg: KeelConfig;
 let vm: Vm;
 let resumed: boolean;
@@ -91,7 +91,7 @@ describe("keel's first boot on Debian 12", () => {
     expect((await ssh(second)).stdout).toBe("keel-ok\n");
   }, 15 * MINUTE);
 
-  it("retires the second key and allows SSH from one more CIDR on the next up: only what changed is converged", async () => {
+  it("retires the second key and allows SSH from more CIDRs on the next up: only what changed is converged", async () => {
     const before = buildHostPlan(addedCfg).steps;
     const changed = buildHostPlan(cfg).steps.filter((s, i) => s.name.startsWith("harden-") || s.name === "admin-keys" ? s.hash !== before[i].hash : false);
     expect(changed.map((s) => s.name).sort()).toEqual(["admin-keys", "harden-firewall"]);

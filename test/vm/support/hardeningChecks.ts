@@ -314,7 +314,7 @@ export interface VerifyCheck {
  * first boot and the hardening steps make them true. The engine's, the env file's and the health
  * report's need the whole plan (test/vm/demo.test.ts runs keel verify end to end).
  */
-export const HARDENING_VERIFY_CHECKS = ["sshd-config", "listeners", "ufw", "fail2ban", "metadata-guard", "sysctl", "audit"] as const;
+export const HARDENING_VERIFY_CHECKS = ["sshd-config", "listeners", "ufw", "fail2ban", "metadata-guard", "sysctl", "passwords", "audit"] as const;
 
 /**
  * keel verify's checks on the host (keel-verify), run as verify.sh runs them: as the deploy user
@@ -361,4 +361,116 @@ export async function expectNamesItself(vm: Vm): Promise<void> {
   const r = await vm.exec(`sudo ${ROOT_HELPER} true`);
   expect(r.code).toBe(0);
   expect(r.stderr).not.toContain("unable to resolve host");
+}
+
+/**
+ * The IPv6 sources a static-IPv6 check logs in from (the documentation prefix, RFC 3849): the
+ * host's keel:allowedSshCidrs must hold it. Broader than /48, so fail2ban may ban it like any
+ * address (fail2banExemptCidrs), and adding it changes the firewall only.
+ */
+export const IPV6_CLIENT_CIDR = "2001:db8::/32";
+const V6 = {
+  netns: "keel-v6gw",
+  /** The guest's side: an address of "its /64", configured statically. */
+  guestLink: "keel-v6",
+  guestAddress: "2001:db8:6::2",
+  /** The gateway's side, as Hetzner's: link-local fe80::1 only. */
+  gatewayLink: "keel-v6gw",
+  /** A client beyond the gateway, in IPV6_CLIENT_CIDR but not in the guest's /64. */
+  client: "2001:db8:ffff::10",
+  /** The prefix the router advertisements offer. */
+  advertisedPrefix: "2001:db8:bad:",
+} as const;
+
+/**
+ * A router advertisement from the gateway namespace (fe80::1) to all nodes: a default router for
+ * 1800 s, high router preference, and the prefix 2001:db8:bad::/64 for autoconfiguration. Sent
+ * three times by python3 on a raw ICMPv6 socket (the kernel fills in the checksum).
+ */
+const SEND_RA = `
+import socket, struct, time
+idx = socket.if_nametoindex("${V6.gatewayLink}")
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, idx)
+ra = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0x08, 1800, 0, 0)
+prefix = struct.pack("!BBBBIII", 3, 4, 64, 0xC0, 86400, 14400, 0) + socket.inet_pton(socket.AF_INET6, "${V6.advertisedPrefix}:")
+for _ in range(3):
+    s.sendto(ra + prefix, ("ff02::1", 0, 0, idx))
+    time.sleep(1)
+`;
+
+/**
+ * What the guest's IPv6 link took from router advertisements: its global addresses in the
+ * advertised prefix, and its routes learnt from them (`proto ra`).
+ */
+async function takenFromAdvertisements(vm: Vm): Promise<string> {
+  await asRoot(vm, `ip netns exec ${V6.netns} python3 -`, { stdin: SEND_RA });
+  // The kernel handles an RA as it arrives; a moment for addrconf's work queue.
+  await asRoot(vm, "sleep 2");
+  return (await asRoot(vm, `{ ip -6 addr show dev ${V6.guestLink} | grep -F ${V6.advertisedPrefix} || true; ip -6 route show dev ${V6.guestLink} proto ra; }`)).trim();
+}
+
+/**
+ * IPv6 as a Hetzner server has it, with keel's router-advertisement settings in force: a link made
+ * after boot (so it starts from net.ipv6.conf.default) gets an address statically, and the way out
+ * is a route through the link-local gateway fe80::1. Then:
+ *  - router advertisements from that gateway add no address, no default route and no route;
+ *  - the admin logs in over SSH from a client beyond the gateway, over IPv6 (UFW allows
+ *    IPV6_CLIENT_CIDR, which the host's keel:allowedSshCidrs must hold);
+ *  - as the control, the same advertisements on the same link with the kernel's defaults put back
+ *    on it (accept_ra_defrtr, accept_ra_pinfo, autoconf) do add an address and a default route, so
+ *    the first check was not empty for want of an advertisement.
+ */
+export async function expectSshOverStaticIpv6(vm: Vm, opts: { port: number; user: string; privateKey: string; hostPublicKey: string }): Promise<void> {
+  const inNs = `ip netns exec ${V6.netns}`;
+  const key = "/run/keel-v6-test-key";
+  const known = "/run/keel-v6-test-known-hosts";
+  const teardown = `ip netns del ${V6.netns} 2>/dev/null || true; ip link del ${V6.guestLink} 2>/dev/null || true; rm -f ${key} ${known}`;
+  await asRoot(vm, [
+    teardown,
+    "set -e",
+    `ip netns add ${V6.netns}`,
+    `ip link add ${V6.guestLink} type veth peer name ${V6.gatewayLink}`,
+    `ip link set ${V6.gatewayLink} netns ${V6.netns}`,
+    `${inNs} ip link set lo up`,
+    `${inNs} ip link set ${V6.gatewayLink} up`,
+    `${inNs} ip -6 addr add fe80::1/64 dev ${V6.gatewayLink} nodad`,
+    `${inNs} ip -6 addr add ${V6.client}/128 dev lo`,
+    `${inNs} ip -6 route add ${V6.guestAddress}/128 dev ${V6.gatewayLink}`,
+    `ip link set ${V6.guestLink} up`,
+    `ip -6 addr add ${V6.guestAddress}/64 dev ${V6.guestLink} nodad`,
+    `ip -6 route add ${V6.client}/128 via fe80::1 dev ${V6.guestLink}`,
+  ].join("\n"));
+  try {
+    // The link started from keel's defaults.
+    const settings = ["accept_ra_defrtr", "accept_ra_pinfo", "accept_ra_rtr_pref", "autoconf", "router_solicitations", "max_addresses"];
+    const values = await asRoot(vm, settings.map((s) => `sysctl -n net.ipv6.conf.${V6.guestLink}.${s}`).join("; "));
+    expect(values.trim().split("\n")).toEqual(["0", "0", "0", "0", "0", "1"]);
+    // Wait for the link-local address of the guest's side, which the gateway answers neighbour solicitations from.
+    await waitFor(`a link-local address on ${V6.guestLink}`, async () => (await asRoot(vm, `ip -6 addr show dev ${V6.guestLink} scope link -tentative`)).trim(), (out) => out.includes("fe80::"));
+
+    expect(await takenFromAdvertisements(vm)).toBe("");
+
+    await asRoot(vm, `umask 077 && cat > ${key} && printf '[%s]:%s %s\\n' ${V6.guestAddress} ${opts.port} ${shellQuote(opts.hostPublicKey.trim())} > ${known}`, { stdin: opts.privateKey });
+    const login = await tryAsRoot(
+      vm,
+      [
+        `${inNs} ssh -F /dev/null -6 -b ${V6.client} -p ${opts.port} -i ${key} -o IdentitiesOnly=yes -o BatchMode=yes -o ConnectTimeout=20`,
+        `-o StrictHostKeyChecking=yes -o UserKnownHostsFile=${known} -o GlobalKnownHostsFile=/dev/null ${opts.user}@${V6.guestAddress}`,
+        `'echo "keel-ok from $SSH_CLIENT"'`,
+      ].join(" "),
+      { timeoutMs: 2 * MINUTE },
+    );
+    expect(login.code, login.stderr).toBe(0);
+    expect(login.stdout).toMatch(new RegExp(`^keel-ok from ${V6.client} \\d+ ${opts.port}\\n$`));
+
+    // The control: the kernel's defaults on this one link, the same advertisements.
+    await asRoot(vm, ["accept_ra_defrtr=1", "accept_ra_pinfo=1", "autoconf=1"].map((s) => `sysctl -qw net.ipv6.conf.${V6.guestLink}.${s}`).join(" && "));
+    const taken = await takenFromAdvertisements(vm);
+    expect(taken).toContain(V6.advertisedPrefix);
+    expect(taken).toMatch(/^default via fe80::1 .*proto ra/m);
+  } finally {
+    await asRoot(vm, teardown);
+  }
 }

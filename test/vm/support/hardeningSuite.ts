@@ -6,7 +6,7 @@ import { describe, expect, it, beforeAll } from "vitest";
 import { sshPorts, type KeelConfig } from "../../../config";
 import { runSteps, type StepRun } from "../../../local/runSteps";
 import { isHostKeyFailure, type ExecResult, type Vm } from "../../../local/vm";
-import { firstBootPackages, kexAlgorithms, modprobeConf } from "../../../plan/hardening";
+import { firstBootPackages, HARDENING_PATHS, kexAlgorithms, modprobeConf, sysctlConf } from "../../../plan/hardening";
 import { buildHostPlan, layoutBundle } from "../../../plan/hostPlan";
 import { readStatic } from "../../../plan/static";
 import {
@@ -15,6 +15,9 @@ import {
   expectBanAndUnban,
   expectHardeningVerified,
   expectNamesItself,
+  expectSshOverStaticIpv6,
+  IPV6_CLIENT_CIDR,
+  keelVerifyOnHost,
   metadataGuardCount,
   parallelLogins,
   probeFromAttacker,
@@ -231,12 +234,57 @@ export function hardenedHostChecks(host: () => HardenedHost, when: string, round
     }, 25 * MINUTE);
 
     it("applies every sysctl setting, keeps core dumps off and the journal on disk", async () => {
-      const { vm } = host();
-      const wantedSysctl = sysctlSettings(readStatic("cloud-init/files/sysctl-keel.conf"));
+      const { vm, cfg } = host();
+      const wantedSysctl = sysctlSettings(sysctlConf(cfg));
       expect(Object.keys(wantedSysctl).length).toBeGreaterThan(30);
       expect(await sysctlValues(vm, Object.keys(wantedSysctl))).toEqual(wantedSysctl);
       expect((await sh(vm, "ulimit -Hc; ulimit -Sc")).trim()).toBe("0\n0");
       expect((await sh(vm, "test -d /var/log/journal/$(cat /etc/machine-id) && journalctl --list-boots --no-pager | wc -l")).trim()).toMatch(/^[1-9]\d*$/);
+    }, 5 * MINUTE);
+
+    it("serves SSH over static IPv6 through the gateway fe80::1 and takes nothing from router advertisements", async () => {
+      const { vm, cfg, admin, hostKey } = host();
+      expect(cfg.allowedSshCidrs).toContain(IPV6_CLIENT_CIDR);
+      await expectSshOverStaticIpv6(vm, { port: cfg.sshPort, user: cfg.deployUser, privateKey: admin.privateKey, hostPublicKey: hostKey.publicKey });
+    }, 5 * MINUTE);
+
+    it("runs sudo with umask 0077 and no exec except for keel's tools; keeps sshd_config and the deploy user's start-up files from others", async () => {
+      const { vm, cfg } = host();
+      // Every step of the converge ran through this sudoers file; sudo reads it as planned.
+      expect(await asRoot(vm, "visudo -c >/dev/null && echo parsed")).toBe("parsed\n");
+      const listed = await sh(vm, "sudo -l");
+      expect(listed).toMatch(/\bignore_dot\b/);
+      expect(listed).toMatch(/\bumask=0?077\b/);
+      expect(listed).toMatch(/\bnoexec\b/);
+      expect(listed).toMatch(/\(root\) NOPASSWD: EXEC: \/usr\/local\/sbin\/keel-\*/);
+      // A rule without EXEC: (root's own) runs its command, which cannot start another program,
+      // with the union of the caller's umask and 0077.
+      const noexec = await tryAsRoot(vm, "sudo -u nobody /bin/sh -c 'umask; /bin/true && echo started'");
+      expect(noexec.stdout.trim()).toBe("0077");
+      expect(noexec.stderr).toMatch(/Permission denied/);
+      expect(await asRoot(vm, `stat -c '%a %U' ${HARDENING_PATHS.sshdConfig}`)).toBe("600 root\n");
+      const initFiles = await sh(vm, `cd /home/${cfg.deployUser} && stat -c '%a %n' .bashrc .profile`);
+      expect(initFiles).toBe("640 .bashrc\n640 .profile\n");
+    }, 5 * MINUTE);
+
+    it("keeps root's password locked: keel verify fails on one set by hand, and the root-access step locks it again", async () => {
+      const { vm, cfg } = host();
+      // The first character of root's password field: "!" locked, "*" none; "$" a hash.
+      const rootPassword = async () => (await asRoot(vm, "awk -F: '$1 == \"root\" { print substr($2, 1, 1) }' /etc/shadow")).trim();
+      expect(["!", "*"]).toContain(await rootPassword());
+      expect((await keelVerifyOnHost(vm)).get("passwords")?.status).toBe("ok");
+      // As through Hetzner's console: a password that works. On stdin, never in a command line.
+      await asRoot(vm, "chpasswd", { stdin: `root:keel-test-${Date.now()}\n` });
+      expect(await rootPassword()).toBe("$");
+      const found = (await keelVerifyOnHost(vm)).get("passwords");
+      expect(found?.status).toBe("failed");
+      expect(found?.evidence).toMatch(/^root: a password that works/);
+      expect(found?.evidence).not.toContain("$");
+      const step = buildHostPlan(cfg).steps.filter((s) => s.name === "harden-root-access");
+      const [run] = await runSteps(vm, step, {});
+      expect(run.stdout).toMatch(/^changed password of root locked$/m);
+      expect(await rootPassword()).toBe("!");
+      expect((await keelVerifyOnHost(vm)).get("passwords")?.status).toBe("ok");
     }, 5 * MINUTE);
 
     it("loads none of the kernel modules keel rules out, even when asked; an SCTP socket is refused", async () => {
@@ -278,7 +326,9 @@ export function hardenedHostChecks(host: () => HardenedHost, when: string, round
       expect(await sh(vm, "cat /etc/issue")).toBe(banner);
       expect(await sh(vm, "cat /etc/issue.net")).toBe(banner);
       // A login shell gets TMOUT, read-only; the non-login shell of a pulumi step does not.
-      expect((await sh(vm, "bash -lc 'echo $TMOUT; readonly -p | grep -cw TMOUT; ulimit -c'")).trim().split("\n")).toEqual(["900", "1", "0"]);
+      expect((await sh(vm, "bash -lc 'echo $TMOUT; readonly -p | grep -cw TMOUT; bash -c \"echo \\$TMOUT\"; ulimit -c'")).trim().split("\n")).toEqual(["600", "1", "600", "0"]);
+      // dash, the other login shell, reads the file too and skips what only bash has, silently.
+      expect(await sh(vm, "sh -lc 'echo ok' 2>&1")).toBe("ok\n");
       expect((await sh(vm, "echo \"[${TMOUT:-}]\"")).trim()).toBe("[]");
     }, 5 * MINUTE);
 

@@ -346,7 +346,10 @@ export async function sh(vm: VmSession, command: string, opts: { stdin?: string;
   return r.stdout;
 }
 
-/** The test-only root helper: `sudo keel-test-root CMD…` runs CMD as root. */
+/**
+ * The test-only root helper: `sudo keel-test-root CMD…` runs CMD as root, with a root login's
+ * umask (022) rather than the 0077 keel's sudo defaults pass on, as an admin's root shell has.
+ */
 export const ROOT_HELPER = "/usr/local/sbin/keel-test-root";
 
 /**
@@ -355,7 +358,7 @@ export const ROOT_HELPER = "/usr/local/sbin/keel-test-root";
  * keel's plan; a VM that has it is a test VM.
  */
 export async function installRootHelper(vm: VmSession): Promise<void> {
-  const bundle = { files: [{ path: ROOT_HELPER, owner: "root", group: "root", mode: "0755", content: '#!/bin/sh\nexec "$@"\n' }] };
+  const bundle = { files: [{ path: ROOT_HELPER, owner: "root", group: "root", mode: "0755", content: '#!/bin/sh\numask 022\nexec "$@"\n' }] };
   await sh(vm, `sudo ${toolPath("place")}`, { stdin: stableJson(bundle) });
 }
 
