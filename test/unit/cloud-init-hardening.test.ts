@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { parseConfig, type KeelConfig } from "../../config";
 import type { Bundle } from "../../plan/types";
 import { imagePython } from "../support/stack";
-import { HARDENING_PATHS, fail2banExemptCidrs, hardeningFiles, hardeningSteps, hardeningUnits, kexAlgorithms, sshdReload, fail2banJailUp } from "../../plan/hardening";
+import { HARDENING_PATHS, fail2banExemptCidrs, hardeningFiles, hardeningSteps, hardeningUnits, kernelPortList, kexAlgorithms, sshdReload, fail2banJailUp, sysctlConf } from "../../plan/hardening";
 
 function config(overrides: Record<string, string> = {}): KeelConfig {
   return parseConfig({
@@ -39,6 +39,30 @@ describe("hardeningSteps (pulumi up re-converges the first boot's hardening)", (
     expect(sshd.check).toEqual(["sshd", "-t"]);
     expect(sshd.onChange).toEqual([sshdReload(config())]);
     expect(sshd.onChange![0].join(" ")).toContain("systemctl reload-or-restart ssh.service");
+  });
+
+  it("keeps sshd_config at 0600 at most without writing it, alongside the drop-in", () => {
+    expect(bundleOf(config(), "sshd").modes).toEqual([{ path: HARDENING_PATHS.sshdConfig, owner: "root", mode: "0600" }]);
+  });
+
+  it("locks root's password and checks the whole sudoers configuration before keeping keel's file", () => {
+    const root = bundleOf(config({ "keel:deployUser": "ops" }), "root-access");
+    expect(root.lockPasswords).toEqual(["root"]);
+    expect(root.check).toEqual(["visudo", "-c"]);
+    expect(root.files).toEqual([expect.objectContaining({ path: HARDENING_PATHS.sudoers, owner: "root", group: "root", mode: "0440" })]);
+    // sudo and sudo-rs skip a sudoers.d file whose name has a dot.
+    expect(HARDENING_PATHS.sudoers.split("/").pop()).not.toContain(".");
+    expect(root.files[0].content.trimEnd().split("\n").at(-1)).toBe("ops ALL=(root) NOPASSWD:EXEC: /usr/local/sbin/keel-*");
+  });
+
+  it("reserves the SSH port(s) from outgoing connections, written as the kernel prints the list", () => {
+    expect(kernelPortList([22])).toBe("22");
+    expect(kernelPortList([2223, 22, 2222, 22])).toBe("22,2222-2223");
+    expect(kernelPortList([61000, 61002, 61001, 65535])).toBe("61000-61002,65535");
+    const reserved = (overrides: Record<string, string>) => sysctlConf(config(overrides)).match(/^net\.ipv4\.ip_local_reserved_ports = (.*)$/m)?.[1];
+    expect(reserved({})).toBe("22");
+    expect(reserved({ "keel:sshPort": "2222", "keel:sshPortNext": "61000" })).toBe("2222,61000");
+    expect(sysctlConf(config())).toMatch(/^net\.ipv4\.ip_local_port_range = 32768 65535$/m);
   });
 
   it("tests the fail2ban jail before keeping it, and re-applies UFW when the allowed sources change", () => {
