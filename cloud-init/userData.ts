@@ -24,12 +24,14 @@ export const FIRST_BOOT_BUNDLE = "/run/keel/first-boot.json";
 
 /**
  * The hardening files cloud-init writes itself (write_files, in its init stage): those that must be
- * on disk before it installs packages (apt's settings: no Recommends from the first install on) or
- * restarts sshd when openssh-server is upgraded (the drop-in and the banner it names), and the
- * module blacklist, in force before anything loads a module. Every other hardening file travels in
- * the first-boot bundle, which keel-place places as runcmd's first command, before any command
- * that uses one: one gzip for all of them is a third smaller than one each, and Hetzner takes at
- * most 32 KiB of user-data.
+ * on disk before it installs packages or restarts sshd when openssh-server is upgraded. apt's
+ * settings (no Recommends from the first install on); the sshd drop-in and the banner it names;
+ * fail2ban's jail, so that fail2ban starts when its package is installed (Debian's own sshd jail
+ * reads /var/log/auth.log, which a host without rsyslog does not have, and fails to start); and the
+ * module blacklist, in force before anything loads a module. Every other hardening file
+ * travels in the first-boot bundle, which keel-place places as runcmd's first command, before any
+ * command that uses one: one gzip for all of them is a third smaller than one each, and Hetzner
+ * takes at most 32 KiB of user-data.
  */
 export const EARLY_FILES: readonly string[] = [
   HARDENING_PATHS.aptNoRecommends,
@@ -37,6 +39,7 @@ export const EARLY_FILES: readonly string[] = [
   HARDENING_PATHS.aptUnattended,
   HARDENING_PATHS.sshdDropIn,
   HARDENING_PATHS.sshBanner,
+  HARDENING_PATHS.fail2banJail,
   HARDENING_PATHS.modprobe,
 ];
 
@@ -51,7 +54,7 @@ export function firstBootBundle(cfg: KeelConfig): Bundle {
   return {
     ...layout,
     modes: [...(layout.modes ?? []), ...units.flatMap((u) => u.modes ?? [])],
-    lockPasswords: units.flatMap((u) => u.lockPasswords ?? []),
+    ...(units.some((u) => u.lockPasswords) ? { lockPasswords: true } : {}),
     files: [...layout.files, ...units.flatMap((u) => u.files).filter((f) => !EARLY_FILES.includes(f.path))],
   };
 }
@@ -98,6 +101,9 @@ export function firstBootCommands(cfg: KeelConfig): (string | string[])[] {
     // The engine's system user and directories, and the hardening files cloud-init did not write,
     // through the same tool and bundles as the layout and hardening steps.
     `${toolPath("place")} < ${FIRST_BOOT_BUNDLE}`,
+    // keel's sudoers file holds the deploy user's only sudo rule: a first boot whose sudoers
+    // configuration does not parse fails here, loudly, instead of leaving a host nobody can converge.
+    ...check("root-access"),
     // The user-data holds the host private key: cloud-init's copies and logs become root-only.
     ["find", "/var/lib/cloud/instances", "-type", "f", "-exec", "chmod", "go-rwx", "{}", "+"],
     ["find", "/var/log", "-maxdepth", "1", "-name", "cloud-init*.log", "-type", "f", "-exec", "chmod", "0600", "{}", "+"],

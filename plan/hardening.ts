@@ -55,8 +55,8 @@ export interface HardeningUnit {
   readonly files: HostFile[];
   /** Files keel does not write whose permissions it bounds (keel-place `modes`). */
   readonly modes?: HostFileMode[];
-  /** Accounts whose password keel keeps locked (keel-place `lockPasswords`). */
-  readonly lockPasswords?: string[];
+  /** Lock every password that works (keel-place `lockPasswords`). */
+  readonly lockPasswords?: boolean;
   /** argv run after placing; a failure rolls the files back (keel-place). */
   readonly check?: string[];
   /** argv lists run only when a file changed. */
@@ -316,10 +316,10 @@ export function hardeningUnits(cfg: KeelConfig): HardeningUnit[] {
     },
     {
       name: "root-access",
-      description: "root: its password locked; sudo with umask 0077 and no exec, the deploy user's rule limited to keel's tools",
-      // No account keeps a password that works: root's is locked (the deploy user's cloud-init
-      // locks, system users have none), so nothing can log in with one, on the console either.
-      lockPasswords: ["root"],
+      description: "no account with a password that works (root's locked); sudo with umask 0077 and no exec, the deploy user's rule limited to keel's tools",
+      // No account keeps a password that works (root's included; cloud-init creates the deploy
+      // user locked, system users have none), so nothing logs in with one, on the console either.
+      lockPasswords: true,
       files: [rootFile(p.sudoers, sudoersKeel(cfg), "0440")],
       // The whole sudoers configuration must parse with the new file in it; otherwise it is put back.
       check: ["visudo", "-c"],

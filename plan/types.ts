@@ -59,8 +59,8 @@ export interface Bundle {
   readonly users?: SystemUser[];
   readonly dirs?: HostDir[];
   readonly modes?: HostFileMode[];
-  /** Accounts whose password is kept locked (keel-place: `usermod --lock` when one works). */
-  readonly lockPasswords?: string[];
+  /** Lock every password that works (keel-place: `usermod --lock`), so no account has one. */
+  readonly lockPasswords?: boolean;
   readonly files: HostFile[];
   /** argv run after placing; a non-zero exit rolls the files back and fails the step. */
   readonly check?: string[];

@@ -54,6 +54,14 @@ describe("keel-place (real python3, real files)", () => {
     expect(statSync(join(dir, "state")).mtimeMs).toBe(stateDirBefore);
   });
 
+  it("makes missing parent directories 0755 (not narrowed by its own umask), and the manifest's 0700", () => {
+    const r = place({ files: [file("new/sub/c.conf", "c\n", "0644")] }, manifest);
+    expect(r.code, r.stderr).toBe(0);
+    expect(statSync(join(dir, "new")).mode & 0o7777).toBe(0o755);
+    expect(statSync(join(dir, "new", "sub")).mode & 0o7777).toBe(0o755);
+    expect(statSync(join(dir, "state")).mode & 0o7777).toBe(0o700);
+  });
+
   it("repairs a mode changed by hand", () => {
     const bundle: Bundle = { files: [file("c.conf", "c\n", "0600")] };
     place(bundle, manifest);

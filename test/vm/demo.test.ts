@@ -13,8 +13,7 @@ import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readStatic } from "../../plan/static";
 import { REPO } from "../support/stack";
-import { stableJson } from "../../plan/hash";
-import { FIRST_BOOT_HOOK_LIMIT, MINUTE, ROOT_HELPER, shellQuote, testRunDir, testRunKeys } from "./support/keelVm";
+import { FIRST_BOOT_HOOK_LIMIT, MINUTE, ROOT_HELPER, ROOT_HELPER_BUNDLE, shellQuote, testRunDir, testRunKeys } from "./support/keelVm";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "keel-demo-"));
 const env = { ...process.env, KEEL_DEMO_DIR: dir, KEEL_FIRST_BOOT_CACHE: path.join(testRunDir(), "first-boots") };
@@ -131,8 +130,7 @@ describe("npm run demo", () => {
     const args = [...current.sshCommand.split(" ").slice(1), "-o", "BatchMode=yes"];
     // Root on the VM for the test: its helper placed through keel-place, the one way the deploy
     // user's sudo allows (support/keelVm.ts installRootHelper).
-    const bundle = stableJson({ files: [{ path: ROOT_HELPER, owner: "root", group: "root", mode: "0755", content: '#!/bin/sh\nexec "$@"\n' }] });
-    const placed = spawnSync("ssh", [...args, "sudo /usr/local/sbin/keel-place"], { input: bundle, encoding: "utf8", timeout: 5 * MINUTE });
+    const placed = spawnSync("ssh", [...args, "sudo /usr/local/sbin/keel-place"], { input: ROOT_HELPER_BUNDLE, encoding: "utf8", timeout: 5 * MINUTE });
     expect(placed.status, placed.stderr).toBe(0);
     // sshd keeps the first value it reads: a drop-in sorted before keel's 00-keel.conf.
     const breakIt = [

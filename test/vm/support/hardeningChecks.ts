@@ -391,6 +391,7 @@ const SEND_RA = `
 import socket, struct, time
 idx = socket.if_nametoindex("${V6.gatewayLink}")
 s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.bind(("fe80::1", 0, 0, idx))
 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, idx)
 ra = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0x08, 1800, 0, 0)
@@ -401,14 +402,15 @@ for _ in range(3):
 `;
 
 /**
- * What the guest's IPv6 link took from router advertisements: its global addresses in the
- * advertised prefix, and its routes learnt from them (`proto ra`).
+ * What the guest's IPv6 link took from router advertisements: its addresses in the advertised
+ * prefix, the prefix's route, and routes learnt from them (`proto ra`).
  */
 async function takenFromAdvertisements(vm: Vm): Promise<string> {
   await asRoot(vm, `ip netns exec ${V6.netns} python3 -`, { stdin: SEND_RA });
   // The kernel handles an RA as it arrives; a moment for addrconf's work queue.
   await asRoot(vm, "sleep 2");
-  return (await asRoot(vm, `{ ip -6 addr show dev ${V6.guestLink} | grep -F ${V6.advertisedPrefix} || true; ip -6 route show dev ${V6.guestLink} proto ra; }`)).trim();
+  // Routes unfiltered by protocol: `ip route show proto X` leaves the proto out of what it prints.
+  return (await asRoot(vm, `{ ip -6 addr show dev ${V6.guestLink} | grep -F ${V6.advertisedPrefix}; ip -6 route show dev ${V6.guestLink} | grep -E '^${V6.advertisedPrefix}:/64 |proto ra'; } || true`)).trim();
 }
 
 /**
@@ -419,8 +421,8 @@ async function takenFromAdvertisements(vm: Vm): Promise<string> {
  *  - the admin logs in over SSH from a client beyond the gateway, over IPv6 (UFW allows
  *    IPV6_CLIENT_CIDR, which the host's keel:allowedSshCidrs must hold);
  *  - as the control, the same advertisements on the same link with the kernel's defaults put back
- *    on it (accept_ra_defrtr, accept_ra_pinfo, autoconf) do add an address and a default route, so
- *    the first check was not empty for want of an advertisement.
+ *    on it (accept_ra_defrtr, accept_ra_pinfo, autoconf, max_addresses 16) do add an address, the
+ *    prefix's route and a default route, so the first check was not empty for want of one.
  */
 export async function expectSshOverStaticIpv6(vm: Vm, opts: { port: number; user: string; privateKey: string; hostPublicKey: string }): Promise<void> {
   const inNs = `ip netns exec ${V6.netns}`;
@@ -466,10 +468,12 @@ export async function expectSshOverStaticIpv6(vm: Vm, opts: { port: number; user
     expect(login.stdout).toMatch(new RegExp(`^keel-ok from ${V6.client} \\d+ ${opts.port}\\n$`));
 
     // The control: the kernel's defaults on this one link, the same advertisements.
-    await asRoot(vm, ["accept_ra_defrtr=1", "accept_ra_pinfo=1", "autoconf=1"].map((s) => `sysctl -qw net.ipv6.conf.${V6.guestLink}.${s}`).join(" && "));
-    const taken = await takenFromAdvertisements(vm);
-    expect(taken).toContain(V6.advertisedPrefix);
-    expect(taken).toMatch(/^default via fe80::1 .*proto ra/m);
+    await asRoot(vm, ["accept_ra_defrtr=1", "accept_ra_pinfo=1", "autoconf=1", "max_addresses=16"].map((s) => `sysctl -qw net.ipv6.conf.${V6.guestLink}.${s}`).join(" && "));
+    const taken = (await takenFromAdvertisements(vm)).split("\n");
+    // An address autoconfigured in the prefix, the prefix's route, and the default route.
+    expect(taken.filter((l) => /^\s*inet6 2001:db8:bad:[0-9a-f:]+\/64 scope global/.test(l)), taken.join("\n")).toHaveLength(1);
+    expect(taken.filter((l) => l.startsWith("2001:db8:bad::/64 ")), taken.join("\n")).toHaveLength(1);
+    expect(taken.filter((l) => /^default via fe80::1 .*proto ra/.test(l)), taken.join("\n")).toHaveLength(1);
   } finally {
     await asRoot(vm, teardown);
   }

@@ -238,6 +238,16 @@ export function hardenedHostChecks(host: () => HardenedHost, when: string, round
       const wantedSysctl = sysctlSettings(sysctlConf(cfg));
       expect(Object.keys(wantedSysctl).length).toBeGreaterThan(30);
       expect(await sysctlValues(vm, Object.keys(wantedSysctl))).toEqual(wantedSysctl);
+      // A glob sets the key of every interface: the one the host came up with included, not only
+      // "all" and "default" (which these keys read from no existing interface).
+      const globs = [...sysctlConf(cfg).matchAll(/^net\.ipv6\.conf\.\*\.([a-z_]+) = (\S+)$/gm)];
+      expect(globs.length).toBe(6);
+      for (const [, key, value] of globs) {
+        const values = await asRoot(vm, `cd /proc/sys/net/ipv6/conf && for i in *; do printf '%s %s\\n' "$i" "$(cat "$i/${key}")"; done`);
+        const byInterface = Object.fromEntries(values.trim().split("\n").map((l) => l.split(" ")));
+        expect(Object.keys(byInterface).filter((i) => !["all", "default", "lo"].includes(i)).length, key).toBeGreaterThan(0);
+        for (const i of Object.keys(byInterface)) expect(`${i} ${key} ${byInterface[i]}`).toBe(`${i} ${key} ${value}`);
+      }
       expect((await sh(vm, "ulimit -Hc; ulimit -Sc")).trim()).toBe("0\n0");
       expect((await sh(vm, "test -d /var/log/journal/$(cat /etc/machine-id) && journalctl --list-boots --no-pager | wc -l")).trim()).toMatch(/^[1-9]\d*$/);
     }, 5 * MINUTE);

@@ -358,9 +358,11 @@ export const ROOT_HELPER = "/usr/local/sbin/keel-test-root";
  * keel's plan; a VM that has it is a test VM.
  */
 export async function installRootHelper(vm: VmSession): Promise<void> {
-  const bundle = { files: [{ path: ROOT_HELPER, owner: "root", group: "root", mode: "0755", content: '#!/bin/sh\numask 022\nexec "$@"\n' }] };
-  await sh(vm, `sudo ${toolPath("place")}`, { stdin: stableJson(bundle) });
+  await sh(vm, `sudo ${toolPath("place")}`, { stdin: ROOT_HELPER_BUNDLE });
 }
+
+/** keel-place's bundle that installs ROOT_HELPER. */
+export const ROOT_HELPER_BUNDLE = stableJson({ files: [{ path: ROOT_HELPER, owner: "root", group: "root", mode: "0755", content: '#!/bin/sh\numask 022\nexec "$@"\n' }] });
 
 /** Runs the shell command line `command` as root in the guest (needs installRootHelper). */
 export function asRoot(vm: VmSession, command: string, opts: { stdin?: string; timeoutMs?: number } = {}): Promise<string> {
