@@ -4,7 +4,8 @@
 // traffic off the machine. The install itself runs on the VM, from its offline repository
 // (test/vm/hardening.test.ts, "a server first booted by an older keel").
 import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { REPO } from "../support/stack";
@@ -46,6 +47,25 @@ describe("keel-packages", () => {
     for (const as of ["root", "nobody"] as const) {
       const r = packages(["bash", "coreutils", "dpkg"], as);
       expect(r, as).toEqual({ code: 0, stdout: "keel-packages: all 3 packages installed, nothing to do\n", stderr: "" });
+    }
+  });
+
+  it("runs apt with umask 022 whatever umask sudo passed on (keel's sudoers: 0077), for the packages' maintainer scripts", () => {
+    const stub = mkdtempSync(join(tmpdir(), "keel-packages-apt-"));
+    try {
+      // A stand-in for apt-get: it prints the umask it runs with and installs nothing.
+      writeFileSync(join(stub, "apt-get"), '#!/bin/sh\necho "apt-get $1 umask $(umask)"\n', { mode: 0o755 });
+      const r = spawnSync("bash", ["-c", 'umask 0077 && exec bash -s -- "$@"', "bash", "keel-no-such-package"], {
+        input: SCRIPT,
+        encoding: "utf8",
+        env: { PATH: `${stub}:/usr/sbin:/usr/bin:/sbin:/bin` },
+      });
+      expect(r.stdout.split("\n").filter((l) => l.startsWith("apt-get"))).toEqual(["apt-get -q umask 0022", "apt-get -q umask 0022"]);
+      // The stand-in installed nothing, and keel-packages checks what apt did.
+      expect(r.status).toBe(1);
+      expect(r.stderr).toContain("apt-get succeeded but keel-no-such-package is still not installed");
+    } finally {
+      rmSync(stub, { recursive: true, force: true });
     }
   });
 
