@@ -1,8 +1,9 @@
 // keel-packages on this machine, with its real dpkg: the argument checks, the "nothing to do" path
-// (no apt at all when every package is installed) and a missing package found as missing. It never
-// gets as far as apt here: installing needs root and the package mirrors, and this tier sends no
-// traffic off the machine. The install itself runs on the VM, from its offline repository
-// (test/vm/hardening.test.ts, "a server first booted by an older keel").
+// (no apt at all when every package is installed), a missing package found as missing, and the
+// umask apt runs with (apt-get a stand-in that only prints it). The real apt never runs here:
+// installing needs the package mirrors, and this tier sends no traffic off the machine. The
+// install itself runs on the VM, from its offline repository (test/vm/hardening.test.ts, "a
+// server first booted by an older keel").
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
