@@ -454,7 +454,9 @@ export async function expectSshOverStaticIpv6(vm: Vm, opts: { port: number; user
 
     expect(await takenFromAdvertisements(vm)).toBe("");
 
-    await asRoot(vm, `umask 077 && cat > ${key} && printf '[%s]:%s %s\\n' ${V6.guestAddress} ${opts.port} ${shellQuote(opts.hostPublicKey.trim())} > ${known}`, { stdin: opts.privateKey });
+    // known_hosts names a host on port 22 by its address alone, on another port as [address]:port.
+    const hostName = opts.port === 22 ? V6.guestAddress : `[${V6.guestAddress}]:${opts.port}`;
+    await asRoot(vm, `umask 077 && cat > ${key} && printf '%s %s\\n' ${shellQuote(hostName)} ${shellQuote(opts.hostPublicKey.trim())} > ${known}`, { stdin: opts.privateKey });
     const login = await tryAsRoot(
       vm,
       [

@@ -72,7 +72,8 @@ export async function convergeFirstBootedHost(vm: Vm, cfg: KeelConfig): Promise<
 }
 
 /** How `ufw status` shows an allowed CIDR: a single address (/32, /128) bare. */
-const ufwSource = (cidr: string) => cidr.replace(/\/(32|128)$/, "");
+/** A CIDR as `ufw status` shows it: a single address without its prefix length. */
+const ufwSource = (cidr: string) => (cidr.includes(":") ? cidr.replace(/\/128$/, "") : cidr.replace(/\/32$/, ""));
 
 /** Each host's `sshd -T` at its first round: a reboot changes nothing in it. */
 const sshdConfigs = new WeakMap<Vm, string>();
@@ -266,7 +267,8 @@ export function hardenedHostChecks(host: () => HardenedHost, when: string, round
       expect(listed).toMatch(/\bignore_dot\b/);
       expect(listed).toMatch(/\bumask=0?077\b/);
       expect(listed).toMatch(/\bnoexec\b/);
-      expect(listed).toMatch(/\(root\) NOPASSWD: EXEC: \/usr\/local\/sbin\/keel-\*/);
+      // sudo lists the rule's tags in an order of its own.
+      expect(listed).toMatch(/^\s*\(root\) (EXEC: NOPASSWD:|NOPASSWD: EXEC:) \/usr\/local\/sbin\/keel-\*$/m);
       // A rule without EXEC: (root's own) runs its command, which cannot start another program,
       // with the union of the caller's umask and 0077.
       const noexec = await tryAsRoot(vm, "sudo -u nobody /bin/sh -c 'umask; /bin/true && echo started'");
@@ -289,7 +291,8 @@ export function hardenedHostChecks(host: () => HardenedHost, when: string, round
       const found = (await keelVerifyOnHost(vm)).get("passwords");
       expect(found?.status).toBe("failed");
       expect(found?.evidence).toMatch(/^root: a password that works/);
-      expect(found?.evidence).not.toContain("$");
+      // Names only: no crypt hash ($y$…, $6$…) in what keel verify prints.
+      expect(found?.evidence).not.toMatch(/\$[0-9a-z]{1,2}\$/);
       const step = buildHostPlan(cfg).steps.filter((s) => s.name === "harden-root-access");
       const [run] = await runSteps(vm, step, {});
       expect(run.stdout).toMatch(/^changed password of root locked$/m);
