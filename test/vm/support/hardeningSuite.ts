@@ -28,7 +28,7 @@ import {
   ufwStatus,
   useAttacker,
 } from "./hardeningChecks";
-import { asRoot, MINUTE, sh, sshWith, tryAsRoot, type KeyPair } from "./keelVm";
+import { asRoot, MINUTE, sh, shellQuote, sshWith, tryAsRoot, type KeyPair } from "./keelVm";
 
 /** A first-booted host under test, as its file's beforeAll made it. */
 export interface HardenedHost {
@@ -274,6 +274,16 @@ export function hardenedHostChecks(host: () => HardenedHost, when: string, round
       const noexec = await tryAsRoot(vm, "sudo -u nobody /bin/sh -c 'umask; /bin/true && echo started'");
       expect(noexec.stdout.trim()).toBe("0077");
       expect(noexec.stderr).toMatch(/Permission denied/);
+      // A server first booted by an older keel keeps cloud-init's rule for the deploy user, without
+      // EXEC:. keel's file sorts after it and sudo uses the last rule that matches: keel's tools
+      // still start their programs (keel-verify runs sshd -T, ss, nft...).
+      const oldRule = "/etc/sudoers.d/90-cloud-init-users";
+      await asRoot(vm, `test ! -e ${oldRule} && umask 0337 && printf '%s\\n' ${shellQuote(`${cfg.deployUser} ALL=(root) NOPASSWD: /usr/local/sbin/keel-*`)} > ${oldRule} && visudo -c -q`);
+      try {
+        expect((await keelVerifyOnHost(vm)).get("sshd-config")?.status).toBe("ok");
+      } finally {
+        await asRoot(vm, `rm -f ${oldRule}`);
+      }
       expect(await asRoot(vm, `stat -c '%a %U' ${HARDENING_PATHS.sshdConfig}`)).toBe("600 root\n");
       const initFiles = await sh(vm, `cd /home/${cfg.deployUser} && stat -c '%a %n' .bashrc .profile`);
       expect(initFiles).toBe("640 .bashrc\n640 .profile\n");
