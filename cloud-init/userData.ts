@@ -53,6 +53,7 @@ export function firstBootBundle(cfg: KeelConfig): Bundle {
   const units = hardeningUnits(cfg);
   return {
     ...layout,
+    dirs: [...(layout.dirs ?? []), ...units.flatMap((u) => u.dirs ?? [])],
     modes: [...(layout.modes ?? []), ...units.flatMap((u) => u.modes ?? [])],
     ...(units.some((u) => u.lockPasswords) ? { lockPasswords: true } : {}),
     files: [...layout.files, ...units.flatMap((u) => u.files).filter((f) => !EARLY_FILES.includes(f.path))],

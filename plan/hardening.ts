@@ -3,7 +3,7 @@ import { IMAGE_FACTS, type Image } from "../images";
 import { readStatic } from "./static";
 import { placeStep, toolStep } from "./steps";
 import { TOOLS_DIR } from "./tools";
-import type { HostFile, HostFileMode, Step } from "./types";
+import type { HostDir, HostFile, HostFileMode, Step } from "./types";
 
 /**
  * The hardening keel puts on the host (seed 000 §1, §8): drop-ins, a firewall file and small
@@ -53,6 +53,8 @@ export interface HardeningUnit {
   readonly name: string;
   readonly description: string;
   readonly files: HostFile[];
+  /** Directories the unit's files live in, with the owner and mode keel keeps them at. */
+  readonly dirs?: HostDir[];
   /** Files keel does not write whose permissions it bounds (keel-place `modes`). */
   readonly modes?: HostFileMode[];
   /** Lock every password that works (keel-place `lockPasswords`). */
@@ -320,6 +322,8 @@ export function hardeningUnits(cfg: KeelConfig): HardeningUnit[] {
       // No account keeps a password that works (root's included; cloud-init creates the deploy
       // user locked, system users have none), so nothing logs in with one, on the console either.
       lockPasswords: true,
+      // sudo's package makes it 0755; its files are root's alone (ANSSI BP-028).
+      dirs: [{ path: "/etc/sudoers.d", owner: "root", group: "root", mode: "0750" }],
       files: [rootFile(p.sudoers, sudoersKeel(cfg), "0440")],
       // The whole sudoers configuration must parse with the new file in it; otherwise it is put back.
       check: ["visudo", "-c"],
@@ -413,5 +417,5 @@ export function packagesStep(cfg: Pick<KeelConfig, "image">): Step {
 
 /** The converge steps that keep the hardening in place on a running server (`pulumi up`). */
 export function hardeningSteps(cfg: KeelConfig): Step[] {
-  return hardeningUnits(cfg).map((u) => placeStep(`harden-${u.name}`, u.description, { modes: u.modes, lockPasswords: u.lockPasswords, files: u.files, check: u.check, onChange: u.onChange }));
+  return hardeningUnits(cfg).map((u) => placeStep(`harden-${u.name}`, u.description, { dirs: u.dirs, modes: u.modes, lockPasswords: u.lockPasswords, files: u.files, check: u.check, onChange: u.onChange }));
 }

@@ -37,7 +37,8 @@ export function deployKeyBundle(cfg: KeelConfig, privateKey: string): Bundle {
     dirs: [{ path: `/home/${u}/.ssh`, owner: u, group: u, mode: "0700" }],
     files: [
       { path: p.deployKey, owner: u, group: u, mode: "0600", content: privateKey.endsWith("\n") ? privateKey : privateKey + "\n" },
-      { path: p.gitKnownHosts, owner: u, group: u, mode: "0644", content: cfg.gitKnownHosts.map((l) => l + "\n").join("") },
+      // Only the deploy user's git reads it: no other user's business (ANSSI's accounts_users_home_files_permissions).
+      { path: p.gitKnownHosts, owner: u, group: u, mode: "0600", content: cfg.gitKnownHosts.map((l) => l + "\n").join("") },
     ],
   };
 }

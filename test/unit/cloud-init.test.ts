@@ -207,7 +207,7 @@ describe("write_files", () => {
     const layout = layoutBundle(cfg);
     const b = bundleOf(d);
     expect(b.users).toEqual(layout.users);
-    expect(b.dirs).toEqual(layout.dirs);
+    expect(b.dirs).toEqual([...(layout.dirs ?? []), { path: "/etc/sudoers.d", owner: "root", group: "root", mode: "0750" }]);
     expect(b.modes).toEqual(expect.arrayContaining([...(layout.modes ?? []), { path: HARDENING_PATHS.sshdConfig, owner: "root", mode: "0600" }]));
     expect(b.check).toBeUndefined();
     expect(b.onChange).toBeUndefined();

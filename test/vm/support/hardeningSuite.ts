@@ -284,7 +284,7 @@ export function hardenedHostChecks(host: () => HardenedHost, when: string, round
       } finally {
         await asRoot(vm, `rm -f ${oldRule}`);
       }
-      expect(await asRoot(vm, `stat -c '%a %U' ${HARDENING_PATHS.sshdConfig}`)).toBe("600 root\n");
+      expect(await asRoot(vm, `stat -c '%a %U' ${HARDENING_PATHS.sshdConfig} /etc/sudoers.d`)).toBe("600 root\n750 root\n");
       const initFiles = await sh(vm, `cd /home/${cfg.deployUser} && stat -c '%a %n' .bashrc .profile`);
       expect(initFiles).toBe("640 .bashrc\n640 .profile\n");
     }, 5 * MINUTE);
