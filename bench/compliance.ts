@@ -184,14 +184,15 @@ function report(run: Run, titles: Map<string, string>): void {
 
 /**
  * What a file-integrity baseline (AIDE, ANSSI's package_aide_installed and aide_build_database)
- * would cost this host: Debian's aide installed from the image's offline repository after the
- * scans (like openscap-scanner, not part of keel's payload), then `aideinit` (the database of
+ * would cost this host: Debian's aide and aide-common installed from the image's offline
+ * repository after the scans (like openscap-scanner, not part of keel's payload), then `aideinit` (the database of
  * Debian's default rules) and one `aide --check` against it, each timed: wall clock, CPU time
  * (user + system, from bash's `times`), and the database's size and entries. Under TCG the CPU
  * figures are the emulator's; they bound what a real server would spend.
  */
 async function measureAide(vm: Vm): Promise<void> {
-  await asRoot(vm, "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends aide", { timeoutMs: 15 * MINUTE });
+  // aide-common has aideinit, Debian's configuration and the daily check; aide only recommends it.
+  await asRoot(vm, "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends aide aide-common", { timeoutMs: 15 * MINUTE });
   const timed = async (what: string, command: string): Promise<string> => {
     const t0 = Date.now();
     // bash's `times` prints the children's user and system CPU time on its second line.
@@ -219,7 +220,7 @@ async function main(): Promise<void> {
   const started = Date.now();
   // openscap-scanner is in the image's offline repository, not in keel's payload: the audit tool
   // is not part of the audited host. It is installed after the plan is deployed.
-  const host = await deployedTestHost("compliance", { repoPackages: [...DEFAULT_REPO_PACKAGES, "openscap-scanner", "aide"] }).catch((err: unknown) => {
+  const host = await deployedTestHost("compliance", { repoPackages: [...DEFAULT_REPO_PACKAGES, "openscap-scanner", "aide", "aide-common"] }).catch((err: unknown) => {
     fs.rmSync(runDir, { recursive: true, force: true });
     throw err;
   });
