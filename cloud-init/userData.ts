@@ -27,8 +27,10 @@ export const FIRST_BOOT_BUNDLE = "/run/keel/first-boot.json";
  * on disk before it installs packages or restarts sshd when openssh-server is upgraded. apt's
  * settings (no Recommends from the first install on); the sshd drop-in and the banner it names;
  * fail2ban's jail, so that fail2ban starts when its package is installed (Debian's own sshd jail
- * reads /var/log/auth.log, which a host without rsyslog does not have, and fails to start); and the
- * module blacklist, in force before anything loads a module. Every other hardening file
+ * reads /var/log/auth.log, which a host without rsyslog does not have, and fails to start); the
+ * core-file limit, which pam_limits sets once per SSH connection, when it opens, so that a login
+ * made while the first boot still runs has it too; and the module blacklist, in force before
+ * anything loads a module. Every other hardening file
  * travels in the first-boot bundle, which keel-place places as runcmd's first command, before any
  * command that uses one: one gzip for all of them is a third smaller than one each, and Hetzner
  * takes at most 32 KiB of user-data.
@@ -40,6 +42,7 @@ export const EARLY_FILES: readonly string[] = [
   HARDENING_PATHS.sshdDropIn,
   HARDENING_PATHS.sshBanner,
   HARDENING_PATHS.fail2banJail,
+  HARDENING_PATHS.coreLimits,
   HARDENING_PATHS.modprobe,
 ];
 
