@@ -30,10 +30,9 @@ export const FIRST_BOOT_BUNDLE = "/run/keel/first-boot.json";
  * reads /var/log/auth.log, which a host without rsyslog does not have, and fails to start); the
  * core-file limit, which pam_limits sets once per SSH connection, when it opens, so that a login
  * made while the first boot still runs has it too; and the module blacklist, in force before
- * anything loads a module. Every other hardening file
- * travels in the first-boot bundle, which keel-place places as runcmd's first command, before any
- * command that uses one: one gzip for all of them is a third smaller than one each, and Hetzner
- * takes at most 32 KiB of user-data.
+ * anything loads a module. Every other hardening file travels in the first-boot bundle, which
+ * keel-place places as runcmd's first command, before any command that uses one: one gzip for all
+ * of them is a third smaller than one each, and Hetzner takes at most 32 KiB of user-data.
  */
 export const EARLY_FILES: readonly string[] = [
   HARDENING_PATHS.aptNoRecommends,
@@ -190,7 +189,7 @@ export function cloudConfig(cfg: KeelConfig, hostKey: HostKeyPair): Record<strin
         // Reads every unit's logs without root.
         groups: ["systemd-journal"],
         // No sudo rule from cloud-init: the deploy user's rule (keel's tools only) is in keel's own
-        // sudoers file, written here by write_files and kept by the sudo hardening step.
+        // sudoers file, which the first-boot bundle and the root-access step place.
         ssh_authorized_keys: cfg.adminKeys.map((k) => k.trim()),
       },
     ],
