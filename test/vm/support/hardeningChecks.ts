@@ -415,8 +415,9 @@ async function takenFromAdvertisements(vm: Vm): Promise<string> {
 
 /**
  * IPv6 as a Hetzner server has it, with keel's router-advertisement settings in force: a link made
- * after boot (so it starts from net.ipv6.conf.default) gets an address statically, and the way out
- * is a route through the link-local gateway fe80::1. Then:
+ * after boot (it starts from keel's values: net.ipv6.conf.default's, and the glob's, which
+ * systemd's udev rule applies to a new link) gets an address statically, and the way out is a
+ * route through the link-local gateway fe80::1. Then:
  *  - router advertisements from that gateway add no address, no default route and no route;
  *  - the admin logs in over SSH from a client beyond the gateway, over IPv6 (UFW allows
  *    IPV6_CLIENT_CIDR, which the host's keel:allowedSshCidrs must hold);
