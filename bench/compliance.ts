@@ -192,7 +192,9 @@ function report(run: Run, titles: Map<string, string>): void {
  */
 async function measureAide(vm: Vm): Promise<void> {
   // aide-common has aideinit, Debian's configuration and the daily check; aide only recommends it.
-  await asRoot(vm, "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends aide aide-common", { timeoutMs: 15 * MINUTE });
+  // aide-common places each of its rule snippets through ucf, slowly under TCG (15 min were not
+  // enough for its install on 2026-12-05, with two other VMs running): a generous bound.
+  await asRoot(vm, "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends aide aide-common", { timeoutMs: 60 * MINUTE });
   const timed = async (what: string, command: string): Promise<string> => {
     const t0 = Date.now();
     // bash's `times` prints the children's user and system CPU time on its second line.
