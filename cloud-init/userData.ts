@@ -104,12 +104,12 @@ export function firstBootCommands(cfg: KeelConfig): (string | string[])[] {
     // The engine's system user and directories, and the hardening files cloud-init did not write,
     // through the same tool and bundles as the layout and hardening steps.
     `${toolPath("place")} < ${FIRST_BOOT_BUNDLE}`,
-    // keel's sudoers file holds the deploy user's only sudo rule: a first boot whose sudoers
-    // configuration does not parse fails here, loudly, instead of leaving a host nobody can converge.
-    ...check("root-access"),
     // The user-data holds the host private key: cloud-init's copies and logs become root-only.
     ["find", "/var/lib/cloud/instances", "-type", "f", "-exec", "chmod", "go-rwx", "{}", "+"],
     ["find", "/var/log", "-maxdepth", "1", "-name", "cloud-init*.log", "-type", "f", "-exec", "chmod", "0600", "{}", "+"],
+    // keel's sudoers file holds the deploy user's only sudo rule: a first boot whose sudoers
+    // configuration does not parse fails here, loudly, instead of leaving a host nobody can converge.
+    ...check("root-access"),
     ...onChange("metadata-guard"),
     // Only the pinned ED25519 host key: the package upgrade may have created others.
     ["find", "/etc/ssh", "-maxdepth", "1", "-name", "ssh_host_*", "!", "-name", "ssh_host_ed25519_key*", "-delete"],

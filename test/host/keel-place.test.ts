@@ -246,6 +246,8 @@ describe("keel-place (real python3, real files)", () => {
       it("refuses a bad bound with exit 2", () => {
         expect(place({ modes: [{ path: join(owned, ".bashrc"), owner: "nobody", mode: "640" }], files: [] }, manifest)).toMatchObject({ code: 2, stderr: expect.stringContaining("mode '640' is not an octal mode") });
         expect(place({ modes: [{ path: join(owned, ".bashrc"), owner: "no-such-user-keel", mode: "0640" }], files: [] }, manifest)).toMatchObject({ code: 2, stderr: expect.stringContaining("owner 'no-such-user-keel' does not exist") });
+        // Only true locks passwords; anything else is a bad bundle, refused before any change.
+        expect(place(JSON.stringify({ lockPasswords: 1, files: [] }), manifest)).toMatchObject({ code: 2, stderr: expect.stringContaining("lockPasswords must be true or false, not 1") });
       });
     });
 
