@@ -41,7 +41,7 @@ export function layoutBundle(cfg: KeelConfig): Bundle {
 }
 
 /** The start-up files a login shell reads from a home directory (those ANSSI BP-028's check names; most do not exist). */
-export const DEPLOY_INIT_FILES = [".bash_login", ".bash_profile", ".bashrc", ".cshrc", ".profile", ".zshrc"] as const;
+const DEPLOY_INIT_FILES = [".bash_login", ".bash_profile", ".bashrc", ".cshrc", ".profile", ".zshrc"] as const;
 
 /** The deploy user's authorized_keys: exactly the admin keys, so a retired key is gone after the next up. */
 export function authorizedKeysFile(cfg: KeelConfig): HostFile {
