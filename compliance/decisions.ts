@@ -22,7 +22,7 @@ export interface Decision {
 
 export const TAILORING_FILE = "compliance/keel-anssi-bp28.tailoring.xml";
 /** The tailoring file's version; raise it (and its date) when the decisions change. */
-export const TAILORING_VERSION = { version: "2", time: "2026-12-05T16:00:00" } as const;
+export const TAILORING_VERSION = { version: "3", time: "2026-12-05T18:00:00" } as const;
 
 const PARTITION =
   "Hetzner Cloud servers boot the provider's image: one root file system on one disk, no spare space to carve partitions from, and a rescale or rebuild replaces the disk layout. A separate partition cannot be made on a running cloud server without reinstalling it; keel guards the disk with its free-space check instead.";
@@ -115,5 +115,11 @@ export const DECISIONS: readonly Decision[] = [
     kind: "met otherwise",
     reason:
       "keel sets PermitRootLogin no in its drop-in, /etc/ssh/sshd_config.d/00-keel.conf. Debian's /etc/ssh/sshd_config includes sshd_config.d/*.conf at its top and sshd keeps the first value it reads, so keel's is the one in force: keel verify compares sshd -T with it on a live host, and the hardening VM tests log in as root and are refused. The rule's check reads only /etc/ssh/sshd_config, which openssh-server maintains with ucf: once edited by hand, ucf holds back the package's own changes to it at every upgrade (it asks, or keeps the edited file when nobody can be asked, as under unattended-upgrades).",
+  },
+  {
+    rule: "security_patches_up_to_date",
+    kind: "met otherwise",
+    reason:
+      "The rule's check is Debian's security OVAL feed (security-oval-oval-definitions-bookworm.xml.bz2), which is not in the data stream: oscap reports the rule notchecked unless the scan downloads the feed, and a host's audit should not depend on what a download brings that day. keel keeps the host patched otherwise: unattended-upgrades installs Debian's security updates daily (first boot and the harden-updates step), and keel-health's updates check, in the health report, its alert and keel verify (health-updates), fails while a security update is pending, by an apt simulation against the host's own package lists.",
   },
 ];

@@ -6,7 +6,7 @@ import { hardeningSteps, packagesStep } from "./hardening";
 import { healthSteps, hostConfFile, HOST_CONF, keelEtc } from "./health";
 import { secretSteps } from "./secrets";
 import { placeStep, readinessStep } from "./steps";
-import { toolFiles } from "./tools";
+import { complianceFiles, toolFiles } from "./tools";
 import type { Bundle, HostFile, HostPlan, Step } from "./types";
 
 /**
@@ -71,7 +71,11 @@ export function buildHostPlan(cfg: KeelConfig): HostPlan {
     readinessStep(),
     // The tools and host.conf, which keel-health and keel-ops read, in one keel-place run: a tool of
     // one keel never meets the config of another (after an up that stopped midway, or between steps).
-    placeStep("tools", `install keel's host tools (/usr/local/sbin/keel-*) and ${HOST_CONF}, which they read`, { dirs: [keelEtc], files: [...toolFiles(), hostConfFile(cfg)] }),
+    // The compliance tailoring file goes with keel-compliance, which evaluates it.
+    placeStep("tools", `install keel's host tools (/usr/local/sbin/keel-*), ${HOST_CONF}, which they read, and the compliance tailoring file`, {
+      dirs: [keelEtc, ...complianceFiles().dirs],
+      files: [...toolFiles(), hostConfFile(cfg), ...complianceFiles().files],
+    }),
     packagesStep(cfg),
     placeStep("layout", "create the engine's system user and the directory layout", layoutBundle(cfg)),
     placeStep("admin-keys", "set the deploy user's authorized_keys to exactly the admin keys", { files: [authorizedKeysFile(cfg)] }),

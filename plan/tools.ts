@@ -1,5 +1,6 @@
+import { TAILORING_FILE } from "../compliance/decisions";
 import { readStatic } from "./static";
-import type { HostFile } from "./types";
+import type { HostDir, HostFile } from "./types";
 
 /**
  * keel's host tools: the files of scripts/host/, each named as it is installed, keel-<name>, in
@@ -27,6 +28,8 @@ export const TOOL_NAMES = [
   "ops",
   // keel verify's checks on the host (scripts/runbook/verify.sh runs it through sudo), read-only.
   "verify",
+  // OpenSCAP with the tailored ANSSI BP-028 profile on the live host (scripts/runbook/compliance.sh).
+  "compliance",
 ] as const;
 
 export type Tool = (typeof TOOL_NAMES)[number];
@@ -49,4 +52,16 @@ export function toolFiles(): HostFile[] {
     mode: "0755",
     content: readStatic(TOOLS[tool]),
   }));
+}
+
+/** Where the tools step places the tailoring file keel-compliance evaluates (docs/COMPLIANCE.md). */
+export const COMPLIANCE_DIR = "/etc/keel/compliance";
+export const COMPLIANCE_TAILORING = `${COMPLIANCE_DIR}/keel-anssi-bp28.tailoring.xml`;
+
+/** compliance/keel-anssi-bp28.tailoring.xml as the tools step places it: root's, readable by all. */
+export function complianceFiles(): { dirs: HostDir[]; files: HostFile[] } {
+  return {
+    dirs: [{ path: COMPLIANCE_DIR, owner: "root", group: "root", mode: "0755" }],
+    files: [{ path: COMPLIANCE_TAILORING, owner: "root", group: "root", mode: "0644", content: readStatic(TAILORING_FILE) }],
+  };
 }

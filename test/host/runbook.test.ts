@@ -189,6 +189,9 @@ describe("the other scripts' argument checks stop bad input before any connectio
     ["engine", ["reboot"], /usage: engine\.sh .* stop\|start\|restart/],
     ["backup-now", ["--keep", "1"], /usage: backup-now\.sh/],
     ["migrate", [], /usage: migrate\.sh/],
+    ["compliance", ["--level", "high"], /--level takes intermediary or enhanced/],
+    ["compliance", ["--content", "/nonexistent/ssg.deb"], /--content needs a readable file/],
+    ["compliance", ["--yes"], /usage: compliance\.sh/],
   ];
   it.each(cases)("%s.sh %j exits 2", async (name, args, message) => {
     const before = await connections();
@@ -205,7 +208,7 @@ describe("the other scripts' argument checks stop bad input before any connectio
   });
 
   it("every script prints its usage with -h", async () => {
-    for (const name of ["connect", "status", "logs", "backup-now", "restore", "snapshot", "migrate", "engine", "verify"]) {
+    for (const name of ["connect", "status", "logs", "backup-now", "restore", "snapshot", "migrate", "engine", "verify", "compliance"]) {
       const r = await runbook(name, ["-h"]);
       expect(r.code, name).toBe(0);
       expect(r.stderr, name).toMatch(/^Usage: scripts\/runbook\//);
@@ -237,6 +240,14 @@ describe("verify.sh (keel verify) against the sshd", () => {
     const r = await runbook("verify", [], { stack });
     expect(r.code, r.stderr).toBe(3);
     expect(r.stderr).toContain(`could not reach 127.0.0.1 port ${closed} as ${USER}`);
+  });
+});
+
+describe("compliance.sh against the sshd", () => {
+  it("stops (3) when the host has no keel-compliance, saying what to do, and sends nothing", async () => {
+    const r = await runbook("compliance", []);
+    expect(r.code, r.stderr).toBe(3);
+    expect(r.stderr).toContain("/usr/local/sbin/keel-compliance did not answer: a host last converged by a keel without it (pulumi up first)");
   });
 });
 

@@ -1,10 +1,16 @@
 // The compliance tailoring file (issue 14): rendered from one list of decisions, each deselected rule
 // with its reason beside it, for both ANSSI BP-028 levels keel reports on. Whether oscap takes the
 // file is measured by `npm run bench:compliance`, which evaluates the tailored profiles with it.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { PROFILE_LEVELS, PROFILES, RULE_PREFIX, tailoredProfileId } from "../../compliance/content";
+import { PROFILE_LEVELS, PROFILES, RULE_PREFIX, SSG_PACKAGE, tailoredProfileId } from "../../compliance/content";
 import { DECISIONS, type Decision } from "../../compliance/decisions";
 import { checkDecisions, renderTailoring, xmlText } from "../../compliance/tailoring";
+import { parseConfig } from "../../config";
+import { buildHostPlan } from "../../plan/hostPlan";
+import { COMPLIANCE_TAILORING, TOOLS, toolPath } from "../../plan/tools";
+import { REPO, stackConfig } from "../support/stack";
 
 const REASON = "A reason long enough for an auditor to read why keel does not apply it.";
 
@@ -46,5 +52,32 @@ describe("the decisions", () => {
     expect(refuse([{ rule: `${RULE_PREFIX}x`, kind: "cannot apply", reason: REASON }])).toThrow(/compliance\/decisions\.ts: "xccdf_org\.ssgproject\.content_rule_x" is not a rule's short id/);
     expect(refuse([{ rule: "x", kind: "cannot apply", reason: REASON }, { rule: "x", kind: "would harm", reason: REASON }])).toThrow(/x is decided twice/);
     expect(refuse([{ rule: "x", kind: "cannot apply", reason: "because" }])).toThrow(/x's reason is too short/);
+  });
+});
+
+describe("keel-compliance, the live host's scan (scripts/host/keel-compliance)", () => {
+  // The tool is Python and runs on the host on its own: these keep its constants equal to the
+  // TypeScript source of what keel was measured with and where the tools step places the file.
+  const script = readFileSync(join(REPO, TOOLS.compliance), "utf8");
+  const constant = (name: string) => new RegExp(`^${name} = (.+)$`, "m").exec(script)?.[1];
+
+  it("takes the pinned content package and evaluates the tailored profiles the tailoring file declares", () => {
+    expect([constant("SSG_NAME"), constant("SSG_VERSION"), constant("SSG_URL"), constant("SSG_SHA256"), constant("SSG_DATA_STREAM")]).toEqual(
+      [SSG_PACKAGE.name, SSG_PACKAGE.version, SSG_PACKAGE.url, SSG_PACKAGE.sha256, SSG_PACKAGE.dataStream].map((v) => JSON.stringify(v)),
+    );
+    expect(constant("RULE_PREFIX")).toBe(JSON.stringify(RULE_PREFIX));
+    expect(constant("LEVELS")).toBe(`(${PROFILE_LEVELS.map((l) => JSON.stringify(l)).join(", ")})`);
+    for (const level of PROFILE_LEVELS) expect(JSON.parse(constant("PROFILE")!).replace("{level}", level)).toBe(tailoredProfileId(level));
+  });
+
+  it("reads the tailoring file where the tools step places it, and keel-verify reads it and the result there", () => {
+    const verify = readFileSync(join(REPO, TOOLS.verify), "utf8");
+    expect(constant("TAILORING")).toBe(JSON.stringify(COMPLIANCE_TAILORING));
+    expect(/^COMPLIANCE_TAILORING = (.+)$/m.exec(verify)?.[1]).toBe(JSON.stringify(COMPLIANCE_TAILORING));
+    expect(/^COMPLIANCE_RESULT = (.+)$/m.exec(verify)?.[1]).toBe(JSON.stringify(`${JSON.parse(constant("STATE_DIR")!)}/intermediary.json`));
+    const { raw, secretKeys } = stackConfig("prod");
+    const tools = buildHostPlan(parseConfig(raw, (k) => secretKeys.includes(k))).steps.find((s) => s.name === "tools")!;
+    expect(tools.bundle?.files.find((f) => f.path === COMPLIANCE_TAILORING)).toEqual({ path: COMPLIANCE_TAILORING, owner: "root", group: "root", mode: "0644", content: renderTailoring() });
+    expect(tools.bundle?.files.map((f) => f.path)).toContain(toolPath("compliance"));
   });
 });

@@ -1,7 +1,7 @@
 // Tier 3: the README's "try it without a Hetzner account" path, run as a user runs it: `npm run
 // demo` (a VM with keel's user-data, the whole plan deployed, outputs and a healthy report, the VM
 // left running), the printed ssh command, the runbook against the VM with the two lines the demo
-// prints, a second `npm run demo` that converges and says nothing changed, the server replaced (its
+// prints, keel verify and keel compliance (OpenSCAP with the tailored ANSSI BP-028 profile), a second `npm run demo` that converges and says nothing changed, the server replaced (its
 // qemu gone: a new VM, every step again from the same step state), then `npm run demo:down`.
 // The demo directory holds the run's test keys, so the demo's user-data is the run's test host's
 // and its first boot resumes from the run's snapshot of it (support/keelVm.ts deployableVm; the
@@ -123,7 +123,20 @@ describe("npm run demo", () => {
       expect(r.stdout, check).toMatch(new RegExp(`^ok +${check} `, "m"));
     }
     expect(r.stdout).toMatch(/^verify\.sh: 127\.0\.0\.1: \d+ checks, 0 failed$/m);
+    // No compliance scan has run on the host yet.
+    expect(r.stdout).toMatch(/^skipped +compliance +.*has not been evaluated on this host; scripts\/runbook\/compliance\.sh evaluates it/m);
   }, 15 * MINUTE);
+
+  it("keel compliance: the tailored ANSSI BP-028 intermediary profile passes on the demo host, and keel verify reports it", () => {
+    // The first run installs openscap-scanner from the VM's offline repository; the pinned content
+    // comes from this machine's cache (~/.cache/keel/compliance, downloaded once from Debian).
+    const r = spawnSync("bash", [path.join(REPO, "scripts", "runbook", "compliance.sh")], { cwd: dir, env: runbookEnv(), encoding: "utf8", timeout: 50 * MINUTE });
+    expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
+    expect(r.stdout).toMatch(/^keel-compliance: intermediary: \d+ pass \/ 0 fail \/ \d+ not applicable \/ 0 not decided, in \d+ s/m);
+    const v = spawnSync("bash", [path.join(REPO, "scripts", "runbook", "verify.sh")], { cwd: dir, env: runbookEnv(), encoding: "utf8", timeout: 10 * MINUTE });
+    expect(v.status, `${v.stdout}\n${v.stderr}`).toBe(0);
+    expect(v.stdout).toMatch(/^ok +compliance +the tailored ANSSI BP-028 intermediary profile passed \d+ rules \(\d+ not applicable\) on \d{4}-/m);
+  }, 60 * MINUTE);
 
   it("keel verify fails, naming each check, once sshd would take passwords, another port listens, a keel file changed, audit rules were deleted and the engine stopped", () => {
     const current = JSON.parse(fs.readFileSync(path.join(dir, "stack-outputs.json"), "utf8")) as { sshCommand: string };
