@@ -9,6 +9,7 @@ import { DECISIONS, type Decision } from "../../compliance/decisions";
 import { checkDecisions, renderTailoring, xmlText } from "../../compliance/tailoring";
 import { parseConfig } from "../../config";
 import { buildHostPlan } from "../../plan/hostPlan";
+import { hostPaths } from "../../plan/layout";
 import { COMPLIANCE_TAILORING, TOOLS, toolPath } from "../../plan/tools";
 import { REPO, stackConfig } from "../support/stack";
 
@@ -76,7 +77,9 @@ describe("keel-compliance, the live host's scan (scripts/host/keel-compliance)",
     expect(/^COMPLIANCE_TAILORING = (.+)$/m.exec(verify)?.[1]).toBe(JSON.stringify(COMPLIANCE_TAILORING));
     expect(/^COMPLIANCE_RESULT = (.+)$/m.exec(verify)?.[1]).toBe(JSON.stringify(`${JSON.parse(constant("STATE_DIR")!)}/intermediary.json`));
     const { raw, secretKeys } = stackConfig("prod");
-    const tools = buildHostPlan(parseConfig(raw, (k) => secretKeys.includes(k))).steps.find((s) => s.name === "tools")!;
+    const cfg = parseConfig(raw, (k) => secretKeys.includes(k));
+    expect(constant("STATE_DIR")).toBe(JSON.stringify(`${hostPaths(cfg).keelState}/compliance`));
+    const tools = buildHostPlan(cfg).steps.find((s) => s.name === "tools")!;
     expect(tools.bundle?.files.find((f) => f.path === COMPLIANCE_TAILORING)).toEqual({ path: COMPLIANCE_TAILORING, owner: "root", group: "root", mode: "0644", content: renderTailoring() });
     expect(tools.bundle?.files.map((f) => f.path)).toContain(toolPath("compliance"));
   });
