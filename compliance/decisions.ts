@@ -120,6 +120,6 @@ export const DECISIONS: readonly Decision[] = [
     rule: "security_patches_up_to_date",
     kind: "met otherwise",
     reason:
-      "The rule's check is Debian's security OVAL feed (security-oval-oval-definitions-bookworm.xml.bz2), which is not in the data stream: oscap reports the rule notchecked unless the scan downloads the feed, and a host's audit should not depend on what a download brings that day. keel keeps the host patched otherwise: unattended-upgrades installs Debian's security updates daily (first boot and the harden-updates step), and keel-health's updates check, in the health report, its alert and keel verify (health-updates), fails while a security update is pending, by an apt simulation against the host's own package lists.",
+      "The rule's check is Debian's security OVAL feed (security-oval-oval-definitions-bookworm.xml.bz2), which is not in the data stream: oscap reports the rule notchecked unless the scan downloads the feed, and a host's audit should not depend on what a download brings that day. keel keeps the host patched otherwise: unattended-upgrades installs Debian's security updates daily (first boot and the harden-updates step), and keel-health's updates check (an apt simulation against the host's own package lists) names every pending security update in the health report, and turns degraded, which raises its alert and fails keel verify's health-updates, once one has been pending for 48 hours: longer than unattended-upgrades takes to install it.",
   },
 ];

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { SSG_PACKAGE } from "../../compliance/content";
-import { TOOLS } from "../../plan/tools";
+import { COMPLIANCE_TAILORING, TOOLS } from "../../plan/tools";
 import { REPO } from "../support/stack";
 
 const TOOL = join(REPO, TOOLS.compliance);
@@ -23,6 +23,16 @@ function tool(args: string[], opts: { input?: string | Buffer; as?: "root" | "no
 }
 
 describe("keel-compliance", () => {
+  it("compiles (python3 -m py_compile, in a temporary directory)", () => {
+    const tmp = mkdtempSync(join(tmpdir(), "keel-compliance-compile-"));
+    try {
+      const r = spawnSync("python3", ["-I", "-c", "import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True)", TOOL, join(tmp, "c.pyc")], { encoding: "utf8" });
+      expect(r.status, r.stderr).toBe(0);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
   it("names the content it takes: the pinned ssg-debian package", () => {
     const r = tool(["content"], { as: "nobody" });
     expect(r.code, r.stderr).toBe(0);
@@ -54,17 +64,100 @@ describe("keel-compliance", () => {
   });
 });
 
+/** Runs `body` (Python) with the tool loaded as module m; returns what it prints, parsed as JSON. */
+function withModule(body: string, input = ""): unknown {
+  const program = `
+import importlib.machinery, importlib.util, json, sys
+spec = importlib.util.spec_from_loader("keel_compliance", importlib.machinery.SourceFileLoader("keel_compliance", ${JSON.stringify(TOOL)}))
+m = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(m)
+${body}`;
+  const r = spawnSync("python3", ["-I", "-B", "-c", program], { input, encoding: "utf8" });
+  expect(r.stderr).toBe("");
+  return JSON.parse(r.stdout);
+}
+
+describe("keel-compliance's gates and batches (its functions, with paths and oscap stood in for)", () => {
+  const dir = mkdtempSync(join(tmpdir(), "keel-compliance-gates-"));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("evaluates only the tailoring file keel-place recorded: a missing file, a missing record or changed bytes are refused", () => {
+    const tailoring = join(dir, "tailoring.xml");
+    const manifest = join(dir, "manifest.json");
+    writeFileSync(tailoring, "<xccdf:Tailoring/>\n");
+    const sha = createHash("sha256").update("<xccdf:Tailoring/>\n").digest("hex");
+    const attempt = (manifestText: string | undefined, path = tailoring) => {
+      rmSync(manifest, { force: true });
+      if (manifestText !== undefined) writeFileSync(manifest, manifestText);
+      return withModule(`
+m.TAILORING, m.MANIFEST = ${JSON.stringify(path)}, ${JSON.stringify(manifest)}
+try:
+    print(json.dumps(["ok", m.placed_tailoring().decode()]))
+except m.Refused as e:
+    print(json.dumps(["refused", str(e)]))`);
+    };
+    expect(attempt(JSON.stringify({ [tailoring]: { sha256: sha } }))).toEqual(["ok", "<xccdf:Tailoring/>\n"]);
+    expect(attempt(JSON.stringify({ [tailoring]: { sha256: sha } }), join(dir, "absent.xml"))).toEqual(["refused", expect.stringContaining("absent.xml is not on this host")]);
+    expect(attempt(undefined)).toEqual(["refused", expect.stringContaining("has no record of")]);
+    expect(attempt(JSON.stringify({ [tailoring]: { sha256: "0".repeat(64) } }))).toEqual(["refused", expect.stringContaining("was changed since keel placed it (the health report's drift check names it)")]);
+  });
+
+  it("refuses a system the content's benchmark is not for, after the package and before anything else", () => {
+    const out = withModule(
+      `
+m.SSG_SHA256 = ${JSON.stringify(createHash("sha256").update("package").digest("hex"))}
+m.STATE_DIR = ${JSON.stringify(join(dir, "state"))}
+m.system = lambda: ("ubuntu", "24.04")
+try:
+    m.run("intermediary")
+except m.Refused as e:
+    print(json.dumps(str(e)))`,
+      "package",
+    );
+    expect(out).toBe("this host runs ubuntu 24.04; the content's benchmark is for Debian 12 only (its rules would all be not applicable here)");
+    expect(existsSync(join(dir, "state"))).toBe(false);
+  });
+
+  it("splits a stalled batch until the rule that stalls is alone, tries it once more, and counts it not decided; a timed-out batch is not decided and not split", () => {
+    const rules = Array.from({ length: 50 }, (_, i) => `r${i}`);
+    const out = withModule(`
+m.say = lambda text: None
+runs = []
+def fake(work, name, profile, rules, deadline):
+    runs.append(len(rules))
+    if "r7" in rules:
+        return "stalled"
+    if "r30" in rules:
+        return "timeout"
+    return {r: ("fail" if r == "r3" else "pass") for r in rules}
+m.evaluate = fake
+results, stalls = m.evaluate_all("/nonexistent", "p", ${JSON.stringify(rules)})
+print(json.dumps({"results": results, "stalls": stalls, "runs": runs}))`) as { results: Record<string, string>; stalls: number; runs: number[] };
+    expect(Object.keys(out.results).sort()).toEqual([...rules].sort());
+    expect(out.results.r7).toBe("stalled");
+    expect(out.results.r3).toBe("fail");
+    // r30's batch of 24 (r24..r47) timed out whole.
+    expect(rules.filter((r) => out.results[r] === "timeout")).toEqual(rules.slice(24, 48));
+    expect(Object.values(out.results).filter((v) => v === "pass")).toHaveLength(50 - 1 - 1 - 24);
+    // r7's batch: 24 → 12 → 6 → 3 → 2 (r7, r8) → 1 (r7), then r7 once more alone.
+    expect(out.stalls).toBe(7);
+  });
+});
+
 describe("keel verify's compliance check (keel-verify check_compliance)", () => {
   const dir = mkdtempSync(join(tmpdir(), "keel-verify-compliance-"));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
-  const tailoring = join(dir, "tailoring.xml");
   const result = join(dir, "intermediary.json");
-  writeFileSync(tailoring, "<xccdf:Tailoring/>\n");
+  const manifest = join(dir, "manifest.json");
   const tailoringSha = createHash("sha256").update("<xccdf:Tailoring/>\n").digest("hex");
-  const record = (extra: object) => ({ level: "intermediary", content: "ssg-debian 0.1.76-1", finished: "2026-12-05T18:00:00Z", tailoring_sha256: tailoringSha, pass: 144, fail: 0, notapplicable: 36, failed: [], not_decided: [], ...extra });
+  writeFileSync(manifest, JSON.stringify({ [COMPLIANCE_TAILORING]: { sha256: tailoringSha, mode: "0644" } }));
+  const record = (extra: object) => ({ level: "intermediary", content: `ssg-debian ${SSG_PACKAGE.version}`, finished: "2026-12-05T18:00:00Z", tailoring_sha256: tailoringSha, pass: 144, fail: 0, notapplicable: 36, failed: [], not_decided: [], ...extra });
 
-  /** check_compliance() with the module's paths pointed at this test's files: [status, name, evidence]. */
-  function check(written: object | string | undefined): string[] {
+  /**
+   * check_compliance() with the module's paths pointed at this test's files and the host's system
+   * given: [status, name, evidence].
+   */
+  function check(written: unknown, system: [string, string] = ["debian", "12"]): string[] {
     rmSync(result, { force: true });
     if (written !== undefined) writeFileSync(result, typeof written === "string" ? written : JSON.stringify(written));
     const program = `
@@ -72,7 +165,8 @@ import importlib.machinery, importlib.util, json
 spec = importlib.util.spec_from_loader("keel_verify", importlib.machinery.SourceFileLoader("keel_verify", ${JSON.stringify(join(REPO, TOOLS.verify))}))
 m = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(m)
-m.COMPLIANCE_RESULT, m.COMPLIANCE_TAILORING = ${JSON.stringify(result)}, ${JSON.stringify(tailoring)}
+m.COMPLIANCE_RESULT, m.MANIFEST = ${JSON.stringify(result)}, ${JSON.stringify(manifest)}
+m.os_release = lambda: tuple(${JSON.stringify(system)})
 m.check_compliance()
 print(json.dumps(m.results))`;
     const r = spawnSync("python3", ["-I", "-B", "-c", program], { encoding: "utf8" });
@@ -88,11 +182,15 @@ print(json.dumps(m.results))`;
     expect(evidence).toContain("has not been evaluated on this host; scripts/runbook/compliance.sh evaluates it");
   });
 
-  it("is ok when the last run decided every rule and none failed, with the tailoring placed now", () => {
+  it("is skipped on a system the content is not for", () => {
+    expect(check(record({}), ["ubuntu", "24.04"])).toEqual(["skipped", "compliance", "this host runs ubuntu 24.04; the compliance content (ANSSI BP-028 for Debian 12) is for Debian 12 only"]);
+  });
+
+  it("is ok when the last run, of the pinned content and the tailoring keel placed, decided every rule and none failed", () => {
     expect(check(record({}))).toEqual([
       "ok",
       "compliance",
-      "the tailored ANSSI BP-028 intermediary profile passed 144 rules (36 not applicable) on 2026-12-05T18:00:00Z, ssg-debian 0.1.76-1; not re-evaluated by verify",
+      `the tailored ANSSI BP-028 intermediary profile passed 144 rules (36 not applicable) on 2026-12-05T18:00:00Z, ssg-debian ${SSG_PACKAGE.version}; not re-evaluated by verify`,
     ]);
   });
 
@@ -103,15 +201,15 @@ print(json.dumps(m.results))`;
   });
 
   it("fails a result that decided nothing, and one it cannot read", () => {
-    expect(check(record({ pass: 0 }))[0]).toBe("failed");
-    const [status, , evidence] = check("{not json");
-    expect(status).toBe("failed");
-    expect(evidence).toContain(`${result} could not be read`);
+    expect(check(record({ pass: 0 }))).toEqual(["failed", "compliance", expect.stringContaining("decided no rule")]);
+    for (const bad of ["{not json", "[1, 2]"]) expect(check(bad)).toEqual(["failed", "compliance", expect.stringContaining(result)]);
   });
 
-  it("is skipped when the last run used another tailoring file than the one placed now", () => {
-    const [status, , evidence] = check(record({ tailoring_sha256: "0".repeat(64) }));
-    expect(status).toBe("skipped");
-    expect(evidence).toContain("used another tailoring file than the one placed now");
+  it("is skipped when the last run was of another tailoring file or content than keel placed and pins now", () => {
+    for (const other of [{ tailoring_sha256: "0".repeat(64) }, { content: "ssg-debian 0.1.75-1" }]) {
+      const [status, , evidence] = check(record(other));
+      expect(status).toBe("skipped");
+      expect(evidence).toContain("was not of the content (ssg-debian 0.1.76-1) and tailoring file keel placed now");
+    }
   });
 });

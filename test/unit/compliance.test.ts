@@ -9,6 +9,7 @@ import { DECISIONS, type Decision } from "../../compliance/decisions";
 import { checkDecisions, renderTailoring, xmlText } from "../../compliance/tailoring";
 import { parseConfig } from "../../config";
 import { buildHostPlan } from "../../plan/hostPlan";
+import { SECURITY_GRACE_HOURS } from "../../plan/health";
 import { hostPaths } from "../../plan/layout";
 import { COMPLIANCE_TAILORING, TOOLS, toolPath } from "../../plan/tools";
 import { REPO, stackConfig } from "../support/stack";
@@ -56,6 +57,12 @@ describe("the decisions", () => {
   });
 });
 
+describe("the decisions' reasons state keel's figures", () => {
+  it("security_patches_up_to_date names the health report's grace period", () => {
+    expect(DECISIONS.find((d) => d.rule === "security_patches_up_to_date")?.reason).toContain(`pending for ${SECURITY_GRACE_HOURS} hours`);
+  });
+});
+
 describe("keel-compliance, the live host's scan (scripts/host/keel-compliance)", () => {
   // The tool is Python and runs on the host on its own: these keep its constants equal to the
   // TypeScript source of what keel was measured with and where the tools step places the file.
@@ -67,6 +74,9 @@ describe("keel-compliance, the live host's scan (scripts/host/keel-compliance)",
       [SSG_PACKAGE.name, SSG_PACKAGE.version, SSG_PACKAGE.url, SSG_PACKAGE.sha256, SSG_PACKAGE.dataStream].map((v) => JSON.stringify(v)),
     );
     expect(constant("RULE_PREFIX")).toBe(JSON.stringify(RULE_PREFIX));
+    // The runbook's copy: the operator's machine downloads only what this keel pins.
+    const runbook = readFileSync(join(REPO, "scripts", "runbook", "compliance.sh"), "utf8");
+    expect(/^SSG="(.+)"$/m.exec(runbook)?.[1]).toBe(`${SSG_PACKAGE.name} ${SSG_PACKAGE.version} ${SSG_PACKAGE.url} ${SSG_PACKAGE.sha256}`);
     expect(constant("LEVELS")).toBe(`(${PROFILE_LEVELS.map((l) => JSON.stringify(l)).join(", ")})`);
     for (const level of PROFILE_LEVELS) expect(JSON.parse(constant("PROFILE")!).replace("{level}", level)).toBe(tailoredProfileId(level));
   });
@@ -76,9 +86,13 @@ describe("keel-compliance, the live host's scan (scripts/host/keel-compliance)",
     expect(constant("TAILORING")).toBe(JSON.stringify(COMPLIANCE_TAILORING));
     expect(/^COMPLIANCE_TAILORING = (.+)$/m.exec(verify)?.[1]).toBe(JSON.stringify(COMPLIANCE_TAILORING));
     expect(/^COMPLIANCE_RESULT = (.+)$/m.exec(verify)?.[1]).toBe(JSON.stringify(`${JSON.parse(constant("STATE_DIR")!)}/intermediary.json`));
+    expect(/^COMPLIANCE_CONTENT = (.+)$/m.exec(verify)?.[1]).toBe(JSON.stringify(`${SSG_PACKAGE.name} ${SSG_PACKAGE.version}`));
+    expect(/^COMPLIANCE_SYSTEM = (.+)$/m.exec(verify)?.[1]).toBe(constant("SYSTEM"));
+    expect(/^MANIFEST = (.+)$/m.exec(verify)?.[1]).toBe(constant("MANIFEST"));
     const { raw, secretKeys } = stackConfig("prod");
     const cfg = parseConfig(raw, (k) => secretKeys.includes(k));
     expect(constant("STATE_DIR")).toBe(JSON.stringify(`${hostPaths(cfg).keelState}/compliance`));
+    expect(constant("MANIFEST")).toBe(JSON.stringify(`${hostPaths(cfg).keelState}/manifest.json`));
     const tools = buildHostPlan(cfg).steps.find((s) => s.name === "tools")!;
     expect(tools.bundle?.files.find((f) => f.path === COMPLIANCE_TAILORING)).toEqual({ path: COMPLIANCE_TAILORING, owner: "root", group: "root", mode: "0644", content: renderTailoring() });
     expect(tools.bundle?.files.map((f) => f.path)).toContain(toolPath("compliance"));

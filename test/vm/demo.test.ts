@@ -132,7 +132,7 @@ describe("npm run demo", () => {
     // comes from this machine's cache (~/.cache/keel/compliance, downloaded once from Debian).
     const r = spawnSync("bash", [path.join(REPO, "scripts", "runbook", "compliance.sh")], { cwd: dir, env: runbookEnv(), encoding: "utf8", timeout: 50 * MINUTE });
     // Every rule decided, and only AIDE's two rules fail: keel has neither applied a file-integrity
-    // baseline nor decided against one yet (issue 14, docs/COMPLIANCE.md "Still to decide"). When it
+    // baseline nor decided against one yet (issue 14, docs/COMPLIANCE.md "AIDE"). When it
     // has, this run passes (exit 0) and verify's compliance line is ok.
     const aide = ["aide_build_database", "package_aide_installed"];
     expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(1);
