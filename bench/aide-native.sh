@@ -30,7 +30,7 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$mnt" "$work/pkg"
 
-(cd "$work/pkg" && apt-get download -q aide libmhash2 >/dev/null)
+(cd "$work/pkg" && apt-get download -q -o APT::Sandbox::User=root aide libmhash2 >/dev/null)
 for deb in "$work"/pkg/*.deb; do dpkg-deb -x "$deb" "$work/pkg/x"; done
 aide=("env" "LD_LIBRARY_PATH=$work/pkg/x/usr/lib/x86_64-linux-gnu" "$work/pkg/x/usr/bin/aide")
 echo "aide: $("${aide[@]}" --version 2>&1 | head -1) (Debian 12's, from its package)"
