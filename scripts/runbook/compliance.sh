@@ -21,6 +21,8 @@
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+# Exit 1 means a rule failed on the host: any command of this script's own that fails exits 3.
+trap 'rb_die 3 "failed at line $LINENO (above); nothing was evaluated"' ERR
 
 rb_common_args "$@"
 set -- ${RB_ARGS[@]+"${RB_ARGS[@]}"}
@@ -33,7 +35,7 @@ while [[ $# -gt 0 ]]; do
       shift
       ;;
     --content)
-      [[ $# -ge 2 && -r $2 ]] || rb_die 2 "--content needs a readable file (the ssg-debian package)"
+      [[ $# -ge 2 && -f $2 && -r $2 ]] || rb_die 2 "--content needs a readable file (the ssg-debian package)"
       content=$2
       shift
       ;;

@@ -4,7 +4,7 @@
 // keel's tailoring file placed and the pinned content: it runs on the demo VM (test/vm/demo.test.ts).
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -139,8 +139,86 @@ print(json.dumps({"results": results, "stalls": stalls, "runs": runs}))`) as { r
     // r30's batch of 24 (r24..r47) timed out whole.
     expect(rules.filter((r) => out.results[r] === "timeout")).toEqual(rules.slice(24, 48));
     expect(Object.values(out.results).filter((v) => v === "pass")).toHaveLength(50 - 1 - 1 - 24);
-    // r7's batch: 24 → 12 → 6 → 3 → 2 (r7, r8) → 1 (r7), then r7 once more alone.
+    // r7's batch, each stalled part split first-half-first: 24 (r0-23) → 12 (r0-11) → 6 (r0-5
+    // passes), 6 (r6-11) → 3 (r6-8) → 1 (r6 passes), 2 (r7-8) → 1 (r7), r7 once more, 1 (r8);
+    // then 3 (r9-11), 12 (r12-23); r30's batch of 24 runs once; 2 (r48-49).
     expect(out.stalls).toBe(7);
+    expect(out.runs).toEqual([24, 12, 6, 6, 3, 1, 2, 1, 1, 1, 3, 12, 24, 2]);
+  });
+
+  it("records the sha256 of the tailoring it evaluated, the copy it took of what keel placed", () => {
+    const tailoring = join(dir, "placed.xml");
+    const manifest = join(dir, "manifest-run.json");
+    const state = join(dir, "state-run");
+    writeFileSync(tailoring, "<xccdf:Tailoring>placed</xccdf:Tailoring>\n");
+    const sha = createHash("sha256").update("<xccdf:Tailoring>placed</xccdf:Tailoring>\n").digest("hex");
+    writeFileSync(manifest, JSON.stringify({ [tailoring]: { sha256: sha } }));
+    const out = withModule(
+      `
+import os, subprocess
+m.SSG_SHA256 = ${JSON.stringify(createHash("sha256").update("package").digest("hex"))}
+m.TAILORING, m.MANIFEST, m.STATE_DIR = ${JSON.stringify(tailoring)}, ${JSON.stringify(manifest)}, ${JSON.stringify(state)}
+m.system = lambda: m.SYSTEM
+m.say = lambda text: None
+m.subprocess.run = lambda *a, **k: subprocess.CompletedProcess(a, 0, "", "")  # keel-packages
+m.data_stream = lambda deb, out: open(out, "w").close()
+m.selected_rules = lambda work, profile: ["r1", "r2"]
+seen = {}
+def evaluate_all(work, profile, rules):
+    seen["evaluated"] = open(os.path.join(work, "tailoring.xml")).read()
+    return {"r1": "pass", "r2": "notapplicable"}, 0
+m.evaluate_all = evaluate_all
+code = m.run("intermediary")
+record = json.load(open(os.path.join(m.STATE_DIR, "intermediary.json")))
+print(json.dumps({"code": code, "record": record, "seen": seen, "left": sorted(os.listdir(m.STATE_DIR))}))`,
+      "package",
+    ) as { code: number; record: Record<string, unknown>; seen: { evaluated: string }; left: string[] };
+    expect(out.code).toBe(0);
+    expect(out.seen.evaluated).toBe("<xccdf:Tailoring>placed</xccdf:Tailoring>\n");
+    expect(out.record).toMatchObject({ level: "intermediary", tailoring_sha256: sha, pass: 1, notapplicable: 1, fail: 0, failed: [], not_decided: [] });
+    // The work directory is gone; the lock and the record stay.
+    expect(out.left).toEqual([".lock", "intermediary.json"]);
+  });
+
+  it("watches oscap: a run whose CPU time stands still is killed with everything it started, and one that finishes is read", () => {
+    const bin = join(dir, "bin");
+    const work = join(dir, "work");
+    mkdirSync(bin, { recursive: true });
+    mkdirSync(work, { recursive: true });
+    // A stand-in oscap: "stall" sleeps (with a child) without using CPU; otherwise it writes a
+    // results file with the rules it was given, the first one failed.
+    writeFileSync(
+      join(bin, "oscap"),
+      `#!/bin/bash
+rules=() results=""
+while [[ $# -gt 0 ]]; do
+  case $1 in --rule) rules+=("$2"); shift ;; --results) results=$2; shift ;; esac
+  shift
+done
+if [[ \${rules[0]} == stall ]]; then sleep 300 & echo $! > ${join(dir, "child.pid")}; wait; fi
+{
+  echo '<TestResult xmlns="http://checklists.nist.gov/xccdf/1.2">'
+  for i in "\${!rules[@]}"; do
+    r=pass; [[ $i -eq 0 ]] && r=fail
+    echo "<rule-result idref=\\"\${rules[$i]}\\"><result>$r</result></rule-result>"
+  done
+  echo '</TestResult>'
+} > "$results"
+exit 2
+`,
+      { mode: 0o755 },
+    );
+    const out = withModule(`
+import time
+m.ENV["PATH"] = ${JSON.stringify(bin)} + ":" + m.ENV["PATH"]
+m.POLL_SECONDS, m.STALL_SECONDS = 1, 3
+done = m.evaluate(${JSON.stringify(work)}, "ok", "p", ["a", "b"], time.monotonic() + 60)
+stalled = m.evaluate(${JSON.stringify(work)}, "st", "p", ["stall"], time.monotonic() + 60)
+print(json.dumps({"done": done, "stalled": stalled}))`) as { done: Record<string, string>; stalled: string };
+    expect(out.done).toEqual({ a: "fail", b: "pass" });
+    expect(out.stalled).toBe("stalled");
+    const child = Number(readFileSync(join(dir, "child.pid"), "utf8"));
+    expect(existsSync(`/proc/${child}`) && !readFileSync(`/proc/${child}/stat`, "utf8").includes(") Z ")).toBe(false);
   });
 });
 

@@ -1,8 +1,10 @@
 // Tier 3: the README's "try it without a Hetzner account" path, run as a user runs it: `npm run
 // demo` (a VM with keel's user-data, the whole plan deployed, outputs and a healthy report, the VM
 // left running), the printed ssh command, the runbook against the VM with the two lines the demo
-// prints, keel verify and keel compliance (OpenSCAP with the tailored ANSSI BP-028 profile), a second `npm run demo` that converges and says nothing changed, the server replaced (its
-// qemu gone: a new VM, every step again from the same step state), then `npm run demo:down`.
+// prints, a second `npm run demo` that converges and says nothing changed, the server replaced (its
+// qemu gone: a new VM, every step again from the same step state), keel verify, keel compliance
+// (OpenSCAP with the tailored ANSSI BP-028 profile), keel verify on a host broken on purpose, then
+// `npm run demo:down`.
 // The demo directory holds the run's test keys, so the demo's user-data is the run's test host's
 // and its first boot resumes from the run's snapshot of it (support/keelVm.ts deployableVm; the
 // demo's own first boot, from the image, is local/vm/firstBoot.ts, the same code).
