@@ -283,6 +283,15 @@ print(json.dumps(m.results))`;
     for (const bad of ["{not json", "[1, 2]"]) expect(check(bad)).toEqual(["failed", "compliance", expect.stringContaining(result)]);
   });
 
+  it("fails when keel-place's manifest has no record of the tailoring file, naming it", () => {
+    writeFileSync(manifest, "{}");
+    try {
+      expect(check(record({}))).toEqual(["failed", "compliance", `${manifest} has no readable record of ${COMPLIANCE_TAILORING} (KeyError): pulumi up places it again`]);
+    } finally {
+      writeFileSync(manifest, JSON.stringify({ [COMPLIANCE_TAILORING]: { sha256: tailoringSha, mode: "0644" } }));
+    }
+  });
+
   it("is skipped when the last run was of another tailoring file or content than keel placed and pins now", () => {
     for (const other of [{ tailoring_sha256: "0".repeat(64) }, { content: "ssg-debian 0.1.75-1" }]) {
       const [status, , evidence] = check(record(other));
