@@ -222,7 +222,7 @@ print(json.dumps({"done": done, "stalled": stalled}))`) as { done: Record<string
   });
 });
 
-describe("keel verify's compliance check (keel-verify check_compliance)", () => {
+describe("keel verify's compliance line (keel-compliance verdict, which keel-verify asks)", () => {
   const dir = mkdtempSync(join(tmpdir(), "keel-verify-compliance-"));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
   const result = join(dir, "intermediary.json");
@@ -232,27 +232,38 @@ describe("keel verify's compliance check (keel-verify check_compliance)", () => 
   const record = (extra: object) => ({ level: "intermediary", content: `ssg-debian ${SSG_PACKAGE.version}`, finished: "2026-12-05T18:00:00Z", tailoring_sha256: tailoringSha, pass: 144, fail: 0, notapplicable: 36, failed: [], not_decided: [], ...extra });
 
   /**
-   * check_compliance() with the module's paths pointed at this test's files and the host's system
-   * given: [status, name, evidence].
+   * verdict() with the module's state directory and manifest at this test's files and the host's
+   * system given: [status, "compliance", evidence], as keel-verify reports it.
    */
   function check(written: unknown, system: [string, string] = ["debian", "12"]): string[] {
     rmSync(result, { force: true });
     if (written !== undefined) writeFileSync(result, typeof written === "string" ? written : JSON.stringify(written));
-    const program = `
+    const [status, evidence] = withModule(`
+m.STATE_DIR, m.MANIFEST = ${JSON.stringify(dir)}, ${JSON.stringify(manifest)}
+m.system = lambda: tuple(${JSON.stringify(system)})
+print(json.dumps(m.verdict()))`) as [string, string];
+    return [status, "compliance", evidence];
+  }
+
+  it("is what keel-verify reports: the tool's STATUS<TAB>EVIDENCE, and failed when the tool gives none", () => {
+    const stub = join(dir, "keel-compliance-stub");
+    const verify = (answer: string) => {
+      writeFileSync(stub, `#!/bin/sh\n[ "$1" = verdict ] || exit 9\n${answer}\n`, { mode: 0o755 });
+      const program = `
 import importlib.machinery, importlib.util, json
 spec = importlib.util.spec_from_loader("keel_verify", importlib.machinery.SourceFileLoader("keel_verify", ${JSON.stringify(join(REPO, TOOLS.verify))}))
 m = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(m)
-m.COMPLIANCE_RESULT, m.MANIFEST = ${JSON.stringify(result)}, ${JSON.stringify(manifest)}
-m.os_release = lambda: tuple(${JSON.stringify(system)})
-m.check_compliance()
+m.check_compliance(${JSON.stringify(stub)})
 print(json.dumps(m.results))`;
-    const r = spawnSync("python3", ["-I", "-B", "-c", program], { encoding: "utf8" });
-    expect(r.stderr).toBe("");
-    const results = JSON.parse(r.stdout) as string[][];
-    expect(results).toHaveLength(1);
-    return results[0];
-  }
+      const r = spawnSync("python3", ["-I", "-B", "-c", program], { encoding: "utf8" });
+      expect(r.stderr).toBe("");
+      return JSON.parse(r.stdout) as string[][];
+    };
+    expect(verify("printf 'skipped\\tnot evaluated here\\n'")).toEqual([["skipped", "compliance", "not evaluated here"]]);
+    expect(verify("echo broken >&2; exit 3")).toEqual([["failed", "compliance", `${stub} verdict exited 3 without a verdict: broken`]]);
+    expect(verify("echo 'passed'")).toEqual([["failed", "compliance", `${stub} verdict exited 0 without a verdict: passed`]]);
+  });
 
   it("is skipped, saying how to run it, when the profile was never evaluated on the host", () => {
     const [status, name, evidence] = check(undefined);
