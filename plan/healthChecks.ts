@@ -1,4 +1,5 @@
 import { DB_CHECK_TIMEOUT_SECONDS, SECURITY_GRACE_HOURS } from "./health";
+import { INTEGRITY_MAX_AGE_HOURS } from "./integrity";
 
 /**
  * keel-health's checks (seed 000 §9; docs/RUNBOOK.md "Status: the health report"): the one list.
@@ -102,6 +103,13 @@ export const HEALTH_CHECKS: readonly HealthCheck[] = [
     degraded: "a file changed or removed by hand",
     down: "—",
     details: { manifest: "keel-place's record of what it placed", drifted: "keel-place's lines, one per file" },
+  },
+  {
+    name: "integrity",
+    looksAt: "`keel-integrity verdict`: the AIDE baseline against the record keel-integrity keeps of it, and its last daily check (docs/INTEGRITY.md)",
+    degraded: `a change no package and no keel step explains (named); no baseline, or one keel-integrity did not build; no check for more than ${INTEGRITY_MAX_AGE_HOURS} h (unknown: keel-integrity gave no verdict)`,
+    down: "—",
+    details: { verdict: "keel-integrity's verdict: ok, failed or skipped (a host converged by a keel without the baseline)", evidence: "what it found" },
   },
   {
     name: "timer",

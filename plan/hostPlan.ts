@@ -4,6 +4,7 @@ import { engineSteps } from "./engine";
 import { backupUser, hostPaths } from "./layout";
 import { hardeningSteps, packagesStep } from "./hardening";
 import { healthSteps, hostConfFile, HOST_CONF, keelEtc } from "./health";
+import { integritySteps } from "./integrity";
 import { secretSteps } from "./secrets";
 import { placeStep, readinessStep } from "./steps";
 import { complianceFiles, toolFiles } from "./tools";
@@ -83,6 +84,8 @@ export function buildHostPlan(cfg: KeelConfig): HostPlan {
     ...secretSteps(cfg),
     ...engineWithDatabase(cfg),
     ...healthSteps(cfg),
+    // Last: the baseline holds what every step before it put on the host.
+    ...integritySteps(cfg),
   ];
   const names = steps.map((s) => s.name);
   const dup = names.find((n, i) => names.indexOf(n) !== i);

@@ -30,6 +30,8 @@ export const TOOL_NAMES = [
   "verify",
   // OpenSCAP with the tailored ANSSI BP-028 profile on the live host (scripts/runbook/compliance.sh).
   "compliance",
+  // The file-integrity baseline (AIDE) and its daily check (docs/INTEGRITY.md).
+  "integrity",
 ] as const;
 
 export type Tool = (typeof TOOL_NAMES)[number];

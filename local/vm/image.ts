@@ -19,6 +19,8 @@ export const DEFAULT_REPO_PACKAGES: readonly string[] = [
   "apt-listchanges", "chrony", "sqlite3", "git", "python3-venv", "python3-pip", "lynis",
   "needrestart", "debsums", "apt-show-versions", "acct", "sysstat", "auditd", "rkhunter",
   "libpam-tmpdir",
+  // The integrity-package step installs it (plan/integrity.ts), without aide-common.
+  "aide",
   // Not keel's payload: keel-compliance installs it on a live host when asked (docs/COMPLIANCE.md).
   "openscap-scanner",
 ];

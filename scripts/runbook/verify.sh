@@ -79,7 +79,7 @@ add ok host-key "the host at $RB_ADDRESS port $RB_PORT proved the stack's pinned
 host_lines=()
 while IFS= read -r line; do [[ -z $line ]] || host_lines+=("$line"); done <<<"$host_out"
 # Every check keel-verify makes must be there: a cut-short run is not a pass.
-for check in sshd-config listeners ufw fail2ban metadata-guard sysctl passwords audit engine engine-exposure env-file health-db health-backup health-updates health-drift health compliance; do
+for check in sshd-config listeners ufw fail2ban metadata-guard sysctl passwords audit engine engine-exposure env-file health-db health-backup health-updates health-drift health compliance integrity; do
   printf '%s\n' "${host_lines[@]}" | grep -q "^[a-z]*"$'\t'"$check"$'\t' ||
     rb_die 3 "keel-verify on the host gave no $check line: it is older than this keel (pulumi up places the new one), or its output was cut short"
 done

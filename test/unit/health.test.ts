@@ -121,9 +121,9 @@ describe("keel-health.service and keel-health.timer", () => {
 describe("health steps", () => {
   const cfg = config();
 
-  it("come last in the plan: the webhook secret, the units; host.conf comes with the tools that read it", () => {
+  it("come last in the plan before the integrity baseline: the webhook secret, the units; host.conf comes with the tools that read it", () => {
     const steps = buildHostPlan(cfg).steps;
-    expect(steps.map((s) => s.name).slice(-2)).toEqual(["alert-webhook", "health-units"]);
+    expect(steps.map((s) => s.name).slice(-5)).toEqual(["alert-webhook", "health-units", "integrity-package", "integrity-units", "integrity-baseline"]);
     const tools = steps.find((s) => s.name === "tools")!;
     expect(tools.bundle!.files.filter((f) => f.path === HOST_CONF).map((f) => [f.path, f.owner, f.mode])).toEqual([[HOST_CONF, "root", "0644"]]);
     expect(tools.bundle!.files.map((f) => f.path)).toContain("/usr/local/sbin/keel-health");
