@@ -23,6 +23,10 @@ set -euo pipefail
 rb_common_args "$@"
 set -- ${RB_ARGS[@]+"${RB_ARGS[@]}"}
 usage="usage: $RB_PROG [--stack FILE|-] [--yes] show|check|accept SHA256|rebuild|copy DIR"
+if [[ ${1-} == --yes ]]; then
+  RB_YES=1
+  shift
+fi
 [[ $# -ge 1 ]] || rb_die 2 "$usage"
 command=$1
 shift

@@ -121,10 +121,12 @@ describe("npm run demo", () => {
   it("keel verify passes against the demo VM, from its stack outputs", () => {
     const r = spawnSync("bash", [path.join(REPO, "scripts", "runbook", "verify.sh")], { cwd: dir, env: runbookEnv(), encoding: "utf8", timeout: 10 * MINUTE });
     expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
-    for (const check of ["host-key", "password-login", "sshd-config", "listeners", "ufw", "fail2ban", "metadata-guard", "sysctl", "passwords", "audit", "engine", "engine-exposure", "env-file", "health-db", "health-backup", "health-updates", "health-drift", "health"]) {
+    for (const check of ["host-key", "password-login", "sshd-config", "listeners", "ufw", "fail2ban", "metadata-guard", "sysctl", "passwords", "audit", "engine", "engine-exposure", "env-file", "health-db", "health-backup", "health-updates", "health-drift", "health", "integrity"]) {
       expect(r.stdout, check).toMatch(new RegExp(`^ok +${check} `, "m"));
     }
     expect(r.stdout).toMatch(/^verify\.sh: 127\.0\.0\.1: \d+ checks, 0 failed$/m);
+    // The baseline the plan's last step built, not checked yet: the timer runs daily.
+    expect(r.stdout).toMatch(/^ok +integrity +baseline of \d{4}-\S+ \(\d+ entries\); not checked yet/m);
     // No compliance scan has run on the host yet.
     expect(r.stdout).toMatch(/^skipped +compliance +.*has not been evaluated on this host; scripts\/runbook\/compliance\.sh evaluates it/m);
   }, 15 * MINUTE);
@@ -133,21 +135,70 @@ describe("npm run demo", () => {
     // The first run installs openscap-scanner from the VM's offline repository; the pinned content
     // comes from this machine's cache (~/.cache/keel/compliance, downloaded once from Debian).
     const r = spawnSync("bash", [path.join(REPO, "scripts", "runbook", "compliance.sh")], { cwd: dir, env: runbookEnv(), encoding: "utf8", timeout: 50 * MINUTE });
-    // Every rule decided, and only AIDE's two rules fail: keel has neither applied a file-integrity
-    // baseline nor decided against one yet (issue 14, docs/COMPLIANCE.md "AIDE"). When it
-    // has, this run passes (exit 0) and verify's compliance line is ok.
-    const aide = ["aide_build_database", "package_aide_installed"];
-    expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(1);
-    expect(r.stdout).toMatch(/^keel-compliance: intermediary: \d+ pass \/ 2 fail \/ \d+ not applicable \/ 0 not decided, in \d+ s/m);
-    expect([...r.stdout.matchAll(/^keel-compliance: {3}fail: (\S+)$/gm)].map((m) => m[1])).toEqual(aide);
-    expect(r.stderr).toContain("compliance.sh: the tailored profile does not pass on 127.0.0.1 (the rules above)");
+    // Every rule the tailored profile selects decided and passed: AIDE's two included, now that
+    // the plan builds the file-integrity baseline (docs/INTEGRITY.md).
+    expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
+    expect(r.stdout).toMatch(/^keel-compliance: intermediary: \d+ pass \/ 0 fail \/ \d+ not applicable \/ 0 not decided, in \d+ s/m);
+    expect(r.stdout).not.toMatch(/^keel-compliance: {3}fail: /m);
     const v = spawnSync("bash", [path.join(REPO, "scripts", "runbook", "verify.sh"), "--json"], { cwd: dir, env: runbookEnv(), encoding: "utf8", timeout: 10 * MINUTE });
     const report = JSON.parse(v.stdout) as { checks: Array<{ name: string; status: string; evidence: string }> };
-    const failed = report.checks.filter((c) => c.status === "failed");
-    expect(failed.map((c) => c.name), v.stderr).toEqual(["compliance"]);
-    expect(failed[0].evidence).toMatch(/^the tailored ANSSI BP-028 intermediary profile on \d{4}-\S+, ssg-debian 0\.1\.76-1: failed aide_build_database, package_aide_installed; /);
-    expect(v.status).toBe(1);
+    expect(report.checks.filter((c) => c.status === "failed"), v.stderr).toEqual([]);
+    const compliance = report.checks.find((c) => c.name === "compliance")!;
+    expect([compliance.status, compliance.evidence]).toEqual(["ok", expect.stringMatching(/^the tailored ANSSI BP-028 intermediary profile on \d{4}-\S+, ssg-debian 0\.1\.76-1: /)]);
+    expect(v.status).toBe(0);
   }, 60 * MINUTE);
+
+  it("keel integrity: the daily check explains a package's reinstall, names what an intruder added or changed, keel-health and keel verify report it, and accept makes it the baseline", () => {
+    const current = JSON.parse(fs.readFileSync(path.join(dir, "stack-outputs.json"), "utf8")) as { sshCommand: string };
+    const args = [...current.sshCommand.split(" ").slice(1), "-o", "BatchMode=yes"];
+    const placed = spawnSync("ssh", [...args, "sudo /usr/local/sbin/keel-place"], { input: ROOT_HELPER_BUNDLE, encoding: "utf8", timeout: 5 * MINUTE });
+    expect(placed.status, placed.stderr).toBe(0);
+    // What a package update does (sqlite3 again, from the VM's offline repository), and what an
+    // intruder does: a cron entry, a binary in /usr/local/bin, the set-uid bit on a packaged file
+    // (/bin/true as dpkg lists it: /usr/bin/true on the merged /usr).
+    const change = [
+      "DEBIAN_FRONTEND=noninteractive apt-get install --reinstall -y -q sqlite3 >/dev/null",
+      "mkdir -p /etc/cron.d && printf '* * * * * root /usr/local/bin/keel-test-backdoor\\n' > /etc/cron.d/keel-test-intruder",
+      "cp /usr/bin/true /usr/local/bin/keel-test-backdoor",
+      "chmod u+s /usr/bin/true",
+    ].join(" && ");
+    const changed = spawnSync("ssh", [...args, `sudo ${ROOT_HELPER} sh -c ${shellQuote(change)}`], { encoding: "utf8", timeout: 10 * MINUTE });
+    expect(changed.status, changed.stderr).toBe(0);
+    const integrity = (...a: string[]) => spawnSync("bash", [path.join(REPO, "scripts", "runbook", "integrity.sh"), ...a], { cwd: dir, env: runbookEnv(), encoding: "utf8", timeout: 60 * MINUTE });
+
+    const check = integrity("check");
+    expect(check.status, `${check.stdout}\n${check.stderr}`).toBe(1);
+    const shown = integrity("show");
+    expect(shown.status, shown.stderr).toBe(0);
+    const last = (JSON.parse(shown.stdout) as { last_check: { unexplained: Array<{ path: string; change: string }>; explained: Record<string, { paths: string[] }>; pending_sha256: string } }).last_check;
+    expect(last.unexplained.map((u) => `${u.path} ${u.change}`).sort()).toEqual(["/etc/cron.d/keel-test-intruder added", "/usr/bin/true changed", "/usr/local/bin/keel-test-backdoor added"]);
+    // The reinstalled package's files are explained (same bytes, or dpkg's md5).
+    expect(Object.values(last.explained).flatMap((e) => e.paths)).toContain("/usr/bin/sqlite3");
+    expect(check.stderr).toContain("integrity.sh: changes no package and no keel step explains (above)");
+
+    const v = spawnSync("bash", [path.join(REPO, "scripts", "runbook", "verify.sh"), "--json"], { cwd: dir, env: runbookEnv(), encoding: "utf8", timeout: 10 * MINUTE });
+    const failed = (JSON.parse(v.stdout) as { checks: Array<{ name: string; status: string; evidence: string }> }).checks.filter((c) => c.status === "failed");
+    expect(failed.map((c) => c.name).sort(), v.stderr).toEqual(["health", "integrity"]);
+    expect(failed.find((c) => c.name === "integrity")!.evidence).toMatch(/found 3 change\(s\) no package and no keel step explains: \/etc\/cron\.d\/keel-test-intruder \(added\), \/usr\/bin\/true \(changed\), \/usr\/local\/bin\/keel-test-backdoor \(added\)/);
+    const health = spawnSync("ssh", [...args, "sudo /usr/local/sbin/keel-health --json --only integrity"], { encoding: "utf8", timeout: 5 * MINUTE });
+    const report = JSON.parse(health.stdout) as Report;
+    expect([health.status, report.checks.integrity.status]).toEqual([1, "degraded"]);
+
+    // The operator has read them: the baseline takes them, verify is clean again.
+    expect(integrity("accept", "0".repeat(64)).status).toBe(2);
+    const accepted = integrity("--yes", "accept", last.pending_sha256);
+    expect(accepted.status, accepted.stderr).toBe(0);
+    const after = spawnSync("bash", [path.join(REPO, "scripts", "runbook", "verify.sh"), "--json"], { cwd: dir, env: runbookEnv(), encoding: "utf8", timeout: 10 * MINUTE });
+    expect(after.status, after.stdout).toBe(0);
+
+    // A copy of the baseline off the host, checked against the sha256 the host recorded.
+    const copies = fs.mkdtempSync(path.join(dir, "integrity-"));
+    const copy = integrity("copy", copies);
+    expect(copy.status, copy.stderr).toBe(0);
+    const [file] = fs.readdirSync(copies);
+    expect(file).toBe(`aide-${last.pending_sha256}.db`);
+    expect(fs.statSync(path.join(copies, file)).mode & 0o777).toBe(0o600);
+  }, 90 * MINUTE);
 
   it("keel verify fails, naming each check, once sshd would take passwords, another port listens, a keel file changed, audit rules were deleted and the engine stopped", () => {
     const current = JSON.parse(fs.readFileSync(path.join(dir, "stack-outputs.json"), "utf8")) as { sshCommand: string };
