@@ -5,7 +5,8 @@
 # Usage: scripts/runbook/integrity.sh [--stack FILE|-] [--yes] COMMAND
 #   show          the baseline's record and the last check's: every change no package and no keel
 #                 step explains, and the pending database's sha256 (read-only)
-#   check         checks the host against the baseline now (what the daily timer runs; minutes)
+#   check         checks the host against the baseline now: the daily timer's service, in its
+#                 sandbox (minutes)
 #   accept SHA256 the last check's changes become the baseline, after you have read them (`show`);
 #                 SHA256 is the pending database's, as `show` printed it
 #   rebuild       builds the baseline anew from the host as it is (once you know why the old one is
@@ -51,7 +52,7 @@ case $command in
   show) host show </dev/null ;;
   check)
     echo "$RB_PROG: checking $RB_ADDRESS against its baseline (some minutes)" >&2
-    host check </dev/null && rc=0 || rc=$?
+    host check-now </dev/null && rc=0 || rc=$?
     [[ $rc -ne 1 ]] || rb_die 1 "changes no package and no keel step explains (above): read them with '$RB_PROG show'"
     exit "$rc"
     ;;

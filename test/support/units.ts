@@ -6,6 +6,7 @@ import type { KeelConfig } from "../../config";
 import { backupServiceName, backupTimerName, dropInPath, renderBackupService, renderBackupTimer, renderSessionDropIn } from "../../plan/database";
 import { execStart, MAX_ENGINE_EXPOSURE, renderUnit, unitFilePath } from "../../plan/engine";
 import { healthUnitFiles, HEALTH_SERVICE } from "../../plan/health";
+import { integrityFiles, INTEGRITY_SERVICE } from "../../plan/integrity";
 import { TOOL_NAMES, toolPath, type Tool } from "../../plan/tools";
 
 /** The engine's unit's (plan/engine.ts; keel verify's engine-exposure check holds it to the same). */
@@ -22,7 +23,14 @@ export const MAX_BACKUP_EXPOSURE = 1.1;
 /** keel-health.service: root, for its checks, little else. */
 export const MAX_HEALTH_EXPOSURE = 3.0;
 
-/** Every unit file keel installs for the engine, its backups and health: path and content. */
+/**
+ * keel-integrity.service: root, to read every file, with nothing writable but aide's database and
+ * its record, no network, no set*id or chown: 1.1 (root 0.4, CAP_DAC_READ_SEARCH 0.2, @resources
+ * for its nice/ionice 0.2, read-only homes 0.1, no PrivateUsers 0.2 since it reads as root).
+ */
+export const MAX_INTEGRITY_EXPOSURE = 1.1;
+
+/** Every unit file keel installs for the engine, its backups, health and the integrity check: path and content. */
 export function keelUnitFiles(cfg: KeelConfig): [string, string][] {
   return [
     [unitFilePath(cfg), renderUnit(cfg)],
@@ -30,6 +38,9 @@ export function keelUnitFiles(cfg: KeelConfig): [string, string][] {
     [`/etc/systemd/system/${backupServiceName(cfg)}`, renderBackupService(cfg)],
     [`/etc/systemd/system/${backupTimerName(cfg)}`, renderBackupTimer(cfg)],
     ...healthUnitFiles(cfg).map((f): [string, string] => [f.path, f.content]),
+    ...integrityFiles()
+      .filter((f) => f.path.startsWith("/etc/systemd/"))
+      .map((f): [string, string] => [f.path, f.content]),
   ];
 }
 
@@ -39,6 +50,7 @@ export function keelServices(cfg: KeelConfig): { path: string; maxExposure: numb
     { path: unitFilePath(cfg), maxExposure: MAX_ENGINE_EXPOSURE },
     { path: `/etc/systemd/system/${backupServiceName(cfg)}`, maxExposure: MAX_BACKUP_EXPOSURE },
     { path: healthUnitFiles(cfg).find((f) => f.path.endsWith(`/${HEALTH_SERVICE}`))!.path, maxExposure: MAX_HEALTH_EXPOSURE },
+    { path: `/etc/systemd/system/${INTEGRITY_SERVICE}`, maxExposure: MAX_INTEGRITY_EXPOSURE },
   ];
 }
 

@@ -69,6 +69,7 @@ describe("keel's aide.conf", () => {
     expect(toolConst("CONF")).toBe(AIDE_CONF);
     expect(toolConst("DB_DIR")).toBe(AIDE_DB_DIR);
     expect(toolConst("STATE_DIR")).toBe(INTEGRITY_STATE_DIR);
+    expect(toolConst("UNIT")).toBe(INTEGRITY_SERVICE);
     expect(toolConst("MANIFEST")).toBe(`${hostPaths(cfg).keelState}/manifest.json`);
     // The OVAL check's patterns (ssg-debian12-ds.xml 0.1.76, oval:ssg-object_aide_build_database_dirpath,
     // …_operational_database_filepath, …_new_database_config): DBDIR, then database= and database_out= under it.
