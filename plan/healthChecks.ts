@@ -99,7 +99,7 @@ export const HEALTH_CHECKS: readonly HealthCheck[] = [
   },
   {
     name: "drift",
-    looksAt: "`keel-place --drift`: every file keel placed, against the sha256 and mode it placed",
+    looksAt: "`keel-place --drift`: every file keel placed, against the sha256, mode, owner and group it placed",
     degraded: "a file changed or removed by hand",
     down: "—",
     details: { manifest: "keel-place's record of what it placed", drifted: "keel-place's lines, one per file" },

@@ -143,6 +143,17 @@ describe("keel-place (real python3, real files)", () => {
     expect(r.stdout).toBe(`changed ${join(dir, "e.conf")} (content)\nmissing ${join(dir, "f.conf")}\n`);
   });
 
+  it("reports drift: a file handed to another owner or group, its content and mode intact", () => {
+    place({ files: [file("o.conf", "o\n"), file("p.conf", "p\n")] }, manifest);
+    chownSync(join(dir, "o.conf"), 65534, 0);
+    chownSync(join(dir, "p.conf"), 0, 65534);
+    const r = place("", manifest, ["--drift"]);
+    expect(r.code).toBe(1);
+    const nobody = spawnSync("id", ["-nu", "65534"], { encoding: "utf8" }).stdout.trim();
+    const nogroup = spawnSync("getent", ["group", "65534"], { encoding: "utf8" }).stdout.split(":")[0];
+    expect(r.stdout).toBe(`changed ${join(dir, "o.conf")} (owner ${nobody}:root, placed root:root)\nchanged ${join(dir, "p.conf")} (owner root:${nogroup}, placed root:root)\n`);
+  });
+
   it("refuses a bad bundle with exit 2 and changes nothing", () => {
     expect(place("not json", manifest)).toMatchObject({ code: 2, stderr: expect.stringContaining("stdin is not a JSON bundle") });
     const relative = place({ files: [{ path: "relative/x", owner: "root", group: "root", mode: "0644", content: "" }] }, manifest);
