@@ -37,6 +37,12 @@ export interface ImageFacts {
   readonly sudo: readonly string[];
   /** Where keel's payload and host plan have run on this image (docs/CONFIG.md). */
   readonly provenBy: "local VM" | "staging acceptance run";
+  /**
+   * The keyword of aide.conf's database line (plan/integrity.ts): `database` on Debian 12, whose
+   * aide 0.18.3 takes it (deprecated) and where ANSSI BP-028's aide_build_database reads it;
+   * `database_in` elsewhere (aide 0.18.6 on Ubuntu 24.04; aide 0.19, which refuses `database`).
+   */
+  readonly aideDatabaseKeyword: "database" | "database_in";
 }
 
 /**
@@ -51,8 +57,8 @@ const TIMESYNCD = { package: "systemd-timesyncd", unit: "systemd-timesyncd.servi
 const CHRONY = { package: "chrony", unit: "chrony.service" } as const;
 
 export const IMAGE_FACTS: Readonly<Record<Image, ImageFacts>> = {
-  "ubuntu-24.04": { openssh: "9.6", python: "3.12", systemd: 255, timeSync: TIMESYNCD, sshSocket: true, snaps: true, apport: true, sudo: ["/usr/bin/sudo"], provenBy: "staging acceptance run" },
-  "ubuntu-26.04": { openssh: "10.2", python: "3.14", systemd: 259, timeSync: CHRONY, sshSocket: true, snaps: true, apport: true, sudo: ["/usr/lib/cargo/bin/sudo", "/usr/bin/sudo.ws"], provenBy: "staging acceptance run" },
-  "debian-12": { openssh: "9.2", python: "3.11", systemd: 252, timeSync: TIMESYNCD, sshSocket: false, snaps: false, apport: false, sudo: ["/usr/bin/sudo"], provenBy: "local VM" },
-  "debian-13": { openssh: "10.0", python: "3.13", systemd: 257, timeSync: TIMESYNCD, sshSocket: false, snaps: false, apport: false, sudo: ["/usr/bin/sudo"], provenBy: "local VM" },
+  "ubuntu-24.04": { openssh: "9.6", python: "3.12", systemd: 255, timeSync: TIMESYNCD, sshSocket: true, snaps: true, apport: true, sudo: ["/usr/bin/sudo"], provenBy: "staging acceptance run", aideDatabaseKeyword: "database_in" },
+  "ubuntu-26.04": { openssh: "10.2", python: "3.14", systemd: 259, timeSync: CHRONY, sshSocket: true, snaps: true, apport: true, sudo: ["/usr/lib/cargo/bin/sudo", "/usr/bin/sudo.ws"], provenBy: "staging acceptance run", aideDatabaseKeyword: "database_in" },
+  "debian-12": { openssh: "9.2", python: "3.11", systemd: 252, timeSync: TIMESYNCD, sshSocket: false, snaps: false, apport: false, sudo: ["/usr/bin/sudo"], provenBy: "local VM", aideDatabaseKeyword: "database" },
+  "debian-13": { openssh: "10.0", python: "3.13", systemd: 257, timeSync: TIMESYNCD, sshSocket: false, snaps: false, apport: false, sudo: ["/usr/bin/sudo"], provenBy: "local VM", aideDatabaseKeyword: "database_in" },
 };

@@ -81,7 +81,7 @@ export function toolStep(
   description: string,
   tool: Tool,
   args: string[],
-  opts: { stdin?: string; stdinFrom?: string; timeoutSeconds?: number; alsoTools?: Tool[]; alsoContent?: string[] } = {},
+  opts: { stdin?: string; stdinFrom?: string; timeoutSeconds?: number; alsoTools?: Tool[] } = {},
 ): RemoteStep {
   checkArgs(name, args);
   return step({
@@ -91,8 +91,7 @@ export function toolStep(
     stdin: opts.stdin,
     stdinFrom: opts.stdinFrom,
     // alsoTools: the other tools this one runs (e.g. its library), whose bytes matter as much.
-    // alsoContent: other bytes the tool's work depends on (e.g. the configuration it reads).
-    dependsOnContent: [...[tool, ...(opts.alsoTools ?? [])].map((t) => readStatic(TOOLS[t])), ...(opts.alsoContent ?? [])],
+    dependsOnContent: [tool, ...(opts.alsoTools ?? [])].map((t) => readStatic(TOOLS[t])),
     timeoutSeconds: opts.timeoutSeconds,
   });
 }

@@ -24,10 +24,11 @@ set -euo pipefail
 rb_common_args "$@"
 set -- ${RB_ARGS[@]+"${RB_ARGS[@]}"}
 usage="usage: $RB_PROG [--stack FILE|-] [--yes] show|check|accept SHA256|rebuild|copy DIR"
-if [[ ${1-} == --yes ]]; then
-  RB_YES=1
-  shift
-fi
+words=()
+for arg in "$@"; do
+  if [[ $arg == --yes ]]; then RB_YES=1; else words+=("$arg"); fi
+done
+set -- ${words[@]+"${words[@]}"}
 [[ $# -ge 1 ]] || rb_die 2 "$usage"
 command=$1
 shift
@@ -38,6 +39,15 @@ case $command in
   *) rb_die 2 "$usage" ;;
 esac
 rb_load_stack
+# Asked before anything reaches the host.
+case $command in
+  accept) rb_confirm "This makes the changes the last check found on $RB_ADDRESS its baseline (pending database $1)." ;;
+  rebuild) rb_confirm "This builds the baseline of $RB_ADDRESS anew from the host as it is: whatever changed before is in it." ;;
+esac
+# sudo exits 1 for a command it cannot find, which would read as "changes found": look first.
+rb_ssh -- test -x "$(rb_tool integrity)" </dev/null && rc=0 || rc=$?
+[[ $rc -ne 255 ]] || exit 255
+[[ $rc -eq 0 ]] || rb_die 3 "$(rb_tool integrity) is not on $RB_ADDRESS: a host last converged by a keel without it (pulumi up first)"
 
 # keel-integrity's own exits: 0 done, 1 unexplained changes, 2 refused, 3 aide failed.
 host() {
@@ -56,14 +66,8 @@ case $command in
     [[ $rc -ne 1 ]] || rb_die 1 "changes no package and no keel step explains (above): read them with '$RB_PROG show'"
     exit "$rc"
     ;;
-  accept)
-    rb_confirm "This makes the changes the last check found on $RB_ADDRESS its baseline (pending database $1)."
-    host accept "$1" </dev/null
-    ;;
-  rebuild)
-    rb_confirm "This builds the baseline of $RB_ADDRESS anew from the host as it is: whatever changed before is in it."
-    host rebuild </dev/null
-    ;;
+  accept) host accept "$1" </dev/null ;;
+  rebuild) host rebuild </dev/null ;;
   copy)
     dir=$1
     want=$(host database-sha256 </dev/null) || exit $?
@@ -71,11 +75,10 @@ case $command in
     dest="$dir/aide-$want.db"
     part=$(mktemp "$dir/.aide-XXXXXX")
     trap 'rm -f "$part"' EXIT
-    chmod 0600 "$part"
     host database "$want" </dev/null >"$part" || exit $?
     got=$(rb_sha256 "$part")
     [[ $got == "$want" ]] || rb_die 3 "the copy's sha256 is $got, not the $want the host recorded: not kept"
-    mv "$part" "$dest"
+    mv -- "$part" "$dest"
     trap - EXIT
     echo "$RB_PROG: $dest (sha256 $want)"
     ;;

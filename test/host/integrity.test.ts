@@ -1,5 +1,5 @@
 // keel-integrity (scripts/host/keel-integrity, docs/INTEGRITY.md) with this machine's real aide 0.18
-// on a temporary tree: keel's aide.conf (plan/integrity.ts aideConf()) with only its database
+// on a temporary tree: keel's aide.conf (plan/integrity.ts aideConf("debian-12")) with only its database
 // directory and its selections moved there, every attribute group and option as keel writes them.
 // Its paths are moved into the temp dir by loading it as a module (as compliance-tool.test.ts
 // does). Here: what it refuses, the baseline and its record, what a check explains and what it
@@ -39,7 +39,7 @@ spec.loader.exec_module(m)
 
 /** keel's aide.conf, its database directory and its selections moved to `dbDir` and `tree`. */
 function testConf(dbDir: string, tree: string): string {
-  const kept = aideConf()
+  const kept = aideConf("debian-12")
     .split("\n")
     .filter((line) => !/^!?\//.test(line))
     .map((line) => (line.startsWith("@@define DBDIR ") ? `@@define DBDIR ${dbDir}` : line));
@@ -74,16 +74,18 @@ class Host {
   }
 
   /** keel-integrity `args`, its paths in this host; `extra` (Python) runs before main. */
-  run(args: string[], extra = ""): Run {
+  run(args: string[], extra = "", input = ""): Run {
     const program = `${loader(TOOLS.integrity)}
 root = sys.argv[1]
 m.CONF, m.DB_DIR, m.STATE_DIR = root + "/aide.conf", root + "/db", root + "/state"
 m.DB, m.DB_NEW, m.PENDING = (m.DB_DIR + "/aide.db" + s for s in ("", ".new", ".pending"))
 m.BASELINE_RECORD, m.CHECK_RECORD, m.LOCK = (m.STATE_DIR + "/" + n for n in ("baseline.json", "check.json", ".lock"))
 m.MANIFEST, m.DPKG_INFO, m.DPKG_STATUS = root + "/manifest.json", root + "/dpkg", root + "/status"
+# This machine's apt knows nothing of the test's package: it comes from a source unless a test says otherwise.
+m.apt_sourceless = lambda packages: []
 ${extra}
 sys.exit(m.main(sys.argv[2:]))`;
-    const r = spawnSync("python3", ["-I", "-B", "-c", program, this.root, ...args], { env: ENV });
+    const r = spawnSync("python3", ["-I", "-B", "-c", program, this.root, ...args], { env: ENV, input });
     return { code: r.status ?? -1, stdout: r.stdout.toString(), stderr: r.stderr.toString(), bytes: r.stdout };
   }
 
@@ -102,12 +104,12 @@ sys.exit(m.main(sys.argv[2:]))`;
     return out;
   }
 
-  /** dpkg's record of package keel-test: md5sums (path: content), its list, and its conffiles' md5s. */
-  dpkg(md5sums: Record<string, string>, listed: string[] = [], conffiles: Record<string, string> = {}): void {
+  /** dpkg's record of package keel-test at `version`: md5sums (path: content), its list, and its conffiles' md5s. */
+  dpkg(md5sums: Record<string, string>, listed: string[] = [], conffiles: Record<string, string> = {}, version = "1"): void {
     writeFileSync(join(this.info, "keel-test.md5sums"), Object.entries(md5sums).map(([p, c]) => `${hex("md5", c)}  ${p.slice(1)}\n`).join(""));
     writeFileSync(join(this.info, "keel-test.list"), listed.map((p) => `${p}\n`).join(""));
     const lines = Object.entries(conffiles).map(([p, c]) => ` ${p} ${hex("md5", c)}\n`).join("");
-    writeFileSync(this.status, `Package: keel-test\nStatus: install ok installed\nConffiles:\n${lines}\n`);
+    writeFileSync(this.status, `Package: keel-test\nStatus: install ok installed\nVersion: ${version}\nConffiles:\n${lines}\n`);
   }
 }
 
@@ -149,6 +151,14 @@ describe("keel-integrity's baseline, with keel's aide.conf and this machine's ai
     expect(spawnSync("stat", ["-c", "%a", h.db], { encoding: "utf8" }).stdout).toBe("600\n");
   });
 
+  it("builds only with the configuration the step gives on stdin, refusing another before it changes anything", () => {
+    const h = new Host();
+    const r = h.run(["baseline"], "", "# another aide.conf\n");
+    expect([r.code, r.stderr]).toEqual([2, `keel-integrity: ${h.conf} is not the configuration this pulumi up placed (the health report's drift check names it): pulumi up again puts it back; nothing was changed\n`]);
+    expect(existsSync(h.db)).toBe(false);
+    expect(h.run(["baseline"], "", readFileSync(h.conf, "utf8")).code).toBe(0);
+  });
+
   it("leaves a baseline in place; builds it anew when the configuration changed; refuses a database someone else changed", () => {
     const h = new Host();
     h.ok(["baseline"]);
@@ -178,7 +188,7 @@ describe("keel-integrity check", () => {
     expect(h.verdict()).toMatch(/^ok\tchecked \S+ against the baseline of \S+: no unexplained change \(0 explained\)\n$/);
   });
 
-  it("explains a rewrite with the same bytes, a package's file and conffile, keel's file, a link to a package's file, a listed directory and a removal nobody claims; the baseline moves on", () => {
+  it("explains a rewrite with the same bytes, a package's update (its file and conffile), keel's file, a link to a package's file, a listed directory and a removal the update made; the baseline moves on", () => {
     const h = new Host();
     const same = h.file("same", "same\n");
     const pkg = h.file("pkg", "old package file\n");
@@ -187,6 +197,7 @@ describe("keel-integrity check", () => {
     const gone = h.file("gone", "nobody's\n");
     const link = join(h.tree, "link");
     symlinkSync(same, link);
+    h.dpkg({ [pkg]: "old package file\n" }, [pkg], { [conffile]: "old conf\n" }, "1");
     h.ok(["baseline"]);
     const before = h.json(h.baselineRecord).db_sha256;
 
@@ -201,7 +212,8 @@ describe("keel-integrity check", () => {
     unlinkSync(gone);
     const dir = join(h.tree, "dir");
     mkdirSync(dir);
-    h.dpkg({ [pkg]: "new package file, a longer one\n" }, [dir, pkg], { [conffile]: "new conf\n" });
+    // The package's version 2, from an apt source (apt_sourceless stood in for: none).
+    h.dpkg({ [pkg]: "new package file, a longer one\n" }, [dir, pkg], { [conffile]: "new conf\n" }, "2");
 
     const r = h.ok(["check"]);
     expect(r.stdout).toBe("keel-integrity: no unexplained change (7 explained); the baseline now holds them\n");
@@ -209,7 +221,7 @@ describe("keel-integrity check", () => {
     expect(record.unexplained).toEqual([]);
     expect(record.explained).toEqual({
       "a directory a package lists or keel's files live in": { count: 1, paths: [dir] },
-      "removed, and claimed by no package and no keel step": { count: 1, paths: [gone] },
+      "removed with a package change, claimed by nobody now": { count: 1, paths: [gone] },
       "installed by a package": { count: 2, paths: [conffile, pkg] },
       "a link to a file a package or keel installed": { count: 1, paths: [link] },
       "placed by keel": { count: 1, paths: [placed] },
@@ -218,9 +230,81 @@ describe("keel-integrity check", () => {
     const after = h.json(h.baselineRecord);
     expect(after.db_sha256).not.toBe(before);
     expect(after.db_sha256).toBe(fileSha(h.db));
+    expect(after.packages["keel-test"].version).toBe("2");
     expect(record.db_sha256).toBe(after.db_sha256);
     expect(existsSync(h.pending)).toBe(false);
     expect(h.ok(["check"]).stdout).toContain("no unexplained change (0 explained)");
+  });
+
+  it("trusts no package an intruder could have made: md5sums rewritten at the same version, a version no apt source offers; nor their files, nor a removal without a package change", () => {
+    const h = new Host();
+    const pkg = h.file("pkg", "package file\n");
+    const gone = h.file("gone", "nobody's\n");
+    h.dpkg({ [pkg]: "package file\n" }, [pkg], {}, "1");
+    h.ok(["baseline"]);
+    unlinkSync(gone);
+    expect(h.run(["check"]).code).toBe(1);
+    expect(unexplained(h)).toEqual([[gone, "removed"]]);
+    h.ok(["accept", h.json(h.checkRecord).pending_sha256]);
+
+    // The trojan and dpkg's checksum of it, at the same version.
+    h.file("pkg", "trojan\n");
+    h.dpkg({ [pkg]: "trojan\n" }, [pkg], {}, "1");
+    expect(h.run(["check"]).code).toBe(1);
+    expect(unexplained(h)).toEqual([["dpkg:keel-test", "package"], [pkg, "changed"]]);
+    expect(h.json(h.checkRecord).unexplained[0].summary).toBe("its md5sums changed at the same version");
+
+    // A new version, but one only dpkg knows (dpkg -i of a file).
+    h.dpkg({ [pkg]: "trojan\n" }, [pkg], {}, "2");
+    expect(h.run(["check"], "m.apt_sourceless = lambda packages: list(packages)").code).toBe(1);
+    expect(unexplained(h)).toEqual([["dpkg:keel-test", "package"], [pkg, "changed"]]);
+    expect(h.json(h.checkRecord).unexplained[0].summary).toBe("version 2 comes from no apt source (dpkg -i of a file?)");
+  });
+
+  it("explains byte-compiled Python only beside a source a package installed in the same check; a .pyc alone is unexplained", () => {
+    const h = new Host();
+    mkdirSync(join(h.tree, "__pycache__"));
+    const source = h.file("mod.py", "x = 1\n");
+    const pyc = h.file("__pycache__/mod.cpython-311.pyc", "compiled 1\n");
+    h.dpkg({ [source]: "x = 1\n" }, [source], {}, "1");
+    h.ok(["baseline"]);
+    h.file("mod.py", "x = 2\n");
+    h.file("__pycache__/mod.cpython-311.pyc", "compiled 2\n");
+    h.dpkg({ [source]: "x = 2\n" }, [source], {}, "2");
+    h.ok(["check"]);
+    expect(h.json(h.checkRecord).explained["byte-compiled from a package's source"]).toEqual({ count: 1, paths: [pyc] });
+    h.file("__pycache__/mod.cpython-311.pyc", "an intruder's code\n");
+    expect(h.run(["check"]).code).toBe(1);
+    expect(unexplained(h)).toEqual([[pyc, "changed"]]);
+  });
+
+  it("follows one link, to a regular file a package or keel installed: not a chain, not a directory", () => {
+    const h = new Host();
+    const pkg = h.file("pkg", "package file\n");
+    h.dpkg({ [pkg]: "package file\n" }, [pkg, h.tree], {}, "1");
+    const hop = join(h.tree, "hop");
+    symlinkSync(pkg, hop);
+    h.ok(["baseline"]);
+    const chain = join(h.tree, "chain");
+    symlinkSync(hop, chain);
+    const toDir = join(h.tree, "to-dir");
+    symlinkSync(h.tree, toDir);
+    expect(h.run(["check"]).code).toBe(1);
+    expect(unexplained(h)).toEqual([[chain, "added"], [toDir, "added"]]);
+  });
+
+  it("explains an initramfs a kernel update regenerated only for a kernel a package installed, and a root file without special bits", () => {
+    const h = new Host();
+    mkdirSync(join(h.tree, "boot"));
+    const vmlinuz = h.file("boot/vmlinuz-6.1.0-99", "kernel\n");
+    h.dpkg({ [vmlinuz]: "kernel\n" }, [vmlinuz], {}, "1");
+    h.ok(["baseline"]);
+    const initrd = h.file("boot/initrd.img-6.1.0-99", "initramfs\n");
+    const stray = h.file("boot/initrd.img-6.1.0-98", "no kernel for this one\n");
+    const regenerated = `m.REGENERATED = ((m.re.compile(root + "/tree/boot/initrd\\\\.img-([^/]+)"), lambda v: [root + "/tree/boot/vmlinuz-" + v]),)`;
+    expect(h.run(["check"], regenerated).code).toBe(1);
+    expect(unexplained(h)).toEqual([[stray, "added"]]);
+    expect(h.json(h.checkRecord).explained["regenerated for a kernel a package installed"]).toEqual({ count: 1, paths: [initrd] });
   });
 
   it("does not explain an added file, a package's file whose mode changed, a removed file a package lists: exit 1, the baseline kept, the new database pending", () => {
@@ -394,14 +478,14 @@ describe("keel-integrity verdict, database and config-check", () => {
   it("config-check: aide takes keel's aide.conf as it is (its warning about `database` dropped) and refuses a broken one, naming it", () => {
     const dir = tempDir("keel-integrity-conf-");
     const conf = join(dir, "aide.conf");
-    writeFileSync(conf, aideConf());
+    writeFileSync(conf, aideConf("debian-12"));
     expect(spawnSync("aide", ["--config-check", "--config", conf], { encoding: "utf8" }).stderr).toContain("Using 'database' is DEPRECATED");
     const h = new Host();
     const set = (file: string) => `m.CONF = ${JSON.stringify(file)}`;
     const r = h.run(["config-check"], set(conf));
     expect([r.code, r.stdout, r.stderr]).toEqual([0, "", ""]);
     const broken = join(dir, "broken.conf");
-    writeFileSync(broken, aideConf().replace("Content = p+", "Content = nonsense+p+"));
+    writeFileSync(broken, aideConf("debian-12").replace("Content = p+", "Content = nonsense+p+"));
     const bad = h.run(["config-check"], set(broken));
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(new RegExp(`^keel-integrity: aide refuses ${broken} \\(exit \\d+\\): .*group 'nonsense' is not defined`));
@@ -431,9 +515,9 @@ m.check_integrity(${JSON.stringify(stub)})
 print(json.dumps(m.results))`);
   };
 
-  it("keel-health: ok is ok, failed degraded (read them, accept), skipped unknown (pulumi up), anything else unknown", () => {
+  it("keel-health: ok is ok, failed degraded (what the summary says), skipped unknown (pulumi up), anything else unknown", () => {
     expect(health("printf 'ok\\tchecked\\n'")).toEqual(["ok", "checked", ""]);
-    expect(health("printf 'failed\\t1 change\\n'")).toEqual(["degraded", "1 change", 'scripts/runbook/integrity.sh show; accept what you expected (docs/INTEGRITY.md "A change nobody explains")']);
+    expect(health("printf 'failed\\t1 change\\n'")).toEqual(["degraded", "1 change", 'what the summary says; for changes: scripts/runbook/integrity.sh show, and docs/INTEGRITY.md "A change nobody explains"']);
     expect(health("printf 'skipped\\tno conf\\n'")).toEqual(["unknown", "no conf", "pulumi up"]);
     expect(health("echo passed")).toEqual(["unknown", "keel-integrity verdict exited 0 without a verdict: passed", ""]);
     expect(health("printf 'ok\\tfine\\n'; echo broken >&2; exit 3")).toEqual(["unknown", "keel-integrity verdict exited 3 without a verdict: ok\tfine\nbroken", ""]);

@@ -192,6 +192,11 @@ describe("the other scripts' argument checks stop bad input before any connectio
     ["compliance", ["--level", "high"], /--level takes intermediary or enhanced/],
     ["compliance", ["--content", "/nonexistent/ssg.deb"], /--content needs a readable file/],
     ["compliance", ["--yes"], /usage: compliance\.sh/],
+    ["integrity", [], /usage: integrity\.sh/],
+    ["integrity", ["check", "now"], /usage: integrity\.sh/],
+    ["integrity", ["accept", "nope"], /accept takes the pending database's sha256/],
+    ["integrity", ["copy", "/nonexistent"], /copy takes a writable directory/],
+    ["integrity", ["accept", "0".repeat(64)], /not asked without a terminal; add --yes/],
   ];
   it.each(cases)("%s.sh %j exits 2", async (name, args, message) => {
     const before = await connections();
@@ -208,7 +213,7 @@ describe("the other scripts' argument checks stop bad input before any connectio
   });
 
   it("every script prints its usage with -h", async () => {
-    for (const name of ["connect", "status", "logs", "backup-now", "restore", "snapshot", "migrate", "engine", "verify", "compliance"]) {
+    for (const name of ["connect", "status", "logs", "backup-now", "restore", "snapshot", "migrate", "engine", "verify", "compliance", "integrity"]) {
       const r = await runbook(name, ["-h"]);
       expect(r.code, name).toBe(0);
       expect(r.stderr, name).toMatch(/^Usage: scripts\/runbook\//);
@@ -248,6 +253,16 @@ describe("compliance.sh against the sshd", () => {
     const r = await runbook("compliance", []);
     expect(r.code, r.stderr).toBe(3);
     expect(r.stderr).toContain("/usr/local/sbin/keel-compliance did not answer: a host last converged by a keel without it (pulumi up first)");
+  });
+});
+
+describe("integrity.sh against the sshd", () => {
+  it("stops (3) when the host has no keel-integrity, before sudo's own exit 1 could read as changes found", async () => {
+    for (const command of [["show"], ["check"]]) {
+      const r = await runbook("integrity", command);
+      expect(r.code, r.stderr).toBe(3);
+      expect(r.stderr).toContain("/usr/local/sbin/keel-integrity is not on 127.0.0.1: a host last converged by a keel without it (pulumi up first)");
+    }
   });
 });
 

@@ -38,7 +38,7 @@ export function keelUnitFiles(cfg: KeelConfig): [string, string][] {
     [`/etc/systemd/system/${backupServiceName(cfg)}`, renderBackupService(cfg)],
     [`/etc/systemd/system/${backupTimerName(cfg)}`, renderBackupTimer(cfg)],
     ...healthUnitFiles(cfg).map((f): [string, string] => [f.path, f.content]),
-    ...integrityFiles()
+    ...integrityFiles(cfg.image)
       .filter((f) => f.path.startsWith("/etc/systemd/"))
       .map((f): [string, string] => [f.path, f.content]),
   ];

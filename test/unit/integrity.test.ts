@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parseConfig } from "../../config";
+import { IMAGES } from "../../images";
 import { buildHostPlan } from "../../plan/hostPlan";
 import { AIDE_CONF, AIDE_DB_DIR, aideConf, INTEGRITY_MAX_AGE_HOURS, INTEGRITY_SERVICE, INTEGRITY_STATE_DIR, INTEGRITY_TIMER, renderIntegrityService } from "../../plan/integrity";
 import { hostPaths } from "../../plan/layout";
@@ -55,15 +56,23 @@ describe("the integrity steps", () => {
     const baseline = named("integrity-baseline");
     expect(baseline.command).toBe(`sudo ${toolPath("integrity")} baseline`);
     expect(baseline.timeoutSeconds).toBe(3600);
-    const withConf = (conf: string) => toolStep("integrity-baseline", baseline.description, "integrity", ["baseline"], { timeoutSeconds: 3600, alsoContent: [conf] }).hash;
-    // The step's hash holds the configuration's bytes: the same tool with another file re-runs it.
-    expect(baseline.hash).toBe(withConf(aideConf()));
-    expect(baseline.hash).not.toBe(withConf(aideConf() + "/srv f Content\n"));
+    const withConf = (conf: string) => toolStep("integrity-baseline", baseline.description, "integrity", ["baseline"], { timeoutSeconds: 3600, stdin: conf }).hash;
+    // The configuration travels on stdin (keel-integrity builds only with it): another file re-runs the step.
+    expect(baseline.stdin).toBe(aideConf(cfg.image));
+    expect(baseline.hash).toBe(withConf(aideConf(cfg.image)));
+    expect(baseline.hash).not.toBe(withConf(aideConf(cfg.image) + "/srv f Content\n"));
   });
 });
 
 describe("keel's aide.conf", () => {
-  const conf = aideConf();
+  const conf = aideConf("debian-12");
+
+  it("writes the database line aide takes on each image: `database` only on Debian 12 (ANSSI's check reads it; aide 0.19 refuses it)", () => {
+    for (const image of IMAGES) {
+      const line = /^(database|database_in)=file:@@\{DBDIR\}\/aide\.db$/m.exec(aideConf(image));
+      expect(line?.[1], image).toBe(image === "debian-12" ? "database" : "database_in");
+    }
+  });
 
   it("names the database paths keel-integrity reads, and those ANSSI BP-028's aide_build_database looks for", () => {
     expect(toolConst("CONF")).toBe(AIDE_CONF);
@@ -86,7 +95,7 @@ describe("keel's aide.conf", () => {
 
   it("looks at /usr, /etc, /boot, root's home, the SSH keys and the crontabs; not at the engine's code, state or backups", () => {
     const selected = [...conf.matchAll(/^(\/[^ ]+) (f|d,l) /gm)].map((m) => m[1]);
-    for (const p of ["/usr", "/etc", "/boot", "/root", "/home/[^/]+/\\.ssh", "/var/spool/cron"]) expect(selected).toContain(p);
+    for (const p of ["/usr", "/etc", "/boot", "/root", "/home/[^/]+/\\.ssh(/|$)", "/var/spool/cron", "/var/lib/dpkg/info"]) expect(selected).toContain(p);
     const p = hostPaths(cfg);
     for (const out of [p.appDir, p.venv, p.stateDir, p.backupDir]) expect(selected.some((s) => out.startsWith(s))).toBe(false);
   });
