@@ -135,7 +135,9 @@ export function renderIntegrityService(): string {
       "PrivateMounts=yes",
       "ProtectProc=invisible",
       "ProcSubset=pid",
-      ...PROTECT_KERNEL,
+      // Not ProtectKernelModules=: it hides /usr/lib/modules, which aide must read (every module
+      // reads as removed). Loading one stays impossible: no CAP_SYS_MODULE, no @module calls.
+      ...PROTECT_KERNEL.filter((d) => !d.startsWith("ProtectKernelModules=")),
       "CapabilityBoundingSet=CAP_DAC_READ_SEARCH",
       ...RESTRICT,
       "RemoveIPC=yes",

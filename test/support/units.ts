@@ -25,10 +25,11 @@ export const MAX_HEALTH_EXPOSURE = 3.0;
 
 /**
  * keel-integrity.service: root, to read every file, with nothing writable but aide's database and
- * its record, no network, no set*id or chown: 1.1 (root 0.4, CAP_DAC_READ_SEARCH 0.2, @resources
- * for its nice/ionice 0.2, read-only homes 0.1, no PrivateUsers 0.2 since it reads as root).
+ * its record, no network, no set*id or chown: 1.3 (root 0.4, CAP_DAC_READ_SEARCH 0.2, @resources
+ * for its nice/ionice 0.2, no ProtectKernelModules= 0.2, since it would hide /usr/lib/modules from
+ * aide, read-only homes 0.1, no PrivateUsers 0.2 since it reads as root).
  */
-export const MAX_INTEGRITY_EXPOSURE = 1.1;
+export const MAX_INTEGRITY_EXPOSURE = 1.3;
 
 /** Every unit file keel installs for the engine, its backups, health and the integrity check: path and content. */
 export function keelUnitFiles(cfg: KeelConfig): [string, string][] {
