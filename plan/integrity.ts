@@ -88,6 +88,13 @@ export function aideConf(image: Image): string {
       "/etc/ssl/certs/ca-certificates\\.crt$ f Regenerated",
       "# keel's firewall rules, which ufw rewrites when keel applies them: keel verify compares the live rules with the plan.",
       "/etc/ufw/user6?\\.rules$ f Regenerated",
+      "# Written by their packages' maintainer scripts at an update: the rules augenrules loads (keel verify compares",
+      "# auditctl -l with keel's), udev's hardware database, the CA list, info's index, GRUB's environment.",
+      "/etc/audit/audit\\.rules$ f Regenerated",
+      "/usr/lib/udev/hwdb\\.bin$ f Regenerated",
+      "/etc/ca-certificates\\.conf$ f Regenerated",
+      "/usr/share/info/dir$ f Regenerated",
+      "/boot/grub/grubenv$ f Regenerated",
       "",
       "# Backups shadow(8) and friends keep of the account files, and systemd's stamp of the last /usr update.",
       "!/etc/(passwd|group|shadow|gshadow|subuid|subgid)-$",
@@ -209,7 +216,7 @@ export function integritySteps(cfg: KeelConfig): Step[] {
         ["systemctl", "start", INTEGRITY_TIMER],
       ],
     }),
-    toolStep("integrity-baseline", `build the AIDE baseline of this host when it has none or its configuration changed (${hostPaths(cfg).keelState}/integrity)`, "integrity", ["baseline"], {
+    toolStep("integrity-baseline", `build the AIDE baseline of this host when it has none or its configuration changed (${hostPaths(cfg).keelState}/integrity)`, "integrity", ["baseline", "--planned"], {
       timeoutSeconds: BASELINE_TIMEOUT_SECONDS,
       // The configuration decides what the baseline holds: a new one re-runs the step (an update,
       // as its bytes are a plain input), and keel-integrity builds only with the file on stdin.

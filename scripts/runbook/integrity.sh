@@ -54,7 +54,7 @@ host() {
   rb_ssh -- sudo "$(rb_tool integrity)" "$@" && rc=0 || rc=$?
   case $rc in
     0 | 1 | 2 | 255) return "$rc" ;;
-    *) rb_die 3 "keel-integrity on the host failed (exit $rc, above): a host last converged by a keel without it (pulumi up first), or aide broke" ;;
+    *) rb_die 3 "keel-integrity on the host failed (exit $rc, above): aide or keel-integrity broke; nothing was changed" ;;
   esac
 }
 

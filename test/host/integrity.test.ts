@@ -9,7 +9,7 @@
 // systemd run on the demo VM (test/vm/demo.test.ts).
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { appendFileSync, chmodSync, chownSync, copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
+import { appendFileSync, utimesSync, chmodSync, chownSync, copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -153,10 +153,11 @@ describe("keel-integrity's baseline, with keel's aide.conf and this machine's ai
 
   it("builds only with the configuration the step gives on stdin, refusing another before it changes anything", () => {
     const h = new Host();
-    const r = h.run(["baseline"], "", "# another aide.conf\n");
+    const r = h.run(["baseline", "--planned"], "", "# another aide.conf\n");
     expect([r.code, r.stderr]).toEqual([2, `keel-integrity: ${h.conf} is not the configuration this pulumi up placed (the health report's drift check names it): pulumi up again puts it back; nothing was changed\n`]);
     expect(existsSync(h.db)).toBe(false);
-    expect(h.run(["baseline"], "", readFileSync(h.conf, "utf8")).code).toBe(0);
+    expect(h.run(["baseline", "--planned"], "", "").code).toBe(2);
+    expect(h.run(["baseline", "--planned"], "", readFileSync(h.conf, "utf8")).code).toBe(0);
   });
 
   it("leaves a baseline in place; builds it anew when the configuration changed; refuses a database someone else changed", () => {
@@ -223,7 +224,7 @@ describe("keel-integrity check", () => {
       "a directory a package lists or keel's files live in": { count: 1, paths: [dir] },
       "removed with a package change, claimed by nobody now": { count: 1, paths: [gone] },
       "installed by a package": { count: 2, paths: [conffile, pkg] },
-      "a link to a file a package or keel installed": { count: 1, paths: [link] },
+      "a link to a file keel or an updated package installed": { count: 1, paths: [link] },
       "placed by keel": { count: 1, paths: [placed] },
       "rewritten with the same content": { count: 1, paths: [same] },
     });
@@ -252,7 +253,7 @@ describe("keel-integrity check", () => {
     h.dpkg({ [pkg]: "trojan\n" }, [pkg], {}, "1");
     expect(h.run(["check"]).code).toBe(1);
     expect(unexplained(h)).toEqual([["dpkg:keel-test", "package"], [pkg, "changed"]]);
-    expect(h.json(h.checkRecord).unexplained[0].summary).toBe("its md5sums changed at the same version");
+    expect(h.json(h.checkRecord).unexplained[0].summary).toBe("its md5sums or conffile checksums changed at the same version");
 
     // A new version, but one only dpkg knows (dpkg -i of a file).
     h.dpkg({ [pkg]: "trojan\n" }, [pkg], {}, "2");
@@ -276,6 +277,38 @@ describe("keel-integrity check", () => {
     h.file("__pycache__/mod.cpython-311.pyc", "an intruder's code\n");
     expect(h.run(["check"]).code).toBe(1);
     expect(unexplained(h)).toEqual([[pyc, "changed"]]);
+  });
+
+  it("does not take a touched source as a reason for a new .pyc, nor a conffile whose checksum was rewritten in dpkg's status", () => {
+    const h = new Host();
+    mkdirSync(join(h.tree, "__pycache__"));
+    const source = h.file("mod.py", "x = 1\n");
+    const pyc = h.file("__pycache__/mod.cpython-311.pyc", "compiled 1\n");
+    const conffile = h.file("etc.conf", "packaged conf\n");
+    h.dpkg({ [source]: "x = 1\n" }, [source], { [conffile]: "packaged conf\n" }, "1");
+    h.ok(["baseline"]);
+    utimesSync(source, new Date(2030, 0, 1), new Date(2030, 0, 1));
+    h.file("__pycache__/mod.cpython-311.pyc", "an intruder's code\n");
+    h.file("etc.conf", "an intruder's conf\n");
+    h.dpkg({ [source]: "x = 1\n" }, [source], { [conffile]: "an intruder's conf\n" }, "1");
+    expect(h.run(["check"]).code).toBe(1);
+    expect(unexplained(h)).toEqual([["dpkg:keel-test", "package"], [conffile, "changed"], [pyc, "changed"]]);
+  });
+
+  it("refuses to check with a configuration the baseline was not built with, leaving the last check's record and what it left pending", () => {
+    const h = new Host();
+    h.ok(["baseline"]);
+    h.file("added", "who?\n");
+    expect(h.run(["check"]).code).toBe(1);
+    const record = readFileSync(h.checkRecord, "utf8");
+    appendFileSync(h.conf, "# a new keel's configuration\n");
+    const r = h.run(["check"]);
+    expect([r.code, r.stderr]).toEqual([2, `keel-integrity: ${h.conf} is not the configuration the baseline was built with: pulumi up (its integrity-baseline step) builds it anew; nothing was changed\n`]);
+    expect(readFileSync(h.checkRecord, "utf8")).toBe(record);
+    // And the new configuration's baseline waits for the change to be read and accepted.
+    expect(h.run(["baseline"]).stderr).toContain("the last check found 1 change(s) nobody has accepted");
+    h.ok(["accept", JSON.parse(record).pending_sha256]);
+    expect(h.ok(["baseline"]).stdout).toContain("built the baseline (the configuration changed)");
   });
 
   it("follows one link, to a regular file a package or keel installed: not a chain, not a directory", () => {
@@ -304,7 +337,7 @@ describe("keel-integrity check", () => {
     const regenerated = `m.REGENERATED = ((m.re.compile(root + "/tree/boot/initrd\\\\.img-([^/]+)"), lambda v: [root + "/tree/boot/vmlinuz-" + v]),)`;
     expect(h.run(["check"], regenerated).code).toBe(1);
     expect(unexplained(h)).toEqual([[stray, "added"]]);
-    expect(h.json(h.checkRecord).explained["regenerated for a kernel a package installed"]).toEqual({ count: 1, paths: [initrd] });
+    expect(h.json(h.checkRecord).explained["regenerated for what a package installed"]).toEqual({ count: 1, paths: [initrd] });
   });
 
   it("does not explain an added file, a package's file whose mode changed, a removed file a package lists: exit 1, the baseline kept, the new database pending", () => {
@@ -406,8 +439,9 @@ describe("keel-integrity accept and rebuild", () => {
     h.ok(["baseline"]);
     appendFileSync(h.db, "x");
     const r = h.run(["check"], "m.aide = lambda mode: sys.exit(99)");
-    expect([r.code, r.stderr]).toEqual([1, `keel-integrity: ${h.db} changed since the baseline was built: nothing checked against it\n`]);
-    expect(unexplained(h)).toEqual([[h.db, "changed"]]);
+    // Refused (2), the last check's record left as it was (a later accept still works).
+    expect([r.code, r.stderr]).toEqual([2, `keel-integrity: ${h.db} is not the baseline keel-integrity built: find out who changed it, then scripts/runbook/integrity.sh rebuild; nothing was changed\n`]);
+    expect(existsSync(h.checkRecord)).toBe(false);
     expect(existsSync(h.pending)).toBe(false);
     expect(h.verdict()).toBe(`failed\t${h.db} is not the baseline keel-integrity built: find out who changed it, then scripts/runbook/integrity.sh rebuild\n`);
     expect(h.ok(["rebuild"]).stdout).toContain("built the baseline (rebuilt by the operator)");

@@ -54,9 +54,9 @@ describe("the integrity steps", () => {
 
   it("build the baseline through keel-integrity, again when the configuration changes", () => {
     const baseline = named("integrity-baseline");
-    expect(baseline.command).toBe(`sudo ${toolPath("integrity")} baseline`);
+    expect(baseline.command).toBe(`sudo ${toolPath("integrity")} baseline --planned`);
     expect(baseline.timeoutSeconds).toBe(3600);
-    const withConf = (conf: string) => toolStep("integrity-baseline", baseline.description, "integrity", ["baseline"], { timeoutSeconds: 3600, stdin: conf }).hash;
+    const withConf = (conf: string) => toolStep("integrity-baseline", baseline.description, "integrity", ["baseline", "--planned"], { timeoutSeconds: 3600, stdin: conf }).hash;
     // The configuration travels on stdin (keel-integrity builds only with it): another file re-runs the step.
     expect(baseline.stdin).toBe(aideConf(cfg.image));
     expect(baseline.hash).toBe(withConf(aideConf(cfg.image)));
