@@ -26,8 +26,9 @@ export const INTEGRITY_MAX_AGE_HOURS = 36;
 
 /**
  * What AIDE looks at, and how. Everything a package or keel installs and an intruder would change
- * to stay: the whole of /usr (binaries, libraries, /usr/local with keel's tools), /etc, /boot,
- * root's home, the SSH keys and shell start-up files of every home, and the crontabs. Not the
+ * to stay: the whole of /usr (binaries, libraries, byte-compiled Python, /usr/local with keel's
+ * tools), /etc, /boot, root's home, the SSH keys and shell start-up files of every home, the
+ * crontabs, dpkg's maintainer scripts and checksums, and the merged /usr's links. Not the
  * engine's code and venv under /opt (the deploy user's, replaced at every deploy) nor its state
  * and backups under /var (data). Excluded or checked without their content, each with its reason:
  * files the system regenerates, whose bytes no package lists.
