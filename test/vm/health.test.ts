@@ -111,9 +111,9 @@ afterAll(async () => {
 }, 3 * MINUTE);
 
 describe("keel-health on a Debian 12 VM deployed by the host plan", () => {
-  it("deploys: the health steps run last, the timer is enabled on keel:healthSchedule, the webhook file is root's alone", async () => {
+  it("deploys: the health steps run last but the integrity baseline's, the timer is enabled on keel:healthSchedule, the webhook file is root's alone", async () => {
     expect(deployRuns.map((s) => s.name)).toEqual(buildHostPlan(cfg).steps.map((s) => s.name));
-    expect(deployRuns.slice(-2).map((s) => s.name)).toEqual(["alert-webhook", "health-units"]);
+    expect(deployRuns.slice(-5).map((s) => s.name)).toEqual(["alert-webhook", "health-units", "integrity-package", "integrity-units", "integrity-baseline"]);
     const timer = await sh(vm, "systemctl show keel-health.timer -p ActiveState -p UnitFileState -p TimersCalendar");
     expect(timer).toContain("ActiveState=active");
     expect(timer).toContain("UnitFileState=enabled");
