@@ -179,7 +179,8 @@ describe("npm run demo", () => {
     const v = spawnSync("bash", [path.join(REPO, "scripts", "runbook", "verify.sh"), "--json"], { cwd: dir, env: runbookEnv(), encoding: "utf8", timeout: 10 * MINUTE });
     const failed = (JSON.parse(v.stdout) as { checks: Array<{ name: string; status: string; evidence: string }> }).checks.filter((c) => c.status === "failed");
     expect(failed.map((c) => c.name).sort(), v.stderr).toEqual(["health", "integrity"]);
-    expect(failed.find((c) => c.name === "integrity")!.evidence).toMatch(/found 3 change\(s\) no package and no keel step explains: \/etc\/cron\.d\/keel-test-intruder \(added\), \/usr\/bin\/true \(changed\), \/usr\/local\/bin\/keel-test-backdoor \(added\)/);
+    // Named as the check found them: added, then changed.
+    expect(failed.find((c) => c.name === "integrity")!.evidence).toMatch(/found 3 change\(s\) no package and no keel step explains: \/etc\/cron\.d\/keel-test-intruder \(added\), \/usr\/local\/bin\/keel-test-backdoor \(added\), \/usr\/bin\/true \(changed\)/);
     const health = spawnSync("ssh", [...args, "sudo /usr/local/sbin/keel-health --json --only integrity"], { encoding: "utf8", timeout: 5 * MINUTE });
     const report = JSON.parse(health.stdout) as Report;
     expect([health.status, report.checks.integrity.status]).toEqual([1, "degraded"]);
