@@ -9,8 +9,8 @@
 # UFW, fail2ban's jail, the metadata guard, the sysctl values, keel's audit rules loaded (the sudo
 # rule on the file sudo runs), the engine active and its unit's exposure, the env file's owner and
 # mode, the health report (DB quick check, newest backup, security updates, keel's files as
-# placed, every other check), no password that works, and what the last keel compliance run
-# (compliance.sh) found.
+# placed, every other check), no password that works, what the last keel compliance run
+# (compliance.sh) found, and the file-integrity baseline's last daily check (integrity.sh).
 #
 # fail2ban counts what a run does from here: one connection that logs in (the host's checks) and
 # one that is refused (plus ssh-audit's several with --audit); see docs/RUNBOOK.md "Verify".
