@@ -177,6 +177,7 @@ describe("npm run demo", () => {
     expect(check.stderr).toContain("integrity.sh: changes no package and no keel step explains (above)");
 
     const v = spawnSync("bash", [path.join(REPO, "scripts", "runbook", "verify.sh"), "--json"], { cwd: dir, env: runbookEnv(), encoding: "utf8", timeout: 10 * MINUTE });
+    expect([v.status, v.stderr]).toEqual([1, expect.any(String)]);
     const failed = (JSON.parse(v.stdout) as { checks: Array<{ name: string; status: string; evidence: string }> }).checks.filter((c) => c.status === "failed");
     expect(failed.map((c) => c.name).sort(), v.stderr).toEqual(["health", "integrity"]);
     // Named as the check found them: added, then changed.
