@@ -56,6 +56,18 @@ describe("npm run demo", () => {
   let outputs: Record<string, unknown>;
   const runbookEnv = () => ({ ...process.env, KEEL_STACK_OUTPUT: path.join(dir, "stack-outputs.json"), KEEL_SSH_IDENTITY: path.join(dir, "admin"), KEEL_KNOWN_HOSTS: path.join(dir, "runbook_known_hosts") });
 
+  /**
+   * The printed ssh command's arguments, with root on the VM for the test: its helper placed
+   * through keel-place, the one way the deploy user's sudo allows (support/keelVm.ts installRootHelper).
+   */
+  function rootOnDemo(): string[] {
+    const current = JSON.parse(fs.readFileSync(path.join(dir, "stack-outputs.json"), "utf8")) as { sshCommand: string };
+    const args = [...current.sshCommand.split(" ").slice(1), "-o", "BatchMode=yes"];
+    const placed = spawnSync("ssh", [...args, "sudo /usr/local/sbin/keel-place"], { input: ROOT_HELPER_BUNDLE, encoding: "utf8", timeout: 5 * MINUTE });
+    expect(placed.status, placed.stderr).toBe(0);
+    return args;
+  }
+
   it("deploys the whole plan on a local VM, writes the stack outputs and prints a healthy report and the runbook's two lines", () => {
     const r = npm("demo");
     expect(r.status, r.stderr).toBe(0);
@@ -149,10 +161,7 @@ describe("npm run demo", () => {
   }, 60 * MINUTE);
 
   it("keel integrity: the daily check explains a package's reinstall, names what an intruder added or changed, keel-health and keel verify report it, and accept makes it the baseline", () => {
-    const current = JSON.parse(fs.readFileSync(path.join(dir, "stack-outputs.json"), "utf8")) as { sshCommand: string };
-    const args = [...current.sshCommand.split(" ").slice(1), "-o", "BatchMode=yes"];
-    const placed = spawnSync("ssh", [...args, "sudo /usr/local/sbin/keel-place"], { input: ROOT_HELPER_BUNDLE, encoding: "utf8", timeout: 5 * MINUTE });
-    expect(placed.status, placed.stderr).toBe(0);
+    const args = rootOnDemo();
     // What a package update does (sqlite3 again, from the VM's offline repository), and what an
     // intruder does: a cron entry, a binary in /usr/local/bin, the set-uid bit on a packaged file
     // (/bin/true as dpkg lists it: /usr/bin/true on the merged /usr).
@@ -203,12 +212,7 @@ describe("npm run demo", () => {
   }, 90 * MINUTE);
 
   it("keel verify fails, naming each check, once sshd would take passwords, another port listens, a keel file changed, audit rules were deleted and the engine stopped", () => {
-    const current = JSON.parse(fs.readFileSync(path.join(dir, "stack-outputs.json"), "utf8")) as { sshCommand: string };
-    const args = [...current.sshCommand.split(" ").slice(1), "-o", "BatchMode=yes"];
-    // Root on the VM for the test: its helper placed through keel-place, the one way the deploy
-    // user's sudo allows (support/keelVm.ts installRootHelper).
-    const placed = spawnSync("ssh", [...args, "sudo /usr/local/sbin/keel-place"], { input: ROOT_HELPER_BUNDLE, encoding: "utf8", timeout: 5 * MINUTE });
-    expect(placed.status, placed.stderr).toBe(0);
+    const args = rootOnDemo();
     // sshd keeps the first value it reads: a drop-in sorted before keel's 00-keel.conf.
     const breakIt = [
       "printf 'PasswordAuthentication yes\\n' > /etc/ssh/sshd_config.d/00-0-verify-test.conf",
