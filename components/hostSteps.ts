@@ -132,6 +132,7 @@ export class HostSteps extends pulumi.ComponentResource {
       {
         connection,
         create: step.command,
+        ...(step.deleteCommand === undefined ? {} : { delete: step.deleteCommand }),
         stdin,
         triggers,
         addPreviousOutputInEnv: false,

@@ -22,14 +22,22 @@ export interface StepRun {
  */
 export interface StepState {
   readonly version: 1;
-  readonly steps: Record<string, { readonly inputs: string; readonly result?: string }>;
+  /**
+   * In run order. `deleteCommand`: what the step's resource would run when it is deleted
+   * (plan/types.ts RemoteStep.deleteCommand), kept as Pulumi keeps the last inputs in its state.
+   */
+  readonly steps: Record<string, { readonly inputs: string; readonly result?: string; readonly deleteCommand?: string; readonly server?: string | null }>;
 }
 
 export interface RunOptions {
   /**
    * Run the plan the way `pulumi up` does (docs/LIFECYCLE.md): only the steps whose inputs differ
    * from what this state file records, in plan order; a failed step is recorded as not run, so the
-   * next run runs it again. Without it every step runs (the idempotency proof).
+   * next run runs it again. A step the state has and the plan no longer has is deleted after
+   * the plan's steps ran, last run first, as the engine deletes resources the program no longer
+   * registers (after the creates and updates, in reverse dependency order): its delete command runs,
+   * if it has one, unless it ran on another server (that server is gone here). Without it every step
+   * runs (the idempotency proof).
    */
   readonly stateFile?: string;
   /**
@@ -79,8 +87,7 @@ export async function runSteps(
     if (result === undefined) throw new Error(`keel: step ${step.name} uses the result of ${from}, which is not an earlier local step`);
     return result;
   };
-  // What every remote step's connection is, as components/hostSteps.ts gives it to the provider.
-  const connection = stableJson({ user: vm.loginUser, port: vm.sshGuestPort, hostKey: vm.hostKey });
+  const connection = connectionOf(vm);
   const save = () => {
     if (!stateFile) return;
     fs.writeFileSync(`${stateFile}.tmp`, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
@@ -88,13 +95,7 @@ export async function runSteps(
   };
   for (const step of steps) {
     const stdin = step.kind === "local" || step.kind === "upload" ? undefined : stdinOf(step, secrets, resultOf);
-    const inputs = sha256(stableJson({
-      hash: step.hash,
-      stdin: stdin === undefined ? null : sha256(stdin),
-      connection: step.kind === "local" ? null : connection,
-      server: step.kind === "local" ? null : (serverId ?? null),
-      from: step.kind === "upload" ? resultOf(step, step.from) : null,
-    }));
+    const inputs = stepInputs(step, stdin, connection, serverId, step.kind === "upload" ? resultOf(step, step.from) : null);
     if (stateFile && state.steps[step.name]?.inputs === inputs) continue;
 
     const started = Date.now();
@@ -131,10 +132,70 @@ export async function runSteps(
       save();
       throw new StepError(run);
     }
-    state.steps[step.name] = step.kind === "local" ? { inputs, result: result.stdout } : { inputs };
+    state.steps[step.name] = step.kind === "local" ? { inputs, result: result.stdout } : recorded(step, inputs, serverId);
     save();
   }
+  if (stateFile) {
+    const planned = new Set(steps.map((s) => s.name));
+    for (const name of Object.keys(state.steps).filter((n) => !planned.has(n)).reverse()) {
+      const gone = state.steps[name];
+      if (gone.deleteCommand !== undefined && (gone.server ?? null) === (serverId ?? null)) {
+        const started = Date.now();
+        const result = await vm.exec(gone.deleteCommand, { timeoutMs: 300_000 });
+        const run: StepRun = { name: `${name} (delete)`, code: result.code, stdout: result.stdout, stderr: result.stderr, seconds: (Date.now() - started) / 1000 };
+        runs.push(run);
+        log(`${run.code === 0 ? "ok  " : "FAIL"} delete ${name} (${run.seconds.toFixed(1)} s)${run.stdout.trim() ? ": " + run.stdout.trim().split("\n").slice(-1)[0] : ""}`);
+        // A failed delete leaves the resource in the state: the next up tries again.
+        if (run.code !== 0) throw new StepError(run);
+      }
+      delete state.steps[name];
+      save();
+    }
+  }
   return runs;
+}
+
+/** What every remote step's connection is, as components/hostSteps.ts gives it to the provider. */
+function connectionOf(vm: VmSession): string {
+  return stableJson({ user: vm.loginUser, port: vm.sshGuestPort, hostKey: vm.hostKey });
+}
+
+/** A hash of every input a step runs with, as the state records it. */
+function stepInputs(step: Step, stdin: string | undefined, connection: string, serverId: string | undefined, from: string | null): string {
+  return sha256(
+    stableJson({
+      hash: step.hash,
+      stdin: stdin === undefined ? null : sha256(stdin),
+      connection: step.kind === "local" ? null : connection,
+      server: step.kind === "local" ? null : (serverId ?? null),
+      from,
+    }),
+  );
+}
+
+/** What the state keeps of a remote or upload step that ran. */
+function recorded(step: Step, inputs: string, serverId: string | undefined): StepState["steps"][string] {
+  return step.kind !== "local" && step.kind !== "upload" && step.deleteCommand !== undefined ? { inputs, deleteCommand: step.deleteCommand, server: serverId ?? null } : { inputs };
+}
+
+/**
+ * A state file that records `steps` as run on this VM with these secrets, for a VM whose plan was
+ * deployed without one (the VM tier's deployed test host): the next runSteps with it runs only what
+ * a `pulumi up` of a changed config would. Remote and upload steps only (a local step's result is
+ * not known here).
+ */
+export function seedState(stateFile: string, vm: VmSession, steps: readonly Step[], secrets: Partial<Record<SecretName, string>>, serverId?: string): void {
+  const connection = connectionOf(vm);
+  const state: StepState = { version: 1, steps: {} };
+  for (const step of steps) {
+    if (step.kind === "local" || step.kind === "upload") throw new Error(`seedState: step ${step.name} is a ${step.kind} step, whose result is not known here`);
+    const stdin = stdinOf(step, secrets, () => {
+      throw new Error(`seedState: step ${step.name} reads a local step's result`);
+    });
+    const inputs = stepInputs(step, stdin, connection, serverId, null);
+    state.steps[step.name] = recorded(step, inputs, serverId);
+  }
+  fs.writeFileSync(stateFile, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
 }
 
 /** A remote step's standard input: its own, an earlier local step's result, or its secret bundle. */

@@ -16,6 +16,7 @@ interface StepSpec {
   readonly timeoutSeconds?: number;
   /** Other inputs the step depends on (e.g. the bytes of the tool it runs): part of the hash only. */
   readonly dependsOnContent?: string[];
+  readonly deleteCommand?: string;
 }
 
 /** Builds a step and its content hash: the step re-runs exactly when one of these inputs changes. */
@@ -37,6 +38,7 @@ export function step(spec: StepSpec): RemoteStep {
         dependsOn,
         // Only when set, so the hashes of every other step stay what they were.
         ...(spec.stdinFrom === undefined ? {} : { stdinFrom: spec.stdinFrom }),
+        ...(spec.deleteCommand === undefined ? {} : { deleteCommand: spec.deleteCommand }),
       }),
     ),
   };

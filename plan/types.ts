@@ -107,6 +107,13 @@ export interface RemoteStep extends StepCommon {
    * only when that step has run. Non-secret by construction: a local step prints a path and a hash.
    */
   readonly stdinFrom?: string;
+  /**
+   * Run as the deploy user when the step leaves the plan (a config that no longer needs it) or its
+   * server is replaced: @pulumi/command's `delete`, run with the state's last inputs (pulumi-command
+   * v1.2.1 provider/pkg/provider/remote/commandController.go Delete). Only a step that starts
+   * something the rest of the plan does not know about has one (keel:https's Caddy).
+   */
+  readonly deleteCommand?: string;
 }
 
 /**
