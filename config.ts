@@ -184,6 +184,62 @@ const repoRelativePath = z
 
 const sshPublicKey = z.string().trim().regex(ED25519_KEY, "an ED25519 public key line: 'ssh-ed25519 AAAAC3Nza… comment'");
 
+/** keel:auditLog's file name: a plain name in the engine's log directory. */
+const AUDIT_LOG_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\.log$/;
+
+/** A DNS name as ACME issues it: at least two labels, letters, digits and hyphens, at most 253 characters. */
+export const HTTPS_DOMAIN = /^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+
+const cidr = z.string().superRefine((c, ctx) => {
+  const problem = cidrProblem(c);
+  if (problem) ctx.addIssue({ code: "custom", message: `a CIDR such as 203.0.113.7/32 or 2001:db8::/48 (${problem})` });
+});
+
+/**
+ * keel:https's upstream: where Caddy reaches the engine. Loopback only (127.0.0.0/8 or [::1]), with
+ * a port: the engine's port is never opened to the network, Caddy is its only way in.
+ */
+function upstreamProblem(s: string): string | undefined {
+  const m = /^(?:(\d+\.\d+\.\d+\.\d+)|\[(::1)\]):(\d{1,5})$/.exec(s);
+  if (!m) return "host:port with a loopback address, such as 127.0.0.1:8000 or [::1]:8000";
+  if (m[1] !== undefined && (!isIPv4(m[1]) || !m[1].startsWith("127."))) return `a loopback address (127.0.0.0/8 or [::1]), not ${m[1]}: the engine must not listen on the network`;
+  const port = Number(m[3]);
+  if (port < 1 || port > 65535 || String(port) !== m[3]) return "a port from 1 to 65535";
+  return undefined;
+}
+
+/**
+ * A path that stays open to anyone when allowedCidrs is set: `/authorize` (it and what is below it)
+ * or, with a trailing `*`, every path that starts so (`/.well-known/oauth-*`). Plain characters
+ * only: it becomes a Caddy path matcher (plan/https.ts openPathPatterns), where a `*` elsewhere, a
+ * `%`, a space or a brace would mean something else.
+ */
+const OPEN_PATH = /^\/[A-Za-z0-9._~\/-]{0,200}\*?$/;
+
+const httpsSchema = z
+  .object({
+    domains: z
+      .array(z.string().regex(HTTPS_DOMAIN, "a DNS name in lowercase, such as app.example.com (no scheme, port, path or wildcard)"))
+      .min(1, "at least one domain"),
+    upstream: z.string().superRefine((u, ctx) => {
+      const problem = upstreamProblem(u);
+      if (problem) ctx.addIssue({ code: "custom", message: problem });
+    }),
+    acmeEmail: z.string().regex(/^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+$/, "an e-mail address for the ACME account (expiry notices), such as ops@example.com"),
+    allowedCidrs: z.array(cidr).min(1, "at least one CIDR (or leave the key out: anyone)").optional(),
+    openPaths: z
+      .array(
+        z
+          .string()
+          .regex(OPEN_PATH, "a path prefix such as /authorize (it and below it) or /.well-known/oauth-* (every path that starts so): letters, digits and . _ ~ / -, a * only at the end")
+          .refine((p) => !/(^|\/)\.\.?(\/|$)/.test(p), "a path prefix without . or .. segments"),
+      )
+      .default([]),
+    public: z.boolean().optional(),
+    acmeCa: z.string().regex(/^https:\/\/[A-Za-z0-9.-]+(?::\d{1,5})?\/[A-Za-z0-9._~\/-]*$/, "an ACME directory URL such as https://acme-staging-v02.api.letsencrypt.org/directory").optional(),
+  })
+  .strict();
+
 /**
  * The schema. Keys are the `keel:<key>` names without the namespace. A scalar key's description
  * is its description in Pulumi.yaml (`npm run gen` writes that file's config block from this
@@ -217,10 +273,7 @@ export const configSchema = z
       .optional()
       .describe("A second SSH port served beside keel:sshPort while the port moves (docs/LIFECYCLE.md)."),
     allowedSshCidrs: z
-      .array(z.string().superRefine((cidr, ctx) => {
-        const problem = cidrProblem(cidr);
-        if (problem) ctx.addIssue({ code: "custom", message: `a CIDR such as 203.0.113.7/32 or 2001:db8::/48 (${problem})` });
-      }))
+      .array(cidr)
       .min(1, "at least one CIDR")
       .describe("Source CIDRs allowed to reach SSH (Hetzner firewall, UFW, fail2ban ignoreip)."),
     deployUser: z
@@ -294,6 +347,12 @@ export const configSchema = z
     healthBackupMaxAgeHours: z.number().int().min(1).max(24 * 90).default(26).describe("The newest verified backup older than this makes the health report degraded."),
     healthDiskWarnPercent: z.number().int().min(1).max(99).default(80).describe("Disk use at or above this percentage makes the health report degraded."),
     healthDiskCritPercent: z.number().int().min(2).max(100).default(95).describe("Disk use at or above this percentage makes the health report down."),
+    auditLog: z
+      .string()
+      .regex(AUDIT_LOG_NAME, "a file name ending in .log, such as audit.log")
+      .optional()
+      .describe("The engine's audit log, /var/log/<app>/<name>: rotated daily, kept 90 days, append-only (docs/HTTPS.md)."),
+    https: httpsSchema.optional().describe("An HTTPS endpoint for the engine through Caddy (docs/HTTPS.md); off when unset."),
     alertWebhook: z.boolean().optional(),
   })
   .strict();
@@ -469,6 +528,7 @@ function finish(c: ParsedConfig, problems: string[], githubToken: boolean): Keel
   if (c.migrateFallbackDir && !c.migrateFrom) {
     problems.push(`keel:migrateFallbackDir: only used together with keel:migrateFrom; found it alone. fix: set keel:migrateFrom or pulumi config rm keel:migrateFallbackDir`);
   }
+  if (c.https) httpsProblems(c.https, sshPorts(c), problems);
   if (problems.length) throw new ConfigError(problems);
   return {
     ...c,
@@ -477,6 +537,26 @@ function finish(c: ParsedConfig, problems: string[], githubToken: boolean): Keel
     secretEnvNames: [...(c.secretEnvNames ?? [])].sort(),
     alertWebhook: c.alertWebhook ?? false,
   };
+}
+
+/** keel:https's rules across its fields and with the SSH ports. */
+function httpsProblems(h: NonNullable<ParsedConfig["https"]>, ssh: number[], problems: string[]): void {
+  if (h.openPaths.length && !h.allowedCidrs) {
+    problems.push(`keel:https.openPaths: only used together with keel:https.allowedCidrs (without it every path is open to anyone); found it alone. fix: pulumi config set --path 'keel:https.allowedCidrs[0]' <your CIDR>, or remove keel:https.openPaths`);
+  }
+  if (h.public === true && h.allowedCidrs) {
+    problems.push(`keel:https.public: true says the endpoint is open to anyone, but keel:https.allowedCidrs limits it. fix: remove one of the two`);
+  }
+  if (h.public === false && !h.allowedCidrs) {
+    problems.push(`keel:https.public: false, but no keel:https.allowedCidrs says who may reach it. fix: pulumi config set --path 'keel:https.allowedCidrs[0]' <CIDR>, or remove keel:https.public`);
+  }
+  const dup = h.domains.find((d, i) => h.domains.indexOf(d) !== i);
+  if (dup) problems.push(`keel:https.domains: ${dup} is listed twice. fix: remove one`);
+  const port = Number(h.upstream.slice(h.upstream.lastIndexOf(":") + 1));
+  const taken = [...ssh.map((p) => [p, "SSH"] as const), [80, "Caddy (HTTP)"] as const, [443, "Caddy (HTTPS)"] as const].find(([p]) => p === port);
+  if (taken) {
+    problems.push(`keel:https.upstream: port ${port} is ${taken[1]}'s, not the engine's; found ${shown(h.upstream)}. fix: the port the engine listens on, such as pulumi config set --path 'keel:https.upstream' 127.0.0.1:8000`);
+  }
 }
 
 /**

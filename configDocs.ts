@@ -69,6 +69,13 @@ export const CONFIG_DOC: readonly { readonly heading: string; readonly rows: rea
     ],
   },
   {
+    heading: "HTTPS (optional)",
+    rows: [
+      { key: "https", default: "unset (off)", what: "An HTTPS endpoint for the engine: Caddy from the image's own package, with a certificate from ACME (Let's Encrypt unless `acmeCa`), HSTS, its access log in the journal, and a gate by source address. Off unless set; then the Hetzner firewall and UFW open 80 and 443 to anyone and Caddy decides. An object: `domains` (DNS names; the stack output `httpsDnsRecords` says which A/AAAA records to create), `upstream` (where the engine listens: loopback only, such as `127.0.0.1:8000`), `acmeEmail`, `allowedCidrs` (who gets through; unset: anyone), `openPaths` (paths open to anyone even with `allowedCidrs`: `/authorize` is it and below it, `/.well-known/oauth-*` every path that starts so), `public` (`true`: open to anyone on purpose; the policy pack requires it or `allowedCidrs` on prod), `acmeCa` (another ACME directory, such as Let's Encrypt's staging). Set with `pulumi config set --path 'keel:https.domains[0]' app.example.com` and so on. Removing it stops Caddy and closes the ports on the next up. docs/HTTPS.md." },
+      { key: "auditLog", default: "unset (off)", what: "The engine's audit log: a file name (`audit.log`) in `/var/log/<appName>/`, given to the engine as `KEEL_AUDIT_LOG`. keel rotates it daily, keeps 90 compressed days, and keeps the live file append-only (`chattr +a`), so not even the engine can rewrite what it wrote; the health report says whether that holds. The engine opens it for appending and opens it again after a rotation (Python's `WatchedFileHandler`). docs/HTTPS.md \"The audit log\"." },
+    ],
+  },
+  {
     heading: "Health",
     rows: [
       { key: "healthSchedule", what: "systemd `OnCalendar` for the health check timer (`keel-health`)." },

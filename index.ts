@@ -31,3 +31,8 @@ export const knownHosts = keel.knownHosts;
 export const deployPublicKey = keel.deployPublicKey;
 export const serviceName = keel.paths.unit;
 export const paths = keel.paths;
+/**
+ * The A/AAAA records to create for keel:https's domains (docs/HTTPS.md "DNS"); [] without it (the
+ * runtime warns of an undefined export, and leaves it out: @pulumi/pulumi runtime/stack.ts).
+ */
+export const httpsDnsRecords = keel.httpsDnsRecords ?? [];

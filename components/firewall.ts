@@ -9,6 +9,8 @@ export interface FirewallArgs {
   readonly sshPortNext?: number;
   /** Source CIDRs allowed to reach SSH. */
   readonly allowedSshCidrs: string[];
+  /** keel:https's ports (plan/https.ts httpsPorts), open to anyone; none without keel:https. */
+  readonly httpsPorts?: readonly number[];
   readonly labels: Record<string, string>;
   /** The rules are registered only once this resolves (components/connectionGuard.ts). */
   readonly after?: pulumi.Input<unknown>;
@@ -17,10 +19,11 @@ export interface FirewallArgs {
 const ANYWHERE = ["0.0.0.0/0", "::/0"];
 
 /**
- * The inbound rules: SSH from the allowed CIDRs (on both ports while it moves), ICMP (ping, path
- * MTU) from anywhere, nothing else.
+ * The inbound rules: SSH from the allowed CIDRs (on both ports while it moves), with keel:https its
+ * ports from anywhere (Caddy's gate decides by keel:https.allowedCidrs: ACME's validation and the
+ * open paths come from anywhere), ICMP (ping, path MTU) from anywhere, nothing else.
  */
-export function firewallRules(args: Pick<FirewallArgs, "sshPort" | "sshPortNext" | "allowedSshCidrs">): hcloud.types.input.FirewallRule[] {
+export function firewallRules(args: Pick<FirewallArgs, "sshPort" | "sshPortNext" | "allowedSshCidrs" | "httpsPorts">): hcloud.types.input.FirewallRule[] {
   return [
     ...sshPorts(args).map((port) => ({
       direction: "in",
@@ -28,6 +31,13 @@ export function firewallRules(args: Pick<FirewallArgs, "sshPort" | "sshPortNext"
       port: String(port),
       sourceIps: [...args.allowedSshCidrs],
       description: port === args.sshPort ? "SSH from the admin CIDRs" : "SSH from the admin CIDRs (keel:sshPortNext)",
+    })),
+    ...(args.httpsPorts ?? []).map((port) => ({
+      direction: "in",
+      protocol: "tcp",
+      port: String(port),
+      sourceIps: ANYWHERE,
+      description: port === 80 ? "HTTP for ACME and the redirect (keel:https)" : "HTTPS (keel:https)",
     })),
     { direction: "in", protocol: "icmp", sourceIps: ANYWHERE, description: "ICMP (ping, path MTU discovery)" },
   ];

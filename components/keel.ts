@@ -2,6 +2,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { renderCloudConfig } from "../cloud-init/userData";
 import { githubRepo, sshPorts, type KeelConfig } from "../config";
 import { buildHostPlan } from "../plan/hostPlan";
+import { httpsDnsRecords, httpsPorts } from "../plan/https";
 import { hostPaths, type HostPaths } from "../plan/layout";
 import { renderEnvFile } from "../plan/secrets";
 import { connectionGuard } from "./connectionGuard";
@@ -45,6 +46,8 @@ export class Keel extends pulumi.ComponentResource {
    * first up of a port move before the second.
    */
   public readonly sshPorts: number[];
+  /** keel:https: the A/AAAA records the operator creates for its domains (DNS is theirs); undefined without it. */
+  public readonly httpsDnsRecords: pulumi.Output<{ name: string; type: "A" | "AAAA"; value: string }[]> | undefined;
 
   constructor(name: string, args: KeelArgs, opts?: pulumi.ComponentResourceOptions) {
     super("keel:index:Keel", name, {}, opts);
@@ -61,7 +64,7 @@ export class Keel extends pulumi.ComponentResource {
     const ssh = new SshAccess(`${name}-ssh`, { stack: args.stack, labels, after: connectionOk }, { parent: this });
     const firewall = new Firewall(
       `${name}-firewall`,
-      { sshPort: cfg.sshPort, sshPortNext: cfg.sshPortNext, allowedSshCidrs: cfg.allowedSshCidrs, labels, after: connectionOk },
+      { sshPort: cfg.sshPort, sshPortNext: cfg.sshPortNext, allowedSshCidrs: cfg.allowedSshCidrs, httpsPorts: httpsPorts(cfg), labels, after: connectionOk },
       { parent: this },
     );
     const userData = pulumi.secret(
@@ -124,6 +127,8 @@ export class Keel extends pulumi.ComponentResource {
     this.deployPublicKey = ssh.deployPublicKey;
     this.paths = hostPaths(cfg);
     this.sshPorts = sshPorts(cfg);
+    const domains = cfg.https?.domains;
+    this.httpsDnsRecords = domains && pulumi.all([server.ipv4, server.ipv6]).apply(([v4, v6]) => httpsDnsRecords(domains, v4, v6));
     this.registerOutputs({ ipv4: this.ipv4, ipv6: this.ipv6, knownHosts: this.knownHosts, sshCommand: this.sshCommand, deployPublicKey: this.deployPublicKey });
   }
 }

@@ -2,7 +2,7 @@ import { dirname } from "node:path";
 import { stringify } from "yaml";
 import type { KeelConfig } from "../config";
 import { sha256 } from "./hash";
-import { hostPaths } from "./layout";
+import { auditLogDir, auditLogFile, hostPaths } from "./layout";
 import { PROTECT_KERNEL, RESTRICT } from "./sandbox";
 import { placeStep, scriptStep, toolStep } from "./steps";
 import { toolPath } from "./tools";
@@ -113,6 +113,7 @@ export function renderUnit(cfg: KeelConfig): string {
     "Environment=KEEL_CONFIG=%d/config.yaml",
     `Environment=KEEL_DB=${p.db}`,
     `Environment=KEEL_STATE_DIR=${p.stateDir}`,
+    ...(cfg.auditLog ? [`Environment=KEEL_AUDIT_LOG=${auditLogFile(cfg)}`] : []),
     "Environment=PYTHONUNBUFFERED=1",
     "Environment=PYTHONDONTWRITEBYTECODE=1",
     "StandardOutput=journal",
@@ -128,6 +129,9 @@ export function renderUnit(cfg: KeelConfig): string {
     "# Sandbox: outbound IPv4/IPv6 and the state directory; nothing else (the backups are the backup user's).",
     "ProtectSystem=strict",
     `ReadWritePaths=${p.stateDir}`,
+    // keel:auditLog: the directory is root's (the engine writes its file there, but creates,
+    // renames and deletes nothing): plan/auditLog.ts.
+    ...(cfg.auditLog ? [`ReadWritePaths=${auditLogDir(cfg)}`] : []),
     "ProtectHome=yes",
     "PrivateTmp=yes",
     "PrivateDevices=yes",

@@ -1,5 +1,6 @@
 import { sshPorts, type KeelConfig } from "../config";
 import { IMAGE_FACTS, type Image } from "../images";
+import { httpsPorts } from "./https";
 import { readStatic } from "./static";
 import { placeStep, toolStep } from "./steps";
 import { TOOLS_DIR } from "./tools";
@@ -233,6 +234,7 @@ export function ufwSshConf(cfg: KeelConfig): string {
     `# Applied by ${HARDENING_PATHS.ufwApply}; change the stack config and run pulumi up instead of editing this file.`,
     ...sshPorts(cfg).map((port) => `port ${port}`),
     ...cfg.allowedSshCidrs.map((cidr) => `allow ${cidr}`),
+    ...(cfg.https ? ["# keel:https: Caddy's ports, open to anyone (its gate decides by keel:https.allowedCidrs).", ...httpsPorts(cfg).map((port) => `open ${port}`)] : []),
     "",
   ].join("\n");
 }

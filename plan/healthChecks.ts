@@ -1,3 +1,4 @@
+import { AUDIT_LOG_MAX_AGE_HOURS } from "./auditLog";
 import { DB_CHECK_TIMEOUT_SECONDS, SECURITY_GRACE_HOURS } from "./health";
 import { INTEGRITY_MAX_AGE_HOURS } from "./integrity";
 
@@ -110,6 +111,32 @@ export const HEALTH_CHECKS: readonly HealthCheck[] = [
     degraded: `a change no package and no keel step explains (named); no baseline, or one keel-integrity did not build; no check for more than ${INTEGRITY_MAX_AGE_HOURS} h (unknown: keel-integrity gave no verdict)`,
     down: "—",
     details: { verdict: "keel-integrity's verdict: ok, failed or skipped (a host converged by a keel without the baseline)", evidence: "what it found" },
+  },
+  {
+    name: "https",
+    looksAt: "`keel-https status --json` (keel:https): `caddy.service` running, and for each domain the certificate Caddy holds and its expiry (docs/HTTPS.md)",
+    degraded: "a certificate pending (DNS does not point here yet, or ACME has not finished) or fewer than 14 days from expiry (renewals fail); Caddy running while keel:https is off (unknown: keel-https gave no status); ok, \"off\", when keel:https is unset",
+    down: "Caddy not running while keel:https is on: nothing answers on 80 and 443",
+    details: {
+      enabled: "false when keel:https is off on this host",
+      active_state: "caddy.service's ActiveState",
+      certificates: "`[{domain, state (ok, expiring, pending), not_after, days_left, issuer}]`",
+    },
+  },
+  {
+    name: "audit-log",
+    looksAt: "`keel-audit-log status --json` (keel:auditLog): the engine's audit log append-only (`chattr +a`), its owner and mode, its directory, the rotated files root's and read-only, the last daily rotation",
+    degraded: `the file missing, not a regular file, not append-only, with another owner or mode or a second name; its directory not root:<app> 0750; a rotated file the engine could rewrite; the engine left frozen; the last rotation failed, or none for more than ${AUDIT_LOG_MAX_AGE_HOURS} h (unknown: keel-audit-log gave no status); ok, "not configured", when keel:auditLog is unset`,
+    down: "—",
+    details: {
+      enabled: "false when keel:auditLog is unset (nothing else is then given)",
+      file: "the live file",
+      append_only: "true/false, or null when it could not be read",
+      rotated: "rotated files kept",
+      newest_rotated: "`{file, time, size_bytes}`, or null",
+      last_run: "`{time, result, rotated, kept, problems}` as the last rotation recorded it, or null",
+      problems: "what is wrong, one line each",
+    },
   },
   {
     name: "timer",

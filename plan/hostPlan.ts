@@ -1,9 +1,11 @@
 import type { KeelConfig } from "../config";
+import { auditLogSteps } from "./auditLog";
 import { databaseSteps, migrationSteps } from "./database";
 import { engineSteps } from "./engine";
-import { backupUser, hostPaths } from "./layout";
+import { auditLogDir, backupUser, hostPaths } from "./layout";
 import { hardeningSteps, packagesStep } from "./hardening";
 import { healthSteps, hostConfFile, HOST_CONF, keelEtc } from "./health";
+import { httpsSteps } from "./https";
 import { integritySteps } from "./integrity";
 import { secretSteps } from "./secrets";
 import { placeStep, readinessStep } from "./steps";
@@ -33,6 +35,8 @@ export function layoutBundle(cfg: KeelConfig): Bundle {
       { path: p.configDir, owner: "root", group: app, mode: "0750" },
       { path: p.stateDir, owner: app, group: app, mode: "0700" },
       { path: p.keelState, owner: "root", group: "root", mode: "0700" },
+      // keel:auditLog: the engine's unit names this directory (ReadWritePaths=), so it exists before the engine starts.
+      ...(cfg.auditLog ? [{ path: auditLogDir(cfg), owner: "root", group: app, mode: "0750" }] : []),
     ],
     // The shell start-up files /etc/skel gave the deploy user (0644): readable by its group at
     // most, never by others and never executable (ANSSI BP-028's file_permission_user_init_files).
@@ -82,7 +86,11 @@ export function buildHostPlan(cfg: KeelConfig): HostPlan {
     placeStep("admin-keys", "set the deploy user's authorized_keys to exactly the admin keys", { files: [authorizedKeysFile(cfg)] }),
     ...hardeningSteps(cfg),
     ...secretSteps(cfg),
+    // keel:auditLog: the live file, append-only, before the engine's first start opens it; none without the key.
+    ...auditLogSteps(cfg),
     ...engineWithDatabase(cfg),
+    // keel:https's Caddy in front of the engine: after it, before the checks; none without the key.
+    ...httpsSteps(cfg),
     ...healthSteps(cfg),
     // Last: the baseline holds what every step before it put on the host.
     ...integritySteps(cfg),

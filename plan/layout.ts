@@ -54,3 +54,17 @@ export function hostPaths(cfg: Pick<KeelConfig, "appName" | "dbFile" | "deployUs
     gitKnownHosts: `${home}/.ssh/keel_git_known_hosts`,
   };
 }
+
+/**
+ * keel:auditLog's directory, /var/log/<app>: root's, the engine's group may enter it (plan/auditLog.ts).
+ * The engine appends to its one file there and can create, rename or delete nothing.
+ */
+export function auditLogDir(cfg: Pick<KeelConfig, "appName">): string {
+  return `/var/log/${cfg.appName}`;
+}
+
+/** keel:auditLog's live file, /var/log/<app>/<auditLog>, given to the engine as KEEL_AUDIT_LOG. */
+export function auditLogFile(cfg: Pick<KeelConfig, "appName" | "auditLog">): string {
+  if (!cfg.auditLog) throw new Error("auditLogFile: keel:auditLog is not set");
+  return `${auditLogDir(cfg)}/${cfg.auditLog}`;
+}

@@ -32,6 +32,10 @@ export const TOOL_NAMES = [
   "compliance",
   // The file-integrity baseline (AIDE) and its daily check (docs/INTEGRITY.md).
   "integrity",
+  // keel:https's Caddy: apply its configuration, stop it, report its certificates (docs/HTTPS.md).
+  "https",
+  // keel:auditLog's daily rotation and its append-only attribute (docs/HTTPS.md "The audit log").
+  "audit-log",
 ] as const;
 
 export type Tool = (typeof TOOL_NAMES)[number];

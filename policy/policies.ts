@@ -36,16 +36,28 @@ function isAnywhere(cidr: string): boolean {
   return /\/0+$/.test(cidr.trim());
 }
 
+/** keel:https as the stack file sets it (config.ts validates it; the pack reads what it needs). */
+export interface StackHttps {
+  readonly allowedCidrs?: unknown;
+  readonly public?: unknown;
+}
+
+/** The ports keel:https opens to anyone (plan/https.ts HTTPS_PORTS); no other port is ever open to anyone. */
+export const HTTPS_PORTS = ["80", "443"];
+
 /**
  * Problems with a firewall's inbound rules. The SSH port itself is the stack's choice
  * (keel:sshPort), so the rule is "one TCP port, never from anywhere", not "port 22". While the
  * port moves, `sshPortNext` (the stack file's keel:sshPortNext) is open too, from exactly the same
- * sources; no other second port.
+ * sources; no other second port. With keel:https in the stack file, TCP 80 and 443 may be open to
+ * anyone (Caddy's gate decides who gets further); on a prod stack only when keel:https says who may
+ * reach it (allowedCidrs) or that anyone may (public: true).
  */
-export function firewallProblems(rules: readonly FirewallRule[] | undefined, moving?: { sshPort: string; sshPortNext: string }): string[] {
+export function firewallProblems(rules: readonly FirewallRule[] | undefined, moving?: { sshPort: string; sshPortNext: string }, https?: { config: StackHttps | undefined; prod: boolean }): string[] {
   const problems: string[] = [];
   const tcpPorts = new Set<string>();
   const tcpSources = new Set<string>();
+  let webRules = false;
   for (const [i, rule] of (rules ?? []).entries()) {
     if (rule.direction !== "in") continue;
     const at = `rules[${i}]`;
@@ -55,6 +67,14 @@ export function firewallProblems(rules: readonly FirewallRule[] | undefined, mov
       continue;
     }
     const port = String(rule.port ?? "any");
+    if (HTTPS_PORTS.includes(port)) {
+      if (https?.config !== undefined) {
+        webRules = true;
+        continue;
+      }
+      problems.push(`${at} opens inbound TCP port ${port}, but the stack file does not set keel:https: only keel:https opens 80 and 443. fix: remove the rule, or set keel:https in Pulumi.<stack>.yaml (docs/HTTPS.md)`);
+      continue;
+    }
     if (!/^[0-9]+$/.test(port)) {
       problems.push(`${at} opens inbound TCP port "${port}": only the single SSH port may be open (a range or "any" opens more). fix: set keel:sshPort and let keel render the rule`);
     }
@@ -66,7 +86,13 @@ export function firewallProblems(rules: readonly FirewallRule[] | undefined, mov
   }
   const asMoving = tcpPorts.size === 2 && moving !== undefined && tcpPorts.has(moving.sshPort) && tcpPorts.has(moving.sshPortNext) && tcpSources.size === 1;
   if (tcpPorts.size > 1 && !asMoving) {
-    problems.push(`inbound TCP is open on ${tcpPorts.size} ports (${[...tcpPorts].sort().join(", ")}): only the SSH port may be open (and, while it moves, keel:sshPortNext from the same sources). fix: remove the other rules; the engine is reached through SSH, never directly`);
+    problems.push(`inbound TCP is open on ${tcpPorts.size} ports (${[...tcpPorts].sort().join(", ")}): only the SSH port may be open (and, while it moves, keel:sshPortNext from the same sources; with keel:https, 80 and 443). fix: remove the other rules; the engine is reached through SSH or keel:https's Caddy, never directly`);
+  }
+  if (webRules && https?.prod) {
+    const cidrs = https.config?.allowedCidrs;
+    if (!(Array.isArray(cidrs) && cidrs.length > 0) && https.config?.public !== true) {
+      problems.push(`a prod stack opens 80 and 443 (keel:https) without saying who may reach the engine: set keel:https.allowedCidrs, or keel:https.public: true to open it to anyone on purpose. fix: pulumi config set --path 'keel:https.allowedCidrs[0]' <CIDR>, or pulumi config set --path 'keel:https.public' true`);
+    }
   }
   return problems;
 }
@@ -196,13 +222,30 @@ export function stackSshMove(projectDir: string | undefined, urn: string): { ssh
   return next && current ? { sshPort: current, sshPortNext: next } : undefined;
 }
 
+/**
+ * keel:https from the stack file, or undefined when it is unset or the file unreadable (then the pack
+ * refuses 80 and 443: config that reaches the stack another way, an ESC environment, is not seen here).
+ */
+export function stackHttps(projectDir: string | undefined, urn: string): StackHttps | undefined {
+  const { stack, project } = parseUrn(urn);
+  const read = readStackConfig(projectDir, project, stack);
+  if ("error" in read) return undefined;
+  const value = read.config["keel:https"];
+  return value !== null && typeof value === "object" && !Array.isArray(value) ? (value as StackHttps) : undefined;
+}
+
 /** `projectDir` is where Pulumi.yaml and the stack files live; by default, found above this pack. */
 export function firewallSshOnly(projectDir: string | undefined = findProjectDir(__dirname)): ResourceValidationPolicy {
   return {
     name: "hcloud-firewall-ssh-only",
-    description: "Inbound firewall rules allow only TCP on one port (SSH; two while it moves) from limited CIDRs, and ICMP.",
+    description: "Inbound firewall rules allow only TCP on one port (SSH; two while it moves) from limited CIDRs, ICMP, and with keel:https TCP 80 and 443 (on prod only with allowedCidrs or public: true).",
     enforcementLevel: "mandatory",
-    validateResource: forType(FIREWALL, (args) => firewallProblems(args.props.rules as FirewallRule[] | undefined, stackSshMove(projectDir, args.urn))),
+    validateResource: forType(FIREWALL, (args) =>
+      firewallProblems(args.props.rules as FirewallRule[] | undefined, stackSshMove(projectDir, args.urn), {
+        config: stackHttps(projectDir, args.urn),
+        prod: PROD_STACKS.includes(parseUrn(args.urn).stack),
+      }),
+    ),
   };
 }
 

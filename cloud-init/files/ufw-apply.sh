@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# keel: makes UFW deny every inbound connection except SSH from the allowed sources, allow outgoing,
-# and be enabled. Keel owns UFW's rule list: a rule added by hand is removed on the next run.
+# keel: makes UFW deny every inbound connection except SSH from the allowed sources (and, with
+# keel:https, Caddy's ports from anywhere), allow outgoing, and be enabled. Keel owns UFW's rule list: a rule added by hand is removed on the next run.
 # Installed as /usr/local/lib/keel/ufw-apply; run by cloud-init on first boot and by `pulumi up`
 # whenever /etc/keel/ufw-ssh.conf changes. Idempotent: a second run changes nothing.
 # Usage: ufw-apply FILE   (FILE: a "port N" line per SSH port (two while the port moves:
-#                          keel:sshPortNext), then one "allow CIDR" line per source)
+#                          keel:sshPortNext), then one "allow CIDR" line per source, then with
+#                          keel:https an "open N" line per port open to anyone)
 # Exit: 0 applied; 1 ufw failed; 2 usage or a malformed FILE.
 set -euo pipefail
 
@@ -18,6 +19,7 @@ fail() {
 
 ports=()
 sources=()
+opens=()
 while read -r word value extra; do
   [[ -z $word || $word == \#* ]] && continue
   [[ -z $extra ]] || fail "$1: unexpected text after '$word $value'"
@@ -31,6 +33,11 @@ while read -r word value extra; do
     allow)
       [[ $value =~ ^[0-9A-Fa-f.:]+/[0-9]{1,3}$ ]] || fail "$1: bad source '$value' (a CIDR such as 203.0.113.7/32)"
       sources+=("$value")
+      ;;
+    open)
+      # keel:https's ports only: any other port open to anyone is refused here too.
+      [[ $value == 80 || $value == 443 ]] || fail "$1: bad open port '$value' (keel:https opens 80 and 443 only)"
+      opens+=("$value")
       ;;
     *) fail "$1: unknown line '$word'" ;;
   esac
@@ -54,6 +61,9 @@ for port in "${ports[@]}"; do
   for form in "${forms[@]}"; do
     wanted+=("allow from $form to any port $port proto tcp comment 'keel-ssh'")
   done
+done
+for port in "${opens[@]}"; do
+  wanted+=("allow $port/tcp comment 'keel-https'")
 done
 
 # Each ufw command is a Python start, and on an active firewall `ufw default` reloads it: ask only
@@ -83,6 +93,13 @@ for port in "${ports[@]}"; do
     i=$((i + 1))
   done
 done
+for port in "${opens[@]}"; do
+  if ! has_rule "${wanted[i]}"; then
+    ufw allow proto tcp to any port "$port" comment keel-https >/dev/null
+    added=1
+  fi
+  i=$((i + 1))
+done
 # An allow may have rewritten a rule in place (the same rule without keel's comment): what is
 # removed below is read after the adds, never from before them.
 ((added == 0)) || read_rules
@@ -104,4 +121,4 @@ ufw --force enable >/dev/null
 # Enabling (re)loads UFW, which applies its own /etc/ufw/sysctl.conf and turns log_martians off
 # again: put the sysctl.d values back (keel's sorts last), as ufw.service's keel drop-in does at boot.
 /usr/lib/systemd/systemd-sysctl
-echo "keel ufw-apply: inbound denied except tcp/${ports[*]} from ${sources[*]}; UFW enabled"
+echo "keel ufw-apply: inbound denied except tcp/${ports[*]} from ${sources[*]}${opens[*]:+ and tcp/${opens[*]} from anywhere}; UFW enabled"

@@ -23,6 +23,9 @@ export const DEFAULT_REPO_PACKAGES: readonly string[] = [
   "aide",
   // Not keel's payload: keel-compliance installs it on a live host when asked (docs/COMPLIANCE.md).
   "openscap-scanner",
+  // keel:https's https-package step installs Caddy (plan/https.ts); the VM tier's ACME server is pebble.
+  "caddy",
+  "pebble",
 ];
 
 /** A built image in the cache. Every path is absolute; nothing in the cache is ever modified. */

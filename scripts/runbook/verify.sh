@@ -10,7 +10,8 @@
 # rule on the file sudo runs), the engine active and its unit's exposure, the env file's owner and
 # mode, the health report (DB quick check, newest backup, security updates, keel's files as
 # placed, every other check), no password that works, what the last keel compliance run
-# (compliance.sh) found, and the file-integrity baseline's last daily check (integrity.sh).
+# (compliance.sh) found, the file-integrity baseline's last daily check (integrity.sh), and
+# keel:auditLog's file append-only with its daily rotation going (skipped when the key is unset).
 #
 # fail2ban counts what a run does from here: one connection that logs in (the host's checks) and
 # one that is refused (plus ssh-audit's several with --audit); see docs/RUNBOOK.md "Verify".
@@ -79,7 +80,7 @@ add ok host-key "the host at $RB_ADDRESS port $RB_PORT proved the stack's pinned
 host_lines=()
 while IFS= read -r line; do [[ -z $line ]] || host_lines+=("$line"); done <<<"$host_out"
 # Every check keel-verify makes must be there: a cut-short run is not a pass.
-for check in sshd-config listeners ufw fail2ban metadata-guard sysctl passwords audit engine engine-exposure env-file health-db health-backup health-updates health-drift health compliance integrity; do
+for check in sshd-config listeners ufw fail2ban metadata-guard sysctl passwords audit engine engine-exposure env-file health-db health-backup health-updates health-drift health compliance integrity https audit-log; do
   printf '%s\n' "${host_lines[@]}" | grep -q "^[a-z]*"$'\t'"$check"$'\t' ||
     rb_die 3 "keel-verify on the host gave no $check line: it is older than this keel (pulumi up places the new one), or its output was cut short"
 done

@@ -1,9 +1,11 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import * as http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { parseConfig } from "../../config";
+import { freePort } from "../../local/vm/qemu";
 import { GATE_FAILURE_STATUS, renderConfigYaml } from "../../plan/engine";
 import { CANARY, REPO, stackConfig } from "../support/stack";
 
@@ -105,6 +107,35 @@ describe("the sample engine (real python3, real SQLite)", () => {
     expect(second.err).toContain("another engine instance holds");
     first.child.kill("SIGTERM");
     expect((await first.done).code).toBe(0);
+  });
+
+  it("with listen answers HTTP there (keel:https's upstream) and appends each request to KEEL_AUDIT_LOG, which it opens for appending only", async () => {
+    const port = await freePort();
+    writeFileSync(join(dir, "config.yaml"), settingsYaml({ heartbeatSeconds: 0.1, listen: `127.0.0.1:${port}` }));
+    const audit = join(dir, "audit.log");
+    writeFileSync(audit, "earlier line\n");
+    const engine = start({ KEEL_AUDIT_LOG: audit });
+    await until(() => engine.output().includes(`listening on 127.0.0.1:${port}`));
+    const body = await new Promise<string>((resolve, reject) =>
+      http.get({ host: "127.0.0.1", port, path: "/authorize?x=1" }, (res) => {
+        let b = "";
+        res.on("data", (d: Buffer) => (b += d.toString()));
+        res.on("end", () => resolve(b));
+      }).on("error", reject),
+    );
+    expect(body).toBe("keel sample engine: GET /authorize?x=1\n");
+    engine.child.kill("SIGTERM");
+    expect((await engine.done).code).toBe(0);
+    const lines = readFileSync(audit, "utf8").trim().split("\n");
+    expect(lines[0]).toBe("earlier line");
+    expect(JSON.parse(lines[1])).toMatchObject({ event: "started" });
+    expect(JSON.parse(lines[2])).toMatchObject({ event: "request", path: "/authorize?x=1", client: "127.0.0.1" });
+  });
+
+  it(`exits ${GATE_FAILURE_STATUS} when KEEL_AUDIT_LOG cannot be opened for appending`, async () => {
+    const { code, err } = await start({ KEEL_AUDIT_LOG: join(dir, "no-such-dir", "audit.log") }).done;
+    expect(code).toBe(GATE_FAILURE_STATUS);
+    expect(err).toContain(`engine: startup gate failed: cannot open the audit log ${join(dir, "no-such-dir", "audit.log")} for appending: No such file or directory`);
   });
 
   it("reads every config.yaml keel renders as the YAML library would", () => {

@@ -589,7 +589,7 @@ describe("keel-health: exit codes for constructed states", { timeout: 120_000 },
     expect(r.stderr).toContain("disk_warn_percent must be a whole number, found 'eighty'");
     const l2 = layout();
     const unknown = await l2.health(["--only", "db,cpu"]);
-    expect([unknown.code, unknown.stderr.trim()]).toEqual([3, "keel-health: unknown check 'cpu' (known: engine db backup disk time updates fail2ban drift integrity timer)"]);
+    expect([unknown.code, unknown.stderr.trim()]).toEqual([3, "keel-health: unknown check 'cpu' (known: engine db backup disk time updates fail2ban drift integrity https audit-log timer)"]);
     const missing = await l2.health([], { KEEL_HOST_CONF: join(l2.root, "nope.conf") });
     expect(missing.code).toBe(3);
     expect(missing.stderr).toContain("cannot read the config");
@@ -753,7 +753,7 @@ describe("keel-health: the report", { timeout: 180_000 }, () => {
     expect(Object.keys(r)).toEqual(["version", "host", "app", "time", "status", "exit_code", "checks"]);
     expect(r).toMatchObject({ version: 1, app: "engine", exit_code: all.code });
     expect(r.time).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
-    expect(Object.keys(r.checks)).toEqual(["engine", "db", "backup", "disk", "time", "updates", "fail2ban", "drift", "integrity", "timer"]);
+    expect(Object.keys(r.checks)).toEqual(["engine", "db", "backup", "disk", "time", "updates", "fail2ban", "drift", "integrity", "https", "audit-log", "timer"]);
     for (const [name, c] of Object.entries(r.checks)) {
       expect(Object.keys(c), name).toEqual(["status", "summary", "todo", "details"]);
       expect(["ok", "degraded", "down", "unknown"], name).toContain(c.status);
@@ -789,7 +789,7 @@ describe("keel-health: the report", { timeout: 180_000 }, () => {
     expect(text.code).toBe(all.code);
     const lines = text.stdout.split("\n");
     expect(lines[0]).toMatch(new RegExp(`^keel-health: engine on \\S+ at \\d{4}-\\d\\d-\\d\\dT[\\d:]+Z: (HEALTHY|DEGRADED|DOWN) \\(exit ${all.code}\\)$`));
-    expect(lines.slice(1, 11).map((x) => x.trim().split(/\s+/)[1])).toEqual(["engine", "db", "backup", "disk", "time", "updates", "fail2ban", "drift", "integrity", "timer"]);
+    expect(lines.slice(1, 13).map((x) => x.trim().split(/\s+/)[1])).toEqual(["engine", "db", "backup", "disk", "time", "updates", "fail2ban", "drift", "integrity", "https", "audit-log", "timer"]);
     expect(text.stdout).toMatch(/^ {2}ok {8}db {8}quick_check ok on /m);
     expect(text.stdout).toMatch(/\nwhat to do:\n( {2}\S+ +.*\n)* {2}fail2ban {2}systemctl status fail2ban; /);
   });

@@ -3,6 +3,7 @@
 // (test/vm/hardening-trixie.test.ts runs it on Debian 13's systemd 257, the closest to Ubuntu
 // 26.04's 259 that keel can boot).
 import type { KeelConfig } from "../../config";
+import { AUDIT_LOG_SERVICE, auditLogFiles } from "../../plan/auditLog";
 import { backupServiceName, backupTimerName, dropInPath, renderBackupService, renderBackupTimer, renderSessionDropIn } from "../../plan/database";
 import { execStart, MAX_ENGINE_EXPOSURE, renderUnit, unitFilePath } from "../../plan/engine";
 import { healthUnitFiles, HEALTH_SERVICE } from "../../plan/health";
@@ -31,7 +32,17 @@ export const MAX_HEALTH_EXPOSURE = 3.0;
  */
 export const MAX_INTEGRITY_EXPOSURE = 1.3;
 
-/** Every unit file keel installs for the engine, its backups, health and the integrity check: path and content. */
+/**
+ * keel-audit-log.service (keel:auditLog): root, to lift and restore the attribute of the engine's
+ * file, copy and truncate it and hand its copies to root, and to freeze the engine meanwhile:
+ * 1.2 (root 0.4; CAP_DAC_OVERRIDE and CAP_FOWNER 0.2, to open and chmod the engine's file;
+ * CAP_CHOWN 0.2 and the @chown calls 0.2, for the rotated files; CAP_LINUX_IMMUTABLE 0.1, the
+ * attribute; AF_UNIX 0.1, systemd's socket for freeze and thaw; no PrivateUsers 0.2, as it acts on
+ * other users' files; the host's root directory 0.1; ProtectClock's read of the RTC 0.1).
+ */
+export const MAX_AUDIT_LOG_EXPOSURE = 1.2;
+
+/** Every unit file keel installs for the engine, its backups, health, the integrity check and keel:auditLog (when set): path and content. */
 export function keelUnitFiles(cfg: KeelConfig): [string, string][] {
   return [
     [unitFilePath(cfg), renderUnit(cfg)],
@@ -39,7 +50,7 @@ export function keelUnitFiles(cfg: KeelConfig): [string, string][] {
     [`/etc/systemd/system/${backupServiceName(cfg)}`, renderBackupService(cfg)],
     [`/etc/systemd/system/${backupTimerName(cfg)}`, renderBackupTimer(cfg)],
     ...healthUnitFiles(cfg).map((f): [string, string] => [f.path, f.content]),
-    ...integrityFiles(cfg.image)
+    ...[...integrityFiles(cfg.image), ...auditLogFiles(cfg)]
       .filter((f) => f.path.startsWith("/etc/systemd/"))
       .map((f): [string, string] => [f.path, f.content]),
   ];
@@ -52,6 +63,7 @@ export function keelServices(cfg: KeelConfig): { path: string; maxExposure: numb
     { path: `/etc/systemd/system/${backupServiceName(cfg)}`, maxExposure: MAX_BACKUP_EXPOSURE },
     { path: healthUnitFiles(cfg).find((f) => f.path.endsWith(`/${HEALTH_SERVICE}`))!.path, maxExposure: MAX_HEALTH_EXPOSURE },
     { path: `/etc/systemd/system/${INTEGRITY_SERVICE}`, maxExposure: MAX_INTEGRITY_EXPOSURE },
+    ...(cfg.auditLog ? [{ path: `/etc/systemd/system/${AUDIT_LOG_SERVICE}`, maxExposure: MAX_AUDIT_LOG_EXPOSURE }] : []),
   ];
 }
 

@@ -61,6 +61,8 @@ const OTHER: Record<string, string> = {
   healthDiskWarnPercent: "70",
   healthDiskCritPercent: "97",
   alertWebhookUrl: "https://hooks.example.net/keel-other",
+  https: JSON.stringify({ domains: ["app.example.com"], upstream: "127.0.0.1:8000", acmeEmail: "ops@example.com", allowedCidrs: ["203.0.113.0/24"] }),
+  auditLog: "audit.log",
 };
 /** Keys that take another key with them to be valid at all (the base gets it too). */
 const NEEDS: Record<string, Record<string, string>> = {

@@ -91,9 +91,9 @@ describe("the policy pack served as the Pulumi CLI runs it", () => {
   it("passes keel's firewall and refuses a second open port", async () => {
     const ssh = { direction: "in", protocol: "tcp", port: "22", sourceIps: ["203.0.113.10/32"] };
     expect(await analyze("prod", "hcloud:index/firewall:Firewall", { rules: [ssh] })).toEqual([]);
-    const web = { direction: "in", protocol: "tcp", port: "443", sourceIps: ["203.0.113.10/32"] };
+    const web = { direction: "in", protocol: "tcp", port: "8443", sourceIps: ["203.0.113.10/32"] };
     expect(await analyze("prod", "hcloud:index/firewall:Firewall", { rules: [ssh, web] })).toEqual([
-      { policy: "hcloud-firewall-ssh-only", level: analyzer.EnforcementLevel.MANDATORY, message: expect.stringContaining("inbound TCP is open on 2 ports (22, 443)") },
+      { policy: "hcloud-firewall-ssh-only", level: analyzer.EnforcementLevel.MANDATORY, message: expect.stringContaining("inbound TCP is open on 2 ports (22, 8443)") },
     ]);
   });
 

@@ -56,10 +56,15 @@ describe("the policy pack on keel's prod stack", () => {
   });
 
   it("fails when the firewall opens another port or SSH to everyone", async () => {
+    const other = mutated(FIREWALL, (f) => (f.props.rules as unknown[]).push({ direction: "in", protocol: "tcp", port: "8080", sourceIps: ["0.0.0.0/0"] }));
+    expect(await allViolations(policies, other)).toEqual([
+      expect.stringContaining(`hcloud-firewall-ssh-only: ${nameOf(FIREWALL)}: rules[2] opens inbound TCP port 8080 to 0.0.0.0/0`),
+      expect.stringContaining(`hcloud-firewall-ssh-only: ${nameOf(FIREWALL)}: inbound TCP is open on 2 ports (22, 8080)`),
+    ]);
+    // keel's prod stack file does not set keel:https: 80 is refused as keel:https's port.
     const web = mutated(FIREWALL, (f) => (f.props.rules as unknown[]).push({ direction: "in", protocol: "tcp", port: "80", sourceIps: ["0.0.0.0/0"] }));
     expect(await allViolations(policies, web)).toEqual([
-      expect.stringContaining(`hcloud-firewall-ssh-only: ${nameOf(FIREWALL)}: rules[2] opens inbound TCP port 80 to 0.0.0.0/0`),
-      expect.stringContaining(`hcloud-firewall-ssh-only: ${nameOf(FIREWALL)}: inbound TCP is open on 2 ports (22, 80)`),
+      expect.stringContaining(`hcloud-firewall-ssh-only: ${nameOf(FIREWALL)}: rules[2] opens inbound TCP port 80, but the stack file does not set keel:https`),
     ]);
     const open = mutated(FIREWALL, (f) => ((f.props.rules as Array<{ sourceIps: string[] }>)[0].sourceIps = ["::/0"]));
     expect(await allViolations(policies, open)).toEqual([expect.stringContaining("rules[0] opens inbound TCP port 22 to ::/0 (the whole internet)")]);

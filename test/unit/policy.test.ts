@@ -50,9 +50,9 @@ describe("hcloud-firewall-ssh-only", () => {
   });
 
   it("refuses a second inbound TCP port", async () => {
-    const https = { ...SSH, port: "443", sourceIps: ["0.0.0.0/0", "::/0"] };
+    const https = { ...SSH, port: "8443", sourceIps: ["0.0.0.0/0", "::/0"] };
     const found = await resourceViolations(firewallSshOnly(), firewall([SSH, https]));
-    expect(found).toContainEqual(expect.stringContaining("inbound TCP is open on 2 ports (22, 443): only the SSH port may be open"));
+    expect(found).toContainEqual(expect.stringContaining("inbound TCP is open on 2 ports (22, 8443): only the SSH port may be open"));
     // From limited sources too, when they are not the SSH rule's own.
     const other = { ...SSH, port: "8080", sourceIps: ["198.51.100.0/24"] };
     expect(await resourceViolations(firewallSshOnly(), firewall([SSH, other, ICMP]))).toEqual([expect.stringContaining("inbound TCP is open on 2 ports (22, 8080)")]);
@@ -69,7 +69,7 @@ describe("hcloud-firewall-ssh-only", () => {
       // Without keel:sshPortNext in the stack file (keel's own prod), the same rules are refused.
       expect(await resourceViolations(firewallSshOnly(), firewall([SSH, next, ICMP]))).toEqual([expect.stringContaining("inbound TCP is open on 2 ports (22, 2222)")]);
       // Another second port, other sources, or a third port: refused even while it moves.
-      expect(await resourceViolations(moving, firewall([SSH, { ...SSH, port: "443" }, ICMP]))).toEqual([expect.stringContaining("inbound TCP is open on 2 ports (22, 443)")]);
+      expect(await resourceViolations(moving, firewall([SSH, { ...SSH, port: "8443" }, ICMP]))).toEqual([expect.stringContaining("inbound TCP is open on 2 ports (22, 8443)")]);
       expect(await resourceViolations(moving, firewall([SSH, { ...next, sourceIps: ["198.51.100.0/24"] }, ICMP]))).toEqual([expect.stringContaining("inbound TCP is open on 2 ports (22, 2222)")]);
       expect(await resourceViolations(moving, firewall([SSH, next, { ...SSH, port: "2200" }, ICMP]))).toEqual([expect.stringContaining("inbound TCP is open on 3 ports (22, 2200, 2222)")]);
       // The other port must be keel:sshPort (22 when the stack file does not set it).

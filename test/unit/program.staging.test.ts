@@ -30,6 +30,11 @@ describe("the staging stack under Pulumi mocks", () => {
     }
   });
 
+  it("without keel:https: no delete command on any step and no DNS records to create (test/unit/https.test.ts has it set)", async () => {
+    for (const c of run.byType("command:remote:Command")) expect(c.inputs.delete, c.name).toBeUndefined();
+    expect(await resolved(run.outputs.httpsDnsRecords)).toEqual([]);
+  });
+
   it("uses the custom SSH port everywhere: firewall, every connection, known_hosts, ssh command", async () => {
     const rules = await resolved<Array<Record<string, unknown>>>(run.one("hcloud:index/firewall:Firewall").inputs.rules);
     expect(rules.filter((r) => r.protocol === "tcp").map((r) => r.port)).toEqual(["2222"]);
