@@ -3,12 +3,14 @@
 // an operator would: only the steps whose inputs changed run, from a step state seeded with the
 // deploy (local/runSteps.ts seedState). The ACME CA is pebble (Debian's package), on the guest's
 // loopback only, with a TLS certificate this test makes for it and puts in the guest's trust store;
-// the guest's /etc/hosts points the site's name at itself, so pebble's HTTP-01 and TLS-ALPN-01
-// validations reach Caddy as Let's Encrypt's would reach a server whose DNS is set. Requests come
+// the guest's /etc/hosts, once the test adds the name, points it at itself, so pebble's HTTP-01 and
+// TLS-ALPN-01 validations reach Caddy as Let's Encrypt's would reach a server whose DNS is set. Requests come
 // from this machine through the forwarded ports (UFW and the Hetzner firewall's stand-in in the
 // way: the source qemu gives them, 10.0.2.2, is the allowed CIDR) and from the guest itself to its
-// own address 10.0.2.15 (outside the CIDRs). Then keel:https is removed again: the next up closes
-// the ports and its delete stops Caddy.
+// own address 10.0.2.15 (outside the CIDRs). The up runs before the name resolves (DNS is the
+// operator's, and late): it passes, the report says the certificate is pending, and once the name
+// resolves Caddy gets it by itself. Then keel:https is removed again: the next up closes the ports
+// and its delete stops Caddy.
 import { spawnSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import * as http from "node:http";
@@ -81,7 +83,6 @@ async function startPebble(): Promise<void> {
       `python3 -c 'import json; b = json.load(open("bundle")); [open(n, "w").write(b[k]) for n, k in (("cert.pem", "cert"), ("key.pem", "key"), ("/usr/local/share/ca-certificates/keel-test-acme.crt", "ca"))]; json.dump(b["config"], open("config.json", "w"))'`,
       "chmod 600 key.pem bundle",
       "update-ca-certificates >/dev/null",
-      `grep -q ' ${DOMAIN}$' /etc/hosts || echo '127.0.0.1 ${DOMAIN}' >> /etc/hosts`,
       "apt-get -q update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pebble >/dev/null",
       // No artificial validation delay, no nonces refused at random (pebble's test defaults).
       `systemd-run --quiet --unit=keel-test-pebble --setenv=PEBBLE_VA_NOSLEEP=1 --setenv=PEBBLE_WFE_NONCEREJECT=0 /usr/bin/pebble -config ${PEBBLE_DIR}/config.json`,
@@ -176,17 +177,22 @@ describe("keel:https on a Debian 12 VM", () => {
   }, 40 * MINUTE);
 
   it("Caddy obtains the certificate from the ACME CA once the name resolves here; the health report says pending until then, ok after", async () => {
+    // The up did not wait for DNS: the name does not resolve yet, and the report says so.
+    const pending = await health("https");
+    expect(pending.checks.https).toMatchObject({ status: "degraded", summary: expect.stringContaining(`certificate pending for ${DOMAIN}: DNS must point here`) });
+    // The operator's DNS step: the name now points at the server (its own loopback, for the CA on it).
+    await asRoot(vm, `echo '127.0.0.1 ${DOMAIN}' >> /etc/hosts`);
     const status = await waitFor(
       "keel-https status",
       async () => JSON.parse((await tryAsRoot(vm, "/usr/local/sbin/keel-https status --json")).stdout || "{}") as { status?: string; certificates?: Array<{ state: string; issuer: string }> },
       (s) => s.status === "ok",
-      5 * MINUTE,
+      8 * MINUTE,
     );
     expect(status.certificates).toEqual([expect.objectContaining({ state: "ok", issuer: "localhost-14000-dir" })]);
     const report = await health("https");
     expect(report.checks.https).toMatchObject({ status: "ok", summary: expect.stringContaining(`certificates ok for ${DOMAIN}`) });
     pebbleRoot = await issuingRoot();
-  }, 10 * MINUTE);
+  }, 15 * MINUTE);
 
   it("serves the engine over HTTPS to an allowed source, with HSTS and a certificate the CA issued", async () => {
     const r = await fromHere("https", "/");
