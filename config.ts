@@ -541,6 +541,13 @@ function finish(c: ParsedConfig, problems: string[], githubToken: boolean): Keel
 
 /** keel:https's rules across its fields and with the SSH ports. */
 function httpsProblems(h: NonNullable<ParsedConfig["https"]>, ssh: number[], problems: string[]): void {
+  // A gate that lets everyone through is no gate: say so with public: true instead.
+  for (const [i, c] of (h.allowedCidrs ?? []).entries()) {
+    if (/\/0$/.test(c)) problems.push(`keel:https.allowedCidrs[${i}]: ${c} is every address, which is no gate. fix: remove keel:https.allowedCidrs and pulumi config set --path 'keel:https.public' true to open it to anyone on purpose`);
+  }
+  for (const [i, p] of h.openPaths.entries()) {
+    if (/^\/+\*?$/.test(p)) problems.push(`keel:https.openPaths[${i}]: ${p} opens every path, which leaves no gate. fix: name the paths that must stay open (such as /authorize), or remove keel:https.allowedCidrs and set keel:https.public true`);
+  }
   if (h.openPaths.length && !h.allowedCidrs) {
     problems.push(`keel:https.openPaths: only used together with keel:https.allowedCidrs (without it every path is open to anyone); found it alone. fix: pulumi config set --path 'keel:https.allowedCidrs[0]' <your CIDR>, or remove keel:https.openPaths`);
   }

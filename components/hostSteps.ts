@@ -92,7 +92,7 @@ export class HostSteps extends pulumi.ComponentResource {
       };
       const timeout = `${step.timeoutSeconds}s`;
       const dependsOn = [...(previous ? [previous] : []), ...(args.waitFor?.[step.name] ?? [])];
-      const resourceOpts = { parent: this, dependsOn, customTimeouts: { create: timeout, update: timeout } };
+      const resourceOpts = { parent: this, dependsOn, customTimeouts: { create: timeout, update: timeout, delete: timeout } };
       if (step.kind === "local") {
         const cmd = this.local(`${name}-${step.name}`, step, resourceOpts);
         results.set(step.name, cmd.stdout);
@@ -140,6 +140,18 @@ export class HostSteps extends pulumi.ComponentResource {
       },
       {
         ...opts,
+        // A step with a delete command is replaced delete-first. The engine's default creates the
+        // replacement, then deletes the old resource after every create and update (pulumi v3.248.0
+        // pkg/resource/deploy/step_generator.go: the delete of a create-before-delete replacement
+        // "is generated later", with the deletes of removed resources), and the provider runs the
+        // old state's `delete` over the old state's connection (pulumi-command v1.2.1
+        // provider/pkg/provider/remote/commandController.go Delete: `props := req.State`). A new
+        // server keeps the primary IPs and the pinned host key (components/server.ts), so that old
+        // connection reaches the new server: `keel-https off` would run there after `apply`. Delete
+        // first, the new server gets off, then apply. Only this resource: the steps after it depend
+        // on it through dependsOn alone, not through a property, so the engine replaces none of them
+        // for it (step_generator.go calculateDependentReplacements).
+        ...(step.deleteCommand === undefined ? {} : { deleteBeforeReplace: true }),
         additionalSecretOutputs: step.secret ? ["stdin", "stdout", "stderr"] : [],
         // A big stdin (the tools step's bundle of keel's scripts, ~126 KB) would fill the diff of
         // every preview that changes it, and pulumi/actions cuts a PR comment at 64,000 characters:

@@ -36,8 +36,9 @@ export interface RunOptions {
    * next run runs it again. A step the state has and the plan no longer has is deleted after
    * the plan's steps ran, last run first, as the engine deletes resources the program no longer
    * registers (after the creates and updates, in reverse dependency order): its delete command runs,
-   * if it has one, unless it ran on another server (that server is gone here). Without it every step
-   * runs (the idempotency proof).
+   * if it has one, on this VM (the state's connection: a replaced server keeps its address). A step
+   * with a delete command that ran on another server is deleted before it runs again
+   * (deleteBeforeReplace, components/hostSteps.ts). Without it every step runs (the idempotency proof).
    */
   readonly stateFile?: string;
   /**
@@ -97,6 +98,13 @@ export async function runSteps(
     const stdin = step.kind === "local" || step.kind === "upload" ? undefined : stdinOf(step, secrets, resultOf);
     const inputs = stepInputs(step, stdin, connection, serverId, step.kind === "upload" ? resultOf(step, step.from) : null);
     if (stateFile && state.steps[step.name]?.inputs === inputs) continue;
+    // A new server replaces every remote step (its id is a trigger): one with a delete command is
+    // replaced delete-first (components/hostSteps.ts), its delete run over the same address, which
+    // reaches the new server.
+    const before = state.steps[step.name];
+    if (stateFile && before?.deleteCommand !== undefined && (before.server ?? null) !== (serverId ?? null)) {
+      runs.push(await runDelete(vm, step.name, before.deleteCommand, log));
+    }
 
     const started = Date.now();
     const timeoutMs = step.timeoutSeconds * 1000;
@@ -139,20 +147,22 @@ export async function runSteps(
     const planned = new Set(steps.map((s) => s.name));
     for (const name of Object.keys(state.steps).filter((n) => !planned.has(n)).reverse()) {
       const gone = state.steps[name];
-      if (gone.deleteCommand !== undefined && (gone.server ?? null) === (serverId ?? null)) {
-        const started = Date.now();
-        const result = await vm.exec(gone.deleteCommand, { timeoutMs: 300_000 });
-        const run: StepRun = { name: `${name} (delete)`, code: result.code, stdout: result.stdout, stderr: result.stderr, seconds: (Date.now() - started) / 1000 };
-        runs.push(run);
-        log(`${run.code === 0 ? "ok  " : "FAIL"} delete ${name} (${run.seconds.toFixed(1)} s)${run.stdout.trim() ? ": " + run.stdout.trim().split("\n").slice(-1)[0] : ""}`);
-        // A failed delete leaves the resource in the state: the next up tries again.
-        if (run.code !== 0) throw new StepError(run);
-      }
+      if (gone.deleteCommand !== undefined) runs.push(await runDelete(vm, name, gone.deleteCommand, log));
       delete state.steps[name];
       save();
     }
   }
   return runs;
+}
+
+/** A step's delete command, on the host the state's connection reaches; a failure stops the run (the resource stays in the state). */
+async function runDelete(vm: VmSession, name: string, command: string, log: (line: string) => void): Promise<StepRun> {
+  const started = Date.now();
+  const result = await vm.exec(command, { timeoutMs: 300_000 });
+  const run: StepRun = { name: `${name} (delete)`, code: result.code, stdout: result.stdout, stderr: result.stderr, seconds: (Date.now() - started) / 1000 };
+  log(`${run.code === 0 ? "ok  " : "FAIL"} delete ${name} (${run.seconds.toFixed(1)} s)${run.stdout.trim() ? ": " + run.stdout.trim().split("\n").slice(-1)[0] : ""}`);
+  if (run.code !== 0) throw new StepError(run);
+  return run;
 }
 
 /** What every remote step's connection is, as components/hostSteps.ts gives it to the provider. */

@@ -197,7 +197,8 @@ export function auditLogSteps(cfg: KeelConfig): Step[] {
     step({
       name: "audit-log-start",
       description: `enable ${AUDIT_LOG_TIMER} and make ${auditLogFile(cfg)} (the engine's, append-only)`,
-      command: ["sudo", toolPath("audit-log"), "enable"].join(" "),
+      // The file in the command: a new name re-runs it (an update), which makes the new file.
+      command: ["sudo", toolPath("audit-log"), "enable", `file=${auditLogFile(cfg)}`].join(" "),
       deleteCommand: ["sudo", toolPath("audit-log"), "off"].join(" "),
     }),
   ];

@@ -90,7 +90,8 @@ export function firewallProblems(rules: readonly FirewallRule[] | undefined, mov
   }
   if (webRules && https?.prod) {
     const cidrs = https.config?.allowedCidrs;
-    if (!(Array.isArray(cidrs) && cidrs.length > 0) && https.config?.public !== true) {
+    const gated = Array.isArray(cidrs) && cidrs.length > 0 && !cidrs.some((c) => typeof c !== "string" || isAnywhere(c));
+    if (!gated && https.config?.public !== true) {
       problems.push(`a prod stack opens 80 and 443 (keel:https) without saying who may reach the engine: set keel:https.allowedCidrs, or keel:https.public: true to open it to anyone on purpose. fix: pulumi config set --path 'keel:https.allowedCidrs[0]' <CIDR>, or pulumi config set --path 'keel:https.public' true`);
     }
   }
@@ -230,7 +231,15 @@ export function stackHttps(projectDir: string | undefined, urn: string): StackHt
   const { stack, project } = parseUrn(urn);
   const read = readStackConfig(projectDir, project, stack);
   if ("error" in read) return undefined;
-  const value = read.config["keel:https"];
+  let value = read.config["keel:https"];
+  // Set without --path, the stack file holds the object as a JSON string.
+  if (typeof value === "string") {
+    try {
+      value = JSON.parse(value);
+    } catch {
+      return undefined;
+    }
+  }
   return value !== null && typeof value === "object" && !Array.isArray(value) ? (value as StackHttps) : undefined;
 }
 

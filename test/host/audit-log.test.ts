@@ -50,6 +50,10 @@ def systemctl(*args):
     out = ""
     if args[0] == "show":
         out = s["freezer"] if "--value" in args else f"ActiveState={s['active']}\\nFreezerState={s['freezer']}"
+    elif args[0] == "is-enabled":
+        out = s.get("timer", "enabled")
+    elif args[0] in ("enable", "disable"):
+        s["timer"] = args[0] + "d"
     elif args[0] == "freeze":
         if s.get("pid") and not s.get("fakeFreeze"):
             os.kill(s["pid"], signal.SIGSTOP)
@@ -122,6 +126,8 @@ class Host {
   readonly logrotateConf = join(this.root, "audit-log.logrotate");
   readonly record = join(this.state, "last-run.json");
   readonly systemd = join(this.root, "systemd.json");
+  /** The engine's unit, as the engine-unit step places it: KEEL_AUDIT_LOG is the plan's word that keel:auditLog is set. */
+  readonly units = join(this.root, "units");
   constructor(unit: { active?: string; freezer?: string; pid?: number; fakeFreeze?: boolean } = {}) {
     chmodSync(this.root, 0o755);
     mkdirSync(this.dir);
@@ -130,7 +136,14 @@ class Host {
     const moved = (text: string) => text.split(PLANNED).join(this.file);
     writeFileSync(this.conf, moved(renderAuditLogConf(cfg)).replace(/^owner=.*$/m, `owner=${ENGINE.user}`).replace(/^group=.*$/m, `group=${ENGINE.group}`));
     writeFileSync(this.logrotateConf, moved(renderAuditLogLogrotate(cfg)));
+    mkdirSync(this.units);
+    this.planned(true);
     this.unit({ active: "inactive", freezer: "running", ...unit });
+  }
+
+  /** The engine's unit with (keel:auditLog set) or without (removed) its KEEL_AUDIT_LOG line. */
+  planned(on: boolean): void {
+    writeFileSync(join(this.units, "engine.service"), `[Service]\n${on ? `Environment=KEEL_AUDIT_LOG=${this.file}\n` : ""}ExecStart=/bin/true\n`);
   }
 
   /** systemd's stand-in: the unit's state (calls recorded anew). */
@@ -138,7 +151,7 @@ class Host {
     writeFileSync(this.systemd, JSON.stringify({ calls: [], ...s }));
   }
 
-  systemctlCalls = (): string[] => (JSON.parse(readFileSync(this.systemd, "utf8")).calls as string[][]).filter((c) => c[0] !== "show").map((c) => c.join(" "));
+  systemctlCalls = (): string[] => (JSON.parse(readFileSync(this.systemd, "utf8")).calls as string[][]).filter((c) => c[0] !== "show" && c[0] !== "is-enabled").map((c) => c.join(" "));
   frozen = (): string => JSON.parse(readFileSync(this.systemd, "utf8")).freezer;
 
   /** keel-audit-log `args`, its paths in this host; `extra` (Python) runs before main. */
@@ -146,7 +159,8 @@ class Host {
     const program = `${loader(TOOLS["audit-log"])}
 root = sys.argv[1]
 m.CONF, m.LOGROTATE_CONF, m.STATE_DIR = root + "/audit-log.conf", root + "/audit-log.logrotate", root + "/state"
-m.LOGROTATE_STATE, m.RECORD, m.LOCK, m.OFF = (m.STATE_DIR + "/" + n for n in ("logrotate.state", "last-run.json", ".lock", "off"))
+m.LOGROTATE_STATE, m.RECORD, m.LOCK = (m.STATE_DIR + "/" + n for n in ("logrotate.state", "last-run.json", ".lock"))
+m.UNIT_DIR = root + "/units"
 ${SYSTEMCTL}
 ${extra}
 sys.exit(m.main(sys.argv[2:]))`;
@@ -321,19 +335,32 @@ describe("keel-audit-log prepare", () => {
 });
 
 describe("keel-audit-log enable and off (the audit-log-start step and its delete command)", () => {
-  it("enable starts the timer and makes the file; off stops it and turns keel:auditLog off here, the log kept; enable turns it on again", () => {
+  it("enable starts the timer and makes the file; off stops the timer, the log kept; whether keel:auditLog is set is the engine unit's word, not theirs", () => {
     const h = new Host();
-    expect(h.ok(["enable"]).stdout).toBe(`keel-audit-log: made ${h.file} (nobody:nogroup 0640, append-only)\nkeel-audit-log: keel-audit-log.timer enabled and started\n`);
+    expect(h.ok(["enable", `file=${h.file}`]).stdout).toBe(`keel-audit-log: made ${h.file} (nobody:nogroup 0640, append-only)\nkeel-audit-log: keel-audit-log.timer enabled and started\n`);
     expect(h.systemctlCalls()).toEqual(["enable --now keel-audit-log.timer"]);
     appendFileSync(h.file, "a line the engine wrote\n");
     expect(h.ok(["off"]).stdout).toBe("keel-audit-log: keel-audit-log.timer stopped and disabled (keel:auditLog is off); the log and its rotations stay\n");
     expect(h.systemctlCalls()).toEqual(["enable --now keel-audit-log.timer", "disable --now keel-audit-log.timer"]);
+    // An off while the engine's unit still gives it the file (a stray off, a replacement gone
+    // wrong) silences nothing: the status says nothing rotates it.
+    expect(h.status()).toMatchObject({ enabled: true, problems: [expect.stringContaining("keel-audit-log.timer is disabled: nothing rotates the log")] });
+    // keel:auditLog removed: the engine-unit step wrote the unit without the line.
+    h.planned(false);
     expect(h.status()).toMatchObject({ enabled: false });
-    const refused = h.run(["rotate"]);
-    expect([refused.code, refused.stderr]).toEqual([2, expect.stringContaining("keel:auditLog is not set on this host")]);
     expect([readFileSync(h.file, "utf8"), appendOnly(h.file)]).toEqual(["a line the engine wrote\n", true]);
-    expect(h.ok(["enable"]).stdout).toContain("keel-audit-log.timer enabled and started");
-    expect(h.status()).toMatchObject({ enabled: true, append_only: true });
+    h.planned(true);
+    expect(h.ok(["enable", `file=${h.file}`]).stdout).toContain("keel-audit-log.timer enabled and started");
+    expect(h.status()).toMatchObject({ enabled: true, append_only: true, problems: [] });
+  });
+
+  it("enable refuses a file that is not the one of keel's configuration (the audit-log step runs first), and a unit that names another file is a problem", () => {
+    const h = new Host();
+    const r = h.run(["enable", `file=${h.dir}/other.log`]);
+    expect([r.code, r.stderr]).toEqual([3, expect.stringContaining("the audit-log step must run first")]);
+    expect(h.run(["enable", "x"]).code).toBe(2);
+    writeFileSync(join(h.units, "engine.service"), `[Service]\nEnvironment=KEEL_AUDIT_LOG=${h.dir}/other.log\n`);
+    expect(h.status().problems).toContainEqual(expect.stringContaining(`the engine's unit gives it ${h.dir}/other.log, but keel's rotation is set up for ${h.file}: pulumi up`));
   });
 });
 
@@ -616,6 +643,7 @@ describe("keel-audit-log status", () => {
     const s = h.status();
     expect(s).toEqual({
       enabled: true,
+      other: [],
       conf: h.conf,
       file: h.file,
       exists: true,
@@ -646,8 +674,9 @@ describe("keel-audit-log status", () => {
     expect(s.problems).toEqual([
       `${h.file} is not append-only: the engine can rewrite its history; sudo keel-audit-log prepare, then restart the engine (scripts/runbook/engine.sh restart): a descriptor it opened meanwhile may still write anywhere`,
       `${h.file} is nobody:nogroup 0644, not nobody:nogroup 0640: sudo keel-audit-log rotate sets them back`,
-      `1 file(s) in ${h.dir} that are neither the audit log nor a rotation of it: planted`,
     ]);
+    // Only root makes files there (an earlier keel:auditLog name's log, kept): shown, not a problem.
+    expect(s.other).toEqual(["planted"]);
     rmSync(h.file);
     expect(h.status().problems[0]).toBe(`no ${h.file}: the engine cannot write its audit log; sudo keel-audit-log prepare`);
   });

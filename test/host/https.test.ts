@@ -7,7 +7,7 @@
 // Caddy's validation real); ufw-apply's open ports on real UFW in a private network namespace.
 // Needs root. The whole endpoint with a certificate, the firewalls and the redirect: test/vm/https.test.ts.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import * as http from "node:http";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -59,6 +59,7 @@ describe("the gate, served by Caddy", () => {
   let engine: http.Server;
   let port: number;
   const seen: string[] = [];
+  const headers: http.IncomingHttpHeaders[] = [];
   let log = "";
 
   beforeAll(async () => {
@@ -66,7 +67,13 @@ describe("the gate, served by Caddy", () => {
     port = await freePort();
     engine = http.createServer((req, res) => {
       seen.push(req.url ?? "");
+      headers.push(req.headers);
       res.end(`engine: ${req.url}\n`);
+    });
+    // An upgrade the engine answers itself (with a refusal): the test sees whether it got there.
+    engine.on("upgrade", (req: http.IncomingMessage, socket: import("node:net").Socket) => {
+      seen.push(`upgrade ${String(req.headers.upgrade)} ${req.url}`);
+      socket.end("HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     });
     await new Promise<void>((resolve) => engine.listen(upstream, "127.0.0.1", resolve));
     // The very site block of keel's Caddyfile, behind plain HTTP on two loopback addresses: a
@@ -128,6 +135,26 @@ describe("the gate, served by Caddy", () => {
     expect(seen.length, "none of them reached the engine").toBe(before);
   });
 
+  it("refuses an upgrade to anything but WebSocket (h2c would tunnel past the gate); a WebSocket upgrade on an open path reaches the engine", async () => {
+    const before = seen.length;
+    for (const source of ["127.0.0.1", "127.0.0.2"]) {
+      const r = await get(source, "/authorize", { Connection: "Upgrade, HTTP2-Settings", Upgrade: "h2c", "HTTP2-Settings": "AAMAAABkAARAAAAAAAIAAAAA" });
+      expect(r.status, source).toBe(400);
+    }
+    expect(seen.length, "no h2c upgrade reached the engine").toBe(before);
+    const ws = await get("127.0.0.2", "/authorize/socket", { Connection: "Upgrade", Upgrade: "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==" });
+    expect(ws.status).toBe(426);
+    expect(seen.slice(before)).toEqual(["upgrade websocket /authorize/socket"]);
+    expect((await get("127.0.0.2", "/admin", { Connection: "Upgrade", Upgrade: "websocket" })).status).toBe(403);
+  });
+
+  it("passes the client's address to the engine as Caddy sets it, not as the client claims it", async () => {
+    await get("127.0.0.1", "/whoami", { Forwarded: "for=198.51.100.1", "X-Real-IP": "198.51.100.1", "X-Forwarded-For": "198.51.100.1" });
+    expect(headers.at(-1)).toMatchObject({ "x-forwarded-for": "127.0.0.1" });
+    expect(headers.at(-1)).not.toHaveProperty("forwarded");
+    expect(headers.at(-1)).not.toHaveProperty("x-real-ip");
+  });
+
   it("logs each request as JSON to stderr (the journal under systemd), without the credentials it carried", async () => {
     await get("127.0.0.2", "/secret-path", { Authorization: "Bearer token-3f1d77", Cookie: "session=cookie-9a2b" });
     for (let i = 0; i < 50 && !log.includes("/secret-path"); i++) await new Promise((r) => setTimeout(r, 100));
@@ -186,13 +213,18 @@ describe("keel-https", () => {
     readonly dropIn = join(this.root, "etc/90-keel.conf");
     readonly certs = join(this.root, "caddy/.local/share/caddy/certificates");
     readonly stamp = join(this.root, "state/https.applied");
-    readonly enabled = join(this.root, "state/https.enabled");
+    /** The firewall step's UFW configuration: its open lines are the plan's word that keel:https is set. */
+    readonly ufw = join(this.root, "etc/ufw-ssh.conf");
     readonly unitFile = join(this.root, "unit.json");
     constructor(caddyfile = renderCaddyfile(https())) {
       for (const d of ["etc", "caddy", "state"]) mkdirSync(join(this.root, d), { recursive: true });
       writeFileSync(this.caddyfile, caddyfile);
       writeFileSync(this.dropIn, renderCaddyDropIn());
       this.unit({ ActiveState: "inactive", MainPID: "0", installed: true });
+      this.planned(true);
+    }
+    planned(on: boolean): void {
+      writeFileSync(this.ufw, `port 22\nallow 203.0.113.10/32\n${on ? "open 80\nopen 443\n" : ""}`);
     }
     unit(u: Record<string, unknown>): void {
       writeFileSync(this.unitFile, JSON.stringify({ calls: [], ...u }));
@@ -206,7 +238,7 @@ m = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(m)
 root = sys.argv[1]
 m.CADDYFILE, m.CADDY_HOME = root + "/etc/Caddyfile", root + "/caddy"
-m.STAMP, m.ENABLED = root + "/state/https.applied", root + "/state/https.enabled"
+m.STAMP, m.UFW_CONF = root + "/state/https.applied", root + "/etc/ufw-ssh.conf"
 m.CERTIFICATES = m.CADDY_HOME + "/.local/share/caddy/certificates"
 m.SETTLE_SECONDS = 1
 real_run = m.run
@@ -278,7 +310,6 @@ sys.exit(m.main(sys.argv[2:]))`;
     const h = new Host();
     const first = h.apply();
     expect(first, first.stderr).toMatchObject({ code: 0, stdout: "keel-https: caddy.service started with keel's Caddyfile; active and steady\n" });
-    expect(readFileSync(h.enabled, "utf8")).toContain("keel:https is on");
     expect(h.calls().filter((c) => c[0] !== "show")).toEqual([["enable", "--quiet", "caddy.service"], ["restart", "caddy.service"]]);
     expect(readFileSync(h.stamp, "utf8")).toBe(`${sha256(readFileSync(h.caddyfile, "utf8"))} ${sha256(renderCaddyDropIn())}\n`);
     h.unit({ ActiveState: "active", MainPID: "4242", installed: true });
@@ -299,18 +330,17 @@ sys.exit(m.main(sys.argv[2:]))`;
   it("off stops and disables Caddy and forgets what was applied; without Caddy it has nothing to do", () => {
     const h = new Host();
     writeFileSync(h.stamp, "x y\n");
-    writeFileSync(h.enabled, "on\n");
     h.unit({ ActiveState: "active", MainPID: "4242", installed: true });
     expect(h.run(["off"])).toMatchObject({ code: 0, stdout: "keel-https: caddy.service stopped and disabled (keel:https is off)\n" });
     expect(h.calls()).toEqual([["cat", "caddy.service"], ["disable", "--now", "--quiet", "caddy.service"]]);
     expect(() => readFileSync(h.stamp)).toThrow();
-    expect(() => readFileSync(h.enabled)).toThrow();
     h.unit({ ActiveState: "inactive", MainPID: "0", installed: false });
     expect(h.run(["off"])).toMatchObject({ code: 0, stdout: "keel-https: caddy.service is not installed; nothing to stop\n" });
   });
 
-  it("status: off until apply ran (degraded if Caddy runs anyway); certificate pending until Caddy holds one; ok; expiring; down when Caddy is not active", () => {
+  it("status: off when the plan does not set it (degraded if Caddy runs anyway); certificate pending until Caddy holds one; ok; expiring; down when Caddy is not active, whatever ran", () => {
     const h = new Host();
+    h.planned(false);
     const status = (): Record<string, any> => {
       const r = h.run(["status", "--json"]);
       return { code: r.code, ...(JSON.parse(r.stdout) as Record<string, any>) };
@@ -318,7 +348,7 @@ sys.exit(m.main(sys.argv[2:]))`;
     expect(status()).toMatchObject({ code: 0, enabled: false, status: "ok", summary: "keel:https is off" });
     h.unit({ ActiveState: "active", MainPID: "4242", installed: true });
     expect(status()).toMatchObject({ code: 1, enabled: false, status: "degraded", summary: expect.stringContaining("keel:https is off, but caddy.service is active") });
-    writeFileSync(h.enabled, "on\n");
+    h.planned(true);
     expect(status()).toMatchObject({
       code: 1,
       status: "degraded",
@@ -329,20 +359,41 @@ sys.exit(m.main(sys.argv[2:]))`;
       ],
     });
     h.certificate("app.example.com", 89);
+    // Another issuer's certificate (a CA the Caddyfile no longer names) is not the one Caddy serves.
     h.certificate("www.example.com", 60, "localhost-14000-dir");
+    expect(status()).toMatchObject({ code: 1, summary: expect.stringContaining("certificate pending for www.example.com:") });
+    h.certificate("www.example.com", 60, "acme.zerossl.com-v2-DV90");
     const ok = status();
-    expect(ok).toMatchObject({ code: 0, status: "ok", certificates: [{ state: "ok", issuer: "acme-v02.api.letsencrypt.org-directory" }, { state: "ok", issuer: "localhost-14000-dir" }] });
+    expect(ok).toMatchObject({ code: 0, status: "ok", certificates: [{ state: "ok", issuer: "acme-v02.api.letsencrypt.org-directory" }, { state: "ok", issuer: "acme.zerossl.com-v2-DV90" }] });
     expect(ok.summary).toMatch(/^caddy\.service active; certificates ok for app\.example\.com, www\.example\.com \(next expiry \d{4}-\d\d-\d\dT/);
-    h.certificate("www.example.com", 5, "localhost-14000-dir");
+    h.certificate("www.example.com", 5, "acme.zerossl.com-v2-DV90");
+    rmSync(join(h.certs, "localhost-14000-dir"), { recursive: true });
     expect(status()).toMatchObject({ code: 1, status: "degraded", summary: expect.stringMatching(/^certificate expiring for www\.example\.com \(\d\.\d days left\): renewals fail/) });
     h.unit({ ActiveState: "failed", MainPID: "0", installed: true });
     expect(status()).toMatchObject({ code: 3, status: "down", summary: "caddy.service is failed: nothing answers on 80 and 443" });
     expect(h.run(["status"]).stdout).toBe("keel-https: down: caddy.service is failed: nothing answers on 80 and 443\n");
   });
 
+  it("status reads only what the Caddyfile's ACME directory issued, follows no link the caddy user planted and reads no huge or odd file", () => {
+    const h = new Host(renderCaddyfile(https({ ...HTTPS, acmeCa: "https://localhost:14000/dir" })));
+    h.unit({ ActiveState: "active", MainPID: "4242", installed: true });
+    const status = () => h.run(["status", "--json"]);
+    h.certificate("app.example.com", 60, "acme-v02.api.letsencrypt.org-directory");
+    expect(JSON.parse(status().stdout).certificates[0]).toMatchObject({ domain: "app.example.com", state: "pending" });
+    // A link anywhere below the certificates directory: refused (exit 4, unknown to keel-health), never followed.
+    symlinkSync(join(h.certs, "acme-v02.api.letsencrypt.org-directory"), join(h.certs, "localhost-14000-dir"));
+    expect(status()).toMatchObject({ code: 4, stderr: expect.stringContaining("cannot read Caddy's state") });
+    rmSync(join(h.certs, "localhost-14000-dir"));
+    mkdirSync(join(h.certs, "localhost-14000-dir", "app.example.com"), { recursive: true });
+    symlinkSync("/etc/shadow", join(h.certs, "localhost-14000-dir", "app.example.com", "app.example.com.crt"));
+    expect(status().code).toBe(4);
+    rmSync(join(h.certs, "localhost-14000-dir", "app.example.com", "app.example.com.crt"));
+    spawnSync("mkfifo", [join(h.certs, "localhost-14000-dir", "app.example.com", "app.example.com.crt")]);
+    expect(status()).toMatchObject({ code: 4, stderr: expect.stringContaining("is not a regular file of at most 65536 bytes") });
+  });
+
   it("status refuses a Caddyfile that is not keel's (no domains line) rather than report it healthy", () => {
     const h = new Host("localhost {\n}\n");
-    writeFileSync(h.enabled, "on\n");
     const r = h.run(["status", "--json"]);
     expect(r.code).toBe(4);
     expect(r.stderr).toContain("has no '# keel-https domains:' line; it is not keel's");

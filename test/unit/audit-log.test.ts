@@ -151,7 +151,9 @@ describe("the audit-log steps", () => {
     expect(step.bundle!.onChange).toEqual([["systemctl", "daemon-reload"]]);
     const start = auditLogSteps(on)[2];
     if (start.kind === "local" || start.kind === "upload") throw new Error("audit-log-start is a remote step");
-    expect(start.command).toBe(`sudo ${toolPath("audit-log")} enable`);
+    // The file in the command: a new keel:auditLog name updates the step, which makes the new file.
+    expect(start.command).toBe(`sudo ${toolPath("audit-log")} enable file=${auditLogFile(on)}`);
+    expect((auditLogSteps(config("events.log"))[2] as typeof start).command).toBe(`sudo ${toolPath("audit-log")} enable file=/var/log/engine/events.log`);
     expect(start.deleteCommand).toBe(`sudo ${toolPath("audit-log")} off`);
     // No tool bytes behind its trigger: a new keel-audit-log updates nothing and replaces nothing.
     expect(start.unseenHash).toBe((auditLogSteps(config("events.log"))[2] as typeof start).unseenHash);

@@ -74,6 +74,10 @@ describe("keel:https, validated like every other key", () => {
     expect(problems({ ...HTTPS, public: true })).toEqual([expect.stringContaining("keel:https.public: true says the endpoint is open to anyone, but keel:https.allowedCidrs limits it")]);
     expect(problems({ ...HTTPS, allowedCidrs: undefined, openPaths: [], public: false })).toEqual([expect.stringContaining("keel:https.public: false, but no keel:https.allowedCidrs")]);
     expect(problems({ ...HTTPS, domains: ["a.example.com", "a.example.com"] })).toEqual([expect.stringContaining("keel:https.domains: a.example.com is listed twice")]);
+    // A gate that lets everyone through: refused, pointing to public: true.
+    expect(problems({ ...HTTPS, allowedCidrs: ["203.0.113.0/24", "::/0"] })).toEqual([expect.stringContaining("keel:https.allowedCidrs[1]: ::/0 is every address, which is no gate")]);
+    expect(problems({ ...HTTPS, openPaths: ["/"] })).toEqual([expect.stringContaining("keel:https.openPaths[0]: / opens every path, which leaves no gate")]);
+    expect(problems({ ...HTTPS, openPaths: ["/authorize", "/*"] })).toEqual([expect.stringContaining("keel:https.openPaths[1]: /* opens every path")]);
   });
 
   it("refuses an unknown field, a missing one, and an ACME directory that is not https", () => {
@@ -154,7 +158,9 @@ describe("keel's Caddyfile", () => {
     expect(text).toMatch(/^\{\n\tadmin off\n\temail ops@example\.com\n\tservers \{\n\t\tprotocols h1 h2\n\t\}\n\}\n\napp\.example\.com, www\.example\.com \{\n/m);
     expect(text).toContain('\theader Strict-Transport-Security "max-age=31536000"\n');
     expect(text).toContain("\t\tnot remote_ip 203.0.113.0/24 2001:db8::/48\n\t\tnot path /authorize /authorize/* /.well-known/oauth-*\n");
-    expect(text).toContain('\troute {\n\t\trespond @unclean "Bad Request" 400\n\t\trespond @outside "Forbidden" 403\n\t\treverse_proxy 127.0.0.1:8000\n\t}\n');
+    expect(text).toContain('\troute {\n\t\trespond @unclean "Bad Request" 400\n\t\trespond @upgrade "Bad Request" 400\n\t\trespond @outside "Forbidden" 403\n\t\treverse_proxy 127.0.0.1:8000 {\n');
+    expect(text).toContain("\t\t\theader_up -Forwarded\n\t\t\theader_up -X-Real-IP\n\t\t}\n\t}\n");
+    expect(text).toContain("\t@upgrade {\n\t\theader Upgrade *\n\t\tnot header_regexp Upgrade (?i)^websocket$\n\t}\n");
     expect(text).not.toContain("acme_ca");
     expect(renderCaddyfile({ ...h, acmeCa: "https://acme-staging-v02.api.letsencrypt.org/directory" })).toContain("\temail ops@example.com\n\tacme_ca https://acme-staging-v02.api.letsencrypt.org/directory\n");
   });
@@ -232,6 +238,14 @@ describe("the policy pack with keel:https", () => {
     await withStackFile("prod", "config:\n  keel:https:\n    allowedCidrs: [198.51.100.0/24]\n", async (dir) => {
       expect(await resourceViolations(firewallSshOnly(dir), firewall("prod", rules))).toEqual([]);
     });
+    // Set without --path: a JSON string in the stack file, read the same.
+    await withStackFile("prod", `config:\n  keel:https: '${JSON.stringify({ domains: ["app.example.com"], allowedCidrs: ["198.51.100.0/24"] })}'\n`, async (dir) => {
+      expect(await resourceViolations(firewallSshOnly(dir), firewall("prod", rules))).toEqual([]);
+    });
+    // A CIDR of every address is no gate.
+    await withStackFile("prod", "config:\n  keel:https:\n    allowedCidrs: [0.0.0.0/0]\n", async (dir) => {
+      expect(await resourceViolations(firewallSshOnly(dir), firewall("prod", rules))).toEqual([expect.stringContaining("without saying who may reach the engine")]);
+    });
   });
 });
 
@@ -243,7 +257,12 @@ describe("the program with keel:https, under Pulumi mocks", () => {
     expect(rules.filter((r) => r.protocol === "tcp").map((r) => r.port)).toEqual(["2222", "80", "443"]);
     const start = run.byType("command:remote:Command").find((c) => c.name.endsWith("-https-start"))!;
     expect(await resolved(start.inputs.delete)).toBe(`sudo ${toolPath("https")} off`);
-    for (const c of run.byType("command:remote:Command").filter((c) => !c.name.endsWith("-https-start"))) expect(c.inputs.delete, c.name).toBeUndefined();
+    // Replaced delete-first: a new server (same address) gets off, then apply (components/hostSteps.ts).
+    expect(start.opts.deleteBeforeReplace).toBe(true);
+    for (const c of run.byType("command:remote:Command").filter((c) => !c.name.endsWith("-https-start"))) {
+      expect(c.inputs.delete, c.name).toBeUndefined();
+      expect(c.opts.deleteBeforeReplace, c.name).toBeUndefined();
+    }
     expect(await resolved(run.outputs.httpsDnsRecords)).toEqual([
       { name: "app.example.com", type: "A", value: "198.51.100.7" },
       { name: "app.example.com", type: "AAAA", value: "2001:db8:4f8::1" },

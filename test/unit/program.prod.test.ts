@@ -62,7 +62,7 @@ describe("the prod stack under Pulumi mocks", () => {
     for (const [i, c] of commands.entries()) {
       expect(await resolved(c.inputs.create)).toBe(plan.steps[i].command);
       expect(c.opts.dependsOn).toEqual(i === 0 ? [] : [commands[i - 1].resource]);
-      expect(c.opts.customTimeouts).toEqual({ create: `${plan.steps[i].timeoutSeconds}s`, update: `${plan.steps[i].timeoutSeconds}s` });
+      expect(c.opts.customTimeouts).toEqual({ create: `${plan.steps[i].timeoutSeconds}s`, update: `${plan.steps[i].timeoutSeconds}s`, delete: `${plan.steps[i].timeoutSeconds}s` });
       // Triggers (a change replaces): the tools it runs, then the server's id; command and stdin are
       // plain inputs (a change updates: components/hostSteps.ts).
       const triggers = await resolved<string[]>(c.inputs.triggers);

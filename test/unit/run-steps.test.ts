@@ -66,3 +66,35 @@ describe("runSteps with a state file", () => {
     expect(await runSteps(session(2222, []), steps, now, { stateFile: state, serverId: "4712" })).toEqual([]);
   });
 });
+
+describe("runSteps with a state file: steps with a delete command (keel:https, keel:auditLog)", () => {
+  const { raw, secretKeys } = stackConfig("staging");
+  const config = (extra: Record<string, string>) => parseConfig({ ...raw, ...extra }, (k) => secretKeys.includes(k));
+  const HTTPS = JSON.stringify({ domains: ["app.example.com"], upstream: "127.0.0.1:8000", acmeEmail: "ops@example.com", public: true });
+  const off = buildHostPlan(config({})).steps;
+  const on = buildHostPlan(config({ "keel:https": HTTPS, "keel:auditLog": "audit.log" })).steps;
+  const secrets = { envFile: "A=1\n", deployKey: "key", alertWebhook: "" };
+  const state = join(dir, "deletes.json");
+  const commands = (ran: string[]) => ran.filter((c) => /keel-(https|audit-log) /.test(c));
+
+  it("deletes the steps that left the plan after the plan's steps, last run first, running their delete commands", async () => {
+    await runSteps(session(22, []), on, secrets, { stateFile: state, serverId: "1" });
+    const ran: string[] = [];
+    const runs = await runSteps(session(22, ran), off, secrets, { stateFile: state, serverId: "1" });
+    expect(runs.filter((r) => r.name.endsWith("(delete)")).map((r) => r.name)).toEqual(["https-start (delete)", "audit-log-start (delete)"]);
+    expect(runs.slice(-2).map((r) => r.name)).toEqual(["https-start (delete)", "audit-log-start (delete)"]);
+    expect(commands(ran)).toEqual(["sudo /usr/local/sbin/keel-https off", "sudo /usr/local/sbin/keel-audit-log off"]);
+    // Gone from the state: the next run deletes nothing again.
+    expect(await runSteps(session(22, []), off, secrets, { stateFile: state, serverId: "1" })).toEqual([]);
+  });
+
+  it("on a new server, runs a step's recorded delete before the step again (delete-first replacement), on the address that now reaches the new server", async () => {
+    await runSteps(session(22, []), on, secrets, { stateFile: state, serverId: "1" });
+    const ran: string[] = [];
+    await runSteps(session(22, ran), on, secrets, { stateFile: state, serverId: "2" });
+    const mine = commands(ran);
+    expect(mine.indexOf("sudo /usr/local/sbin/keel-audit-log off")).toBe(mine.findIndex((c) => c.includes("keel-audit-log enable")) - 1);
+    expect(mine.indexOf("sudo /usr/local/sbin/keel-https off")).toBe(mine.findIndex((c) => c.includes("keel-https apply")) - 1);
+    expect(mine.at(-1)).toMatch(/keel-https apply /);
+  });
+});

@@ -167,13 +167,25 @@ afterAll(async () => {
 }, 3 * MINUTE);
 
 describe("keel:https on a Debian 12 VM", () => {
-  it("an up that sets it runs only the steps it changes: the firewall, the engine's settings and unit, the audit log and Caddy's three", async () => {
+  it("an up that sets it runs only the steps it changes: the layout (the log's directory), the firewall, the audit log's three, the engine's settings, unit and start, and Caddy's three", async () => {
     upRuns.push(...(await runSteps(vm, buildHostPlan(withHttps).steps, secrets, { stateFile, firewall: [...sshPorts(withHttps), 80, 443], log: (l) => console.log(`https VM: ${l}`) })));
     expect(upRuns.every((r) => r.code === 0)).toBe(true);
-    const ran = upRuns.map((r) => r.name);
-    expect(ran).toEqual(expect.arrayContaining(["harden-firewall", "engine-config", "engine-unit", "engine-start", "https-config", "https-package", "https-start"]));
-    expect(ran.filter((n) => n.startsWith("https-"))).toEqual(["https-config", "https-package", "https-start"]);
-    expect(upRuns.find((r) => r.name === "https-start")!.stdout).toContain("keel-https: caddy.service started with keel's Caddyfile; active and steady");
+    expect(upRuns.map((r) => r.name)).toEqual([
+      "layout",
+      "harden-firewall",
+      "audit-log-package",
+      "audit-log",
+      "audit-log-start",
+      "engine-config",
+      "engine-unit",
+      "engine-start",
+      "https-config",
+      "https-package",
+      "https-start",
+    ]);
+    // The package's own start already ran keel's Caddyfile (the drop-in came first); apply, which
+    // cannot know what a Caddy it did not start runs, restarts it once.
+    expect(upRuns.find((r) => r.name === "https-start")!.stdout).toMatch(/^keel-https: caddy\.service (re)?started with keel's Caddyfile; active and steady$/m);
   }, 40 * MINUTE);
 
   it("Caddy obtains the certificate from the ACME CA once the name resolves here; the health report says pending until then, ok after", async () => {
@@ -259,7 +271,7 @@ describe("keel:https on a Debian 12 VM", () => {
 
   it("an up that removes it closes the ports and, through the step's delete, stops and disables Caddy", async () => {
     downRuns.push(...(await runSteps(vm, buildHostPlan(base).steps, secrets, { stateFile, firewall: sshPorts(base), log: (l) => console.log(`https VM: ${l}`) })));
-    expect(downRuns.map((r) => r.name)).toContain("https-start (delete)");
+    expect(downRuns.map((r) => r.name)).toEqual(["layout", "harden-firewall", "engine-config", "engine-unit", "engine-start", "https-start (delete)", "audit-log-start (delete)"]);
     expect(downRuns.find((r) => r.name === "https-start (delete)")!.stdout).toBe("keel-https: caddy.service stopped and disabled (keel:https is off)\n");
     expect((await tryAsRoot(vm, `systemctl is-enabled ${CADDY_SERVICE}; systemctl is-active ${CADDY_SERVICE}`)).stdout.trim().split("\n")).toEqual(["disabled", "inactive"]);
     expect(await asRoot(vm, "ufw show added | grep -c keel-https || true")).toBe("0\n");
@@ -268,7 +280,6 @@ describe("keel:https on a Debian 12 VM", () => {
     expect(lines.listeners[0]).toBe("ok");
     expect(lines.https).toEqual(["skipped", expect.stringContaining("keel:https is off")]);
     // keel:auditLog went with it: audit-log-start's delete stopped the rotation; the log stays.
-    expect(downRuns.map((r) => r.name)).toContain("audit-log-start (delete)");
     expect(lines["audit-log"]).toEqual(["skipped", expect.stringContaining("keel:auditLog is not set")]);
     expect((await tryAsRoot(vm, "systemctl is-enabled keel-audit-log.timer; ls /var/log/engine")).stdout.trim().split("\n")).toEqual(["disabled", "audit.log", "audit.log.1.gz"]);
     const report = await health("https,audit-log");
