@@ -103,12 +103,12 @@ function fromHere(scheme: "http" | "https", path: string): Promise<{ status: num
   return new Promise((resolve, reject) => {
     const opts = { host: "127.0.0.1", port, path, headers: { Host: DOMAIN }, timeout: 30_000 };
     const done = (res: http.IncomingMessage) => {
+      // The socket is the response's only until it ends: read the certificate now.
+      const cert = scheme === "https" ? (res.socket as import("node:tls").TLSSocket).getPeerCertificate() : undefined;
       let body = "";
       res.on("data", (d: Buffer) => (body += d.toString()));
-      res.on("end", () => {
-        const cert = scheme === "https" ? (res.socket as import("node:tls").TLSSocket).getPeerCertificate() : undefined;
-        resolve({ status: res.statusCode ?? 0, body, headers: res.headers, issuer: cert?.issuer?.CN as string | undefined });
-      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers, issuer: cert?.issuer?.CN as string | undefined }));
+      res.on("error", reject);
     };
     const req = scheme === "https" ? https.request({ ...opts, servername: DOMAIN, ca: pebbleRoot }, done) : http.request(opts, done);
     req.on("error", reject);
@@ -233,8 +233,8 @@ describe("keel:https on a Debian 12 VM", () => {
   it("logs the requests to the journal, and the engine's audit log has them, append-only", async () => {
     const journal = await asRoot(vm, `journalctl -u ${CADDY_SERVICE} -o cat --no-pager | grep -F '"logger":"http.log.access' | tail -n 20`);
     expect(journal).toContain('"uri":"/authorize/callback"');
-    const audit = await asRoot(vm, "lsattr /var/log/engine/audit.log && grep -c '\"event\": \"request\"' /var/log/engine/audit.log");
-    expect(audit).toMatch(/^-----a-+ \/var\/log\/engine\/audit\.log\n[1-9][0-9]*\n$/);
+    const audit = await asRoot(vm, "lsattr /var/log/engine/audit.log | cut -c1-6 && grep -c '\"event\": \"request\"' /var/log/engine/audit.log");
+    expect(audit).toMatch(/^-----a\n[1-9][0-9]*\n$/);
   }, 5 * MINUTE);
 
   it("rotates the audit log for real: the engine frozen meanwhile and thawed, the copy compressed and root's, the live file append-only and still the engine's", async () => {
@@ -259,7 +259,8 @@ describe("keel:https on a Debian 12 VM", () => {
     const level = Number(/Overall exposure level for \S+: (\d+\.\d+)/.exec(out)![1]);
     console.log(`systemd-analyze security ${CADDY_SERVICE} on the VM: ${level}`);
     expect(level).toBeLessThanOrEqual(MAX_CADDY_EXPOSURE);
-    expect((await sh(vm, `systemctl show ${CADDY_SERVICE} -p User -p ExecStart`)).trim()).toMatch(/User=caddy[\s\S]*path=\/usr\/bin\/caddy ; argv\[\]=\/usr\/bin\/caddy run --config \/etc\/keel\/caddy\/Caddyfile --adapter caddyfile/);
+    expect((await sh(vm, `systemctl show ${CADDY_SERVICE} -p User --value`)).trim()).toBe("caddy");
+    expect(await sh(vm, `systemctl show ${CADDY_SERVICE} -p ExecStart --value`)).toContain("argv[]=/usr/bin/caddy run --config /etc/keel/caddy/Caddyfile --adapter caddyfile ;");
   }, 5 * MINUTE);
 
   it("keel verify checks it: UFW's planned rules with 80 and 443, Caddy the only other listener, the https line ok", async () => {
