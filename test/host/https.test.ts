@@ -423,9 +423,19 @@ spec.loader.exec_module(m)
 r = m.check_https(m.Context(conf={"tools_dir": ${JSON.stringify(dir)}}, state={}, now=0, webhook=False))
 print(json.dumps([r.status, r.summary, r.todo]))`);
   };
-  const verify = (status: unknown, rc = 0) => {
+  /** keel verify's https line; systemd's answers for caddy.service are the test's (this machine runs no Caddy unit). */
+  const verify = (status: unknown, rc = 0, unit: { execStart?: string; exposure?: string } = {}) => {
     answer(status, rc);
+    const execStart = unit.execStart ?? "{ path=/usr/bin/caddy ; argv[]=/usr/bin/caddy run --config /etc/keel/caddy/Caddyfile --adapter caddyfile ; ignore_errors=no }";
     return python(`${loader(TOOLS.verify)}
+real_run = m.run
+def run(*argv):
+    if argv[0] == "systemctl":
+        return 0, ${JSON.stringify(execStart)} + "\\n", ""
+    if argv[0] == "systemd-analyze":
+        return 0, "→ Overall exposure level for caddy.service: ${unit.exposure ?? "1.5"} OK", ""
+    return real_run(*argv)
+m.run = run
 m.check_https(${JSON.stringify(join(dir, "keel-https"))})
 print(json.dumps(m.results))`);
   };
@@ -445,9 +455,12 @@ print(json.dumps(m.results))`);
   it("keel verify: skipped when off, ok, failed when pending, down or without a status", () => {
     const tool = () => join(dir, "keel-https");
     expect(verify({ enabled: false, status: "ok", summary: "keel:https is off" })).toEqual([["skipped", "https", "keel:https is off: Caddy does not run, 80 and 443 are closed"]]);
-    expect(verify(ok)).toEqual([["ok", "https", ok.summary]]);
+    expect(verify(ok)).toEqual([["ok", "https", `${ok.summary}; keel's Caddyfile, exposure 1.5`]]);
     expect(verify(pending, 1)).toEqual([["failed", "https", pending.summary]]);
     expect(verify(down, 3)).toEqual([["failed", "https", down.summary]]);
+    // Caddy as Debian runs it (its own Caddyfile), or out of keel's sandbox: failed, named.
+    expect(verify(ok, 0, { execStart: "{ path=/usr/bin/caddy ; argv[]=/usr/bin/caddy run --environ --config /etc/caddy/Caddyfile ; }" })).toEqual([["failed", "https", expect.stringContaining("caddy.service does not run keel's Caddyfile")]]);
+    expect(verify(ok, 0, { exposure: "9.0" })).toEqual([["failed", "https", "caddy.service: exposure 9.0 (planned at most 2.0)"]]);
     expect(verify("x", 4)).toEqual([["failed", "https", expect.stringMatching(new RegExp(`^${tool()} status exited 4 without a status`))]]);
   });
 
