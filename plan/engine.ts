@@ -3,7 +3,7 @@ import { stringify } from "yaml";
 import type { KeelConfig } from "../config";
 import { sha256 } from "./hash";
 import { auditLogDir, auditLogFile, hostPaths } from "./layout";
-import { PROTECT_KERNEL, RESTRICT } from "./sandbox";
+import { PROTECT_KERNEL, RESTRICT, SYSCALLS } from "./sandbox";
 import { placeStep, scriptStep, toolStep } from "./steps";
 import { toolPath } from "./tools";
 import type { HostFile, Step } from "./types";
@@ -39,6 +39,9 @@ export const ALLOWED_IPV4 = [
 export const DENIED_IPV4 = ["169.254.0.0/16", "224.0.0.0/3"];
 export const ALLOWED_IPV6 = ["::/1", "8000::/2", "c000::/3", "e000::/4", "f000::/5", "f800::/6", "fc00::/7", "fe00::/9", "fec0::/10"];
 export const DENIED_IPV6 = ["fe80::/10", "ff00::/8"];
+
+/** A unit's address lines for every address but link-local and multicast (the engine's; keel:https's Caddy). */
+export const IP_NOT_LINK_LOCAL = ["IPAddressDeny=any", "IPAddressAllow=localhost", `IPAddressAllow=${ALLOWED_IPV4.join(" ")}`, `IPAddressAllow=${ALLOWED_IPV6.join(" ")}`] as const;
 
 /** The unit file's path. */
 export function unitFilePath(cfg: KeelConfig): string {
@@ -149,14 +152,8 @@ export function renderUnit(cfg: KeelConfig): string {
     "DevicePolicy=closed",
     "RestrictAddressFamilies=AF_INET AF_INET6",
     "# Every address but link-local (the cloud metadata service) and multicast.",
-    "IPAddressDeny=any",
-    "IPAddressAllow=localhost",
-    `IPAddressAllow=${ALLOWED_IPV4.join(" ")}`,
-    `IPAddressAllow=${ALLOWED_IPV6.join(" ")}`,
-    "SystemCallArchitectures=native",
-    "SystemCallFilter=@system-service",
-    "SystemCallFilter=~@privileged @resources",
-    "SystemCallErrorNumber=EPERM",
+    ...IP_NOT_LINK_LOCAL,
+    ...SYSCALLS,
     "",
     "[Install]",
     "WantedBy=multi-user.target",

@@ -1,7 +1,7 @@
 import type { KeelConfig } from "../config";
 import { sha256 } from "./hash";
-import { ALLOWED_IPV4, ALLOWED_IPV6 } from "./engine";
-import { PROTECT_KERNEL, RESTRICT } from "./sandbox";
+import { IP_NOT_LINK_LOCAL } from "./engine";
+import { PROTECT_KERNEL, RESTRICT, SYSCALLS } from "./sandbox";
 import { readStatic } from "./static";
 import { placeStep, step, toolStep } from "./steps";
 import { toolPath, TOOLS } from "./tools";
@@ -172,14 +172,8 @@ export function renderCaddyDropIn(): string {
     "# sd_notify (Type=notify) needs AF_UNIX.",
     "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
     "# Every address but link-local (the cloud metadata service) and multicast, as the engine's unit.",
-    "IPAddressDeny=any",
-    "IPAddressAllow=localhost",
-    `IPAddressAllow=${ALLOWED_IPV4.join(" ")}`,
-    `IPAddressAllow=${ALLOWED_IPV6.join(" ")}`,
-    "SystemCallArchitectures=native",
-    "SystemCallFilter=@system-service",
-    "SystemCallFilter=~@privileged @resources",
-    "SystemCallErrorNumber=EPERM",
+    ...IP_NOT_LINK_LOCAL,
+    ...SYSCALLS,
   ];
   return lines.join("\n") + "\n";
 }

@@ -25,3 +25,11 @@ export const RESTRICT = [
   "LockPersonality=yes",
   "MemoryDenyWriteExecute=yes",
 ] as const;
+
+/** The system calls of a service: the native ABI, systemd's @system-service, none privileged or resource-setting, EPERM for the rest. */
+export const SYSCALLS = [
+  "SystemCallArchitectures=native",
+  "SystemCallFilter=@system-service",
+  "SystemCallFilter=~@privileged @resources",
+  "SystemCallErrorNumber=EPERM",
+] as const;
